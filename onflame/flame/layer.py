@@ -1,0 +1,184 @@
+"""The FLAME layer: a batched, differentiable PyTorch module from parameters to meshes.
+
+Everything that does not depend on the inputs is computed once in ``__init__``: the blendshape bases
+as one (C, 3V) matrix, the joints' own blendshape basis (so joints cost a (B, C) x (C, 3J) product instead
+of regressing them from every vertex), the triangle corners of each landmark, and the joint tree's
+levels. When no joint other than the root is rotated (and no gradient flows through the pose), pose
+correctives and skinning reduce to one rigid rotation, which is applied directly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import lbs
+from .model import FlameModel
+from .params import FlameParams
+
+#: Joint whose global rotation sets the contour's yaw: the neck, as in FLAME's TensorFlow code, DECA and
+#: MICA. smplx's FLAME uses the root (0); pass ``contour_joint=0`` for its exact contour.
+NECK = 1
+#: Largest yaw (degrees) the dynamic contour embedding covers; it has 2 * 39 + 1 rows.
+MAX_CONTOUR_YAW = 39
+
+
+@dataclass
+class FlameOutput:
+    """What :class:`FLAME` returns; every tensor has a leading batch axis B and is in metres.
+
+    Attributes:
+        vertices: (B, V, 3) posed, translated vertices.
+        joints: (B, J, 3) posed joint positions.
+        landmarks: (B, 51, 3) static landmarks, if the model has a 51-point embedding.
+        landmarks68: (B, 68, 3) static 68-point landmarks, if the model has that embedding.
+        contour: (B, 17, 3) yaw-dependent jaw-contour landmarks, if the model has the dynamic embedding.
+    """
+
+    vertices: Tensor
+    joints: Tensor
+    landmarks: Tensor | None = None
+    landmarks68: Tensor | None = None
+    contour: Tensor | None = None
+
+
+class FLAME(nn.Module):
+    """FLAME as a PyTorch module.
+
+    Args:
+        model: the model arrays (see :func:`onflame.flame.load_model`).
+        n_shape: identity coefficients used (≤ the model's, 300 for FLAME).
+        n_expression: expression coefficients used (≤ the model's, 100 for FLAME).
+        dtype: floating dtype of the buffers; ``.to(...)`` moves and casts as for any module.
+        contour_joint: joint whose global yaw selects the dynamic contour row (1, the neck, as in MICA
+            and DECA; 0 as in smplx).
+
+    Call with tensors ``shape`` (B, ≤ n_shape), ``expression`` (B, ≤ n_expression), ``pose`` as FLAME's
+    (B, 15) or (B, 5, 3) axis-angle (global, neck, jaw, left eye, right eye) or MICA's (B, 6) (global,
+    jaw), and ``trans`` (B, 3); any may be omitted (zeros). Or call with a :class:`FlameParams`.
+    """
+
+    def __init__(self, model: FlameModel, n_shape: int = 300, n_expression: int = 100,
+                 dtype: torch.dtype = torch.float32, contour_joint: int = NECK):
+        super().__init__()
+        n_shape = min(n_shape, model.n_shape)
+        n_expression = min(n_expression, model.n_expression)
+        self.n_shape, self.n_expression = n_shape, n_expression
+        self.parents = model.parents.tolist()
+        self.levels = lbs.joint_levels(self.parents)
+        V, J = model.n_vertices, model.n_joints
+
+        dirs = np.concatenate([model.shapedirs[:, :, :n_shape], model.exprdirs[:, :, :n_expression]], 2)
+        f = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)  # noqa: E731
+        self.register_buffer("v_template", f(model.v_template.reshape(-1)))        # (3V,)
+        self.register_buffer("blend_dirs", f(dirs.reshape(3 * V, -1).T))          # (C, 3V)
+        self.register_buffer("j_template", f((model.J_regressor @ model.v_template).reshape(-1)))  # (3J,)
+        self.register_buffer("j_dirs", f(np.einsum("jv,vkc->cjk", model.J_regressor, dirs).reshape(dirs.shape[2], -1)))  # (C, 3J)
+        self.register_buffer("pose_dirs", f(model.posedirs.reshape(3 * V, -1).T))  # (9(J-1), 3V)
+        self.register_buffer("weights", f(model.weights))                          # (V, J)
+        self.register_buffer("faces", torch.as_tensor(model.faces, dtype=torch.long))
+        self.n_vertices, self.n_joints = V, J
+
+        emb = model.landmarks
+        for name, pts in (("static51", emb.static51), ("full68", emb.full68), ("dynamic", emb.dynamic)):
+            corners = None if pts is None else torch.as_tensor(model.faces[pts.face_idx], dtype=torch.long)
+            bary = None if pts is None else f(pts.bary)
+            self.register_buffer(f"{name}_corners", corners)
+            self.register_buffer(f"{name}_bary", bary)
+        # the neck's chain to the root, child first: its global rotation decides the contour's yaw
+        chain = [contour_joint]
+        while self.parents[chain[-1]] >= 0:
+            chain.append(self.parents[chain[-1]])
+        self.neck_chain = chain
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.v_template.dtype
+
+    def forward(self, shape: Tensor | FlameParams | None = None, expression: Tensor | None = None,
+                pose: Tensor | None = None, trans: Tensor | None = None) -> FlameOutput:
+        if isinstance(shape, FlameParams):
+            p = shape.to_torch(dtype=self.dtype, device=self.v_template.device)
+            shape, expression, pose, trans = p["shape"], p["expression"], p["pose"], p["trans"]
+        B = next((t.shape[0] for t in (shape, expression, pose, trans) if t is not None), 1)
+        coeffs = self._coefficients(shape, expression, B)
+        V, J = self.n_vertices, self.n_joints
+
+        v_shaped = torch.addmm(self.v_template.expand(B, -1), coeffs, self.blend_dirs)       # (B, 3V)
+        joints = torch.addmm(self.j_template.expand(B, -1), coeffs, self.j_dirs).view(B, J, 3)
+        rot = None
+        if pose is None:
+            vertices, posed_joints = v_shaped.view(B, V, 3), joints
+        else:
+            pose = self._full_pose(pose, B)
+            rot = lbs.axis_angle_to_matrix(pose)                                              # (B, J, 3, 3)
+            local = pose[:, 1:]
+            if not torch.is_grad_enabled() or not pose.requires_grad:
+                rigid_only = not bool(local.any())
+            else:
+                rigid_only = False
+            if rigid_only:  # only the root turns: the whole head rotates rigidly about the root joint
+                root = self.levels[0][0]
+                vertices = lbs.rigid_transform(v_shaped.view(B, V, 3), rot[:, root], joints[:, root])
+                posed_joints = lbs.rigid_transform(joints, rot[:, root], joints[:, root])
+            else:
+                eye = torch.eye(3, dtype=rot.dtype, device=rot.device)
+                pose_feature = (rot[:, 1:] - eye).reshape(B, -1)
+                v_posed = torch.addmm(v_shaped, pose_feature, self.pose_dirs).view(B, V, 3)
+                A, posed_joints = lbs.skinning_transforms(rot, joints, self.parents, self.levels)
+                vertices = lbs.linear_blend_skinning(v_posed, self.weights, A)
+
+        out = FlameOutput(vertices, posed_joints)
+        if self.static51_corners is not None:
+            out.landmarks = lbs.points_on_surface(vertices, self.static51_corners, self.static51_bary)
+        if self.full68_corners is not None:
+            out.landmarks68 = lbs.points_on_surface(vertices, self.full68_corners, self.full68_bary)
+        if self.dynamic_corners is not None:
+            row = self.contour_row(rot, B)
+            out.contour = lbs.points_on_surface(vertices, self.dynamic_corners[row], self.dynamic_bary[row])
+        if trans is not None:
+            t = trans.view(B, 1, 3)
+            for name in ("vertices", "joints", "landmarks", "landmarks68", "contour"):
+                val = getattr(out, name)
+                if val is not None:
+                    setattr(out, name, val + t)
+        return out
+
+    def contour_row(self, rot: Tensor | None, B: int) -> Tensor:
+        """Row (B,) of the dynamic embedding for each head's yaw: 0..39 for yaw ≤ 0°, 40..78 for yaw > 0°.
+
+        The yaw is that of the neck's global rotation, rounded to whole degrees and clamped to ±39°
+        (the layout of FLAME's dynamic embedding).
+        """
+        if rot is None:
+            return torch.zeros(B, dtype=torch.long, device=self.v_template.device)
+        R = rot[:, self.neck_chain[0]]
+        for j in self.neck_chain[1:]:
+            R = rot[:, j] @ R
+        deg = torch.round(-lbs.yaw_from_rotation(R) * (180.0 / np.pi)).clamp(max=MAX_CONTOUR_YAW).long()
+        return torch.where(deg < 0, (MAX_CONTOUR_YAW - deg).clamp(max=2 * MAX_CONTOUR_YAW), deg).detach()
+
+    def _coefficients(self, shape: Tensor | None, expression: Tensor | None, B: int) -> Tensor:
+        """(B, n_shape + n_expression): the given coefficients, zero-padded to the layer's counts."""
+        parts = []
+        for x, n, name in ((shape, self.n_shape, "shape"), (expression, self.n_expression, "expression")):
+            if x is None:
+                parts.append(torch.zeros(B, n, dtype=self.dtype, device=self.v_template.device))
+            elif x.shape[-1] > n:
+                raise ValueError(f"{name} has {x.shape[-1]} coefficients; this layer uses {n}")
+            else:
+                parts.append(nn.functional.pad(x.reshape(B, -1).to(self.dtype), (0, n - x.shape[-1])))
+        return torch.cat(parts, 1)
+
+    def _full_pose(self, pose: Tensor, B: int) -> Tensor:
+        J = self.n_joints
+        if pose.dim() == 3:
+            pose = pose.reshape(B, -1)
+        if pose.shape[-1] == 3 * J:
+            return pose.view(B, J, 3)
+        if pose.shape[-1] == 6 and J == 5:  # MICA: global and jaw; neck and eyes at rest
+            z = torch.zeros(B, 3, dtype=pose.dtype, device=pose.device)
+            return torch.stack([pose[:, :3], z, pose[:, 3:], z, z], 1)
+        raise ValueError(f"pose has {pose.shape[-1]} values; expected {3 * J} (FLAME) or 6 (MICA: global + jaw)")

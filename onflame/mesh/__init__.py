@@ -1,0 +1,5 @@
+"""Meshes: the :class:`Mesh` type and its readers and writers."""
+from .io import MESH_SUFFIXES, check_mesh, read_mesh, read_obj, write_obj, write_ply
+from .mesh import Mesh
+
+__all__ = ["MESH_SUFFIXES", "Mesh", "check_mesh", "read_mesh", "read_obj", "write_obj", "write_ply"]
