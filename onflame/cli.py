@@ -1,0 +1,118 @@
+"""The ``onflame`` command line.
+
+Each sub-command is a thin wrapper: it parses arguments, calls the library function that does the work,
+and prints a table (or JSON with ``--json``). Exit codes: 0 success, 1 the input has errors (the run
+still went through every item), 2 bad usage.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__
+from .errors import OnflameError
+
+
+def _print_json(obj: Any) -> None:
+    from .fileio import _json_default
+
+    print(json.dumps(obj, indent=2, default=_json_default))
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .info import describe
+
+    summary = describe(args.path)
+    if args.json:
+        _print_json(summary)
+    else:
+        from .info import format_summary
+
+        print(format_summary(summary))
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .dataset.validate import validate_root
+
+    report = validate_root(args.root, model=args.model, check_images=not args.no_images)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(report.format_table())
+    return 0 if report.ok else 1
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .dataset.export import export_params
+
+    result = export_params(args.root, args.out)
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"wrote {result['subjects']} subjects from {len(result['subsets'])} subsets to {args.out}")
+        for problem in result.get("skipped", []):
+            print(f"skipped {problem}")
+    return 0 if not result.get("skipped") else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .synthetic.demo import run_demo
+
+    return run_demo(Path(args.out), json_output=args.json)
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
+    "info": (cmd_info, "summarise a model, embedding, masks, params npz, image list or dataset root"),
+    "validate": (cmd_validate, "check a MICA dataset root and report every problem with its file"),
+    "export": (cmd_export, "write all subjects' FLAME parameters to one file"),
+    "demo": (cmd_demo, "run the main job on the embedded synthetic default"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="onflame", description=__doc__.splitlines()[0])
+    ap.add_argument("--version", action="version", version=f"onflame {__version__}")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log progress and warnings")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help=COMMANDS["info"][1])
+    p.add_argument("path", type=Path)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("validate", help=COMMANDS["validate"][1])
+    p.add_argument("root", type=Path, help="MICA root (subset folders or subset .zip files)")
+    p.add_argument("--model", type=Path, help="FLAME model: also measure registration vs FLAME(params)")
+    p.add_argument("--no-images", action="store_true", help="skip checking image lists against files")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("export", help=COMMANDS["export"][1])
+    p.add_argument("root", type=Path)
+    p.add_argument("--out", type=Path, required=True, help=".npz (arrays) or .csv (one row per subject)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("demo", help=COMMANDS["demo"][1])
+    p.add_argument("--out", type=Path, default=Path("onflame-demo"), help="output folder (default ./onflame-demo)")
+    p.add_argument("--json", action="store_true")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return COMMANDS[args.command][0](args)
+    except OnflameError as exc:
+        print(f"onflame {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"onflame {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
