@@ -1,0 +1,89 @@
+"""Small geometry helpers shared by registration, evaluation and the synthetic scans.
+
+Rigid fits (Kabsch / Umeyama), normals, boundaries and the graph Laplacian are a few numpy/scipy lines
+each; they work on raw arrays inside registration's inner loops, where building a ``trimesh.Trimesh``
+(with its caches and validation) every iteration would cost more than the computation itself.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def rigid_fit(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None,
+              scale: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
+    """Least-squares ``dst ≈ s R src + t`` (Kabsch; Umeyama when ``scale``).
+
+    Args:
+        src, dst: (N, 3) corresponding points.
+        weights: (N,) non-negative weights, or None.
+        scale: also estimate a uniform scale ``s`` (otherwise ``s = 1``).
+
+    Returns:
+        ``(R (3, 3), t (3,), s)`` with ``det R = +1``.
+    """
+    w = np.ones(len(src)) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
+    mu_s, mu_d = w @ src, w @ dst
+    a, b = src - mu_s, dst - mu_d
+    cov = (b * w[:, None]).T @ a
+    U, S, Vt = np.linalg.svd(cov)
+    d = np.sign(np.linalg.det(U @ Vt))
+    D = np.diag([1.0, 1.0, d])
+    R = U @ D @ Vt
+    s = float((S * np.diag(D)).sum() / (w @ (a * a).sum(1))) if scale else 1.0
+    t = mu_d - s * R @ mu_s
+    return R, t, s
+
+
+def apply_rigid(points: np.ndarray, R: np.ndarray, t: np.ndarray, s: float = 1.0) -> np.ndarray:
+    """``s R p + t`` for points (N, 3)."""
+    return s * points @ R.T + t
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(V, 3) unit area-weighted vertex normals (zero for unreferenced vertices)."""
+    fn = np.cross(vertices[faces[:, 1]] - vertices[faces[:, 0]], vertices[faces[:, 2]] - vertices[faces[:, 0]])
+    n = np.zeros_like(vertices)
+    for k in range(3):  # bincount-based scatter: much faster than np.add.at on large scans
+        for d in range(3):
+            n[:, d] += np.bincount(faces[:, k], weights=fn[:, d], minlength=len(vertices))
+    norm = np.linalg.norm(n, axis=1, keepdims=True)
+    return np.divide(n, norm, out=np.zeros_like(n), where=norm > 0)
+
+
+def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(F, 3) unit triangle normals (zero for degenerate triangles)."""
+    fn = np.cross(vertices[faces[:, 1]] - vertices[faces[:, 0]], vertices[faces[:, 2]] - vertices[faces[:, 0]])
+    norm = np.linalg.norm(fn, axis=1, keepdims=True)
+    return np.divide(fn, norm, out=np.zeros_like(fn), where=norm > 0)
+
+
+def boundary_vertices(faces: np.ndarray, n_vertices: int) -> np.ndarray:
+    """(V,) bool: vertices on an edge used by only one triangle (holes, cut borders)."""
+    e = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+    uniq, counts = np.unique(e, axis=0, return_counts=True)
+    out = np.zeros(n_vertices, dtype=bool)
+    out[uniq[counts == 1].ravel()] = True
+    return out
+
+
+def uniform_laplacian(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
+    """(V, V) graph Laplacian ``L = I - D⁻¹ A`` of the mesh's edge graph (rows of isolated vertices are 0)."""
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    A = sp.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n_vertices, n_vertices)).tocsr()
+    A = ((A + A.T) > 0).astype(np.float64)
+    deg = np.asarray(A.sum(1)).ravel()
+    inv = np.divide(1.0, deg, out=np.zeros_like(deg), where=deg > 0)
+    return (sp.diags((deg > 0).astype(np.float64)) - sp.diags(inv) @ A).tocsr()
+
+
+def count_flipped(faces: np.ndarray, before: np.ndarray, after: np.ndarray) -> int:
+    """Triangles whose normal turns by more than 90° between vertex sets ``before`` and ``after`` (V, 3)."""
+    return int(((face_normals(before, faces) * face_normals(after, faces)).sum(1) < 0).sum())
+
+
+def count_degenerate(vertices: np.ndarray, faces: np.ndarray, min_area: float = 1e-12) -> int:
+    """Triangles with area below ``min_area`` (m²)."""
+    fn = np.cross(vertices[faces[:, 1]] - vertices[faces[:, 0]], vertices[faces[:, 2]] - vertices[faces[:, 0]])
+    return int((0.5 * np.linalg.norm(fn, axis=1) < min_area).sum())

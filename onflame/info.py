@@ -1,0 +1,111 @@
+"""``onflame info``: recognise a file or folder and summarise it.
+
+Knows FLAME model files (``.pkl`` or onflame ``.npz``), landmark embeddings, region masks, MICA parameter
+``.npz`` files, MICA image lists (``image_paths/<SUBSET>.npy``), meshes, and MICA dataset roots.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from . import safepickle
+from .errors import InputError
+
+
+def describe(path: str | os.PathLike) -> dict[str, Any]:
+    """A JSON-ready summary of ``path``; ``summary["kind"]`` says what it was recognised as.
+
+    Raises :class:`InputError` if the path is missing or is none of the known kinds.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file or folder")
+    if path.is_dir() or path.suffix.lower() == ".zip":
+        return _describe_dataset(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        return _describe_npz(path)
+    if suffix in (".pkl", ".npy"):
+        obj = safepickle.load_npy_object(path) if suffix == ".npy" else safepickle.load(path)
+        return _describe_object(path, obj)
+    from .mesh import MESH_SUFFIXES, read_mesh
+
+    if suffix in MESH_SUFFIXES or path.name.lower().endswith(".abs.gz"):
+        mesh = read_mesh(path)
+        return {"kind": "mesh", "path": str(path), "vertices": mesh.n_vertices, "faces": mesh.n_faces,
+                "extent": [round(float(x), 6) for x in mesh.extent()], "textured": mesh.texture is not None}
+    raise InputError(path, f"unknown file type {suffix!r}")
+
+
+def _describe_object(path: Path, obj: Any) -> dict[str, Any]:
+    from .flame.embedding import landmark_embedding_from_dict
+    from .flame.model import model_from_dict
+
+    if isinstance(obj, np.ndarray):
+        return {"kind": "array", "path": str(path), "shape": list(obj.shape), "dtype": str(obj.dtype)}
+    if not isinstance(obj, Mapping):
+        raise InputError(path, f"holds a {type(obj).__name__}; not a FLAME or MICA file")
+    keys = set(obj)
+    if {"v_template", "shapedirs"} <= keys:
+        return {"kind": "flame_model", **model_from_dict(obj, str(path)).summary()}
+    if keys & {"lmk_face_idx", "static_lmk_faces_idx"}:
+        return {"kind": "landmark_embedding", "path": str(path), **landmark_embedding_from_dict(obj, path).summary()}
+    if obj and all(isinstance(v, tuple) and len(v) == 2 for v in obj.values()):
+        from .dataset.image_paths import image_paths_from_object, summarise_image_paths
+
+        return {"kind": "image_paths", "path": str(path), **summarise_image_paths(image_paths_from_object(obj, path))}
+    if obj and all(isinstance(v, np.ndarray) and v.ndim == 1 and np.issubdtype(v.dtype, np.integer) for v in obj.values()):
+        return {"kind": "masks", "path": str(path), "regions": {str(k): int(v.size) for k, v in sorted(obj.items())}}
+    raise InputError(path, f"unrecognised dict (keys: {sorted(map(str, keys))[:8]})")
+
+
+def _describe_npz(path: Path) -> dict[str, Any]:
+    from .flame.model import NPZ_FORMAT, load_model
+    from .flame.params import read_params
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            files = set(z.files)
+            tag = str(z["format"]) if "format" in files else ""
+    except Exception as exc:  # zipfile / numpy raise assorted errors on corrupt archives
+        raise InputError(path, f"not a readable .npz ({type(exc).__name__}: {exc})") from None
+    if tag == NPZ_FORMAT:
+        return {"kind": "flame_model", **load_model(path).summary()}
+    if {"subset", "actor", "betas"} <= files:
+        with np.load(path, allow_pickle=False) as z:
+            subsets, counts = np.unique(z["subset"], return_counts=True)
+        return {"kind": "params_export", "path": str(path), "subjects": int(counts.sum()),
+                "subsets": {str(s): int(c) for s, c in zip(subsets, counts)}}
+    p = read_params(path)
+    return {
+        "kind": "flame_params", "path": str(path),
+        "shape_norm": round(float(np.linalg.norm(p.shape)), 4),
+        "expression_norm": round(float(np.linalg.norm(p.expression)), 4),
+        "pose": {"global": p.pose[:3].round(4).tolist(), "neck": p.pose[3:6].round(4).tolist(),
+                 "jaw": p.pose[6:9].round(4).tolist(), "eyes": p.pose[9:15].round(4).tolist()},
+        "trans_m": p.trans.round(5).tolist(),
+        "extras": sorted(p.extras),
+    }
+
+
+def _describe_dataset(path: Path) -> dict[str, Any]:
+    from .dataset.layout import open_root
+
+    root = open_root(path)
+    return {"kind": "mica_root", **root.summary()}
+
+
+def format_summary(summary: Mapping[str, Any], indent: int = 0) -> str:
+    """Render a summary dict as aligned ``key: value`` lines (nested dicts indented)."""
+    lines = []
+    width = max((len(str(k)) for k in summary), default=0)
+    for k, v in summary.items():
+        if isinstance(v, Mapping) and v:
+            lines.append(" " * indent + f"{k}:")
+            lines.append(format_summary(v, indent + 2))
+        else:
+            lines.append(" " * indent + f"{str(k).ljust(width)}  {v}")
+    return "\n".join(lines)

@@ -1,0 +1,64 @@
+"""Correspondences between a moving FLAME mesh and a fixed scan.
+
+The scan is indexed once (a cKDTree over its vertices, with vertex normals and a boundary flag). Each
+query pairs mesh points with their nearest scan vertex and keeps a pair only when it is plausible: close
+enough, normals agreeing, and not on the scan's border (a model point beyond a hole or the scan's edge
+would otherwise be dragged onto the border). Point-to-plane residuals against the scan normal make
+nearest-vertex pairs behave like nearest-surface pairs on scans denser than the model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from ..geometry import boundary_vertices, vertex_normals
+
+
+@dataclass
+class ScanIndex:
+    """A scan (metres) prepared for nearest-point queries.
+
+    Attributes:
+        points: (N, 3) vertices; normals: (N, 3) unit normals; border: (N,) bool boundary flags.
+    """
+
+    points: np.ndarray
+    normals: np.ndarray
+    border: np.ndarray
+    tree: cKDTree
+
+    @classmethod
+    def build(cls, vertices: np.ndarray, faces: np.ndarray) -> "ScanIndex":
+        normals = vertex_normals(vertices, faces)
+        border = boundary_vertices(faces, len(vertices)) if len(faces) else np.zeros(len(vertices), bool)
+        # grow the border by one ring: vertices next to a hole have unreliable normals too
+        if len(faces) and border.any():
+            touching = border[faces].any(1)
+            grown = border.copy()
+            grown[faces[touching].ravel()] = True
+            border = grown
+        return cls(vertices, normals, border, cKDTree(vertices))
+
+    def match(self, points: np.ndarray, normals: np.ndarray | None, max_dist: float,
+              min_cos: float = 0.5, workers: int = -1) -> "Matches":
+        """Nearest scan vertex for each of ``points`` (M, 3), filtered (see module docstring)."""
+        dist, idx = self.tree.query(points, k=1, distance_upper_bound=max_dist, workers=workers)
+        ok = np.isfinite(dist)
+        idx = np.where(ok, idx, 0)
+        ok &= ~self.border[idx]
+        if normals is not None:
+            ok &= (self.normals[idx] * normals).sum(1) >= min_cos
+        return Matches(np.flatnonzero(ok), self.points[idx[ok]], self.normals[idx[ok]], dist[ok])
+
+
+@dataclass
+class Matches:
+    """Accepted pairs: ``source`` (K,) indices into the queried points, scan ``target`` (K, 3) positions,
+    scan ``normal`` (K, 3), and ``dist`` (K,) point-to-point distances (metres)."""
+
+    source: np.ndarray
+    target: np.ndarray
+    normal: np.ndarray
+    dist: np.ndarray

@@ -1,0 +1,238 @@
+"""Scan → FLAME: the registration engine's entry point.
+
+Steps (each in its own module):
+
+1. units (:mod:`.units`): metres per scan unit, given or detected from the head's size;
+2. rigid start (:mod:`.rigid`): from landmarks (Kabsch, no scale) or from geometry alone;
+3. FLAME fit (:mod:`.fit`): shape, expression, global/neck/jaw pose and translation, robust,
+   restricted to the model regions that find scan data;
+4. refinement (:mod:`.refine`): per-vertex detail beyond the FLAME space where the scan has data,
+   falling back to the fit elsewhere, eyeballs fixed;
+5. parameters re-fitted vertex-to-vertex to the final mesh (:func:`.fit.fit_mesh_vertices`);
+6. quality and verdict (:mod:`.quality`).
+
+Everything runs in the model's frame; the results are returned in the scan's frame, in metres.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.spatial.transform import Rotation
+
+from ..errors import InputError
+from ..flame.model import FlameModel
+from ..flame.params import FlameParams
+from ..geometry import apply_rigid, vertex_normals
+from ..mesh import Mesh, check_mesh, read_mesh
+from .correspond import ScanIndex
+from .fit import FitSettings, FitState, fit_mesh_vertices, fit_scan, make_layer, vertices
+from .quality import Quality, assess
+from .refine import RefineSettings, refine
+from .rigid import align_by_geometry, align_with_landmarks, trimmed_icp
+from .units import UNITS, detect_units
+
+#: Region weights for matching model vertices to scan data; regions not listed get ``DEFAULT_WEIGHT``.
+REGION_WEIGHTS = {"face": 1.0, "forehead": 1.0, "nose": 1.0, "lips": 1.0, "eye_region": 1.0,
+                  "left_ear": 0.5, "right_ear": 0.5, "neck": 0.5, "scalp": 0.3,
+                  "left_eyeball": 0.0, "right_eyeball": 0.0}
+DEFAULT_WEIGHT = 0.5
+
+
+@dataclass
+class Registration:
+    """The result of :func:`register`.
+
+    Attributes:
+        mesh: the registration, FLAME topology, metres, in the scan's frame.
+        params: FLAME parameters with FLAME(params) ≈ ``mesh`` (scan frame, metres). ``params.extras``
+            holds ``units`` (str), ``scale_to_m`` (float: metres per scan unit), ``scan_to_flame`` (4, 4):
+            the rigid transform from the scan's frame (in metres) to FLAME's canonical frame, and
+            ``verdict``.
+        fit: (V, 3) the FLAME fit before refinement (scan frame, metres).
+        quality: measured numbers and the verdict.
+        timings: seconds per step.
+    """
+
+    mesh: Mesh
+    params: FlameParams
+    fit: np.ndarray
+    quality: Quality
+    timings: dict = field(default_factory=dict)
+    landmarks: np.ndarray | None = None
+
+    @property
+    def verdict(self) -> str:
+        return self.quality.verdict
+
+    def report(self) -> dict:
+        """JSON-ready summary: units, verdict with reasons, quality numbers, timings."""
+        return {
+            "source": self.mesh.source,
+            "units": str(self.params.extras["units"]),
+            "scale_to_m": float(self.params.extras["scale_to_m"]),
+            **self.quality.as_dict(),
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+def region_weights(model: FlameModel) -> np.ndarray:
+    """(V,) weights of model vertices for matching scan data (see ``REGION_WEIGHTS``)."""
+    if not model.masks:
+        return np.ones(model.n_vertices)
+    w = np.full(model.n_vertices, DEFAULT_WEIGHT)
+    for name in sorted(REGION_WEIGHTS, key=lambda n: REGION_WEIGHTS[n] != 0.0):  # zero weights win
+        if name in model.masks:
+            w[model.masks[name]] = REGION_WEIGHTS[name] if w[model.masks[name]].min() != 0.0 else 0.0
+    for name in ("left_eyeball", "right_eyeball"):
+        if name in model.masks:
+            w[model.masks[name]] = 0.0
+    return w
+
+
+def _face_vertices(model: FlameModel) -> np.ndarray:
+    return model.masks["face"] if "face" in model.masks else np.arange(model.n_vertices)
+
+
+def _eyeballs(model: FlameModel) -> np.ndarray:
+    parts = [model.masks[n] for n in ("left_eyeball", "right_eyeball") if n in model.masks]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def _as_landmarks(landmarks: np.ndarray | str | os.PathLike | None, path: str) -> np.ndarray | None:
+    if landmarks is None:
+        return None
+    if isinstance(landmarks, (str, os.PathLike)):
+        try:
+            landmarks = np.loadtxt(landmarks) if str(landmarks).endswith(".txt") else np.load(landmarks, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InputError(landmarks, f"cannot read landmarks ({exc})") from None
+    lmk = np.asarray(landmarks, dtype=np.float64)
+    if lmk.shape == (68, 3):  # iBUG-68: FLAME's 51 are the 68 without the 17 jaw-contour points
+        lmk = lmk[17:]
+    if lmk.shape != (51, 3) or not np.isfinite(lmk).all():
+        raise InputError(path, f"landmarks must be (51, 3) or (68, 3) finite points, got {lmk.shape}")
+    return lmk
+
+
+def register(scan: Mesh | str | os.PathLike, model: FlameModel, landmarks: np.ndarray | str | None = None,
+             units: str = "auto", fit_settings: FitSettings | None = None,
+             refine_settings: RefineSettings | None = None) -> Registration:
+    """Register a raw face scan to FLAME.
+
+    Args:
+        scan: a :class:`Mesh` or a mesh file path, in any units, orientation and position.
+        model: the FLAME model, with region masks and a 51-point landmark embedding if landmarks are given.
+        landmarks: (51, 3) or (68, 3) landmark positions on the scan, in the scan's units and frame, or a
+            ``.npy``/``.txt`` file of them; None to align from geometry alone.
+        units: ``"auto"`` (detect from size), ``"m"``, ``"cm"`` or ``"mm"``.
+
+    Returns:
+        :class:`Registration` in the scan's frame, metres.
+
+    Raises:
+        InputError: empty or NaN scan, absurd size, bad landmarks, or a model without what is needed.
+    """
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    if not isinstance(scan, Mesh):
+        scan = read_mesh(scan)
+    path = scan.source or "<scan>"
+    check_mesh(scan, path)
+    if scan.n_faces == 0:
+        raise InputError(path, "scan has no triangles (a point cloud); registration needs a surface")
+    lmk = _as_landmarks(landmarks, path)
+    if lmk is not None and model.landmarks.static51 is None:
+        raise InputError(model.source or None, "model has no 51-point landmark embedding; cannot use landmarks")
+
+    if units == "auto":
+        try:
+            unit, k = detect_units(scan.vertices, lmk)
+        except InputError as exc:
+            raise InputError(path, exc.problem) from None
+    elif units in UNITS:
+        unit, k = units, UNITS[units]
+    else:
+        raise InputError(None, f"unknown units {units!r}; use auto, m, cm or mm")
+    pts_m = scan.vertices * k
+    lmk_m = None if lmk is None else lmk * k
+    index_scan = ScanIndex.build(pts_m, scan.faces)
+    timings["prepare"] = time.perf_counter() - t0
+
+    # 2. rigid start: x_scan = R x_model + t
+    t1 = time.perf_counter()
+    flame = make_layer(model)
+    with torch.no_grad():
+        rest = flame()
+    tmpl = rest.vertices[0].numpy()
+    tmpl_n = vertex_normals(tmpl, model.faces)
+    face = _face_vertices(model)
+    if lmk_m is not None:
+        R, t = align_with_landmarks(rest.landmarks[0].numpy(), lmk_m)
+    else:
+        R, t, _ = align_by_geometry(tmpl[face], tmpl_n[face], index_scan)
+    timings["rigid"] = time.perf_counter() - t1
+
+    # 3-4. fit and refine in the model frame
+    t2 = time.perf_counter()
+    pts_model = (pts_m - t) @ R
+    index = ScanIndex.build(pts_model, scan.faces)
+    weights = region_weights(model)
+    lmk_model = None if lmk_m is None else (lmk_m - t) @ R
+    state = fit_scan(flame, index, weights, lmk_model, fit_settings)
+    fit_v = vertices(flame, state)
+    timings["fit"] = time.perf_counter() - t2
+
+    t3 = time.perf_counter()
+    reg_v, refine_info = refine(fit_v, model.faces, index, weights, _eyeballs(model), refine_settings)
+    timings["refine"] = time.perf_counter() - t3
+
+    # 5. parameters for the final mesh, in the scan frame (metres)
+    t4 = time.perf_counter()
+    reg_scan = apply_rigid(reg_v, R, t)
+    init = _to_scan_frame(flame, state, R, t)
+    final = fit_mesh_vertices(flame, reg_scan, state=init)
+    timings["refit"] = time.perf_counter() - t4
+
+    # 6. quality (model frame and scan frame differ by a rigid motion: distances are the same)
+    reg_lmk = None
+    if model.landmarks.static51 is not None:
+        reg_lmk = model.landmarks.static51.locate(reg_scan, model.faces)
+    quality = assess(reg_v, fit_v, model.faces, index, face, lmk_model,
+                     None if reg_lmk is None else (reg_lmk - t) @ R)
+    quality.numbers["refine_rounds"] = len(refine_info["rounds"])
+    timings["total"] = time.perf_counter() - t0
+
+    params = final.to_params()
+    to_flame = np.eye(4)
+    to_flame[:3, :3], to_flame[:3, 3] = R.T, -R.T @ t
+    params.extras.update(units=np.array(unit), scale_to_m=np.array(k), scan_to_flame=to_flame,
+                         verdict=np.array(quality.verdict))
+    mesh = Mesh(reg_scan, model.faces, source=path, meta={"units": "m"})
+    return Registration(mesh, params, apply_rigid(fit_v, R, t), quality, timings, reg_lmk)
+
+
+def _to_scan_frame(flame, state: FitState, R: np.ndarray, t: np.ndarray) -> FitState:
+    """The same FLAME instance moved by ``x -> R x + t``: compose with the global rotation about the root."""
+    with torch.no_grad():
+        root = flame(torch.as_tensor(state.shape)[None], torch.as_tensor(state.expression)[None]).joints[0, 0].numpy()
+    pose = state.pose.copy()
+    pose[:3] = (Rotation.from_matrix(R) * Rotation.from_rotvec(state.pose[:3])).as_rotvec()
+    return FitState(state.shape.copy(), state.expression.copy(), pose, R @ (root + state.trans) + t - root)
+
+
+def save_registration(reg: Registration, out_dir: str | os.PathLike, name: str, picture: bool = True) -> dict:
+    """Write ``<name>.npz`` (MICA keys + extras), ``<name>.obj`` and ``<name>_report.json`` (+ ``.png``)."""
+    from ..fileio import write_json
+    from ..mesh import write_obj
+
+    out = Path(out_dir)
+    paths = {"params": out / f"{name}.npz", "mesh": out / f"{name}.obj", "report": out / f"{name}_report.json"}
+    reg.params.save(paths["params"])
+    write_obj(paths["mesh"], reg.mesh)
+    write_json(paths["report"], reg.report())
+    return {k: str(v) for k, v in paths.items()}

@@ -1,0 +1,38 @@
+"""Detect a scan's length unit (m, cm or mm) from its size.
+
+A human head is about 0.15–0.25 m wide; a face landmark set spans about 0.1–0.15 m. Whichever of
+m/cm/mm brings the measured size closest (on a log scale) to the expected one is chosen. Scale is only
+ever used to convert units: registration never scales the model to fit a scan.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError
+
+#: Metres per unit.
+UNITS = {"m": 1.0, "cm": 0.01, "mm": 0.001}
+#: Typical RMS distance of head-scan points from their centroid (m), and of 51 landmarks from theirs.
+_TYPICAL_SCAN_RMS = 0.08
+_TYPICAL_LANDMARK_RMS = 0.04
+
+
+def detect_units(points: np.ndarray, landmarks: np.ndarray | None = None) -> tuple[str, float]:
+    """Guess the unit of ``points`` (N, 3) (and of ``landmarks`` (K, 3), which decide when given).
+
+    Returns:
+        ``(unit, metres_per_unit)``.
+
+    Raises:
+        InputError: the size fits no unit within a factor of 4 (not a head, or corrupt data).
+    """
+    ref = landmarks if landmarks is not None and len(landmarks) >= 5 else points
+    typical = _TYPICAL_LANDMARK_RMS if ref is landmarks else _TYPICAL_SCAN_RMS
+    centred = ref - np.median(ref, axis=0)
+    rms = float(np.sqrt(np.median((centred**2).sum(1))))
+    if not np.isfinite(rms) or rms <= 0:
+        raise InputError(None, "cannot measure the scan's size (degenerate or NaN points)")
+    best = min(UNITS, key=lambda u: abs(np.log(rms * UNITS[u] / typical)))
+    if abs(np.log(rms * UNITS[best] / typical)) > np.log(4.0):
+        raise InputError(None, f"scan size {rms:.4g} (RMS radius) fits no unit m/cm/mm for a head")
+    return best, UNITS[best]
