@@ -62,9 +62,12 @@ def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 def boundary_vertices(faces: np.ndarray, n_vertices: int) -> np.ndarray:
     """(V,) bool: vertices on an edge used by only one triangle (holes, cut borders)."""
     e = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
-    uniq, counts = np.unique(e, axis=0, return_counts=True)
+    key = e[:, 0].astype(np.int64) * n_vertices + e[:, 1]  # one integer per undirected edge: a 1-D sort
+    uniq, counts = np.unique(key, return_counts=True)
+    once = uniq[counts == 1]
     out = np.zeros(n_vertices, dtype=bool)
-    out[uniq[counts == 1].ravel()] = True
+    out[once // n_vertices] = True
+    out[once % n_vertices] = True
     return out
 
 

@@ -70,7 +70,12 @@ def _torch_from_bytes(data: bytes) -> Any:
     """Rebuild a torch storage pickled with ``torch.storage._load_from_bytes``, weights-only."""
     import torch  # torch is only needed for files that contain tensors
 
-    return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    try:
+        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:  # what torch's weights-only loader raises for a forbidden global
+        lines = [line for line in str(exc).splitlines() if line.strip()] or ["refused"]
+        reason = next((line for line in lines if "GLOBAL" in line), lines[0])
+        raise UnsafePickleError(None, f"torch payload refused by torch.load(weights_only=True): {reason}") from None
 
 
 def _torch_rebuild_tensor(*args: Any) -> Any:

@@ -167,6 +167,8 @@ def model_from_dict(d: Mapping[str, Any], source: str = "", n_expression: int = 
             parents=parents,
             source=source,
         )
+    except InputError:  # already names the file and the problem (InputError is a ValueError)
+        raise
     except (TypeError, ValueError, IndexError) as exc:
         raise InputError(source or None, f"not a FLAME model: {exc}") from None
 
@@ -236,3 +238,7 @@ def _load_npz(path: Path) -> FlameModel:
         )
     except KeyError as exc:
         raise InputError(path, f"onflame model file lacks array {exc}") from None
+    except InputError:
+        raise
+    except (TypeError, ValueError, IndexError) as exc:
+        raise InputError(path, f"not a FLAME model: {exc}") from None

@@ -22,7 +22,7 @@ from .mesh import Mesh
 log = logging.getLogger(__name__)
 
 #: Suffixes :func:`read_mesh` understands.
-MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
+MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf", ".wrl", ".abs", ".abs.gz")
 
 
 def read_mesh(path: str | os.PathLike) -> Mesh:
@@ -36,6 +36,14 @@ def read_mesh(path: str | os.PathLike) -> Mesh:
     suffix = path.suffix.lower()
     if suffix == ".obj":
         mesh = read_obj(path)
+    elif suffix == ".wrl":
+        from .wrl import read_wrl
+
+        mesh = read_wrl(path)
+    elif path.name.lower().endswith((".abs", ".abs.gz")):
+        from .frgc_abs import read_abs
+
+        mesh = read_abs(path)
     elif suffix in MESH_SUFFIXES:
         mesh = _read_with_trimesh(path)
     else:
@@ -143,17 +151,24 @@ def _faces(lines: list[str], n_v: int, n_vt: int, path: Path) -> tuple[np.ndarra
 
 def _texture_from_mtl(obj_path: Path, mtllibs: list[str]) -> Path | None:
     """First ``map_Kd`` image named in the OBJ's material libraries that exists; broken lines are skipped."""
+    from .images import resolve_reference  # Windows paths and case-mismatched names, as releases write them
+
     for lib in mtllibs:
-        mtl = obj_path.parent / lib
-        if not mtl.is_file():
-            log.warning("%s: material library %s not found; reading without texture", obj_path, lib)
+        mtl = resolve_reference(obj_path.parent, lib)
+        try:
+            lines = mtl.read_bytes().decode("utf-8", errors="replace").splitlines() if mtl else None
+        except OSError:
+            lines = None
+        if lines is None:
+            log.warning("%s: material library %s not found or unreadable; reading without texture", obj_path, lib)
             continue
-        for line in mtl.read_bytes().decode("utf-8", errors="replace").splitlines():
+        for line in lines:
             parts = line.strip().split(maxsplit=1)
-            if len(parts) == 2 and parts[0] == "map_Kd":
-                name = parts[1].split()[-1]  # options such as "-s 1 1 1" come before the file name
-                img = mtl.parent / name
-                if img.is_file():
+            if len(parts) == 2 and parts[0].lower() == "map_kd":
+                # options such as "-s 1 1 1" come before the file name, which may itself hold spaces
+                name = parts[1].strip()
+                img = resolve_reference(mtl.parent, name) or resolve_reference(mtl.parent, name.split()[-1])
+                if img is not None:
                     return img
                 log.warning("%s: texture %s not found; reading without texture", obj_path, name)
     # releases without an mtl often put an image with the same stem next to the OBJ

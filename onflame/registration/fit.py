@@ -36,6 +36,8 @@ from .correspond import ScanIndex
 #: Pose entries (of FLAME's 15) that fitting estimates: global, neck, jaw rotation.
 FREE_POSE = 9
 _FD_STEP = 1e-6
+#: A prior at least this strong marks a parameter as frozen (held at zero) in the current stage.
+FROZEN = 1e8
 
 
 @dataclass
@@ -82,16 +84,22 @@ def vertices(flame: FLAME, st: FitState) -> np.ndarray:
         return flame(_t(st.shape)[None], _t(st.expression)[None], _t(st.pose)[None], _t(st.trans)[None]).vertices[0].numpy()
 
 
-_BASIS_CACHE: dict[int, tuple[torch.Tensor, np.ndarray, np.ndarray]] = {}
+_BASIS_CACHE: dict[tuple[int, bytes], tuple[torch.Tensor, np.ndarray, np.ndarray]] = {}
 
 
-def _basis_rows(flame: FLAME) -> tuple[np.ndarray, np.ndarray]:
-    """Blendshapes as contiguous (3V, C) rows and joint blendshapes (3J, C), made once per layer."""
-    hit = _BASIS_CACHE.get(id(flame))
-    if hit is None or hit[0] is not flame.blend_dirs:
-        hit = (flame.blend_dirs, flame.blend_dirs.T.contiguous().numpy(), flame.j_dirs.T.contiguous().numpy())
-        _BASIS_CACHE.clear()  # one fitting model at a time; keeps memory bounded
-        _BASIS_CACHE[id(flame)] = hit
+def _basis_rows(flame: FLAME, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Blendshapes as contiguous (3V, A) rows and joint blendshapes (3J, A) for coefficient columns ``active``.
+
+    Cached per layer and column set: a build registers many scans with the same model and stages.
+    """
+    key = (id(flame), np.asarray(active, dtype=np.int64).tobytes())
+    hit = _BASIS_CACHE.get(key)
+    if hit is None or hit[0] is not flame.blend_dirs:  # a new layer may reuse a freed layer's id
+        if len(_BASIS_CACHE) >= 6:
+            _BASIS_CACHE.clear()
+        idx = torch.as_tensor(active)
+        hit = (flame.blend_dirs, flame.blend_dirs.T[:, idx].contiguous().numpy(), flame.j_dirs.T[:, idx].contiguous().numpy())
+        _BASIS_CACHE[key] = hit
     return hit[1], hit[2]
 
 
@@ -102,7 +110,7 @@ class Linearization:
     all 5023 vertices when a few thousand matched would waste most of the work.
     """
 
-    def __init__(self, flame: FLAME, st: FitState):
+    def __init__(self, flame: FLAME, st: FitState, columns: tuple[np.ndarray, np.ndarray]):
         V, J = flame.n_vertices, flame.n_joints
         C = flame.n_shape + flame.n_expression
         self.theta = st.theta
@@ -119,7 +127,7 @@ class Linearization:
         W = flame.weights
         self.skin_rot = torch.einsum("vj,jab->vab", W, A[0, :, :, :3].detach()).numpy()   # (V, 3, 3)
         self.skin_dJ = (W @ dt_dJ.reshape(J, -1)).reshape(V, 3, 3 * J).numpy()           # (V, 3, 3J)
-        self.dirs_rows, self.j_dirs = _basis_rows(flame)
+        self.columns = columns  # blendshape rows of the coefficients being solved for
         # rotation/translation columns by forward differences, one batched pass
         base = np.concatenate([st.pose[None].repeat(1 + FREE_POSE + 3, 0)])
         trans = st.trans[None].repeat(1 + FREE_POSE + 3, 0)
@@ -136,15 +144,20 @@ class Linearization:
         self.landmarks = None if out.landmarks is None else out.landmarks[0].numpy()
 
     def rows(self, idx: np.ndarray, direction: np.ndarray) -> np.ndarray:
-        """Directional derivatives ``dᵀ ∂v_i/∂θ`` (K, C + 12) for vertices ``idx`` (K,) and ``direction`` (K, 3).
+        """Directional derivatives ``dᵀ ∂v_i/∂θ`` (K, P) for vertices ``idx`` (K,) and ``direction`` (K, 3).
 
-        Projecting first (``Rᵀ d``) and only then touching the (3V, C) blendshape rows keeps the cost at
-        three row gathers per vertex instead of a (3 × 3) × (3 × C) product.
+        Columns are the active coefficients (see :func:`stage_columns`) then the 12 pose/translation
+        columns. Projecting first (``Rᵀ d``) and only then touching the (3V, C) blendshape rows keeps the
+        cost at three row gathers per vertex instead of a (3 × 3) × (3 × C) product.
         """
+        dirs, j_dirs = self.columns
         u = np.einsum("kab,ka->kb", self.skin_rot[idx], direction)                   # (K, 3)
-        dc = sum(u[:, b, None] * self.dirs_rows[3 * idx + b] for b in range(3))
-        dc += np.einsum("ka,kaj->kj", direction, self.skin_dJ[idx]) @ self.j_dirs
+        dc = u[:, 0, None] * dirs[3 * idx]
+        for b in (1, 2):
+            dc += u[:, b, None] * dirs[3 * idx + b]
+        dc += np.einsum("ka,kaj->kj", direction, self.skin_dJ[idx]) @ j_dirs
         return np.concatenate([dc, np.einsum("ka,kap->kp", direction, self.d_pose[idx])], axis=1)
+
 
 
 @dataclass
@@ -186,53 +199,100 @@ def landmark_term(lin: Linearization, corners: np.ndarray, bary: np.ndarray, tar
 
 
 def gauss_newton_step(st: FitState, terms: list[Term], prior: np.ndarray, damping: float) -> FitState:
-    """Solve ``(H + damping diag(H)) δ = −(Σ JᵀW r + prior θ)``, ``H = Σ JᵀWJ + diag(prior)``; return the moved state."""
+    """Solve ``(H + damping diag(H)) δ = −(Σ JᵀW r + prior θ)``, ``H = Σ JᵀWJ + diag(prior)``; return the moved state.
+
+    Only parameters in play (prior below ``FROZEN``) are solved for: early stages with few identity
+    components then cost a fraction of a full step. The products run in torch, whose BLAS is several
+    times faster than numpy's bundled one on these shapes.
+    """
     theta = st.theta
-    H = np.diag(prior)
-    g = prior * theta
-    for t in terms:
-        Jw = t.rows * t.weight[:, None]
-        H += Jw.T @ t.rows
-        g += Jw.T @ t.resid
-    H[np.diag_indices_from(H)] *= 1.0 + damping  # Marquardt: damping relative to each parameter's curvature
-    delta = np.linalg.solve(H, -g)
+    active = np.flatnonzero(prior < FROZEN)  # the terms' rows hold exactly these columns
+    rows = torch.from_numpy(np.concatenate([t.rows for t in terms]))
+    w = torch.from_numpy(np.concatenate([t.weight for t in terms]))
+    r = torch.from_numpy(np.concatenate([t.resid for t in terms]))
+    pa = torch.from_numpy(prior[active])
+    th = torch.from_numpy(theta[active])
+    H = rows.T @ (rows * w[:, None])
+    H.diagonal().add_(pa).mul_(1.0 + damping)  # Marquardt: damping relative to each parameter's curvature
+    g = rows.T @ (w * r) + pa * th
+    delta = np.zeros_like(theta)
+    delta[active] = torch.linalg.solve(H, -g).numpy()
     return st.with_theta(theta + delta)
+
+
+def stage_columns(flame: FLAME, prior: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Blendshape rows restricted to the coefficients a stage solves for (prior below ``FROZEN``)."""
+    C = flame.n_shape + flame.n_expression
+    return _basis_rows(flame, np.flatnonzero(prior[:C] < FROZEN))
+
+
+def _subsample(n: int, k: int) -> np.ndarray:
+    """Up to ``k`` of ``range(n)``, evenly spread (deterministic)."""
+    return np.arange(n) if n <= k else np.linspace(0, n - 1, k).round().astype(np.int64)
 
 
 def _energy(terms: list[Term], prior: np.ndarray, theta: np.ndarray) -> float:
     return float(sum((t.weight * t.resid**2).sum() for t in terms) + (prior * theta**2).sum())
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One stage of scan fitting.
+
+    Attributes:
+        components: identity components in play (the rest held at zero).
+        radius: correspondence radius (m).
+        shape_prior: weight of the identity prior (1 = a standard normal prior).
+        landmark_weight: factor on the landmark term.
+        steps: Gauss-Newton steps (each with fresh correspondences).
+        sigma: data residual scale (m); smaller trusts the scan more.
+    """
+
+    components: int
+    radius: float
+    shape_prior: float
+    landmark_weight: float
+    steps: int
+    sigma: float = 0.0005
+
+
 @dataclass
 class FitSettings:
     """Weights and schedule of scan fitting (distances in metres).
 
+    Early stages lean on landmarks and few identity components to settle pose and jaw before fine
+    identity detail can compensate for them; the last stage trusts the scan at about its noise level.
+
     Attributes:
-        stages: (identity components used, correspondence radius m, identity prior weight, landmark
-            weight factor, steps). Early stages lean on landmarks and few components to settle pose and
-            jaw before fine identity detail can compensate for them.
-        sigma: data residual scale (m).
+        stages: the schedule.
         landmark_sigma: landmark click uncertainty (m).
         expression_prior: prior weight on expression coefficients.
-        neck_prior: prior weight on the neck rotation (radians²); the scan rarely shows enough neck.
+        neck_prior: prior weight on the neck rotation (radians²); a face scan cannot tell a neck turn from
+            a global one, so the neck stays near rest unless the data insist.
         scan_to_model: weight of the scan → model term relative to model → scan.
+        scan_samples: scan points used for the scan → model term.
+        max_pairs: model → scan pairs used per step (evenly subsampled beyond this).
     """
 
-    stages: tuple[tuple[int, float, float, float, int], ...] = (
-        (20, 0.015, 30.0, 30.0, 3), (100, 0.008, 3.0, 5.0, 3), (300, 0.004, 1.0, 1.0, 4), (300, 0.0025, 1.0, 1.0, 6))
-    sigma: float = 0.0005
+    stages: tuple[Stage, ...] = (
+        Stage(20, 0.015, 30.0, 30.0, 3),
+        Stage(100, 0.008, 3.0, 5.0, 3),
+        Stage(300, 0.004, 1.0, 1.0, 3),
+        Stage(300, 0.0025, 1.0, 1.0, 5, sigma=0.00025),
+    )
     landmark_sigma: float = 0.0015
     expression_prior: float = 1.0
     neck_prior: float = 1e5
     scan_to_model: float = 0.5
-    scan_samples: int = 3000
+    scan_samples: int = 2500
+    max_pairs: int = 2500
 
 
 def _prior_vector(flame: FLAME, n_active: int, shape_prior: float, expression_prior: float, neck_prior: float) -> np.ndarray:
     S, E = flame.n_shape, flame.n_expression
     p = np.zeros(S + E + FREE_POSE + 3)
     p[:S] = shape_prior
-    p[n_active:S] = 1e8  # components not yet in play stay at zero
+    p[n_active:S] = FROZEN  # components not yet in play stay at zero
     p[S : S + E] = expression_prior
     p[S + E + 3 : S + E + 6] = neck_prior
     return p
@@ -259,27 +319,32 @@ def fit_scan(flame: FLAME, index: ScanIndex, region: np.ndarray, landmarks: np.n
     scan_pts, scan_nrm = index.points[sample], index.normals[sample]
     cand = np.flatnonzero(region > 0)
     lmk = flame.static51_corners
-    for n_comp, radius, shape_prior, lmk_factor, steps in s.stages:
-        prior = _prior_vector(flame, n_comp, shape_prior, s.expression_prior, s.neck_prior)
+    for stage in s.stages:
+        radius = stage.radius
+        prior = _prior_vector(flame, stage.components, stage.shape_prior, s.expression_prior, s.neck_prior)
+        columns = stage_columns(flame, prior)
         damping = 1e-3
-        for _ in range(steps):
-            lin = Linearization(flame, st)
+        for _ in range(stage.steps):
+            lin = Linearization(flame, st, columns)
             v = lin.v
             vn = vertex_normals(v, faces)
             m = index.match(v[cand], vn[cand], radius)
-            src = cand[m.source]
-            terms = [plane_term(lin, src, m.target, m.normal, region[src] / s.sigma**2)]
+            keep = _subsample(len(m.source), s.max_pairs)
+            src = cand[m.source[keep]]
+            # a subsample stands for all pairs: scale its weight up so the priors keep their meaning
+            scale = len(m.source) / max(len(keep), 1)
+            terms = [plane_term(lin, src, m.target[keep], m.normal[keep], scale * region[src] / stage.sigma**2)]
             # scan -> model: sampled scan points to their nearest model vertex, if close and facing alike
             d, j = cKDTree(v[cand]).query(scan_pts, distance_upper_bound=radius)
             ok = np.isfinite(d)
             jj = cand[np.where(ok, j, 0)]
             ok &= (vn[jj] * scan_nrm).sum(1) > 0.5
             if ok.any():
-                w = s.scan_to_model * region[jj[ok]] / s.sigma**2
+                w = s.scan_to_model * region[jj[ok]] / stage.sigma**2
                 terms.append(plane_term(lin, jj[ok], scan_pts[ok], scan_nrm[ok], w))
             if landmarks is not None and lmk is not None:
                 terms.append(landmark_term(lin, lmk.numpy(), flame.static51_bary.numpy(), landmarks,
-                                           lmk_factor / s.landmark_sigma**2))
+                                           stage.landmark_weight / s.landmark_sigma**2))
             st, damping = _levenberg_marquardt_step(flame, st, terms, prior, damping)
     return st
 
@@ -300,7 +365,7 @@ def _levenberg_marquardt_step(flame: FLAME, st: FitState, terms: list[Term], pri
 
 
 def fit_mesh_vertices(flame: FLAME, target: np.ndarray, weights: np.ndarray | None = None,
-                      state: FitState | None = None, iters: int = 8,
+                      state: FitState | None = None, iters: int = 6,
                       shape_prior: float = 1e-6, expression_prior: float = 1e-6) -> FitState:
     """Fit FLAME parameters to a FLAME-topology mesh ``target`` (V, 3) in metres, vertex to vertex.
 
@@ -324,10 +389,25 @@ def fit_mesh_vertices(flame: FLAME, target: np.ndarray, weights: np.ndarray | No
     idx = np.flatnonzero(w > 0)
     scale = 1.0 / (w[idx].sum() * 1e-6)  # residuals normalised by 1 mm
     damping = 1e-6
+    columns = stage_columns(flame, prior)
     for _ in range(iters):
-        lin = Linearization(flame, st)
+        lin = Linearization(flame, st, columns)
         terms = [point_term(lin, idx, target[idx], w[idx] * scale)]
         st, damping = _levenberg_marquardt_step(flame, st, terms, prior, damping)
         if len(st.history) > 1 and st.history[-2] - st.history[-1] < 1e-6 * max(st.history[-1], 1e-30):
             break
     return st
+
+
+def unexplained(v: np.ndarray, index: ScanIndex, region: np.ndarray, cap: float = 0.01, samples: int = 3000) -> float:
+    """How badly a fitted mesh ``v`` (V, 3) and the scan explain each other (m², lower is better).
+
+    Mean squared nearest distance, capped at ``cap``, from a sample of scan points to the mesh's
+    matchable vertices plus the same from those vertices to the scan. Used to choose between rigid
+    hypotheses after a short FLAME fit.
+    """
+    cand = np.flatnonzero(region > 0)
+    step = max(1, len(index.points) // samples)
+    d_scan, _ = cKDTree(v[cand]).query(index.points[::step], distance_upper_bound=cap)
+    d_mesh, _ = index.tree.query(v[cand], distance_upper_bound=cap)
+    return float(np.mean(np.minimum(d_scan, cap) ** 2) + np.mean(np.minimum(d_mesh, cap) ** 2))

@@ -1,15 +1,19 @@
 """Non-rigid refinement: move the FLAME fit onto the scan's detail where the scan has data.
 
-Unknowns are per-vertex displacements D (V, 3) from the FLAME fit X. Each round pairs fit vertices with
-scan points (:mod:`.correspond`) and solves the sparse linear least-squares problem
+Unknowns are per-vertex displacements D (V, 3) from the FLAME fit X. Each round pairs the current
+surface's vertices with scan points (:mod:`.correspond`) and solves the sparse least-squares problem
 
-    Σ_i w_i (n_iᵀ (x_i + d_i − p_i))² + μ Σ_i w_i |x_i + d_i − p_i|²     (point-to-plane + a little point-to-point)
-  + α |L D|²                                                            (smooth displacement field)
-  + ε Σ_i |d_i|² + β Σ_{i fixed} |d_i|²                                  (stay on the fit; fixed regions stay exactly)
+    Σ_i w_i |x_i + d_i − q_i|²        q_i: the current vertex moved along the scan normal n_i onto the
+                                      scan's tangent plane at its partner p_i (point-to-plane target)
+  + α Σ_(i,j) ∈ edges |d_i − d_j|²     (a membrane: neighbouring vertices move alike)
+  + ε Σ_i |d_i|² + β Σ_{i fixed} |d_i|²  (stay on the fit; fixed vertices stay exactly)
 
-with L the mesh's graph Laplacian. Where the scan has no data only the last two lines act, so the
-surface falls back smoothly to the FLAME fit; eyeballs are held fixed and stay round. The stiffness α is
-lowered over the rounds, and a round that would flip a triangle is redone stiffer.
+Targets move vertices only along the normal, so the surface follows the scan's relief without sliding
+tangentially (tangential placement comes from the FLAME fit, which landmarks and the shape prior
+constrain). The three coordinates share one V × V matrix, factorised once per round. Where the scan
+has no data only the last line acts and the surface falls back smoothly to the FLAME fit; eyeballs
+are held fixed and stay round. α is lowered over the rounds, and a round that would flip a triangle
+is redone stiffer.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from ..geometry import count_flipped, uniform_laplacian, vertex_normals
+from ..geometry import count_flipped, vertex_normals
 from .correspond import ScanIndex
 
 
@@ -28,16 +32,22 @@ class RefineSettings:
     """Schedule of the refinement (distances in metres).
 
     Attributes:
-        stiffness: α per round, relative to the data term.
+        stiffness: α per round (membrane weight relative to a fully matched vertex's data weight).
         radius: correspondence radius per round.
-        point_weight: μ, the point-to-point share of the data term.
         anchor: ε, pull towards the FLAME fit everywhere.
     """
 
-    stiffness: tuple[float, ...] = (30.0, 10.0, 3.0, 1.0)
-    radius: tuple[float, ...] = (0.004, 0.003, 0.002, 0.002)
-    point_weight: float = 0.05
+    stiffness: tuple[float, ...] = (10.0, 3.0, 1.0, 0.5)
+    radius: tuple[float, ...] = (0.003, 0.002, 0.0015, 0.0015)
     anchor: float = 1e-3
+
+
+def edge_laplacian(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
+    """(V, V) ``Σ_edges (d_i − d_j)²`` as a quadratic form: degree matrix minus adjacency."""
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    A = sp.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n_vertices, n_vertices)).tocsr()
+    A = ((A + A.T) > 0).astype(np.float64)
+    return (sp.diags(np.asarray(A.sum(1)).ravel()) - A).tocsr()
 
 
 def refine(fit: np.ndarray, faces: np.ndarray, index: ScanIndex, region: np.ndarray, fixed: np.ndarray,
@@ -52,41 +62,32 @@ def refine(fit: np.ndarray, faces: np.ndarray, index: ScanIndex, region: np.ndar
         fixed: vertex indices held exactly at the fit (eyeballs).
 
     Returns:
-        ``(vertices (V, 3), info)``; ``info`` has per-round matched counts and any stiffening.
+        ``(vertices (V, 3), info)``; ``info`` has per-round matched counts and how often a round was stiffened.
     """
     s = settings or RefineSettings()
     V = len(fit)
-    L = uniform_laplacian(faces, V)
-    LtL = (L.T @ L).tocsr()
-    eye3 = sp.identity(3, format="csr")
-    smooth = sp.kron(LtL, eye3, format="csr")  # interleaved (x0, y0, z0, x1, ...) unknowns
+    K = edge_laplacian(faces, V)
     hold = np.full(V, s.anchor)
     hold[fixed] = 1e6
     cur = fit.copy()
-    info = {"rounds": [], "stiffened": 0}
+    info: dict = {"rounds": [], "stiffened": 0}
+    cand = np.flatnonzero(region > 0)
     for alpha, radius in zip(s.stiffness, s.radius):
         vn = vertex_normals(cur, faces)
-        cand = np.flatnonzero(region > 0)
         m = index.match(cur[cand], vn[cand], radius, min_cos=0.6)
         src = cand[m.source]
-        w = region[src]
-        n = m.normal
-        # data blocks: w (n nᵀ + μ I) per matched vertex; right side towards the scan point p
-        blocks = w[:, None, None] * (n[:, :, None] * n[:, None, :] + s.point_weight * np.eye(3)[None])
-        rows = (3 * src[:, None, None] + np.arange(3)[None, :, None]).repeat(3, 2)
-        cols = (3 * src[:, None, None] + np.arange(3)[None, None, :]).repeat(3, 1)
-        A_data = sp.coo_matrix((blocks.ravel(), (rows.ravel(), cols.ravel())), shape=(3 * V, 3 * V)).tocsr()
-        resid = m.target - cur[src]  # the displacement each matched vertex should take
-        b = np.zeros(3 * V)
-        np.add.at(b, (3 * src[:, None] + np.arange(3)).ravel(), np.einsum("kij,kj->ki", blocks, resid).ravel())
-        scale = max(float(w.sum()), 1.0) / V  # keep α comparable whatever the coverage
-        base = cur - fit  # displacement so far; regularisers act on the total displacement from the fit
+        w = np.zeros(V)
+        w[src] = region[src]
+        target = cur.copy()
+        target[src] += m.normal * ((m.target - cur[src]) * m.normal).sum(1, keepdims=True)
+        base = cur - fit  # displacement so far; the regularisers act on the total displacement
         for attempt in range(4):
-            a = alpha * scale * (4.0**attempt)
-            A = A_data + a * smooth + sp.diags(np.repeat(hold * scale, 3))
-            rhs = b - (a * smooth + sp.diags(np.repeat(hold * scale, 3))) @ base.ravel()
-            step = spla.spsolve(A.tocsc(), rhs).reshape(V, 3)
-            new = cur + step
+            a = alpha * 4.0**attempt
+            A = (sp.diags(w + hold) + a * K).tocsc()
+            # solve for the new total displacement D: (W + H + αK) D = W (target − fit)
+            rhs = w[:, None] * (target - fit)
+            D = spla.splu(A).solve(rhs)
+            new = fit + D
             flips = count_flipped(faces, fit, new)
             if flips == 0:
                 break

@@ -14,8 +14,32 @@ from ..geometry import apply_rigid, rigid_fit
 from .correspond import ScanIndex
 
 
-def start_rotations() -> np.ndarray:
-    """(120, 3, 3) rotations: the cube group, each alone and tilted ±35° about x and y."""
+def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The smallest rotation (3, 3) turning unit vector ``a`` onto unit vector ``b``."""
+    axis = np.cross(a, b)
+    s, c = np.linalg.norm(axis), float(a @ b)
+    if s < 1e-9:
+        if c > 0:
+            return np.eye(3)
+        perp = np.cross(a, [1.0, 0.0, 0.0] if abs(a[0]) < 0.9 else [0.0, 1.0, 0.0])
+        return Rotation.from_rotvec(np.pi * perp / np.linalg.norm(perp)).as_matrix()
+    return Rotation.from_rotvec(axis / s * np.arctan2(s, c)).as_matrix()
+
+
+def start_rotations(template_facing: np.ndarray, scan_facing: np.ndarray | None) -> np.ndarray:
+    """Start orientations (N, 3, 3) for the geometric search.
+
+    A frontal scan's area-weighted mean normal points roughly at the scanner, i.e. where the face
+    looks: then the template's facing direction is turned onto it and only the roll about it (every
+    15°) and small tilts (±25°) are searched. Without a clear facing direction (a full 360° head), the
+    24 rotations of the cube, each alone and tilted ±35° about x and y, cover all orientations.
+    """
+    if scan_facing is not None:
+        base = _rotation_between(template_facing, scan_facing)
+        tilts = [np.eye(3)] + [Rotation.from_rotvec(np.deg2rad(25) * ax).as_matrix()
+                               for ax in np.vstack([np.eye(3)[:2], -np.eye(3)[:2]])]
+        rolls = [Rotation.from_rotvec(np.deg2rad(a) * scan_facing).as_matrix() for a in range(0, 360, 15)]
+        return np.stack([r @ base @ t for r in rolls for t in tilts])
     cube = Rotation.create_group("O").as_matrix()
     tilts = [np.eye(3)] + [Rotation.from_euler(ax, s * 35, degrees=True).as_matrix() for ax in "xy" for s in (-1, 1)]
     return np.stack([c @ t for c in cube for t in tilts])
@@ -52,18 +76,31 @@ def align_with_landmarks(template_lmk: np.ndarray, scan_lmk: np.ndarray) -> tupl
 
 
 def align_by_geometry(template_pts: np.ndarray, template_normals: np.ndarray, index: ScanIndex,
-                      seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
-    """Rigid ``(R, t, score)`` taking template face points (M, 3) onto the scan, without landmarks."""
+                      seed: int = 0, keep: int = 1) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """Rigid hypotheses ``[(R, t, score)]``, best first, taking template points (M, 3) onto the scan.
+
+    Up to ``keep`` hypotheses at least 30° apart are returned: a mean-shape template cannot always tell
+    an upright face from an upside-down one by rigid fit alone, so the caller may let a FLAME fit decide.
+    """
     rng = np.random.default_rng(seed)
     small = rng.choice(len(template_pts), size=min(400, len(template_pts)), replace=False)
     src, nrm = template_pts[small], template_normals[small]
     c_src = src.mean(0)
-    # the face sits at the scan's front: start from the centroid of the scan's points nearest its centre of mass
+    facing = template_normals.mean(0)
+    facing /= np.linalg.norm(facing)
+    scan_facing = index.normals.mean(0)  # vertex normals of a fine scan: close to area weighting
+    strength = np.linalg.norm(scan_facing)
+    scan_facing = scan_facing / strength if strength > 0.25 else None
     c_scan = np.median(index.points, axis=0)
     results = []
-    for R in start_rotations():
+    for R in start_rotations(facing, scan_facing):
         t = c_scan - R @ c_src
-        results.append(trimmed_icp(src, nrm, index, R, t, iters=4, max_dist=0.03))
-    best = sorted(results, key=lambda r: r[2])[:4]
-    refined = [trimmed_icp(template_pts, template_normals, index, R, t, iters=15, max_dist=0.02) for R, t, _ in best]
-    return min(refined, key=lambda r: r[2])
+        results.append(trimmed_icp(src, nrm, index, R, t, iters=6, max_dist=0.03))
+    distinct: list[tuple[np.ndarray, np.ndarray, float]] = []
+    for R, t, score in sorted(results, key=lambda r: r[2]):
+        if all(Rotation.from_matrix(R @ Q.T).magnitude() > np.deg2rad(30) for Q, _, _ in distinct):
+            distinct.append((R, t, score))
+        if len(distinct) == keep:
+            break
+    refined = [trimmed_icp(template_pts, template_normals, index, R, t, iters=20, max_dist=0.015) for R, t, _ in distinct]
+    return sorted(refined, key=lambda r: r[2])

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +30,10 @@ from ..flame.params import FlameParams
 from ..geometry import apply_rigid, vertex_normals
 from ..mesh import Mesh, check_mesh, read_mesh
 from .correspond import ScanIndex
-from .fit import FitSettings, FitState, fit_mesh_vertices, fit_scan, make_layer, vertices
+from .fit import FitSettings, FitState, fit_mesh_vertices, fit_scan, make_layer, unexplained, vertices
 from .quality import Quality, assess
 from .refine import RefineSettings, refine
-from .rigid import align_by_geometry, align_with_landmarks, trimmed_icp
+from .rigid import align_by_geometry, align_with_landmarks
 from .units import UNITS, detect_units
 
 #: Region weights for matching model vertices to scan data; regions not listed get ``DEFAULT_WEIGHT``.
@@ -163,27 +163,35 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel, landmarks: np.nd
     index_scan = ScanIndex.build(pts_m, scan.faces)
     timings["prepare"] = time.perf_counter() - t0
 
-    # 2. rigid start: x_scan = R x_model + t
+    # 2. rigid start (x_scan = R x_model + t) and 3. FLAME fit in the model frame
     t1 = time.perf_counter()
     flame = make_layer(model)
+    weights = region_weights(model)
+    settings = fit_settings or FitSettings()
     with torch.no_grad():
         rest = flame()
     tmpl = rest.vertices[0].numpy()
     tmpl_n = vertex_normals(tmpl, model.faces)
     face = _face_vertices(model)
     if lmk_m is not None:
-        R, t = align_with_landmarks(rest.landmarks[0].numpy(), lmk_m)
-    else:
-        R, t, _ = align_by_geometry(tmpl[face], tmpl_n[face], index_scan)
+        candidates = [align_with_landmarks(rest.landmarks[0].numpy(), lmk_m)]
+    else:  # the front of the head, as a frontal scanner sees it, drives the search
+        front = np.flatnonzero((tmpl_n[:, 2] > 0.2) & (weights > 0))
+        candidates = [(R, t) for R, t, _ in align_by_geometry(tmpl[front], tmpl_n[front], index_scan, keep=4)]
     timings["rigid"] = time.perf_counter() - t1
 
-    # 3-4. fit and refine in the model frame
     t2 = time.perf_counter()
-    pts_model = (pts_m - t) @ R
-    index = ScanIndex.build(pts_model, scan.faces)
-    weights = region_weights(model)
-    lmk_model = None if lmk_m is None else (lmk_m - t) @ R
-    state = fit_scan(flame, index, weights, lmk_model, fit_settings)
+    head, tail = replace(settings, stages=settings.stages[:2]), replace(settings, stages=settings.stages[2:])
+    best = None
+    for R, t in candidates:  # with several, the FLAME fit's ability to explain the scan decides
+        index = ScanIndex.build((pts_m - t) @ R, scan.faces)
+        lmk_model = None if lmk_m is None else (lmk_m - t) @ R
+        state = fit_scan(flame, index, weights, lmk_model, head)
+        score = unexplained(vertices(flame, state), index, weights) if len(candidates) > 1 else 0.0
+        if best is None or score < best[0]:
+            best = (score, R, t, index, lmk_model, state)
+    _, R, t, index, lmk_model, state = best
+    state = fit_scan(flame, index, weights, lmk_model, tail, state)
     fit_v = vertices(flame, state)
     timings["fit"] = time.perf_counter() - t2
 
@@ -195,7 +203,7 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel, landmarks: np.nd
     t4 = time.perf_counter()
     reg_scan = apply_rigid(reg_v, R, t)
     init = _to_scan_frame(flame, state, R, t)
-    final = fit_mesh_vertices(flame, reg_scan, state=init)
+    final = fit_mesh_vertices(flame, reg_scan, state=init, iters=2)
     timings["refit"] = time.perf_counter() - t4
 
     # 6. quality (model frame and scan frame differ by a rigid motion: distances are the same)

@@ -1,0 +1,338 @@
+"""Check a MICA root and report every problem with its file.
+
+What is checked, per subset:
+
+- every ``FLAME_parameters/<actor>/<name>.npz``: keys, shapes, dtypes and finiteness (via
+  :func:`onflame.flame.read_params`, which lists every problem of a file in one message);
+- actors present in both ``FLAME_parameters/`` and ``registrations/``, and each ``.npz`` with an ``.obj``
+  of the same name (and the other way round);
+- every registration: readable, and with the model's vertex and triangle counts (FLAME's 5023 / 9976 when
+  no model is given);
+- with a model: the distance between each registration and FLAME(params) (shape, expression, full
+  pose, translation), computed in float64 in batches; mean and max per subset in millimetres;
+- the image list (``image_paths/<SUBSET>.npy``): readable, its actors and parameter files exist, actors
+  on disk that it leaves out (a warning: MICA will not train on them), and, when an ``arcface_input/`` (or
+  ``images/``) folder is present, that every listed image exists.
+
+Nothing stops the run: a corrupt file is one problem line and the next file is checked.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..flame import FlameModel, FlameParams, load_model
+from .image_paths import read_image_paths
+from .layout import PARAMS_DIR, REGISTRATIONS_DIR, MicaRoot, Subset, open_root
+
+#: FLAME's topology, checked when no model is given.
+FLAME_VERTICES = 5023
+FLAME_TRIANGLES = 9976
+
+ERROR = "error"
+WARNING = "warning"
+
+
+@dataclass
+class Problem:
+    """One problem: its severity (``"error"`` or ``"warning"``), subset, file and what is wrong."""
+
+    severity: str
+    subset: str
+    file: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.severity.upper():7s} {self.file}: {self.problem}"
+
+
+@dataclass
+class SubsetStats:
+    """Counts for one subset. Distances are in millimetres; None where not measured.
+
+    Attributes:
+        images_listed: images in the subset's image list (None without a list).
+        images_found: of those, how many exist (None when images were not checked).
+        compared: subjects whose registration was compared with FLAME(params).
+        mean_mm: mean over those subjects of the mean per-vertex distance.
+        max_mm: largest per-vertex distance over those subjects; ``worst`` names that subject.
+    """
+
+    name: str
+    location: str
+    actors: int = 0
+    subjects: int = 0
+    registrations: int = 0
+    images_listed: int | None = None
+    images_found: int | None = None
+    compared: int = 0
+    mean_mm: float | None = None
+    max_mm: float | None = None
+    worst: str | None = None
+    errors: int = 0
+    warnings: int = 0
+
+
+@dataclass
+class ValidationReport:
+    """Everything :func:`validate_root` found. ``ok`` is True when there is no error (warnings allowed)."""
+
+    root: str
+    model: str | None
+    subsets: dict[str, SubsetStats] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == ERROR]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == WARNING]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def add(self, severity: str, subset: str, file: str | os.PathLike, problem: str) -> None:
+        self.problems.append(Problem(severity, subset, str(file), problem))
+        stats = self.subsets.get(subset)
+        if stats is not None:
+            if severity == ERROR:
+                stats.errors += 1
+            else:
+                stats.warnings += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``root, model, ok, errors, warnings, subsets {name: counts}, problems [...]``."""
+        return {
+            "root": self.root,
+            "model": self.model,
+            "ok": self.ok,
+            "errors": len(self.errors),
+            "warnings": len(self.warnings),
+            "subsets": {name: asdict(s) for name, s in self.subsets.items()},
+            "problems": [asdict(p) for p in self.problems],
+        }
+
+    def format_table(self, max_problems: int = 200) -> str:
+        """One aligned row per subset, a total row, then the problems (the first ``max_problems``)."""
+        head = ["subset", "actors", "subjects", "regs", "images", "found", "compared", "mean mm", "max mm",
+                "errors", "warnings"]
+
+        def cell(v: Any, mm: bool = False) -> str:
+            return "-" if v is None else (f"{v:.3f}" if mm else str(v))
+
+        rows = [[s.name, cell(s.actors), cell(s.subjects), cell(s.registrations), cell(s.images_listed),
+                 cell(s.images_found), cell(s.compared), cell(s.mean_mm, True), cell(s.max_mm, True),
+                 cell(s.errors), cell(s.warnings)] for s in self.subsets.values()]
+        stats = list(self.subsets.values())
+        rows.append(["total", str(sum(s.actors for s in stats)), str(sum(s.subjects for s in stats)),
+                     str(sum(s.registrations for s in stats)), "", "", str(sum(s.compared for s in stats)),
+                     "", "", str(len(self.errors)), str(len(self.warnings))])
+        widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+        fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
+                                  for i, (c, w) in enumerate(zip(r, widths)))
+        lines = [f"MICA root {self.root}" + (f" (model {self.model})" if self.model else ""), fmt(head),
+                 "  ".join("-" * w for w in widths)]
+        lines += [fmt(r) for r in rows]
+        if self.problems:
+            lines.append("")
+            lines += [str(p) for p in self.problems[:max_problems]]
+            if len(self.problems) > max_problems:
+                lines.append(f"... and {len(self.problems) - max_problems} more problems (use --json for all)")
+        lines.append("")
+        lines.append("OK" if self.ok else f"{len(self.errors)} errors, {len(self.warnings)} warnings")
+        return "\n".join(lines)
+
+
+def validate_root(root: str | os.PathLike | MicaRoot, model: str | os.PathLike | FlameModel | None = None,
+                  check_images: bool = True, batch_size: int = 64) -> ValidationReport:
+    """Check every subset of a MICA root (see the module docstring) and return the report.
+
+    Args:
+        root: a MICA root folder, subset folder or subset zip (or an opened :class:`MicaRoot`).
+        model: a FLAME model (file or :class:`FlameModel`): sets the expected vertex and triangle counts
+            and turns on the registration-to-FLAME(params) distance.
+        check_images: check the image lists' entries against the image folders.
+        batch_size: subjects per FLAME evaluation.
+
+    Raises :class:`InputError` only if ``root`` or ``model`` cannot be opened at all.
+    """
+    mica = root if isinstance(root, MicaRoot) else open_root(root)
+    flame_model = load_model(model) if isinstance(model, (str, os.PathLike)) else model
+    report = ValidationReport(str(mica.path), None if model is None else str(
+        model if isinstance(model, (str, os.PathLike)) else (model.source or "<model>")))
+    for exc in mica.problems:
+        report.add(ERROR, Path(exc.path or "").stem, exc.path or mica.path, exc.problem)
+    checker = _RegistrationChecker(flame_model, batch_size)
+    try:
+        for subset in mica.subsets.values():
+            report.subsets[subset.name] = SubsetStats(subset.name, str(subset.location))
+            _check_files(subset, report, checker)
+            _check_image_list(subset, report, check_images)
+    finally:
+        if not isinstance(root, MicaRoot):
+            mica.close()
+    return report
+
+
+class _RegistrationChecker:
+    """Vertex/triangle counts, and registration-to-FLAME(params) distances in batches."""
+
+    def __init__(self, model: FlameModel | None, batch_size: int):
+        self.n_vertices = FLAME_VERTICES if model is None else model.n_vertices
+        self.n_triangles = FLAME_TRIANGLES if model is None else int(model.faces.shape[0])
+        self.layer = None
+        if model is not None:
+            import torch
+
+            from ..flame.layer import FLAME
+
+            self.layer = FLAME(model, dtype=torch.float64)
+        self.batch_size = batch_size
+        self.pending: list[tuple[str, FlameParams, np.ndarray]] = []
+        self.means: list[float] = []
+        self.max_mm: float | None = None
+        self.worst: str | None = None
+
+    def start(self) -> None:
+        self.pending, self.means, self.max_mm, self.worst = [], [], None, None
+
+    def counts_problem(self, n_vertices: int, n_triangles: int) -> str | None:
+        if n_vertices != self.n_vertices:
+            return f"registration has {n_vertices} vertices, expected {self.n_vertices}"
+        if n_triangles != self.n_triangles:
+            return f"registration has {n_triangles} triangles, expected {self.n_triangles}"
+        return None
+
+    def add(self, label: str, params: FlameParams, vertices: np.ndarray) -> None:
+        if self.layer is None:
+            return
+        self.pending.append((label, params, vertices))
+        if len(self.pending) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending or self.layer is None:
+            return
+        import torch
+
+        L = self.layer
+        f = lambda rows: torch.as_tensor(np.stack(rows), dtype=torch.float64)  # noqa: E731
+        with torch.no_grad():
+            # params beyond the model's own coefficient counts cannot be evaluated; they are dropped
+            out = L(shape=f([p.shape[:L.n_shape] for _, p, _ in self.pending]),
+                    expression=f([p.expression[:L.n_expression] for _, p, _ in self.pending]),
+                    pose=f([p.pose for _, p, _ in self.pending]), trans=f([p.trans for _, p, _ in self.pending]))
+        d = np.linalg.norm(out.vertices.numpy() - np.stack([v for _, _, v in self.pending]), axis=-1) * 1000.0
+        self.means.extend(d.mean(1).tolist())
+        worst = int(d.max(1).argmax())
+        if self.max_mm is None or d[worst].max() > self.max_mm:
+            self.max_mm, self.worst = float(d[worst].max()), self.pending[worst][0]
+        self.pending = []
+
+    def finish(self, stats: SubsetStats) -> None:
+        self.flush()
+        stats.compared = len(self.means)
+        if self.means:
+            stats.mean_mm, stats.max_mm, stats.worst = float(np.mean(self.means)), self.max_mm, self.worst
+
+
+def _check_files(subset: Subset, report: ValidationReport, checker: _RegistrationChecker) -> None:
+    """Counterparts, parameter files and registrations of one subset."""
+    name, stats = subset.name, report.subsets[subset.name]
+    params, regs = subset.params_files(), subset.registration_files()
+    p_actors, r_actors = {a for a, _ in params}, {a for a, _ in regs}
+    stats.actors, stats.subjects, stats.registrations = len(p_actors | r_actors), len(params), len(regs)
+    for actor in sorted(p_actors - r_actors):
+        report.add(ERROR, name, subset.label(f"{PARAMS_DIR}/{actor}"),
+                   f"actor has parameter files but no {REGISTRATIONS_DIR}/{actor}/*.obj")
+    for actor in sorted(r_actors - p_actors):
+        report.add(ERROR, name, subset.label(f"{REGISTRATIONS_DIR}/{actor}"),
+                   f"actor has registrations but no {PARAMS_DIR}/{actor}/*.npz")
+    for (actor, stem) in sorted(regs.keys() - params.keys()):
+        if actor in p_actors:
+            report.add(ERROR, name, subset.label(regs[(actor, stem)]),
+                       f"no matching {PARAMS_DIR}/{actor}/{stem}.npz")
+
+    checker.start()
+    for subject in subset.subjects():
+        if subject.registration_path is None and subject.actor in r_actors:
+            report.add(ERROR, name, subject.params_path,
+                       f"no matching {REGISTRATIONS_DIR}/{subject.actor}/{subject.name}.obj")
+        p = _read(report, name, subject.params_path, lambda: subject.params)
+        if subject.registration_path is None:
+            continue
+        mesh = _read(report, name, subject.registration_path, subject.registration)
+        if mesh is None:
+            continue
+        problem = checker.counts_problem(mesh.n_vertices, mesh.n_faces)
+        if problem:
+            report.add(ERROR, name, subject.registration_path, problem)
+        elif p is not None:
+            checker.add(subject.key, p, mesh.vertices)
+    checker.finish(stats)
+
+
+def _read(report: ValidationReport, subset: str, label: str, read: Any) -> Any:
+    """``read()``, or None with the problem recorded.
+
+    The readers raise :class:`InputError` for bad files; anything else they raise is recorded too,
+    because one odd file must not stop the check of all the others.
+    """
+    try:
+        return read()
+    except InputError as exc:
+        report.add(ERROR, subset, exc.path or label, exc.problem)
+    except Exception as exc:  # noqa: BLE001 (see docstring)
+        report.add(ERROR, subset, label, f"unreadable ({type(exc).__name__}: {exc})")
+    return None
+
+
+def _check_image_list(subset: Subset, report: ValidationReport, check_images: bool) -> None:
+    """The subset's image list against its actors, parameter files and (optionally) image files."""
+    if subset.image_list is None:
+        return
+    name, stats, list_path = subset.name, report.subsets[subset.name], str(subset.image_list)
+    try:
+        mapping = read_image_paths(subset.image_list)
+    except InputError as exc:
+        report.add(ERROR, name, list_path, exc.problem)
+        return
+    params = subset.params_files()
+    p_actors, p_rels = {a for a, _ in params}, set(params.values())
+    stats.images_listed = sum(len(images) for images, _ in mapping.values())
+    for actor, (_, npz) in mapping.items():
+        if actor not in p_actors:
+            report.add(ERROR, name, list_path, f"actor {actor!r} is listed but has no {PARAMS_DIR}/{actor}/ files")
+        elif f"{PARAMS_DIR}/{npz}" not in p_rels:
+            report.add(ERROR, name, list_path, f"actor {actor!r}: listed parameter file {PARAMS_DIR}/{npz} is missing")
+    for actor in sorted(p_actors - mapping.keys()):
+        report.add(WARNING, name, list_path, f"actor {actor!r} has parameters but is not listed (MICA will not "
+                                             "train on it)")
+    folder = subset.image_folder() if check_images else None
+    if folder is None:
+        return
+    present = set(subset.files(folder))
+    found, no_blob = 0, []
+    for actor, (images, _) in mapping.items():
+        for image in images:
+            rel = f"{folder}/{image}"
+            if rel not in present:
+                report.add(ERROR, name, subset.label(rel), f"listed for actor {actor!r} in {list_path} but missing")
+                continue
+            found += 1
+            blob = str(PurePosixPath(rel).with_suffix(".npy"))
+            if folder == "arcface_input" and blob not in present:
+                no_blob.append(blob)
+    stats.images_found = found
+    if no_blob:  # one line, not one per image: a tree without the blobs would otherwise flood the report
+        report.add(WARNING, name, subset.label(no_blob[0]),
+                   f"{len(no_blob)} of {found} listed images have no ArcFace input .npy beside them "
+                   "(MICA loads <image>.npy); this is the first")
