@@ -60,6 +60,63 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0 if not result.get("skipped") else 1
 
 
+def _model(args: argparse.Namespace):
+    from .flame import load_model_with_assets
+
+    return load_model_with_assets(args.model, args.embedding, args.masks)
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from .registration import register, save_registration
+
+    if args.landmarks is not None and len(args.scans) != 1:
+        print("onflame register: --landmarks needs exactly one scan", file=sys.stderr)
+        return 2
+    model = _model(args)
+    results, failed = [], 0
+    for scan in args.scans:
+        try:
+            reg = register(scan, model, landmarks=args.landmarks, units=args.units)
+        except OnflameError as exc:  # one bad scan never stops the others
+            failed += 1
+            results.append({"scan": str(scan), "verdict": "failed", "error": str(exc)})
+            print(f"failed: {exc}", file=sys.stderr)
+            continue
+        paths = save_registration(reg, args.out, Path(scan).name.split(".")[0])
+        results.append({"scan": str(scan), **reg.report(), "outputs": paths})
+        if not args.json:
+            q = reg.quality.numbers
+            print(f"{scan}: {reg.verdict} ({', '.join(reg.quality.reasons) or 'all checks passed'}); units {reg.report()['units']}; "
+                  f"scan-to-mesh median {q['scan_to_mesh_median_mm']:.3f} mm; {reg.timings['total']:.2f} s -> {paths['params']}")
+    if args.json:
+        _print_json(results)
+    return 1 if failed else 0
+
+
+def cmd_fit_mesh(args: argparse.Namespace) -> int:
+    from .registration import fit_mesh
+
+    model = _model(args)
+    results, failed = [], 0
+    for mesh in args.meshes:
+        try:
+            fit = fit_mesh(mesh, model, units=args.units)
+        except OnflameError as exc:
+            failed += 1
+            results.append({"mesh": str(mesh), "error": str(exc)})
+            print(f"failed: {exc}", file=sys.stderr)
+            continue
+        out = Path(args.out) / (Path(mesh).name.split(".")[0] + ".npz")
+        fit.params.save(out)
+        results.append({"mesh": str(mesh), "params": str(out), **fit.summary()})
+        if not args.json:
+            s = fit.summary()
+            print(f"{mesh}: FLAME(params) vs mesh: mean {s['mean_mm']:.3f} mm, max {s['max_mm']:.3f} mm -> {out}")
+    if args.json:
+        _print_json(results)
+    return 1 if failed else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .synthetic.demo import run_demo
 
@@ -70,6 +127,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "info": (cmd_info, "summarise a model, embedding, masks, params npz, image list or dataset root"),
     "validate": (cmd_validate, "check a MICA dataset root and report every problem with its file"),
     "export": (cmd_export, "write all subjects' FLAME parameters to one file"),
+    "register": (cmd_register, "register raw face scans to FLAME: registration mesh + FLAME parameters + report"),
+    "fit-mesh": (cmd_fit_mesh, "fit FLAME parameters to meshes already in FLAME topology"),
     "demo": (cmd_demo, "run the main job on the embedded synthetic default"),
 }
 
@@ -95,6 +154,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help=".npz (arrays) or .csv (one row per subject)")
     p.add_argument("--json", action="store_true")
 
+    def model_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", type=Path, help="FLAME model (.pkl or onflame .npz); default: onflame's procedural head")
+        p.add_argument("--embedding", type=Path, nargs="+", help="landmark embedding file(s); default: found beside the model")
+        p.add_argument("--masks", type=Path, help="FLAME_masks.pkl; default: found beside the model")
+
+    p = sub.add_parser("register", help=COMMANDS["register"][1])
+    p.add_argument("scans", type=Path, nargs="+", help="scan files (OBJ, PLY, WRL, ABS, ...)")
+    model_args(p)
+    p.add_argument("--out", type=Path, required=True, help="output folder for <name>.npz/.obj/_report.json")
+    p.add_argument("--landmarks", type=Path, help="(51, 3) or (68, 3) landmarks on the scan (.npy or .txt), scan units")
+    p.add_argument("--units", default="auto", choices=["auto", "m", "cm", "mm"])
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("fit-mesh", help=COMMANDS["fit-mesh"][1])
+    p.add_argument("meshes", type=Path, nargs="+", help="meshes in the model's topology")
+    model_args(p)
+    p.add_argument("--out", type=Path, default=Path("."), help="output folder for <name>.npz (default: .)")
+    p.add_argument("--units", default="m", choices=["auto", "m", "cm", "mm"])
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("demo", help=COMMANDS["demo"][1])
     p.add_argument("--out", type=Path, default=Path("onflame-demo"), help="output folder (default ./onflame-demo)")
     p.add_argument("--json", action="store_true")
@@ -112,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"onflame {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into head/less that closed early: not an error
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

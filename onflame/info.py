@@ -54,9 +54,9 @@ def _describe_object(path: Path, obj: Any) -> dict[str, Any]:
     if keys & {"lmk_face_idx", "static_lmk_faces_idx"}:
         return {"kind": "landmark_embedding", "path": str(path), **landmark_embedding_from_dict(obj, path).summary()}
     if obj and all(isinstance(v, tuple) and len(v) == 2 for v in obj.values()):
-        from .dataset.image_paths import image_paths_from_object, summarise_image_paths
+        from .dataset.image_paths import read_image_paths, summarise_image_paths
 
-        return {"kind": "image_paths", "path": str(path), **summarise_image_paths(image_paths_from_object(obj, path))}
+        return {"kind": "image_paths", "path": str(path), **summarise_image_paths(read_image_paths(path))}
     if obj and all(isinstance(v, np.ndarray) and v.ndim == 1 and np.issubdtype(v.dtype, np.integer) for v in obj.values()):
         return {"kind": "masks", "path": str(path), "regions": {str(k): int(v.size) for k, v in sorted(obj.items())}}
     raise InputError(path, f"unrecognised dict (keys: {sorted(map(str, keys))[:8]})")

@@ -15,7 +15,8 @@ from onflame.synthetic.head import make_head_model
 #: One (actor, npz path relative to FLAME_parameters/) per subset, as in MICA's image lists.
 KNOWN = {"BU3DFE": ("F0001", "F0001/F0001_NE00WH_RAW.npz"), "FRGC": ("02463", "02463/02463d546.npz"),
          "STIRLING": ("F1001", "F1001/F1001_N.npz"), "LYHM": ("00001", "00001/130925161618.npz"),
-         "FLORENCE": ("subject_01", "subject_01/110920150452.npz"), "FACEWAREHOUSE": ("Tester_1", "Tester_1/pose_0.npz"),
+         "FLORENCE": ("subject_01", "subject_01/110920150452.npz"),
+         "FACEWAREHOUSE": ("Tester_1", "Tester_1/pose_0.npz"),
          "BP4D": ("F001", "F001/F001.npz"), "D3DFACS": ("Adrian", "Adrian/Adrian.npz")}
 
 

@@ -12,7 +12,8 @@ from trimesh.grouping import group_rows
 
 from onflame.flame import FLAME, load_landmark_embedding, load_masks, load_model
 from onflame.flame.embedding import SurfacePoints
-from onflame.synthetic.flame_files import MASKS, MICA_EMBEDDING, STATIC_51, STATIC_68, save_flame_pkl, save_landmark_files
+from onflame.synthetic.flame_files import (MASKS, MICA_EMBEDDING, STATIC_51, STATIC_68, save_flame_pkl,
+                                           save_landmark_files)
 from onflame.synthetic.head import make_head_model
 
 #: FLAME's region names (FLAME_masks.pkl).

@@ -319,6 +319,29 @@ class MicaRoot:
         for subset in self.subsets.values():
             yield from subset.subjects()
 
+    @property
+    def model_file(self) -> Path | None:
+        """``ROOT/model.npz``: the model a dataset was built with, when it is not FLAME itself (e.g. the demo's)."""
+        cand = self.path / MODEL_FILE
+        return cand if cand.is_file() else None
+
+    def summary(self) -> dict:
+        """Counts per subset (actors, subjects, registrations, image list entries) and the root's model file."""
+        out: dict = {"root": str(self.path), "model_file": None if self.model_file is None else str(self.model_file),
+                     "subsets": {}}
+        for name, subset in self.subsets.items():
+            params, regs = subset.params_files(), subset.registration_files()
+            entry = {"location": str(subset.location), "zip": subset.is_zip,
+                     "actors": len({a for a, _ in params} | {a for a, _ in regs}),
+                     "parameter_files": len(params), "registrations": len(regs)}
+            if subset.image_list is not None:
+                from .image_paths import summarise_image_paths
+
+                entry["image_list"] = summarise_image_paths(subset.read_image_paths())
+            out["subsets"][name] = entry
+        out["problems"] = [str(p) for p in self.problems]
+        return out
+
     def close(self) -> None:
         """Close the subsets' zip files."""
         for subset in self.subsets.values():
@@ -329,6 +352,10 @@ class MicaRoot:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: Optional file at a root's top naming the model its registrations use (an onflame ``.npz`` model).
+MODEL_FILE = "model.npz"
 
 
 def _is_subset_folder(path: Path) -> bool:

@@ -158,13 +158,16 @@ def validate_root(root: str | os.PathLike | MicaRoot, model: str | os.PathLike |
     Args:
         root: a MICA root folder, subset folder or subset zip (or an opened :class:`MicaRoot`).
         model: a FLAME model (file or :class:`FlameModel`): sets the expected vertex and triangle counts
-            and turns on the registration-to-FLAME(params) distance.
+            and turns on the registration-to-FLAME(params) distance. Default: the root's ``model.npz``
+            if it has one, else FLAME's counts (5023 vertices) without the distance.
         check_images: check the image lists' entries against the image folders.
         batch_size: subjects per FLAME evaluation.
 
     Raises :class:`InputError` only if ``root`` or ``model`` cannot be opened at all.
     """
     mica = root if isinstance(root, MicaRoot) else open_root(root)
+    if model is None and mica.model_file is not None:  # a dataset built on another model says which
+        model = mica.model_file
     flame_model = load_model(model) if isinstance(model, (str, os.PathLike)) else model
     report = ValidationReport(str(mica.path), None if model is None else str(
         model if isinstance(model, (str, os.PathLike)) else (model.source or "<model>")))

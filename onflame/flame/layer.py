@@ -3,9 +3,10 @@
 Everything that does not depend on the inputs is computed once in ``__init__``: the blendshape bases
 as one (C, 3V) matrix, the joints' own blendshape basis (so joints cost a (B, C) x (C, 3J) product instead
 of regressing them from every vertex), the triangle corners of each landmark, and the joint tree's
-levels. Vertices are computed batch-last, (V, 3, B), and turned to (B, V, 3) once at the end (see
-:mod:`.lbs`). When no joint other than the root is rotated (and no gradient flows to the pose), pose
-correctives and per-vertex skinning reduce to one rigid motion per head; at the zero pose to none.
+levels. Vertices are computed batch-last, (V, 3, B), in cache-sized chunks of vertices, and turned to
+(B, V, 3) once at the end (see :mod:`.lbs` and :meth:`FLAME._vertices`). When no joint other than the
+root is rotated (and no gradient flows to the pose), pose correctives and per-vertex skinning reduce to
+one rigid motion per head; at the zero pose to none.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from .params import FlameParams
 NECK = 1
 #: Largest yaw (degrees) the dynamic contour embedding covers; it has 2 * 39 + 1 rows.
 MAX_CONTOUR_YAW = 39
+#: Numbers in one chunk's per-vertex skinning transforms on the CPU (2 MB in float32): fits in cache.
+_CHUNK_NUMBERS = 1 << 19
 
 
 @dataclass
@@ -74,10 +77,13 @@ class FLAME(nn.Module):
         dirs = np.concatenate([model.shapedirs[:, :, :n_shape], model.exprdirs[:, :, :n_expression]], 2)
         f = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)  # noqa: E731
         self.register_buffer("v_template", f(model.v_template.reshape(-1)))        # (3V,)
+        # the blendshape basis in both layouts: on the CPU (MKL) the matrix products for B > 1 are fastest
+        # with (3V, C) rows, the matrix-vector product for B = 1 with (C, 3V) rows, each ~2x the other
         self.register_buffer("blend_dirs", f(dirs.reshape(3 * V, -1).T))          # (C, 3V)
+        self.register_buffer("blend_basis", f(dirs.reshape(3 * V, -1)))            # (3V, C)
         self.register_buffer("j_template", f((model.J_regressor @ model.v_template).reshape(-1)))  # (3J,)
         self.register_buffer("j_dirs", f(np.einsum("jv,vkc->cjk", model.J_regressor, dirs).reshape(dirs.shape[2], -1)))  # (C, 3J)
-        self.register_buffer("pose_dirs", f(model.posedirs.reshape(3 * V, -1).T))  # (9(J-1), 3V)
+        self.register_buffer("pose_basis", f(model.posedirs.reshape(3 * V, -1)))   # (3V, 9(J-1))
         self.register_buffer("weights", f(model.weights))                          # (V, J)
         self.register_buffer("faces", torch.as_tensor(model.faces, dtype=torch.long))
         self.n_vertices, self.n_joints = V, J
@@ -108,37 +114,53 @@ class FLAME(nn.Module):
             shape, expression, pose, trans = p["shape"], p["expression"], p["pose"], p["trans"]
         B = next((t.shape[0] for t in (shape, expression, pose, trans) if t is not None), 1)
         coeffs = self._coefficients(shape, expression, B)
-        V, J = self.n_vertices, self.n_joints
-
-        # batch-last (3V, B): MKL runs this product ~1.5x faster than (B, C) x (C, 3V) for large B
-        verts = torch.addmm(self.v_template[:, None], self.blend_dirs.t(), coeffs.t())
+        J = self.n_joints
         joints = torch.addmm(self.j_template, coeffs, self.j_dirs).view(B, J, 3)
-        offset = None if trans is None else trans.reshape(B, 3).to(self.dtype).t()          # (3, B)
-        rot = None
-        if pose is None:
-            posed_joints, T = joints, None
-        else:
+        offset = None if trans is None else trans.reshape(B, 3).to(self.dtype).t()           # (3, B)
+        rot = pose_feature = skin = rigid = None
+        posed_joints = joints
+        if pose is not None:
             pose = self._full_pose(pose.to(self.dtype), B)
-            rot = lbs.axis_angle_to_matrix(pose)                                               # (B, J, 3, 3)
+            rot = lbs.axis_angle_to_matrix(pose)                                                # (B, J, 3, 3)
             A, posed_joints = lbs.skinning_transforms(rot, joints, self.parents, self.levels)
             turned = self._turned_joints(pose)
-            if turned == "none":
-                T = None
-            elif turned == "root":  # every vertex moves rigidly with the root: one transform per head
-                T = A[:, 0].permute(1, 2, 0).unsqueeze(0)                                     # (1, 3, 4, B)
-            else:
+            if turned == "root":  # every vertex moves rigidly with the root: one transform per head
+                rigid = A[:, 0].permute(1, 2, 0).unsqueeze(0)                                  # (1, 3, 4, B)
+            elif turned == "all":  # pose correctives and per-vertex skinning
                 pose_feature = (rot[:, 1:] - torch.eye(3, dtype=rot.dtype, device=rot.device)).reshape(B, -1)
-                verts = verts.addmm_(self.pose_dirs.t(), pose_feature.t())  # in place: saves a (3V, B) buffer
-                T = lbs.blend_transforms(self.weights, A)                                      # (V, 3, 4, B)
-        verts = verts.view(V, 3, B)
-        if T is not None:
-            verts = lbs.apply_transforms(T, verts, offset)
-        elif offset is not None:
-            verts = verts + offset
-        vertices = verts.permute(2, 0, 1).contiguous()                                          # (B, V, 3)
-
+                skin = A
+        vertices = self._vertices(coeffs, offset, pose_feature, skin, rigid)
         joints = posed_joints if trans is None else posed_joints + offset.t().unsqueeze(1)
         return FlameOutput(vertices, joints, **self._landmarks(vertices, rot, B))
+
+    def _vertices(self, coeffs: Tensor, offset: Tensor | None, pose_feature: Tensor | None = None,
+                  skin: Tensor | None = None, rigid: Tensor | None = None) -> Tensor:
+        """Vertices (B, V, 3) from blendshape coefficients (B, C) and a translation ``offset`` (3, B), with
+        pose correctives (``pose_feature`` (B, 9(J-1))) and per-joint skinning transforms ``skin``
+        (B, J, 3, 4), or one ``rigid`` transform (1, 3, 4, B) for the whole head, or neither.
+
+        Vertices are built batch-last, (V, 3, B) (see :mod:`.lbs`), in chunks of vertices on the CPU: each
+        chunk's per-vertex transforms (12 B numbers a vertex) are used while still in cache. At B = 128 the
+        whole (V, 3, 4, B) array is 31 MB and skinning it through main memory takes twice as long.
+        """
+        B, V = coeffs.shape[0], self.n_vertices
+        basis = self.blend_dirs.t() if B == 1 else self.blend_basis                        # (3V, C)
+        step = V if coeffs.device.type != "cpu" else max(1, _CHUNK_NUMBERS // (12 * B))
+        chunks = []
+        for s in range(0, V, step):
+            e = min(s + step, V)
+            v = torch.addmm(self.v_template[3 * s:3 * e, None], basis[3 * s:3 * e], coeffs.t())   # (3Vc, B)
+            T = rigid
+            if skin is not None:
+                v = v.addmm_(self.pose_basis[3 * s:3 * e], pose_feature.t())  # in place: no second buffer
+                T = lbs.blend_transforms(self.weights[s:e], skin)                               # (Vc, 3, 4, B)
+            v = v.view(e - s, 3, B)
+            if T is not None:
+                v = lbs.apply_transforms(T, v, offset)
+            elif offset is not None:
+                v = v + offset
+            chunks.append(v.permute(2, 0, 1))
+        return torch.cat(chunks, 1) if len(chunks) > 1 else chunks[0].contiguous()
 
     def _landmarks(self, vertices: Tensor, rot: Tensor | None, B: int) -> dict[str, Tensor]:
         """Every landmark set as points (B, N, 3) on the output (translated) mesh ``vertices`` (B, V, 3).

@@ -242,3 +242,37 @@ def _load_npz(path: Path) -> FlameModel:
         raise
     except (TypeError, ValueError, IndexError) as exc:
         raise InputError(path, f"not a FLAME model: {exc}") from None
+
+
+#: File names FLAME and MICA ship the landmark embeddings and masks under, searched beside a model file.
+EMBEDDING_NAMES = ("landmark_embedding.npy", "flame_static_embedding.pkl", "flame_static_embedding_68.pkl",
+                   "flame_dynamic_embedding.npy")
+MASK_NAMES = ("FLAME_masks.pkl",)
+
+
+def load_model_with_assets(path: str | os.PathLike | None, embedding: list[str | os.PathLike] | None = None,
+                           masks: str | os.PathLike | None = None) -> FlameModel:
+    """Load a model and attach its landmark embedding and region masks.
+
+    Embedding and mask files are taken from the arguments, else from the model's folder under FLAME's and
+    MICA's usual names (``landmark_embedding.npy``, ``flame_static_embedding*.pkl``, ``FLAME_masks.pkl``).
+    With ``path=None``, onflame's embedded procedural head (which carries both) is used.
+    """
+    from .embedding import load_landmark_embedding, load_masks
+
+    if path is None:
+        from ..synthetic.head import make_head_model
+
+        model = make_head_model()
+    else:
+        model = load_model(path)
+    folder = Path(path).parent if path is not None else None
+    emb_paths = list(embedding or [])
+    if not emb_paths and folder is not None:
+        emb_paths = [folder / n for n in EMBEDDING_NAMES if (folder / n).is_file()]
+    mask_path = masks
+    if mask_path is None and folder is not None:
+        mask_path = next((folder / n for n in MASK_NAMES if (folder / n).is_file()), None)
+    lm = load_landmark_embedding(*emb_paths) if emb_paths else None
+    mk = load_masks(mask_path) if mask_path is not None else None
+    return model.with_assets(lm, mk) if (lm is not None or mk) else model

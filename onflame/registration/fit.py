@@ -220,6 +220,15 @@ def gauss_newton_step(st: FitState, terms: list[Term], prior: np.ndarray, dampin
     return st.with_theta(theta + delta)
 
 
+def _robust(term: Term, scale: float) -> Term:
+    """Geman-McClure reweighting (one IRLS step): pairs whose residual exceeds ``scale`` (m) lose weight,
+    so hair, shoulders and wrong pairs cannot drag the fit."""
+    if scale <= 0:
+        return term
+    term.weight = term.weight / (1.0 + (term.resid / scale) ** 2) ** 2
+    return term
+
+
 def stage_columns(flame: FLAME, prior: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Blendshape rows restricted to the coefficients a stage solves for (prior below ``FROZEN``)."""
     C = flame.n_shape + flame.n_expression
@@ -286,6 +295,7 @@ class FitSettings:
     scan_to_model: float = 0.5
     scan_samples: int = 2500
     max_pairs: int = 2500
+    robust_scale: float = 0.0  # > 0 turns on Geman-McClure reweighting (m); off: it made fits more local here
 
 
 def _prior_vector(flame: FLAME, n_active: int, shape_prior: float, expression_prior: float, neck_prior: float) -> np.ndarray:
@@ -333,7 +343,8 @@ def fit_scan(flame: FLAME, index: ScanIndex, region: np.ndarray, landmarks: np.n
             src = cand[m.source[keep]]
             # a subsample stands for all pairs: scale its weight up so the priors keep their meaning
             scale = len(m.source) / max(len(keep), 1)
-            terms = [plane_term(lin, src, m.target[keep], m.normal[keep], scale * region[src] / stage.sigma**2)]
+            terms = [_robust(plane_term(lin, src, m.target[keep], m.normal[keep], scale * region[src] / stage.sigma**2),
+                             s.robust_scale)]
             # scan -> model: sampled scan points to their nearest model vertex, if close and facing alike
             d, j = cKDTree(v[cand]).query(scan_pts, distance_upper_bound=radius)
             ok = np.isfinite(d)
@@ -341,7 +352,7 @@ def fit_scan(flame: FLAME, index: ScanIndex, region: np.ndarray, landmarks: np.n
             ok &= (vn[jj] * scan_nrm).sum(1) > 0.5
             if ok.any():
                 w = s.scan_to_model * region[jj[ok]] / stage.sigma**2
-                terms.append(plane_term(lin, jj[ok], scan_pts[ok], scan_nrm[ok], w))
+                terms.append(_robust(plane_term(lin, jj[ok], scan_pts[ok], scan_nrm[ok], w), s.robust_scale))
             if landmarks is not None and lmk is not None:
                 terms.append(landmark_term(lin, lmk.numpy(), flame.static51_bary.numpy(), landmarks,
                                            stage.landmark_weight / s.landmark_sigma**2))

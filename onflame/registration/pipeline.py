@@ -174,7 +174,9 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel, landmarks: np.nd
     tmpl_n = vertex_normals(tmpl, model.faces)
     face = _face_vertices(model)
     if lmk_m is not None:
-        candidates = [align_with_landmarks(rest.landmarks[0].numpy(), lmk_m)]
+        # brows, nose and eyes only: the mouth and jaw move with expression and would tilt the start
+        stable = slice(0, 31)
+        candidates = [align_with_landmarks(rest.landmarks[0].numpy()[stable], lmk_m[stable])]
     else:  # the front of the head, as a frontal scanner sees it, drives the search
         front = np.flatnonzero((tmpl_n[:, 2] > 0.2) & (weights > 0))
         candidates = [(R, t) for R, t, _ in align_by_geometry(tmpl[front], tmpl_n[front], index_scan, keep=4)]
@@ -244,3 +246,56 @@ def save_registration(reg: Registration, out_dir: str | os.PathLike, name: str, 
     write_obj(paths["mesh"], reg.mesh)
     write_json(paths["report"], reg.report())
     return {k: str(v) for k, v in paths.items()}
+
+
+@dataclass
+class MeshFit:
+    """FLAME parameters fitted to a FLAME-topology mesh, and how well they explain it.
+
+    Attributes:
+        params: FLAME parameters (metres, the mesh's frame).
+        vertices: (V, 3) FLAME(params).
+        error_mm: (V,) per-vertex distance between FLAME(params) and the mesh, millimetres.
+    """
+
+    params: FlameParams
+    vertices: np.ndarray
+    error_mm: np.ndarray
+
+    def summary(self) -> dict:
+        e = self.error_mm
+        return {"mean_mm": float(e.mean()), "median_mm": float(np.median(e)),
+                "p95_mm": float(np.percentile(e, 95)), "max_mm": float(e.max())}
+
+
+def fit_mesh(mesh: Mesh | str | os.PathLike, model: FlameModel, units: str = "m", iters: int = 8) -> MeshFit:
+    """FLAME parameters for a mesh already in FLAME topology (TEMPEH, CoMA, VOCA, MICA registrations…).
+
+    Vertex-to-vertex Gauss-Newton on shape, expression, global/neck/jaw pose and translation (eyes stay
+    at rest). ``units``: the mesh's length unit (``m``, ``cm``, ``mm`` or ``auto``).
+
+    Raises:
+        InputError: unreadable mesh, or a vertex count different from the model's.
+    """
+    if not isinstance(mesh, Mesh):
+        mesh = read_mesh(mesh)
+    path = mesh.source or "<mesh>"
+    check_mesh(mesh, path)
+    if mesh.n_vertices != model.n_vertices:
+        raise InputError(path, f"has {mesh.n_vertices} vertices; the model's topology has {model.n_vertices}")
+    if units == "auto":
+        try:
+            units, k = detect_units(mesh.vertices)
+        except InputError as exc:
+            raise InputError(path, exc.problem) from None
+    elif units in UNITS:
+        k = UNITS[units]
+    else:
+        raise InputError(None, f"unknown units {units!r}; use auto, m, cm or mm")
+    target = mesh.vertices * k
+    flame = make_layer(model)
+    state = fit_mesh_vertices(flame, target, iters=iters)
+    v = vertices(flame, state)
+    params = state.to_params()
+    params.extras.update(units=np.array(units), scale_to_m=np.array(k))
+    return MeshFit(params, v, np.linalg.norm(v - target, axis=1) * 1000)

@@ -101,8 +101,9 @@ def make_mica_dataset(root: str | os.PathLike, model: FlameModel, actors_per_sub
     unknown = [s for s in names if s not in MICA_ACTORS]
     if unknown:
         raise ValueError(f"unknown MICA subset(s) {unknown}; known: {', '.join(SUBSETS)}")
-    if not 1 <= actors_per_subset <= min(len(MICA_ACTORS[s]) for s in names):
-        raise ValueError(f"actors_per_subset must be 1..{min(len(MICA_ACTORS[s]) for s in names)}, got {actors_per_subset}")
+    most = min(len(MICA_ACTORS[s]) for s in names)
+    if not 1 <= actors_per_subset <= most:
+        raise ValueError(f"actors_per_subset must be 1..{most}, got {actors_per_subset}")
     layer = FLAME(model, dtype=torch.float64)
     summary: dict[str, Any] = {"root": str(root), "subsets": {}, "files_written": 0, "files_skipped": 0}
     for subset in names:
@@ -124,7 +125,8 @@ def make_mica_dataset(root: str | os.PathLike, model: FlameModel, actors_per_sub
             else:
                 todo.append((obj, params))
         if todo:  # one batched layer call per subset
-            batch = FlameParams(*(np.stack([getattr(p, k) for _, p in todo]) for k in ("shape", "expression", "pose", "trans")))
+            stacked = (np.stack([getattr(p, k) for _, p in todo]) for k in ("shape", "expression", "pose", "trans"))
+            batch = FlameParams(*stacked)
             with torch.no_grad():
                 verts = layer(batch).vertices.numpy()
             for (obj, _), v in zip(todo, verts):

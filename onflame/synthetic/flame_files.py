@@ -93,7 +93,8 @@ def save_flame_pkl(model: FlameModel, path: str | os.PathLike, chumpy: bool = Tr
 
 
 def _embedding_dict(points: SurfacePoints) -> dict[str, np.ndarray]:
-    return {"lmk_face_idx": points.face_idx.astype(np.uint32), "lmk_b_coords": np.asarray(points.bary, dtype=np.float64)}
+    return {"lmk_face_idx": points.face_idx.astype(np.uint32),
+            "lmk_b_coords": np.asarray(points.bary, dtype=np.float64)}
 
 
 def save_landmark_files(model: FlameModel, folder: str | os.PathLike) -> dict[str, Path]:

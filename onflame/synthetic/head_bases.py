@@ -88,6 +88,7 @@ def designed_identity() -> list[tuple[Field, float]]:
     neck_axis_z = lambda p: -0.062 + 0.25 * (p[:, 1] + 0.10)  # noqa: E731
     back = lambda p: R.sigmoid((-0.07 - p[:, 2]) / 0.02) * R.sigmoid((p[:, 1] + 0.06) / 0.02)  # noqa: E731
     forehead = lambda p: R.sigmoid((p[:, 1] - 0.04) / 0.01) * R.sigmoid(p[:, 2] / 0.01)  # noqa: E731
+    eyes = lambda p: R.gaussian(p, A.EYE_CENTRE, 0.016, paired=True)  # noqa: E731
     return [
         (lambda p: p - c, 0.0060),                                                          # overall size
         (lambda p: _vec(p, p[:, 0], 0.0, 0.0), 0.0050),                                     # width
@@ -100,8 +101,9 @@ def designed_identity() -> list[tuple[Field, float]]:
         (lambda p: _vec(p, 0.0, 0.2, 1.0) * brows(p)[:, None], 0.0030),                     # brow ridge
         (lambda p: _vec(p, _side(p), 0.0, 0.5) * cheekbones(p)[:, None], 0.0030),           # cheekbones
         (lambda p: _vec(p, 0.0, -0.2, 1.0) * chin(p)[:, None], 0.0040),                     # chin
-        (lambda p: _vec(p, 0.0, 0.4 * np.tanh((p[:, 1] - A.MOUTH_Y) / 0.005), 1.0) * R.lips_weight(p)[:, None], 0.0020),  # lips
-        (lambda p: _vec(p, _side(p), 0.0, 0.0) * R.gaussian(p, A.EYE_CENTRE, 0.016, paired=True)[:, None], 0.0020),  # eye spacing
+        (lambda p: _vec(p, 0.0, 0.4 * np.tanh((p[:, 1] - A.MOUTH_Y) / 0.005), 1.0) * R.lips_weight(p)[:, None],
+         0.0020),                                                                           # lip fullness
+        (lambda p: _vec(p, _side(p), 0.0, 0.0) * eyes(p)[:, None], 0.0020),                 # eye spacing
         (lambda p: _vec(p, _side(p), 0.0, 0.3) * ears(p)[:, None], 0.0040),                 # ears
         (lambda p: _vec(p, p[:, 0], 0.0, p[:, 2] - neck_axis_z(p)) * neck(p)[:, None], 0.0050),  # neck girth
         (lambda p: _vec(p, 0.0, 0.0, p[:, 1] - 0.04) * forehead(p)[:, None], 0.0030),       # forehead slope
@@ -112,10 +114,12 @@ def designed_identity() -> list[tuple[Field, float]]:
 def designed_expressions() -> list[tuple[Field, float]]:
     """(field, peak displacement per unit coefficient) of the 20 designed expression components."""
     hinge = np.array([0.0, A.CONDYLE[1], A.CONDYLE[2]])
-    corners = lambda p: R.gaussian(p, np.array([A.MOUTH_HALF_WIDTH, A.MOUTH_Y, A.MOUTH_CORNER_Z]), 0.010, paired=True)  # noqa: E731
+    corner = np.array([A.MOUTH_HALF_WIDTH, A.MOUTH_Y, A.MOUTH_CORNER_Z])
+    corners = lambda p: R.gaussian(p, corner, 0.010, paired=True)  # noqa: E731
     cheeks = lambda p: R.gaussian(p, np.array([0.040, -0.012, 0.040]), 0.015, paired=True)  # noqa: E731
     brows = lambda p: R.gaussian(p, A.EYE_CENTRE + [0.0, 0.020, 0.010], 0.012, paired=True)  # noqa: E731
     inner_brows = lambda p: R.gaussian(p, np.array([0.014, 0.038, 0.046]), 0.010, paired=True)  # noqa: E731
+    nose_sides = lambda p: R.gaussian(p, A.ALA + [0.0, 0.012, 0.0], 0.010, paired=True)  # noqa: E731
     face = R.face_weight
 
     def upper_lid(p: np.ndarray) -> np.ndarray:  # upper eyelid, fading toward the brow
@@ -156,7 +160,7 @@ def designed_expressions() -> list[tuple[Field, float]]:
         (lambda p: _vec(p, _side(p), 0.0, -0.3) * corners(p)[:, None], 0.0040),                  # mouth stretch
         (lambda p: _vec(p, 0.0, -1.0, 0.0) * corners(p)[:, None], 0.0040),                       # mouth corners down
         (lambda p: _vec(p, _side(p), 0.0, 0.5) * cheeks(p)[:, None], 0.0040),                    # cheeks puff
-        (lambda p: _vec(p, 0.0, 0.5, -0.2) * R.gaussian(p, A.ALA + [0, 0.012, 0], 0.010, paired=True)[:, None], 0.0030),  # nose wrinkle
+        (lambda p: _vec(p, 0.0, 0.5, -0.2) * nose_sides(p)[:, None], 0.0030),                 # nose wrinkle
         (lambda p: _vec(p, 0.0, 1.0, 0.3) * R.upper_lip_weight(p)[:, None], 0.0030),             # upper lip raise
         (lambda p: _vec(p, 0.0, -1.0, 0.2) * R.lower_lip_weight(p)[:, None], 0.0030),            # lower lip down
         (lambda p: _vec(p, 1.0, 0.0, 0.0) * R.jaw_weight(p)[:, None], 0.0040),                   # jaw sideways
@@ -247,8 +251,10 @@ def build_posedirs(mesh: HeadMesh, rng: np.random.Generator) -> np.ndarray:
     """(V, 3, 36) pose correctives, about 1 mm at most per unit of (R - I); zero for the eye joints."""
     dirs = np.zeros((len(mesh.vertices), 3, N_POSE))
     head = mesh.head
-    for joint, region in ((1, lambda p: R.neck_weight(p) * (1.0 - R.root_weight(p))),
-                          (2, lambda p: np.clip(R.jaw_weight(p) + 0.5 * R.neck_weight(p) * R.sigmoid((p[:, 2] + 0.02) / 0.01), 0, 1))):
+    neck = lambda p: R.neck_weight(p) * (1.0 - R.root_weight(p))  # noqa: E731
+    under_jaw = lambda p: R.neck_weight(p) * R.sigmoid((p[:, 2] + 0.02) / 0.01)  # noqa: E731
+    jaw = lambda p: np.clip(R.jaw_weight(p) + 0.5 * under_jaw(p), 0.0, 1.0)  # noqa: E731
+    for joint, region in ((1, neck), (2, jaw)):
         fields = random_fields(mesh, 9, [(9, 0.04)], np.full(9, 1.0), rng, weight=region)
         peak = np.linalg.norm(fields[head], axis=1).max(0)
         dirs[:, :, 9 * (joint - 1): 9 * joint] = fields * (0.001 / np.maximum(peak, 1e-12))[None, None, :]

@@ -49,7 +49,8 @@ def _eye_points(sign: int) -> list[tuple[float, float]]:
 
 def interior_points_xy() -> np.ndarray:
     """(51, 2) front-view positions (x, y) of iBUG points 17-67 on the mean head, metres."""
-    brow = [(0.0300, 0.0050), (0.0215, 0.0215), (0.0075, 0.0255), (-0.0080, 0.0235), (-0.0210, 0.0190)]  # outer -> inner
+    # left brow from outer to inner end, relative to the eye's centre
+    brow = [(0.0300, 0.0050), (0.0215, 0.0215), (0.0075, 0.0255), (-0.0080, 0.0235), (-0.0210, 0.0190)]
     ex, ey = A.EYE_CENTRE[0], A.EYE_CENTRE[1]
     right_brow = [(-(ex + dx), ey + dy) for dx, dy in brow]
     left_brow = [(ex + dx, ey + dy) for dx, dy in reversed(brow)]

@@ -111,7 +111,7 @@ def surface_along_rays(origin: np.ndarray, dirs: np.ndarray, t_max: float = 0.26
 
 
 def detail_weight(p: np.ndarray) -> np.ndarray:
-    """How densely to sample the surface at ``p`` (N, 3): 1 on the skull and neck, up to ~5 on the face."""
+    """How densely to sample the surface at ``p`` (N, 3): 1 on the skull and neck, 5 on the face, 7 at the eyes."""
     rel = p - A.RAY_ORIGIN
     rel /= np.linalg.norm(rel, axis=-1, keepdims=True)
     face_axis = np.array([0.0, -0.05, 1.0]) / np.hypot(1.0, 0.05)
@@ -119,10 +119,11 @@ def detail_weight(p: np.ndarray) -> np.ndarray:
     q = p.copy()
     q[:, 0] = np.abs(q[:, 0])
     ear = np.exp(-0.5 * np.sum((q - A.EAR_CENTRE) ** 2, -1) / 0.025**2)
+    eye = np.exp(-0.5 * np.sum((q - A.EYE_CENTRE) ** 2, -1) / 0.015**2)
     below_chin = sigmoid((-0.094 - p[:, 1]) / 0.004)
     face = np.exp(-0.5 * (angle / 0.62) ** 4) * (1.0 - below_chin) * sigmoid(p[:, 2] / 0.01)
     throat = below_chin * sigmoid((p[:, 2] + 0.03) / 0.015)
-    return 1.0 + 4.0 * face + 1.5 * ear + 1.5 * throat
+    return 1.0 + 4.0 * face + 1.5 * ear + 1.5 * throat + 2.0 * eye
 
 
 def _row_grid(phis: np.ndarray, n_rows: int, n_dense: int = 160) -> np.ndarray:
@@ -194,7 +195,8 @@ def _ring_columns(grid: np.ndarray, crown: np.ndarray, min_ratio: float = 0.55) 
     return kept
 
 
-def _zip_rings(a: np.ndarray, pa: np.ndarray, b: np.ndarray, pb: np.ndarray, pos: np.ndarray) -> list[tuple[int, int, int]]:
+def _zip_rings(a: np.ndarray, pa: np.ndarray, b: np.ndarray, pb: np.ndarray,
+               pos: np.ndarray) -> list[tuple[int, int, int]]:
     """Triangles joining ring ``a`` (azimuths ``pa``, ascending from 0) to the ring ``b`` below it.
 
     Walks both rings around, always advancing the ring whose next vertex comes first; at ties (a quad)
@@ -203,12 +205,13 @@ def _zip_rings(a: np.ndarray, pa: np.ndarray, b: np.ndarray, pb: np.ndarray, pos
     tris = []
     i = j = 0
     na, nb = len(a), len(b)
+    dist = lambda u, w: np.linalg.norm(pos[u] - pos[w])  # noqa: E731
     while i < na or j < nb:
         na_phi = pa[i + 1] if i + 1 < na else 2 * np.pi
         nb_phi = pb[j + 1] if j + 1 < nb else 2 * np.pi
+        tie = abs(na_phi - nb_phi) <= 1e-12
         if i < na and (j >= nb or na_phi < nb_phi - 1e-12 or (
-                abs(na_phi - nb_phi) <= 1e-12
-                and np.linalg.norm(pos[a[(i + 1) % na]] - pos[b[j % nb]]) <= np.linalg.norm(pos[a[i % na]] - pos[b[(j + 1) % nb]]))):
+                tie and dist(a[(i + 1) % na], b[j % nb]) <= dist(a[i % na], b[(j + 1) % nb]))):
             tris.append((a[i % na], b[j % nb], a[(i + 1) % na]))
             i += 1
         else:
@@ -217,8 +220,9 @@ def _zip_rings(a: np.ndarray, pa: np.ndarray, b: np.ndarray, pb: np.ndarray, pos
     return tris
 
 
-def uv_sphere(centre: np.ndarray, radius: float, rings: int = EYE_RINGS, segments: int = EYE_SEGMENTS) -> tuple[np.ndarray, np.ndarray]:
-    """A closed UV sphere with poles on the z axis (front pole first): vertices (N, 3), faces (F, 3) outward."""
+def uv_sphere(centre: np.ndarray, radius: float, rings: int = EYE_RINGS,
+              segments: int = EYE_SEGMENTS) -> tuple[np.ndarray, np.ndarray]:
+    """A closed UV sphere, poles on the z axis (front pole first): vertices (N, 3), faces (F, 3) outward."""
     theta = np.arange(1, rings + 1) * np.pi / (rings + 1)
     phi = np.arange(segments) * 2 * np.pi / segments
     t, f = np.meshgrid(theta, phi, indexing="ij")

@@ -51,8 +51,8 @@ def rim_height(p: np.ndarray) -> np.ndarray:
 
 
 def root_weight(p: np.ndarray) -> np.ndarray:
-    """Skinning weight of the root joint: the bottom 3 cm of the neck."""
-    return sigmoid((0.028 - rim_height(p)) / 0.006)
+    """Skinning weight of the root joint: the bottom 3.5 cm of the neck, fading over about 4 cm."""
+    return sigmoid((0.035 - rim_height(p)) / 0.010)
 
 
 def jaw_weight(p: np.ndarray) -> np.ndarray:
@@ -119,7 +119,8 @@ def nose_weight(p: np.ndarray) -> np.ndarray:
     t = np.clip((A.NASION[1] - p[:, 1]) / (A.NASION[1] - A.SUBNASALE[1]), 0.0, 1.0)
     half_width = 0.009 + 0.016 * t**1.5
     inside = sigmoid((half_width - np.abs(p[:, 0])) / 0.0015)
-    vertical = sigmoid((p[:, 1] - (A.SUBNASALE[1] - 0.0005)) / 0.0008) * sigmoid((A.NASION[1] - 0.004 - p[:, 1]) / 0.002)
+    above_base = sigmoid((p[:, 1] - (A.SUBNASALE[1] - 0.0005)) / 0.0008)
+    vertical = above_base * sigmoid((A.NASION[1] - 0.004 - p[:, 1]) / 0.002)
     return inside * vertical * sigmoid((p[:, 2] - 0.038) / 0.003)
 
 

@@ -76,9 +76,11 @@ def eye_sockets(s: np.ndarray) -> np.ndarray:
     """
     rel = s - A.EYE_CENTRE
     r = np.sqrt(np.einsum("ij,ij->i", rel, rel))
-    up = np.where(rel[:, 1] > 0, 1.3, 1.0)  # the bowl climbs faster toward the brow
-    lateral = np.hypot(rel[:, 0], rel[:, 1] * up)
-    allowed = EYELID_RADIUS + 150.0 * np.maximum(lateral - 0.010, 0.0) ** 2
+    # the bowl climbs faster toward the brow and much faster toward the nose, which it must not cut
+    up = np.where(rel[:, 1] > 0, 1.3, 1.0)
+    medial = np.where(rel[:, 0] < 0, 1.6, 1.0)
+    lateral = np.hypot(rel[:, 0] * medial, rel[:, 1] * up)
+    allowed = EYELID_RADIUS + 60.0 * np.maximum(lateral - 0.009, 0.0) ** 2
     return np.where(rel[:, 2] > 0, r - allowed, -1.0)
 
 
@@ -106,33 +108,35 @@ def head_sdf(p: np.ndarray) -> np.ndarray:
     s[:, 0] = np.abs(s[:, 0])  # paired parts: evaluate the left one on |x|
     bent = s.copy()
     bent[:, 2] = bent[:, 2] + A.mouth_arch_z(bent[:, 0])  # lips follow the dental arch
+    E, C, U, v = ellipsoid, round_cone, smooth_union, np.array
 
-    d = ellipsoid(p, np.array([0.0, 0.020, -0.050]), np.array([0.077, 0.108, 0.104]))      # skull
-    d = smooth_union(d, ellipsoid(p, np.array([0.0, -0.010, -0.004]), np.array([0.066, 0.076, 0.052])), 0.02)  # face
-    d = smooth_union(d, ellipsoid(p, np.array([0.0, -0.051, -0.006]), np.array([0.054, 0.040, 0.050])), 0.015)  # jaw
-    d = smooth_union(d, _neck(p), 0.025)
+    d = E(p, v([0.0, 0.020, -0.050]), v([0.077, 0.108, 0.104]))                    # skull
+    d = U(d, E(p, v([0.0, -0.010, -0.004]), v([0.066, 0.076, 0.052])), 0.02)      # face
+    d = U(d, E(p, v([0.0, -0.051, -0.006]), v([0.054, 0.040, 0.050])), 0.015)     # jaw
+    d = U(d, _neck(p), 0.025)
     # mandible: ramus from the hinge down to the jaw angle, body forward to the chin
-    d = smooth_union(d, round_cone(s, A.CONDYLE + [0.0, 0.0, 0.004], A.GONION, 0.010, 0.010), 0.02)
-    d = smooth_union(d, round_cone(s, A.GONION, np.array([0.018, -0.084, 0.028]), 0.010, 0.010), 0.02)
-    d = smooth_union(d, ellipsoid(p, A.MENTON + [0.0, 0.0095, -0.0135], np.array([0.019, 0.0145, 0.0145])), 0.012)  # chin
-    # cheekbones and cheeks, the upper-lip base (maxilla)
-    d = smooth_union(d, ellipsoid(s, np.array([0.046, 0.004, 0.030]), np.array([0.020, 0.013, 0.017])), 0.014)
-    d = smooth_union(d, ellipsoid(s, np.array([0.036, -0.030, 0.032]), np.array([0.019, 0.020, 0.017])), 0.02)
-    d = smooth_union(d, ellipsoid(p, np.array([0.0, -0.030, 0.036]), np.array([0.030, 0.020, 0.019])), 0.012)
+    d = U(d, C(s, A.CONDYLE + [0.0, 0.0, 0.004], A.GONION, 0.010, 0.010), 0.02)
+    d = U(d, C(s, A.GONION, v([0.018, -0.084, 0.028]), 0.010, 0.010), 0.02)
+    d = U(d, E(p, A.MENTON + [0.0, 0.0095, -0.0135], v([0.019, 0.0145, 0.0145])), 0.012)  # chin
+    # cheekbones, cheeks, the upper-lip base (maxilla)
+    d = U(d, E(s, v([0.046, 0.004, 0.030]), v([0.020, 0.013, 0.017])), 0.014)
+    d = U(d, E(s, v([0.036, -0.030, 0.032]), v([0.019, 0.020, 0.017])), 0.02)
+    d = U(d, E(p, v([0.0, -0.030, 0.036]), v([0.030, 0.020, 0.019])), 0.012)
     # brow ridge
-    d = smooth_union(d, round_cone(s, A.BROW_INNER, A.BROW_OUTER, 0.0085, 0.0075), 0.012)
+    d = U(d, C(s, A.BROW_INNER, A.BROW_OUTER, 0.0085, 0.0075), 0.012)
     # nose: bridge to tip, wings, columella
-    d = smooth_union(d, round_cone(p, A.NASION + [0.0, 0.0, -0.0065], A.NOSE_TIP + [0.0, 0.0, -0.011], 0.0062, 0.0105), 0.006)
-    d = smooth_union(d, ellipsoid(s, A.ALA, np.array([0.0085, 0.0080, 0.0095])), 0.005)
-    d = smooth_union(d, round_cone(p, A.NOSE_TIP + [0.0, -0.004, -0.007], A.SUBNASALE + [0.0, 0.001, -0.004], 0.0055, 0.004), 0.004)
-    # lips and the mouth line between them
-    d = smooth_union(d, ellipsoid(bent, np.array([0.0, A.MOUTH_Y + 0.0058, 0.0525]), np.array([0.0255, 0.0062, 0.0090])), 0.005)
-    d = smooth_union(d, ellipsoid(bent, np.array([0.0, A.MOUTH_Y - 0.0058, 0.0515]), np.array([0.0235, 0.0068, 0.0094])), 0.005)
-    d = smooth_subtract(d, ellipsoid(bent, np.array([0.0, A.MOUTH_Y, 0.0640]), np.array([A.MOUTH_HALF_WIDTH, 0.0011, 0.0125])), 0.0015)
+    d = U(d, C(p, A.NASION + [0.0, 0.0, -0.0065], A.NOSE_TIP + [0.0, 0.0, -0.011], 0.0062, 0.0105), 0.006)
+    d = U(d, E(s, A.ALA, v([0.0085, 0.0080, 0.0095])), 0.005)
+    d = U(d, C(p, A.NOSE_TIP + [0.0, -0.004, -0.007], A.SUBNASALE + [0.0, 0.001, -0.004], 0.0055, 0.004), 0.004)
+    # lips, and the mouth line between them
+    m = A.MOUTH_Y
+    d = U(d, E(bent, v([0.0, m + 0.0058, 0.0525]), v([0.0255, 0.0062, 0.0090])), 0.005)
+    d = U(d, E(bent, v([0.0, m - 0.0058, 0.0515]), v([0.0235, 0.0068, 0.0094])), 0.005)
+    d = smooth_subtract(d, E(bent, v([0.0, m, 0.0640]), v([A.MOUTH_HALF_WIDTH, 0.0011, 0.0125])), 0.0015)
     # ears: a flattened, turned ellipsoid with a bowl (concha) pressed into its outer face
     q = (s - A.EAR_CENTRE) @ _EAR_ROT
-    d = smooth_union(d, ellipsoid(q, np.zeros(3), np.array([0.0120, 0.0300, 0.0180])), 0.010)
-    d = smooth_subtract(d, ellipsoid(q, np.array([0.0125, -0.0040, 0.0030]), np.array([0.0060, 0.0120, 0.0085])), 0.003)
+    d = U(d, E(q, np.zeros(3), v([0.0120, 0.0300, 0.0180])), 0.010)
+    d = smooth_subtract(d, E(q, v([0.0125, -0.0040, 0.0030]), v([0.0060, 0.0120, 0.0085])), 0.003)
     # eye sockets: skin near the eyes hugs the eyeballs; then open the eyes
     d = smooth_subtract(d, -eye_sockets(s), 0.003)
     return np.maximum(d, -eye_openings(s))

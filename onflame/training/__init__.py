@@ -16,13 +16,13 @@ from .rules import ARCFACE_TEMPLATE_112, DEFAULT_RULES, PHOTO_RULES, PhotoRules,
 
 __all__ = [
     "ARCFACE_TEMPLATE_112", "AlignedFace", "DEFAULT_RULES", "MicaDataset", "PHOTO_RULES", "PhotoRecord", "PhotoRules",
-    "PrepareReport", "align_face", "arcface_blob", "arcface_template", "diff_image_paths", "format_diff",
+    "PrepareReport", "align_face", "collate_samples", "arcface_blob", "arcface_template", "diff_image_paths", "format_diff",
     "mix_subsets", "photo_rules", "prepare_subset", "read_photo", "select_photos", "similarity_transform", "warp_crop",
 ]
 
 
 def __getattr__(name: str):  # the Dataset needs torch; import it only when asked for
-    if name in ("MicaDataset", "mix_subsets"):
+    if name in ("MicaDataset", "collate_samples", "mix_subsets"):
         from . import dataset
 
         return getattr(dataset, name)

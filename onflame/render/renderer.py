@@ -1,0 +1,138 @@
+"""Render a mesh to an RGB image, and map image points back onto the mesh surface."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..geometry import vertex_normals
+from .camera import Camera
+from .raster import Fragments, rasterize
+from .shading import SKIN_ALBEDO, lambert, load_texture, sample_texture
+
+#: Default lights in camera coordinates (x right, y down, z forward), from the surface towards the
+#: light: a key light above and left of the camera and a weaker fill from the right, so that relief
+#: (nose, brows, lips) shows as it does in a studio photo.
+DEFAULT_LIGHTS = np.array([[-0.35, -0.45, -0.82], [0.45, -0.1, -0.89]])
+
+
+@dataclass
+class Rendering:
+    """An image of a mesh and, per pixel, the surface it shows.
+
+    Attributes:
+        image: (H, W, 3) uint8 RGB.
+        fragments: visible triangle, barycentric weights and depth per pixel.
+        camera: the camera used.
+        vertices: (V, 3) the mesh's vertices (metres, world); faces: (F, 3).
+    """
+
+    image: np.ndarray
+    fragments: Fragments
+    camera: Camera
+    vertices: np.ndarray
+    faces: np.ndarray
+
+    def lift(self, pixels: np.ndarray, search_px: float = 0.0,
+             max_depth: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
+        """Surface points (N, 3) seen at continuous pixel positions ``pixels`` (N, 2) ``(x, y)``.
+
+        The viewing ray through each position is intersected with the plane of the triangle visible at
+        that pixel (exact below the pixel size). A position over background, a hole, or surface deeper
+        than ``max_depth`` (camera z, metres: e.g. the inside of an open mouth seen through the lips)
+        takes the nearest acceptable pixel within ``search_px`` pixels instead, its surface point at the
+        pixel centre. Returns ``(points, hit)``, ``hit`` (N,) False where nothing was found (points NaN).
+        """
+        pix = np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
+        H, W = self.fragments.face.shape
+        usable = self.fragments.mask & (self.fragments.depth <= max_depth)
+        col = np.floor(pix[:, 0]).astype(np.int64)
+        row = np.floor(pix[:, 1]).astype(np.int64)
+        inside = (col >= 0) & (col < W) & (row >= 0) & (row < H) & np.isfinite(pix).all(1)
+        face = np.full(len(pix), -1, dtype=np.int64)
+        face[inside] = np.where(usable[row[inside], col[inside]], self.fragments.face[row[inside], col[inside]], -1)
+        points = np.full((len(pix), 3), np.nan)
+
+        hit = face >= 0
+        if hit.any():
+            origins, dirs = self.camera.rays(pix[hit])
+            tri = self.vertices[self.faces[face[hit]]]
+            n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+            denom = (n * dirs).sum(1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                s = ((tri[:, 0] - origins) * n).sum(1) / denom
+            exact = origins + s[:, None] * dirs
+            # a ray grazing its triangle's plane: the pixel centre's point is the safer answer
+            centre = np.einsum("nk,nkd->nd", self.fragments.bary[row[hit], col[hit]], tri)
+            grazing = ~np.isfinite(s) | (np.abs(denom) < 1e-3 * np.linalg.norm(n, axis=1))
+            points[hit] = np.where(grazing[:, None], centre, exact)
+
+        missing = np.flatnonzero(~hit)
+        if len(missing) and search_px > 0 and usable.any():
+            cov_r, cov_c = np.nonzero(usable)
+            centres = np.column_stack([cov_c + 0.5, cov_r + 0.5])
+            for i in missing:
+                if not np.isfinite(pix[i]).all():
+                    continue
+                d = np.linalg.norm(centres - pix[i], axis=1)
+                j = int(np.argmin(d))
+                if d[j] <= search_px:
+                    r, c = cov_r[j], cov_c[j]
+                    f = self.fragments.face[r, c]
+                    points[i] = self.fragments.bary[r, c] @ self.vertices[self.faces[f]]
+                    hit[i] = True
+        return points, hit
+
+
+def render_mesh(vertices: np.ndarray, faces: np.ndarray, camera: Camera, *, colors: np.ndarray | None = None,
+                uv: np.ndarray | None = None, face_uv: np.ndarray | None = None,
+                texture: np.ndarray | str | os.PathLike | None = None,
+                albedo: tuple[float, float, float] = SKIN_ALBEDO, lights: np.ndarray | None = None,
+                ambient: float = 0.25, shade: bool = True, background: tuple[int, int, int] = (255, 255, 255),
+                cull_backfaces: bool = False) -> Rendering:
+    """Render a triangle mesh with a z-buffer.
+
+    Colour, first available: ``texture`` looked up through ``uv`` (T, 2) and ``face_uv`` (F, 3); per-vertex
+    ``colors`` (V, 3) in [0, 1]; the uniform ``albedo``. With ``shade`` the colour is multiplied by
+    Lambert lighting (smooth vertex normals; ``lights`` (L, 3) in camera coordinates, see
+    ``DEFAULT_LIGHTS``); without, the flat colour is drawn (e.g. a colour-coded error map).
+
+    Args:
+        vertices: (V, 3) metres (any consistent unit works: nothing depends on scale but the camera).
+        faces: (F, 3) vertex indices.
+        camera: see :class:`~onflame.render.camera.Camera` and :func:`~onflame.render.camera.framing`.
+        background: RGB of empty pixels.
+
+    Returns:
+        :class:`Rendering`.
+    """
+    vertices = np.asarray(vertices, dtype=np.float64)
+    faces = np.asarray(faces, dtype=np.int64)
+    frag = rasterize(camera.project(vertices), faces, camera.width, camera.height,
+                     perspective=not camera.orthographic, cull_backfaces=cull_backfaces)
+    m = frag.mask
+    b = frag.bary[m]
+    f = frag.face[m]
+    if texture is not None and uv is not None and face_uv is not None:
+        tex_uv = np.einsum("pk,pkc->pc", b, np.asarray(uv, dtype=np.float64)[np.asarray(face_uv)[f]])
+        colour = sample_texture(load_texture(texture), tex_uv)
+    elif colors is not None:
+        colour = np.einsum("pk,pkc->pc", b, np.asarray(colors, dtype=np.float64)[faces[f]])
+    else:
+        colour = np.broadcast_to(np.asarray(albedo, dtype=np.float64), (len(f), 3))
+    if shade:
+        normals = np.einsum("pk,pkc->pc", b, vertex_normals(vertices, faces)[faces[f]])
+        normals /= np.linalg.norm(normals, axis=1, keepdims=True) + 1e-20
+        R = np.asarray(camera.rotation)
+        lights_w = (DEFAULT_LIGHTS if lights is None else np.asarray(lights, dtype=np.float64)) @ R
+        lights_w /= np.linalg.norm(lights_w, axis=1, keepdims=True)
+        if camera.orthographic:
+            view = np.broadcast_to(-R[2], normals.shape)
+        else:
+            view = camera.position - np.einsum("pk,pkc->pc", b, vertices[faces[f]])
+        colour = colour * lambert(normals, view, lights_w, ambient)[:, None]
+    image = np.empty(m.shape + (3,), dtype=np.uint8)
+    image[:] = np.asarray(background, dtype=np.uint8)
+    image[m] = np.clip(np.round(colour * 255.0), 0, 255).astype(np.uint8)
+    return Rendering(image, frag, camera, vertices, faces)
