@@ -56,7 +56,7 @@ def best_time(fn: Callable[[], None], seconds: float) -> float:
             return best
 
 
-def interleaved(fns: dict[str, Callable[[], None]], seconds: float, rounds: int = 3) -> dict[str, float]:
+def interleaved(fns: dict[str, Callable[[], None]], seconds: float, rounds: int = 5) -> dict[str, float]:
     """Best time per call of each function, measured in alternating rounds."""
     best = {k: float("inf") for k in fns}
     for _ in range(rounds):

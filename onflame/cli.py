@@ -117,6 +117,30 @@ def cmd_fit_mesh(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from .training.prepare import prepare_subset
+
+    options = {"model_dir": str(args.detector_models)} if args.detector_models else {}
+    report = prepare_subset(args.root, args.subset, args.photos, detector=args.detector, workers=args.workers,
+                            min_score=args.min_score, detector_options=options, progress=not args.json)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(report.format_table())
+    return 0 if report.ok else 1
+
+
+def cmd_image_paths(args: argparse.Namespace) -> int:
+    from .training.lists import diff_image_paths, format_diff
+
+    diff = diff_image_paths(args.a, args.b)
+    if args.json:
+        _print_json(diff)
+    else:
+        print(format_diff(diff))
+    return 0 if diff["same"] else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .synthetic.demo import run_demo
 
@@ -129,6 +153,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "export": (cmd_export, "write all subjects' FLAME parameters to one file"),
     "register": (cmd_register, "register raw face scans to FLAME: registration mesh + FLAME parameters + report"),
     "fit-mesh": (cmd_fit_mesh, "fit FLAME parameters to meshes already in FLAME topology"),
+    "prepare": (cmd_prepare, "detect, align and list a subset's photos: MICA's arcface_input and image list"),
+    "image-paths": (cmd_image_paths, "compare two MICA image lists (image-paths diff A.npy B.npy)"),
     "demo": (cmd_demo, "run the main job on the embedded synthetic default"),
 }
 
@@ -173,6 +199,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("."), help="output folder for <name>.npz (default: .)")
     p.add_argument("--units", default="m", choices=["auto", "m", "cm", "mm"])
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("prepare", help=COMMANDS["prepare"][1])
+    p.add_argument("root", type=Path, help="dataset root (gets <SUBSET>/arcface_input and image_paths/<SUBSET>.npy)")
+    p.add_argument("--subset", required=True, help="subset name, e.g. FLORENCE (selects the photo rules)")
+    p.add_argument("--photos", type=Path, required=True, help="raw photo folder: <actor>/... (flat for STIRLING)")
+    p.add_argument("--detector", default="auto", help="face detector: auto (MediaPipe if installed), mediapipe, insightface")
+    p.add_argument("--detector-models", type=Path, help="insightface model folder (antelopev2 or buffalo_l)")
+    p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    p.add_argument("--min-score", type=float, help="override the subset's minimum detection score")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("image-paths", help=COMMANDS["image-paths"][1])
+    actions = p.add_subparsers(dest="action", required=True)
+    d = actions.add_parser("diff", help="actors and photos only in one of two image lists")
+    d.add_argument("a", type=Path)
+    d.add_argument("b", type=Path)
+    d.add_argument("--json", action="store_true")
 
     p = sub.add_parser("demo", help=COMMANDS["demo"][1])
     p.add_argument("--out", type=Path, default=Path("onflame-demo"), help="output folder (default ./onflame-demo)")

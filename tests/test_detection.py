@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import IMAGES
 from PIL import Image
 
 from onflame.detection import (
@@ -19,8 +20,6 @@ from onflame.detection import (
     nearest_to_centre,
 )
 from onflame.training.align import apply_transform, arcface_template, similarity_transform
-
-from conftest import IMAGES
 
 PHOTOS = sorted(p for p in IMAGES.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
 ANNOTATED = sorted(IMAGES.glob("imgHQ*.jpeg"))

@@ -122,7 +122,8 @@ def test_mixing_follows_the_weights(tmp_path):
     make_subset(tmp_path, "ONE", {f"a{i}": 1 for i in range(3)})
     make_subset(tmp_path, "TWO", {f"b{i}": 1 for i in range(7)}, seed=1)
     one, two = MicaDataset(tmp_path, "ONE", K=1), MicaDataset(tmp_path, "TWO", K=1)
-    data, sampler = mix_subsets([one, two], weights=[3, 1], num_samples=8000, generator=torch.Generator().manual_seed(0))
+    data, sampler = mix_subsets([one, two], weights=[3, 1], num_samples=8000,
+                                generator=torch.Generator().manual_seed(0))
     assert len(data) == 10 and len(sampler) == 8000
     drawn = np.array(list(sampler))
     assert abs((drawn < 3).mean() - 0.75) < 0.02  # subset ONE drawn 3 times as often as TWO

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import IMAGES, MICA_LISTS
 from PIL import Image
 
-from conftest import IMAGES, MICA_LISTS
 from onflame.dataset import read_image_paths, write_image_paths
 from onflame.errors import InputError
 from onflame.flame import FlameParams
@@ -40,7 +40,8 @@ def test_select_photos_applies_rules(tmp_path):
     assert len(sampled["subject_01"]) == 5 and set(sampled["subject_01"]) <= set(sel["subject_01"])
     again = select_photos(tmp_path, PhotoRules(exclude=("PTZ-Outdoor",), extensions=(".jpg",), sample_per_actor=5))
     assert again == sampled  # seeded: reproducible
-    other = select_photos(tmp_path, PhotoRules(exclude=("PTZ-Outdoor",), extensions=(".jpg",), sample_per_actor=5, seed=7))
+    other = select_photos(tmp_path, PhotoRules(exclude=("PTZ-Outdoor",), extensions=(".jpg",), sample_per_actor=5,
+                                               seed=7))
     assert len(other["subject_01"]) == 5
 
     with pytest.raises(InputError, match="photo folder not found"):
@@ -56,7 +57,8 @@ def test_select_photos_by_filename(tmp_path):
 
 
 def test_output_names_resolve_collisions(tmp_path):
-    photos = [tmp_path / "s1" / "a" / "frame_1.jpg", tmp_path / "s1" / "b" / "frame_1.jpg", tmp_path / "s1" / "c" / "x.jpg"]
+    actor = tmp_path / "s1"
+    photos = [actor / "a" / "frame_1.jpg", actor / "b" / "frame_1.jpg", actor / "c" / "x.jpg"]
     assert output_names("s1", photos, tmp_path / "s1", ".jpg") == ["s1/a_frame_1.jpg", "s1/b_frame_1.jpg", "s1/x.jpg"]
 
 
@@ -160,9 +162,9 @@ def test_diff_real_mica_list_against_an_edited_copy(tmp_path):
     real = MICA_LISTS / "STIRLING.npy"
     listing = read_image_paths(real)
     edited = dict(listing)
-    dropped = sorted(edited)[0]
+    dropped = min(edited)
     del edited[dropped]
-    actor = sorted(edited)[0]
+    actor = min(edited)
     images, npz = edited[actor]
     edited[actor] = (images[1:], npz)
     write_image_paths(tmp_path / "STIRLING.npy", edited)

@@ -78,7 +78,18 @@ register_detector("mediapipe", _mediapipe)
 register_detector("insightface", _insightface)
 
 __all__ = [
-    "Detection", "DetectorUnavailable", "FaceDetector", "IBUG68_MIRROR", "MEDIAPIPE_TO_IBUG68", "available_detectors",
-    "flame51_from_ibug68", "get_detector", "ibug68_from_mediapipe", "kps5_from_flame51", "kps5_from_ibug68",
-    "mirror_ibug68", "nearest_to_centre", "register_detector",
+    "IBUG68_MIRROR",
+    "MEDIAPIPE_TO_IBUG68",
+    "Detection",
+    "DetectorUnavailable",
+    "FaceDetector",
+    "available_detectors",
+    "flame51_from_ibug68",
+    "get_detector",
+    "ibug68_from_mediapipe",
+    "kps5_from_flame51",
+    "kps5_from_ibug68",
+    "mirror_ibug68",
+    "nearest_to_centre",
+    "register_detector",
 ]

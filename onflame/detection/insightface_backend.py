@@ -55,7 +55,8 @@ class InsightFaceDetector:
         try:
             from insightface.model_zoo import get_model
         except ImportError as exc:
-            raise DetectorUnavailable(f"the insightface detector needs insightface ({exc}); install: {INSTALL_HINT}") from None
+            raise DetectorUnavailable(
+                f"the insightface detector needs insightface ({exc}); install: {INSTALL_HINT}") from None
         self.model_file = model_file
         self._model = get_model(str(model_file), providers=["CPUExecutionProvider"])
         if self._model is None:

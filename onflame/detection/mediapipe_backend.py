@@ -30,7 +30,8 @@ def _solution_base() -> Any:
     try:
         from mediapipe.python.solution_base import SolutionBase
     except ImportError as exc:
-        raise DetectorUnavailable(f"the mediapipe detector needs MediaPipe ({exc}); install it with: {INSTALL_HINT}") from None
+        raise DetectorUnavailable(
+            f"the mediapipe detector needs MediaPipe ({exc}); install it with: {INSTALL_HINT}") from None
     return SolutionBase
 
 
@@ -64,10 +65,10 @@ class MediaPipeDetector:
             self._graph.close()
             self._graph = None
 
-    def __enter__(self) -> "MediaPipeDetector":
+    def __enter__(self) -> MediaPipeDetector:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _run(self, image: np.ndarray) -> list[tuple[np.ndarray, float, np.ndarray]]:

@@ -95,8 +95,9 @@ class _ApplyTransforms(torch.autograd.Function):
     """:func:`apply_transforms` as a few element-wise passes, with its backward written out.
 
     Autograd's own backward of the same passes handles T's four columns and the three coordinates one
-    by one and stacks the pieces again: about twice the memory traffic of the two passes below. The
-    backward is made of differentiable operations, so higher derivatives still work.
+    by one and stacks the pieces again: about twice the memory traffic of the backward written here
+    (one pass for T's gradient, three for the vertices'). It is made of differentiable operations, so
+    higher derivatives still work.
     """
 
     @staticmethod

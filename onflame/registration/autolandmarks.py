@@ -1,13 +1,14 @@
 """Find FLAME's 51 landmarks on a raw scan automatically: render, detect in 2D, lift onto the surface.
 
 1. Coarse views: the scan is rendered (its texture or vertex colours if present, else shaded skin-coloured
-   geometry) from where the face probably looks (the facing hint, else the scan's area-weighted mean
-   normal: a frontal scanner sees the face, so most of the surface faces it; else the six axis
-   directions), each at four in-plane rotations, because a scan may lie in any orientation and face
-   detectors expect upright faces.
+   geometry) from where the face probably looks: the facing hint if given, else the scan's area-weighted
+   mean normal (a frontal scanner sees mostly the face's side of the head), then the six axis
+   directions; each at four in-plane rotations, upright first, because a scan may lie in any
+   orientation and face detectors prefer upright faces.
 2. The 2D detector (pluggable, :func:`onflame.detection.get_detector`) runs on each render; the most
-   confident face wins. Its landmarks are lifted onto the scan through the z-buffer: the viewing ray of
-   each landmark meets the triangle visible at that pixel.
+   confident face wins (the search stops at the first clearly confident one). Its landmarks are lifted
+   onto the scan through the z-buffer: the viewing ray of each landmark meets the triangle visible at
+   that pixel; a landmark over a hole or an open mouth takes the nearest surface pixel.
 3. Refinement: the lifted eyes and mouth give the face's own frame; the scan is rendered again from
    straight in front, upright and zoomed on the face, and a slightly turned view left and right as
    well. Each view is detected and lifted, and the per-landmark median over the views is the answer:
@@ -26,8 +27,9 @@ from typing import Any
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from ..detection import Detection, FaceDetector, get_detector
-from ..geometry import face_normals
+from ..detection import Detection, DetectorUnavailable, FaceDetector, get_detector
+from ..errors import InputError
+from ..mesh import Mesh
 from ..render import Rendering, framing, load_texture, render_mesh
 
 #: FLAME-51 indices: the eye on the image's left (the subject's right eye), the other eye, the mouth.
@@ -55,7 +57,7 @@ def _as_detector(detector: str | FaceDetector) -> FaceDetector:
     return _named_detector(detector) if isinstance(detector, str) else detector
 
 
-def scan_facing(vertices: np.ndarray, faces: np.ndarray, min_strength: float = 0.25) -> np.ndarray | None:
+def scan_facing(vertices: np.ndarray, faces: np.ndarray, min_strength: float = 0.1) -> np.ndarray | None:
     """(3,) unit area-weighted mean normal of a scan, or None when it is weaker than ``min_strength``
     (a closed or all-round head, whose normals cancel out)."""
     fn = np.cross(vertices[faces[:, 1]] - vertices[faces[:, 0]], vertices[faces[:, 2]] - vertices[faces[:, 0]])
@@ -85,9 +87,9 @@ def coarse_views(vertices: np.ndarray, faces: np.ndarray,
             facings, up = [hint[:, 2]], hint[:, 1]
         else:
             facings = [hint / np.linalg.norm(hint)]
-    else:
+    else:  # the mean normal first (often 30° off the face: scalp and neck count too), then every axis
         f = scan_facing(vertices, faces)
-        facings = [f] if f is not None else list(np.vstack([np.eye(3), -np.eye(3)]))
+        facings = ([] if f is None else [f]) + list(np.vstack([np.eye(3), -np.eye(3)]))
     views = []
     for f in facings:
         f = f / np.linalg.norm(f)
@@ -156,7 +158,12 @@ def detect_scan_landmarks(scan_vertices_m: np.ndarray, faces: np.ndarray, uv: np
     info: dict[str, Any] = {"detector": getattr(det, "name", type(det).__name__), "views": 0}
     if len(v) == 0 or len(f) == 0:
         return None, {**info, "reason": "empty scan"}
-    tex = load_texture(texture) if texture is not None and uv is not None and face_uv is not None else None
+    tex = None
+    if texture is not None and uv is not None and face_uv is not None:
+        try:
+            tex = load_texture(texture)
+        except (OSError, ValueError) as exc:  # an unreadable texture: shaded geometry still shows the face
+            info["texture_error"] = str(exc)
     look = {"colors": colors, "uv": uv, "face_uv": face_uv, "texture": tex}
 
     def view(points: np.ndarray, facing: np.ndarray, up: np.ndarray, margin: float) -> tuple[Detection | None, Rendering]:
@@ -205,3 +212,54 @@ def detect_scan_landmarks(scan_vertices_m: np.ndarray, faces: np.ndarray, uv: np
     info.update(score=float(max(scores)), coarse_score=float(coarse_score), refined_views=len(estimates),
                 facing=facing.tolist(), up=up.tolist(), spread_mm=spread)
     return result, info
+
+
+#: ``register(auto_landmarks=...)`` choices.
+AUTO_LANDMARK_MODES = ("auto", "detect", "geometry")
+
+
+def choose_landmarks(scan: Mesh, points_m: np.ndarray, given_m: np.ndarray | None, mode: str,
+                     has_embedding: bool, detector: str | FaceDetector = "auto") -> tuple[np.ndarray | None, dict]:
+    """The landmarks registration starts from, and a JSON-ready note of where they came from.
+
+    Args:
+        scan: the scan (its texture, UVs and colours are shown to the detector).
+        points_m: (V, 3) the scan's vertices in metres.
+        given_m: (51, 3) landmarks the user gave (metres), or None.
+        mode: without given landmarks, ``"auto"`` detects them and falls back to the geometry-only
+            alignment when that fails; ``"detect"`` detects them or raises; ``"geometry"`` never detects.
+        has_embedding: the model has a 51-point landmark embedding (needed to use any landmarks).
+        detector: passed to :func:`detect_scan_landmarks`.
+
+    Returns:
+        ``(landmarks (51, 3) metres or None, info)``; ``info["source"]`` is ``"given"``, ``"detected"`` or
+        ``"geometry"``, with the detector's details or the reason for falling back.
+
+    Raises:
+        InputError: unknown mode; ``"detect"`` and no face was found, or the model has no embedding.
+        onflame.detection.DetectorUnavailable: ``"detect"`` and no detector is installed.
+    """
+    path = scan.source or "<scan>"
+    if mode not in AUTO_LANDMARK_MODES:
+        raise InputError(None, f"unknown auto_landmarks {mode!r}; use {', '.join(AUTO_LANDMARK_MODES)}")
+    if given_m is not None:
+        return given_m, {"source": "given"}
+    if mode == "geometry":
+        return None, {"source": "geometry", "reason": "auto_landmarks='geometry'"}
+    if not has_embedding:
+        if mode == "detect":
+            raise InputError(None, "model has no 51-point landmark embedding; cannot use detected landmarks")
+        return None, {"source": "geometry", "reason": "model has no 51-point landmark embedding"}
+    try:
+        found, info = detect_scan_landmarks(points_m, scan.faces, scan.uv, scan.face_uv, scan.texture,
+                                            detector=detector, colors=scan.colors)
+    except DetectorUnavailable as exc:
+        if mode == "detect":
+            raise
+        return None, {"source": "geometry", "reason": str(exc)}
+    if found is None:
+        if mode == "detect":
+            raise InputError(path, f"automatic landmarks failed ({info.get('reason')}); give landmarks or use "
+                                   "auto_landmarks='geometry'")
+        return None, {"source": "geometry", **info}
+    return found, {"source": "detected", **info}

@@ -278,6 +278,10 @@ class FitSettings:
         expression_prior: prior weight on expression coefficients.
         neck_prior: prior weight on the neck rotation (radians²); a face scan cannot tell a neck turn from
             a global one, so the neck stays near rest unless the data insist.
+        jaw_prior: prior weights on the jaw's opening and on its sideways/twisting rotation (radians²):
+            without them a model that cannot explain a face bends the jaw to imitate shape.
+        point_to_point: share of point-to-point residuals added to the point-to-plane ones.
+        robust_scale: > 0 turns on Geman-McClure reweighting at this residual (m).
         scan_to_model: weight of the scan → model term relative to model → scan.
         scan_samples: scan points used for the scan → model term.
         max_pairs: model → scan pairs used per step (evenly subsampled beyond this).
@@ -295,16 +299,22 @@ class FitSettings:
     scan_to_model: float = 0.5
     scan_samples: int = 2500
     max_pairs: int = 2500
+    jaw_prior: tuple[float, float] = (10.0, 1000.0)
+    point_to_point: float = 0.0
     robust_scale: float = 0.0  # > 0 turns on Geman-McClure reweighting (m); off: it made fits more local here
 
 
-def _prior_vector(flame: FLAME, n_active: int, shape_prior: float, expression_prior: float, neck_prior: float) -> np.ndarray:
+def _prior_vector(flame: FLAME, n_active: int, shape_prior: float, expression_prior: float, neck_prior: float,
+                  jaw_prior: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """Diagonal prior weights over θ (coefficients, global/neck/jaw rotation, translation)."""
     S, E = flame.n_shape, flame.n_expression
     p = np.zeros(S + E + FREE_POSE + 3)
     p[:S] = shape_prior
     p[n_active:S] = FROZEN  # components not yet in play stay at zero
     p[S : S + E] = expression_prior
     p[S + E + 3 : S + E + 6] = neck_prior
+    p[S + E + 6] = jaw_prior[0]           # opening
+    p[S + E + 7 : S + E + 9] = jaw_prior[1]  # sideways and twisting: small in real faces
     return p
 
 
@@ -331,7 +341,7 @@ def fit_scan(flame: FLAME, index: ScanIndex, region: np.ndarray, landmarks: np.n
     lmk = flame.static51_corners
     for stage in s.stages:
         radius = stage.radius
-        prior = _prior_vector(flame, stage.components, stage.shape_prior, s.expression_prior, s.neck_prior)
+        prior = _prior_vector(flame, stage.components, stage.shape_prior, s.expression_prior, s.neck_prior, s.jaw_prior)
         columns = stage_columns(flame, prior)
         damping = 1e-3
         for _ in range(stage.steps):
@@ -345,6 +355,8 @@ def fit_scan(flame: FLAME, index: ScanIndex, region: np.ndarray, landmarks: np.n
             scale = len(m.source) / max(len(keep), 1)
             terms = [_robust(plane_term(lin, src, m.target[keep], m.normal[keep], scale * region[src] / stage.sigma**2),
                              s.robust_scale)]
+            if s.point_to_point > 0:  # a little point-to-point keeps the surface from sliding along itself
+                terms.append(point_term(lin, src, m.target[keep], s.point_to_point * scale * region[src] / stage.sigma**2))
             # scan -> model: sampled scan points to their nearest model vertex, if close and facing alike
             d, j = cKDTree(v[cand]).query(scan_pts, distance_upper_bound=radius)
             ok = np.isfinite(d)

@@ -29,6 +29,7 @@ from ..flame.model import FlameModel
 from ..flame.params import FlameParams
 from ..geometry import apply_rigid, vertex_normals
 from ..mesh import Mesh, check_mesh, read_mesh
+from .autolandmarks import choose_landmarks
 from .correspond import ScanIndex
 from .fit import FitSettings, FitState, fit_mesh_vertices, fit_scan, make_layer, unexplained, vertices
 from .quality import Quality, assess
@@ -64,6 +65,7 @@ class Registration:
     quality: Quality
     timings: dict = field(default_factory=dict)
     landmarks: np.ndarray | None = None
+    landmark_info: dict = field(default_factory=dict)
 
     @property
     def verdict(self) -> str:
@@ -76,6 +78,7 @@ class Registration:
             "units": str(self.params.extras["units"]),
             "scale_to_m": float(self.params.extras["scale_to_m"]),
             **self.quality.as_dict(),
+            "landmarks": self.landmark_info,
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
         }
 
@@ -121,15 +124,19 @@ def _as_landmarks(landmarks: np.ndarray | str | os.PathLike | None, path: str) -
 
 def register(scan: Mesh | str | os.PathLike, model: FlameModel, landmarks: np.ndarray | str | None = None,
              units: str = "auto", fit_settings: FitSettings | None = None,
-             refine_settings: RefineSettings | None = None) -> Registration:
+             refine_settings: RefineSettings | None = None, auto_landmarks: str = "auto") -> Registration:
     """Register a raw face scan to FLAME.
 
     Args:
         scan: a :class:`Mesh` or a mesh file path, in any units, orientation and position.
         model: the FLAME model, with region masks and a 51-point landmark embedding if landmarks are given.
         landmarks: (51, 3) or (68, 3) landmark positions on the scan, in the scan's units and frame, or a
-            ``.npy``/``.txt`` file of them; None to align from geometry alone.
+            ``.npy``/``.txt`` file of them; None to detect them or align from geometry (``auto_landmarks``).
         units: ``"auto"`` (detect from size), ``"m"``, ``"cm"`` or ``"mm"``.
+        auto_landmarks: without ``landmarks``: ``"auto"`` finds them with a 2D face detector on renders of
+            the scan (:mod:`.autolandmarks`) and falls back to the geometry-only start if that fails;
+            ``"detect"``: detection or an error; ``"geometry"``: geometry only. The report's
+            ``landmarks`` entry says which path was taken.
 
     Returns:
         :class:`Registration` in the scan's frame, metres.
@@ -162,6 +169,9 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel, landmarks: np.nd
     lmk_m = None if lmk is None else lmk * k
     index_scan = ScanIndex.build(pts_m, scan.faces)
     timings["prepare"] = time.perf_counter() - t0
+    t_lmk = time.perf_counter()
+    lmk_m, landmark_info = choose_landmarks(scan, pts_m, lmk_m, auto_landmarks, model.landmarks.static51 is not None)
+    timings["landmarks"] = time.perf_counter() - t_lmk
 
     # 2. rigid start (x_scan = R x_model + t) and 3. FLAME fit in the model frame
     t1 = time.perf_counter()
@@ -223,7 +233,7 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel, landmarks: np.nd
     params.extras.update(units=np.array(unit), scale_to_m=np.array(k), scan_to_flame=to_flame,
                          verdict=np.array(quality.verdict))
     mesh = Mesh(reg_scan, model.faces, source=path, meta={"units": "m"})
-    return Registration(mesh, params, apply_rigid(fit_v, R, t), quality, timings, reg_lmk)
+    return Registration(mesh, params, apply_rigid(fit_v, R, t), quality, timings, reg_lmk, landmark_info)
 
 
 def _to_scan_frame(flame, state: FitState, R: np.ndarray, t: np.ndarray) -> FitState:

@@ -15,9 +15,27 @@ from .prepare import PhotoRecord, PrepareReport, prepare_subset
 from .rules import ARCFACE_TEMPLATE_112, DEFAULT_RULES, PHOTO_RULES, PhotoRules, photo_rules
 
 __all__ = [
-    "ARCFACE_TEMPLATE_112", "AlignedFace", "DEFAULT_RULES", "MicaDataset", "PHOTO_RULES", "PhotoRecord", "PhotoRules",
-    "PrepareReport", "align_face", "collate_samples", "arcface_blob", "arcface_template", "diff_image_paths", "format_diff",
-    "mix_subsets", "photo_rules", "prepare_subset", "read_photo", "select_photos", "similarity_transform", "warp_crop",
+    "ARCFACE_TEMPLATE_112",
+    "DEFAULT_RULES",
+    "PHOTO_RULES",
+    "AlignedFace",
+    "MicaDataset",
+    "PhotoRecord",
+    "PhotoRules",
+    "PrepareReport",
+    "align_face",
+    "arcface_blob",
+    "arcface_template",
+    "collate_samples",
+    "diff_image_paths",
+    "format_diff",
+    "mix_subsets",
+    "photo_rules",
+    "prepare_subset",
+    "read_photo",
+    "select_photos",
+    "similarity_transform",
+    "warp_crop",
 ]
 
 

@@ -18,7 +18,7 @@ TEMPLATE_112 = np.array(ARCFACE_TEMPLATE_112, dtype=np.float64)
 
 
 def arcface_template(size: int = 112) -> np.ndarray:
-    """(5, 2) ArcFace template for a ``size``×``size`` crop; ``size`` a multiple of 112 (MICA: the 112 template × size/112)."""
+    """(5, 2) ArcFace template for a ``size``×``size`` crop, ``size`` a multiple of 112 (the 112 one × size/112)."""
     if size % 112:
         raise ValueError(f"crop size {size} is not a multiple of 112")
     return TEMPLATE_112 * (size / 112.0)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -106,7 +107,8 @@ class MicaDataset(Dataset):
             targets = mica_training_params(params.betas, params.pose)
             self.actors.append(actor)
             self._images.append(paths)
-            self._targets.append({k: torch.as_tensor(np.asarray(v, dtype=np.float32))[None] for k, v in targets.items()})
+            self._targets.append({k: torch.as_tensor(np.asarray(v, dtype=np.float32))[None]
+                                  for k, v in targets.items()})
         if problems and on_problem == "raise":
             more = f" (and {len(problems) - _MAX_LISTED} more)" if len(problems) > _MAX_LISTED else ""
             raise InputError(self.list_path, "; ".join(problems[:_MAX_LISTED]) + more)
@@ -150,7 +152,8 @@ class MicaDataset(Dataset):
                 arcface[slot] = torch.from_numpy(_read_blob(arcface_path(paths[i])))
             images.div_(255.0)
         flame = {key: value.expand(k, -1).clone() for key, value in self._targets[index].items()}
-        return {"image": images, "arcface": arcface, "flame": flame, "imagename": self.actors[index], "dataset": self.name}
+        return {"image": images, "arcface": arcface, "flame": flame, "imagename": self.actors[index],
+                "dataset": self.name}
 
 
 def _read_crop(path: Path) -> np.ndarray:

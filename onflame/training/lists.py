@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..dataset.image_paths import read_image_paths
 
@@ -64,10 +65,12 @@ def format_diff(diff: Mapping[str, Any], limit: int = 20) -> str:
     for key, label in (("actors_only_in_a", "actors only in A"), ("actors_only_in_b", "actors only in B")):
         if diff[key]:
             names = diff[key]
-            lines.append(f"{label} ({len(names)}): " + ", ".join(names[:limit]) + (" ..." if len(names) > limit else ""))
+            more = " ..." if len(names) > limit else ""
+            lines.append(f"{label} ({len(names)}): " + ", ".join(names[:limit]) + more)
     for key, label in (("photos_only_in_a", "only in A"), ("photos_only_in_b", "only in B")):
         for actor, photos in list(diff[key].items())[:limit]:
-            lines.append(f"{actor}: {len(photos)} photos {label}: " + ", ".join(photos[:5]) + (" ..." if len(photos) > 5 else ""))
+            more = " ..." if len(photos) > 5 else ""
+            lines.append(f"{actor}: {len(photos)} photos {label}: " + ", ".join(photos[:5]) + more)
     for actor, (na, nb) in list(diff["npz_differs"].items())[:limit]:
         lines.append(f"{actor}: npz {na} in A, {nb} in B")
     return "\n".join(lines)

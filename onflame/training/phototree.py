@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageEnhance
@@ -23,7 +23,8 @@ def augment(photo: Image.Image, rng: np.random.Generator, max_side: int = 1024) 
     its longer side at most ``max_side`` pixels."""
     scale_down = min(1.0, max_side / max(photo.size))
     if scale_down < 1.0:
-        photo = photo.resize((round(photo.width * scale_down), round(photo.height * scale_down)), Image.Resampling.BILINEAR)
+        size = (round(photo.width * scale_down), round(photo.height * scale_down))
+        photo = photo.resize(size, Image.Resampling.BILINEAR)
     if rng.random() < 0.5:
         photo = photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     w, h = photo.size

@@ -19,10 +19,11 @@ import logging
 import multiprocessing as mp
 import os
 import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -107,7 +108,8 @@ class PrepareReport:
             ("photos in", len(self.records)), ("aligned", c[ALIGNED]),
             *[(f"skipped: {r}", c[r]) for r in SKIP_REASONS],
             ("processed this run", self.processed),
-            ("photos/s this run", f"{self.processed / self.seconds:.1f}" if self.seconds > 0 and self.processed else "-"),
+            ("photos/s this run",
+             f"{self.processed / self.seconds:.1f}" if self.seconds > 0 and self.processed else "-"),
             ("actors listed", len(ks)),
             ("K per actor (min/max)", f"{min(ks.values())}/{max(ks.values())}" if ks else "-"),
             ("actors left out", len(self.actors_left_out)),

@@ -36,7 +36,7 @@ class PhotoRules:
     actor_from: str = "folder"
     crop_suffix: str = ".jpg"
 
-    def with_overrides(self, **changes: Any) -> "PhotoRules":
+    def with_overrides(self, **changes: Any) -> PhotoRules:
         """A copy with some fields changed (``None`` values are ignored)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
