@@ -222,6 +222,24 @@ def test_no_fast_path_when_weights_do_not_sum_to_one(flame_model, monkeypatch):
     assert_close(out.vertices[0], expect, 1e-12, "vertices")
 
 
+def test_vertex_chunks_do_not_change_results(flame_model, monkeypatch):
+    """On the CPU vertices are built in chunks; many small (ragged) chunks give the same values and gradients."""
+    import onflame.flame.layer as layer_module
+
+    flame = FLAME(flame_model, dtype=torch.float64)
+    results = []
+    for numbers in (1 << 40, 12 * 3 * 700):  # one chunk; chunks of 700 vertices (the last one 123)
+        monkeypatch.setattr(layer_module, "_CHUNK_NUMBERS", numbers)
+        inputs = [x.requires_grad_(True) for x in random_inputs(3, 14)]
+        out = flame(*inputs)
+        (out.vertices.square().sum() + out.contour.sum()).backward()
+        results.append((out.vertices.detach(), [x.grad for x in inputs]))
+    (v1, g1), (v2, g2) = results
+    assert_close(v1, v2, 1e-15, "vertices")
+    for a, b in zip(g1, g2):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
 def test_rest_pose_is_the_template(flame_model):
     flame = FLAME(flame_model, dtype=torch.float64)
     with torch.no_grad():

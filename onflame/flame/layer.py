@@ -25,8 +25,8 @@ from .params import FlameParams
 NECK = 1
 #: Largest yaw (degrees) the dynamic contour embedding covers; it has 2 * 39 + 1 rows.
 MAX_CONTOUR_YAW = 39
-#: Numbers in one chunk's per-vertex skinning transforms on the CPU (2 MB in float32): fits in cache.
-_CHUNK_NUMBERS = 1 << 19
+#: Numbers in one chunk's per-vertex skinning transforms on the CPU (4 MB in float32): stays in cache.
+_CHUNK_NUMBERS = 1 << 20
 
 
 @dataclass

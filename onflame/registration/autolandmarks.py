@@ -89,7 +89,10 @@ def coarse_views(vertices: np.ndarray, faces: np.ndarray,
             facings = [hint / np.linalg.norm(hint)]
     else:  # the mean normal first (often 30° off the face: scalp and neck count too), then every axis
         f = scan_facing(vertices, faces)
-        facings = ([] if f is None else [f]) + list(np.vstack([np.eye(3), -np.eye(3)]))
+        axes = np.vstack([np.eye(3), -np.eye(3)])
+        if f is not None:
+            axes = axes[np.argsort(-(axes @ f), kind="stable")]
+        facings = ([] if f is None else [f]) + list(axes)
     views = []
     for f in facings:
         f = f / np.linalg.norm(f)

@@ -69,9 +69,22 @@ class FitState:
         return FlameParams(self.shape.copy(), self.expression.copy(), self.pose.copy(), self.trans.copy())
 
 
+_LAYERS: dict[int, tuple[FlameModel, FLAME]] = {}
+
+
 def make_layer(model: FlameModel) -> FLAME:
-    """The FLAME layer used for fitting (float64: 0.1 mm residuals on a 0.2 m head need the precision)."""
-    return FLAME(model, dtype=torch.float64)
+    """The FLAME layer used for fitting (float64: 0.1 mm residuals on a 0.2 m head need the precision).
+
+    Kept for the last couple of models, so registering many scans builds the layer (and the fitting
+    caches tied to it) once.
+    """
+    hit = _LAYERS.get(id(model))
+    if hit is None or hit[0] is not model:
+        if len(_LAYERS) >= 2:
+            _LAYERS.clear()
+        hit = (model, FLAME(model, dtype=torch.float64))
+        _LAYERS[id(model)] = hit
+    return hit[1]
 
 
 def _t(a: np.ndarray) -> torch.Tensor:
@@ -103,6 +116,22 @@ def _basis_rows(flame: FLAME, active: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return hit[1], hit[2]
 
 
+def _posed(flame: FLAME, v_shaped: torch.Tensor, joints: torch.Tensor, pose: torch.Tensor,
+           trans: torch.Tensor) -> torch.Tensor:
+    """FLAME's posing of one shaped head (V, 3) with joints (J, 3) under B poses (B, 3J) and translations (B, 3).
+
+    The same arithmetic as the layer's forward pass after the blendshapes, without recomputing the
+    blendshapes for every pose (the finite differences change only the pose).
+    """
+    B, J = pose.shape[0], flame.n_joints
+    rot = lbs.axis_angle_to_matrix(pose.view(B, J, 3))
+    feature = (rot[:, 1:] - torch.eye(3, dtype=rot.dtype)).reshape(B, -1)
+    v_posed = (v_shaped.reshape(1, -1) + feature @ flame.pose_basis.T).view(B, -1, 3)
+    A, _ = lbs.skinning_transforms(rot, joints.expand(B, J, 3), flame.parents, flame.levels)
+    T = torch.matmul(flame.weights, A.reshape(B, J, 12)).view(B, -1, 3, 4)               # (B, V, 3, 4)
+    return (T[..., :3] * v_posed.unsqueeze(-2)).sum(-1) + T[..., 3] + trans[:, None]
+
+
 class Linearization:
     """FLAME's vertices and their Jacobian with respect to θ at one state.
 
@@ -112,36 +141,31 @@ class Linearization:
 
     def __init__(self, flame: FLAME, st: FitState, columns: tuple[np.ndarray, np.ndarray]):
         V, J = flame.n_vertices, flame.n_joints
-        C = flame.n_shape + flame.n_expression
         self.theta = st.theta
+        self.columns = columns  # blendshape rows of the coefficients being solved for
         with torch.no_grad():
             coeffs = torch.cat([_t(st.shape), _t(st.expression)])[None]
-            joints = (flame.j_template + coeffs @ flame.j_dirs).view(1, J, 3)
+            v_shaped = (flame.v_template + coeffs @ flame.blend_dirs).view(V, 3)
+            joints = (flame.j_template + coeffs @ flame.j_dirs).view(J, 3)
             rot = lbs.axis_angle_to_matrix(_t(st.pose).view(1, J, 3))
-        # the translation of each skinning transform is linear in the joints (rotations fixed)
-        joints_var = joints.clone().requires_grad_(True)
-        A, _ = lbs.skinning_transforms(rot, joints_var, flame.parents, flame.levels)
-        dt_dJ = torch.autograd.functional.jacobian(
-            lambda jv: lbs.skinning_transforms(rot, jv, flame.parents, flame.levels)[0][0, :, :, 3], joints_var
-        ).reshape(J, 3, 3 * J)                                                       # (J, 3, 3J)
-        W = flame.weights
-        self.skin_rot = torch.einsum("vj,jab->vab", W, A[0, :, :, :3].detach()).numpy()   # (V, 3, 3)
-        self.skin_dJ = (W @ dt_dJ.reshape(J, -1)).reshape(V, 3, 3 * J).numpy()           # (V, 3, 3J)
-        self.columns = columns  # blendshape rows of the coefficients being solved for
-        # rotation/translation columns by forward differences, one batched pass
-        base = np.concatenate([st.pose[None].repeat(1 + FREE_POSE + 3, 0)])
-        trans = st.trans[None].repeat(1 + FREE_POSE + 3, 0)
-        for k in range(FREE_POSE):
-            base[1 + k, k] += _FD_STEP
-        for k in range(3):
-            trans[1 + FREE_POSE + k, k] += _FD_STEP
-        n = len(base)
-        with torch.no_grad():
-            out = flame(_t(st.shape)[None].expand(n, -1), _t(st.expression)[None].expand(n, -1), _t(base), _t(trans))
-        verts = out.vertices.numpy()
+            # skinning translations are linear in the joints (rotations fixed): exact differences
+            nJ = 3 * J
+            jb = joints.expand(1 + nJ, J, 3).clone()
+            jb.view(1 + nJ, nJ)[1:] += torch.eye(nJ, dtype=jb.dtype) * 1e-3
+            A, _ = lbs.skinning_transforms(rot.expand(1 + nJ, J, 3, 3), jb, flame.parents, flame.levels)
+            dt_dJ = ((A[1:, :, :, 3] - A[0, :, :, 3]) / 1e-3).permute(1, 2, 0)            # (J, 3, 3J)
+            W = flame.weights
+            self.skin_rot = torch.einsum("vj,jab->vab", W, A[0, :, :, :3]).numpy()        # (V, 3, 3)
+            self.skin_dJ = (W @ dt_dJ.reshape(J, -1)).reshape(V, 3, nJ).numpy()           # (V, 3, 3J)
+            # rotation/translation columns by forward differences, one batched pass (shape computed once)
+            n = 1 + FREE_POSE + 3
+            pose = _t(st.pose).expand(n, -1).clone()
+            trans = _t(st.trans).expand(n, -1).clone()
+            pose[1 : 1 + FREE_POSE, :FREE_POSE] += torch.eye(FREE_POSE, dtype=pose.dtype) * _FD_STEP
+            trans[1 + FREE_POSE :] += torch.eye(3, dtype=pose.dtype) * _FD_STEP
+            verts = _posed(flame, v_shaped, joints, pose, trans).numpy()                   # (n, V, 3)
         self.v = verts[0]
-        self.d_pose = np.moveaxis((verts[1:] - verts[0]) / _FD_STEP, 0, -1)             # (V, 3, 12)
-        self.landmarks = None if out.landmarks is None else out.landmarks[0].numpy()
+        self.d_pose = (verts[1:] - verts[0]) / _FD_STEP                                    # (12, V, 3)
 
     def rows(self, idx: np.ndarray, direction: np.ndarray) -> np.ndarray:
         """Directional derivatives ``dᵀ ∂v_i/∂θ`` (K, P) for vertices ``idx`` (K,) and ``direction`` (K, 3).
@@ -156,7 +180,7 @@ class Linearization:
         for b in (1, 2):
             dc += u[:, b, None] * dirs[3 * idx + b]
         dc += np.einsum("ka,kaj->kj", direction, self.skin_dJ[idx]) @ j_dirs
-        return np.concatenate([dc, np.einsum("ka,kap->kp", direction, self.d_pose[idx])], axis=1)
+        return np.concatenate([dc, np.einsum("ka,pka->kp", direction, self.d_pose[:, idx])], axis=1)
 
 
 
@@ -389,12 +413,14 @@ def _levenberg_marquardt_step(flame: FLAME, st: FitState, terms: list[Term], pri
 
 def fit_mesh_vertices(flame: FLAME, target: np.ndarray, weights: np.ndarray | None = None,
                       state: FitState | None = None, iters: int = 6,
-                      shape_prior: float = 1e-6, expression_prior: float = 1e-6) -> FitState:
+                      shape_prior: float = 1e-6, expression_prior: float = 1e-6,
+                      max_vertices: int | None = None) -> FitState:
     """Fit FLAME parameters to a FLAME-topology mesh ``target`` (V, 3) in metres, vertex to vertex.
 
     Starts from ``state`` or, if None, from a rigid Procrustes fit of the mean head (FLAME's global
     rotation turns about the root joint, so the translation is corrected for it). ``weights`` (V,)
     weigh vertices (default all 1). Priors are tiny: the mesh fully determines the parameters.
+    ``max_vertices`` caps the vertices used per step (an even subsample), trading a little accuracy for speed.
     """
     st = state or FitState.zeros(flame)
     V = len(target)
@@ -410,6 +436,8 @@ def fit_mesh_vertices(flame: FLAME, target: np.ndarray, weights: np.ndarray | No
         st.trans = R @ root + t - root
     prior = _prior_vector(flame, flame.n_shape, shape_prior, expression_prior, 0.0)
     idx = np.flatnonzero(w > 0)
+    if max_vertices is not None and len(idx) > max_vertices:  # an even subsample still pins 412 parameters
+        idx = idx[_subsample(len(idx), max_vertices)]
     scale = 1.0 / (w[idx].sum() * 1e-6)  # residuals normalised by 1 mm
     damping = 1e-6
     columns = stage_columns(flame, prior)

@@ -215,7 +215,7 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel, landmarks: np.nd
     t4 = time.perf_counter()
     reg_scan = apply_rigid(reg_v, R, t)
     init = _to_scan_frame(flame, state, R, t)
-    final = fit_mesh_vertices(flame, reg_scan, state=init, iters=2)
+    final = fit_mesh_vertices(flame, reg_scan, state=init, iters=2, max_vertices=2500)
     timings["refit"] = time.perf_counter() - t4
 
     # 6. quality (model frame and scan frame differ by a rigid motion: distances are the same)

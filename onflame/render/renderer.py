@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 
 from ..geometry import vertex_normals
 from .camera import Camera
@@ -33,13 +34,22 @@ class Rendering:
     camera: Camera
     vertices: np.ndarray
     faces: np.ndarray
+    _incidence: sp.csr_matrix | None = field(default=None, init=False, repr=False)
+
+    def _ring(self, faces_idx: np.ndarray) -> np.ndarray:
+        """Indices of every triangle sharing a vertex with triangles ``faces_idx``."""
+        if self._incidence is None:  # vertex -> triangles, built once per rendering when first needed
+            F = len(self.faces)
+            self._incidence = sp.csr_matrix((np.ones(3 * F), (self.faces.ravel(), np.repeat(np.arange(F), 3))),
+                                            shape=(len(self.vertices), F))
+        return np.unique(self._incidence[np.unique(self.faces[faces_idx])].indices)
 
     def lift(self, pixels: np.ndarray, search_px: float = 0.0,
              max_depth: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
         """Surface points (N, 3) seen at continuous pixel positions ``pixels`` (N, 2) ``(x, y)``.
 
-        The viewing ray through each position is intersected with the plane of the triangle visible at
-        that pixel (exact below the pixel size). A position over background, a hole, or surface deeper
+        The viewing ray through each position is intersected with the triangles visible at that pixel
+        and its 8 neighbours, the nearest hit wins (exact below the pixel size). A position over background, a hole, or surface deeper
         than ``max_depth`` (camera z, metres: e.g. the inside of an open mouth seen through the lips)
         takes the nearest acceptable pixel within ``search_px`` pixels instead, its surface point at the
         pixel centre. Returns ``(points, hit)``, ``hit`` (N,) False where nothing was found (points NaN).
@@ -47,26 +57,31 @@ class Rendering:
         pix = np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
         H, W = self.fragments.face.shape
         usable = self.fragments.mask & (self.fragments.depth <= max_depth)
+        usable_face = np.where(usable, self.fragments.face, -1)
         col = np.floor(pix[:, 0]).astype(np.int64)
         row = np.floor(pix[:, 1]).astype(np.int64)
         inside = (col >= 0) & (col < W) & (row >= 0) & (row < H) & np.isfinite(pix).all(1)
         face = np.full(len(pix), -1, dtype=np.int64)
-        face[inside] = np.where(usable[row[inside], col[inside]], self.fragments.face[row[inside], col[inside]], -1)
+        face[inside] = usable_face[row[inside], col[inside]]
         points = np.full((len(pix), 3), np.nan)
 
         hit = face >= 0
         if hit.any():
+            # the pixel's own triangle, or a neighbour's when the exact position lies just past its edge
+            rr, cc = row[hit], col[hit]
+            cand = np.stack([usable_face[np.clip(rr + dr, 0, H - 1), np.clip(cc + dc, 0, W - 1)]
+                             for dr in (0, -1, 1) for dc in (0, -1, 1)], axis=1)  # (K, 9), own first
             origins, dirs = self.camera.rays(pix[hit])
-            tri = self.vertices[self.faces[face[hit]]]
-            n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-            denom = (n * dirs).sum(1)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                s = ((tri[:, 0] - origins) * n).sum(1) / denom
-            exact = origins + s[:, None] * dirs
-            # a ray grazing its triangle's plane: the pixel centre's point is the safer answer
-            centre = np.einsum("nk,nkd->nd", self.fragments.bary[row[hit], col[hit]], tri)
-            grazing = ~np.isfinite(s) | (np.abs(denom) < 1e-3 * np.linalg.norm(n, axis=1))
-            points[hit] = np.where(grazing[:, None], centre, exact)
+            s_best = _ray_triangle(origins, dirs, self.vertices, self.faces, cand).min(1)
+            # triangles smaller than a pixel may be visible at no pixel centre: try the visible
+            # triangles' vertex neighbours too (few rays need it)
+            for k in np.flatnonzero(~np.isfinite(s_best)):
+                ring = self._ring(cand[k][cand[k] >= 0])
+                s_best[k] = _ray_triangle(origins[k : k + 1], dirs[k : k + 1], self.vertices, self.faces, ring[None]).min()
+            exact = origins + s_best[:, None] * dirs
+            # no exact hit (a grazing ray, a silhouette): the pixel centre's surface point
+            centre = np.einsum("nk,nkd->nd", self.fragments.bary[rr, cc], self.vertices[self.faces[face[hit]]])
+            points[hit] = np.where(np.isfinite(s_best)[:, None], exact, centre)
 
         missing = np.flatnonzero(~hit)
         if len(missing) and search_px > 0 and usable.any():
@@ -83,6 +98,29 @@ class Rendering:
                     points[i] = self.fragments.bary[r, c] @ self.vertices[self.faces[f]]
                     hit[i] = True
         return points, hit
+
+
+def _ray_triangle(origins: np.ndarray, dirs: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
+                  cand: np.ndarray) -> np.ndarray:
+    """(K, C) ray parameter where ray k meets candidate triangle ``cand[k, c]`` (``inf``: no hit or ``-1``).
+
+    Möller–Trumbore, vectorised over rays and candidates; edges count as hits (a small tolerance).
+    """
+    tri = vertices[faces[np.maximum(cand, 0)]]  # (K, C, 3, 3)
+    e1, e2 = tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0]
+    d = np.broadcast_to(dirs[:, None], e1.shape)
+    p = np.cross(d, e2)
+    det = (e1 * p).sum(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = 1.0 / det
+        tv = origins[:, None] - tri[:, :, 0]
+        u = (tv * p).sum(-1) * inv
+        q = np.cross(tv, e1)
+        v = (d * q).sum(-1) * inv
+        s = (e2 * q).sum(-1) * inv
+    eps = 1e-9
+    ok = (cand >= 0) & (np.abs(det) > 1e-18) & (u >= -eps) & (v >= -eps) & (u + v <= 1 + eps) & np.isfinite(s)
+    return np.where(ok, s, np.inf)
 
 
 def render_mesh(vertices: np.ndarray, faces: np.ndarray, camera: Camera, *, colors: np.ndarray | None = None,
