@@ -46,7 +46,8 @@ def main() -> None:
         model = load_model(pkl, landmarks=load_landmark_embedding(FLAME_FIX / "landmark_embedding.npy"),
                            masks=load_masks(FLAME_FIX / "FLAME_masks.pkl"))
     truth = read_mesh(FLAME_FIX / "registered_mesh.ply")
-    true_lmk = load_landmark_embedding(FLAME_FIX / "flame_static_embedding.pkl").static51.locate(truth.vertices, truth.faces)
+    embedding = load_landmark_embedding(FLAME_FIX / "flame_static_embedding.pkl").static51
+    true_lmk = embedding.locate(truth.vertices, truth.faces)
     eyes = np.concatenate([model.masks["left_eyeball"], model.masks["right_eyeball"]])
     face = model.masks["face"]
 

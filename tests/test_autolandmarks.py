@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import trimesh
-from conftest import FLAME_FIX
+from conftest import FLAME_FIX, IMAGES
 from scipy.spatial.transform import Rotation
 
 from onflame.detection import Detection, DetectorUnavailable, get_detector
@@ -17,7 +17,7 @@ from onflame.errors import InputError
 from onflame.evaluation.metrics import per_vertex_error
 from onflame.flame import load_landmark_embedding
 from onflame.mesh import Mesh, read_mesh
-from onflame.registration import register
+from onflame.registration import autolandmarks, register
 from onflame.registration.autolandmarks import choose_landmarks, coarse_views, detect_scan_landmarks
 from onflame.registration.units import detect_units
 from onflame.synthetic.scans import simulate_scan
@@ -42,19 +42,6 @@ def embedding():
 
 def _errors_mm(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.linalg.norm(found - truth, axis=1) * 1000
-
-
-class _NoFaces:
-    """A detector that never finds a face (and counts its calls)."""
-
-    name = "none"
-
-    def __init__(self):
-        self.calls = 0
-
-    def detect(self, image):
-        self.calls += 1
-        return []
 
 
 def test_mean_head_rendered_frontally(detector, embedding):
@@ -96,10 +83,30 @@ def test_simulated_scan_in_millimetres_and_posed(detector, embedding):
     assert np.median(err) < MEDIAN_MM, err
 
 
+def test_textured_scan_photo_on_a_plane(detector):
+    """The texture path: a hand-annotated photo as the texture of a flat 'scan' at life size; its 51
+    annotated points, carried onto the plane through the UV map, are the truth."""
+    photo = IMAGES / "imgHQ00039.jpeg"
+    annotated = np.load(IMAGES / "imgHQ00039_lmks.npy")  # (51, 2) pixels of the 1024² photo, FLAME-51 order
+    uv_of = np.column_stack([annotated[:, 0] / 1024, 1 - annotated[:, 1] / 1024])  # v up (OBJ)
+    eyes = np.linalg.norm(uv_of[19:25].mean(0) - uv_of[25:31].mean(0))
+    side = 0.063 / eyes  # metres: eye centres 63 mm apart, as on an adult
+    uv = np.array([[0, 0], [1, 0], [1, 1], [0, 1.0]])
+    vertices = np.column_stack([(uv - 0.5) * side, np.zeros(4)])
+    faces = np.array([[0, 1, 2], [0, 2, 3]])
+    truth = np.column_stack([(uv_of - 0.5) * side, np.zeros(51)])
+    found, info = detect_scan_landmarks(vertices, faces, uv, faces, photo, detector=detector)
+    assert found is not None, info
+    assert np.allclose(found[:, 2], 0.0, atol=1e-9)  # on the surface
+    err = _errors_mm(found, truth)
+    # MediaPipe is ~6 px off these annotations at ~250 px between the eyes (~1.5 mm here)
+    assert np.median(err) < 4.0, err
+
+
 def test_a_shape_without_a_face_gives_none_with_a_reason(detector):
-    box = trimesh.creation.icosphere(subdivisions=2, radius=0.1)
-    found, info = detect_scan_landmarks(box.vertices, box.faces, detector=detector)
-    assert found is None and "no face" in info["reason"] and info["views"] > 4
+    ball = trimesh.creation.icosphere(subdivisions=2, radius=0.1)
+    found, info = detect_scan_landmarks(ball.vertices, ball.faces, detector=detector, size=192)
+    assert found is None and "no face" in info["reason"] and info["views"] == 24  # 6 axes × 4 rolls
 
 
 def test_coarse_views_cover_all_orientations_without_a_hint():
@@ -117,35 +124,52 @@ def test_coarse_views_cover_all_orientations_without_a_hint():
     assert np.allclose(f0, hint[:, 2]) and np.allclose(u0, hint[:, 1])
 
 
-def test_landmark_policy_without_a_detector():
+@pytest.fixture
+def stub_detection(monkeypatch):
+    """Replace detection by a stub answering ``outcome[0]``; records its calls."""
+    outcome, calls = [(None, {"views": 24, "reason": "no face found in any view of the scan"})], []
+
+    def fake(*args, **kwargs):
+        calls.append(kwargs.get("detector"))
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        return outcome[0]
+
+    monkeypatch.setattr(autolandmarks, "detect_scan_landmarks", fake)
+    return outcome, calls
+
+
+def test_landmark_policy(stub_detection):
+    outcome, calls = stub_detection
     scan = Mesh(*_quad())
     given = np.zeros((51, 3))
-    assert choose_landmarks(scan, scan.vertices, given, "auto", True)[1] == {"source": "given"}
-    lmk, info = choose_landmarks(scan, scan.vertices, None, "geometry", True, detector=_NoFaces())
-    assert lmk is None and info["source"] == "geometry"
-    nothing = _NoFaces()
-    lmk, info = choose_landmarks(scan, scan.vertices, None, "auto", True, detector=nothing)
-    assert lmk is None and info["source"] == "geometry" and nothing.calls > 0  # tried, then fell back
+    assert choose_landmarks(scan, scan.vertices, given, "auto", True) == (given, {"source": "given"})
+    lmk, info = choose_landmarks(scan, scan.vertices, None, "geometry", True)
+    assert lmk is None and info["source"] == "geometry" and not calls  # never tried
+    lmk, info = choose_landmarks(scan, scan.vertices, None, "auto", True)
+    assert lmk is None and info["source"] == "geometry" and "no face" in info["reason"] and len(calls) == 1
     with pytest.raises(InputError, match="automatic landmarks failed"):
-        choose_landmarks(scan, scan.vertices, None, "detect", True, detector=_NoFaces())
+        choose_landmarks(scan, scan.vertices, None, "detect", True)
     with pytest.raises(InputError, match="auto_landmarks"):
         choose_landmarks(scan, scan.vertices, None, "sometimes", True)
-    lmk, info = choose_landmarks(scan, scan.vertices, None, "auto", False, detector=nothing)
+    lmk, info = choose_landmarks(scan, scan.vertices, None, "auto", False)
     assert lmk is None and "embedding" in info["reason"]
+    with pytest.raises(InputError, match="embedding"):
+        choose_landmarks(scan, scan.vertices, None, "detect", False)
+    outcome[0] = (np.ones((51, 3)), {"score": 0.9})
+    lmk, info = choose_landmarks(scan, scan.vertices, None, "detect", True, detector="insightface")
+    assert np.array_equal(lmk, np.ones((51, 3))) and info == {"source": "detected", "score": 0.9}
+    assert calls[-1] == "insightface"
 
 
-def test_unavailable_detector_falls_back_only_in_auto_mode():
-    class Missing:
-        name = "missing"
-
-        def detect(self, image):
-            raise DetectorUnavailable("not installed")
-
+def test_unavailable_detector_falls_back_only_in_auto_mode(stub_detection):
+    outcome, _ = stub_detection
+    outcome[0] = DetectorUnavailable("not installed")
     scan = Mesh(*_quad())
-    lmk, info = choose_landmarks(scan, scan.vertices, None, "auto", True, detector=Missing())
+    lmk, info = choose_landmarks(scan, scan.vertices, None, "auto", True)
     assert lmk is None and info["source"] == "geometry" and "not installed" in info["reason"]
     with pytest.raises(DetectorUnavailable):
-        choose_landmarks(scan, scan.vertices, None, "detect", True, detector=Missing())
+        choose_landmarks(scan, scan.vertices, None, "detect", True)
 
 
 def test_off_surface_detections_are_not_used():
@@ -158,8 +182,8 @@ def test_off_surface_detections_are_not_used():
             return [Detection(np.array([0, 0, 5, 5.0]), 0.99, pts[:5], landmarks=pts)]
 
     v, f = _quad()
-    found, info = detect_scan_landmarks(v, f, facing_hint=np.array([0, 0, 1.0]), detector=Outside())
-    assert found is None
+    found, info = detect_scan_landmarks(v, f, facing_hint=np.array([0, 0, 1.0]), detector=Outside(), size=128)
+    assert found is None and info["views"] == 4
 
 
 def _quad():

@@ -53,19 +53,20 @@ def pair(request, smplx_dir, model):
     return FLAME(model, dtype=dtype, contour_joint=0), ref, dtype
 
 
-def random_inputs(B: int, seed: int, dtype=torch.float64, pose_scale: float = 0.3):
+def random_inputs(B: int, seed: int, dtype=torch.float64):
+    """Shape, expression (unit normal), pose (radians, 0.3 rad spread) and translation (metres, 0.1 m)."""
     g = torch.Generator().manual_seed(seed)
     shape = torch.randn(B, 300, generator=g, dtype=dtype)
     expression = torch.randn(B, 100, generator=g, dtype=dtype)
-    pose = pose_scale * torch.randn(B, 15, generator=g, dtype=dtype)
+    pose = 0.3 * torch.randn(B, 15, generator=g, dtype=dtype)
     trans = 0.1 * torch.randn(B, 3, generator=g, dtype=dtype)
     return shape, expression, pose, trans
 
 
 def smplx_forward(ref, shape, expression, pose, trans):
-    p = pose
-    return ref(betas=shape, expression=expression, global_orient=p[:, :3], neck_pose=p[:, 3:6], jaw_pose=p[:, 6:9],
-               leye_pose=p[:, 9:12], reye_pose=p[:, 12:15], transl=trans)
+    """smplx's FLAME takes the 15-vector pose joint by joint."""
+    return ref(betas=shape, expression=expression, global_orient=pose[:, :3], neck_pose=pose[:, 3:6],
+               jaw_pose=pose[:, 6:9], leye_pose=pose[:, 9:12], reye_pose=pose[:, 12:15], transl=trans)
 
 
 def assert_close(a, b, tol, what):

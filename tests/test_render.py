@@ -38,7 +38,8 @@ def test_triangle_covers_exactly_the_pixel_centres_inside_it():
     # same pixels whichever way the triangle is wound, and none when back faces are culled
     flipped = rasterize(screen, np.array([[0, 2, 1]]), 100, 90)
     assert np.array_equal(flipped.mask, expected)
-    culled = [rasterize(screen, np.array(f), 100, 90, cull_backfaces=True).mask.sum() for f in ([[0, 1, 2]], [[0, 2, 1]])]
+    culled = [rasterize(screen, np.array(f), 100, 90, cull_backfaces=True).mask.sum()
+              for f in ([[0, 1, 2]], [[0, 2, 1]])]
     assert sorted(culled) == [0, expected.sum()]
 
 
@@ -151,7 +152,8 @@ def test_flame_head_frontal_nearest_pixel_is_the_nose_tip(head):
     # the whole head is in view: nothing covered at the border
     assert not r.fragments.mask[[0, -1]].any() and not r.fragments.mask[:, [0, -1]].any()
     row, col = np.unravel_index(np.argmin(r.fragments.depth), r.fragments.depth.shape)
-    nose = load_landmark_embedding(FLAME_FIX / "flame_static_embedding.pkl").static51.locate(head.vertices, head.faces)[13]
+    embedding = load_landmark_embedding(FLAME_FIX / "flame_static_embedding.pkl").static51
+    nose = embedding.locate(head.vertices, head.faces)[13]
     lifted, hit = r.lift(np.array([[col + 0.5, row + 0.5]]))
     assert hit.all()
     assert np.linalg.norm(lifted[0] - nose) < 0.006  # iBUG's nose tip is the most protruding point, ±pixel size

@@ -100,6 +100,13 @@ def test_protocol0_ordered_dict_and_sparse_matrix_load(tmp_path):
         assert np.array_equal(np.asarray(out["a"].todense()), [[0, 1.5, 0], [2.0, 0, 3.0]])
 
 
+@pytest.mark.parametrize("protocol", range(6))
+def test_numpy_arrays_in_every_pickle_protocol(protocol):
+    a = np.arange(12.0).reshape(3, 4)
+    out = safepickle.loads(pickle.dumps({"a": a, "fortran": np.asfortranarray(a), "n": np.uint32(7)}, protocol=protocol))
+    assert np.array_equal(out["a"], a) and np.array_equal(out["fortran"], a) and out["n"] == 7
+
+
 # --- pickles that would run code ----------------------------------------------------------------------
 
 class Reduce:

@@ -169,7 +169,8 @@ def detect_scan_landmarks(scan_vertices_m: np.ndarray, faces: np.ndarray, uv: np
             info["texture_error"] = str(exc)
     look = {"colors": colors, "uv": uv, "face_uv": face_uv, "texture": tex}
 
-    def view(points: np.ndarray, facing: np.ndarray, up: np.ndarray, margin: float) -> tuple[Detection | None, Rendering]:
+    def view(points: np.ndarray, facing: np.ndarray, up: np.ndarray,
+             margin: float) -> tuple[Detection | None, Rendering]:
         r = render_mesh(v, f, framing(points, facing, up, size, margin=margin), **look)
         info["views"] += 1
         d = _best_face(det.detect(r.image))

@@ -208,7 +208,11 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel, landmarks: np.nd
     timings["fit"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
-    reg_v, refine_info = refine(fit_v, model.faces, index, weights, _eyeballs(model), refine_settings)
+    lmk_pull = None
+    if lmk_model is not None:
+        emb = model.landmarks.static51
+        lmk_pull = (model.faces[emb.face_idx], emb.bary, lmk_model)
+    reg_v, refine_info = refine(fit_v, model.faces, index, weights, _eyeballs(model), refine_settings, lmk_pull)
     timings["refine"] = time.perf_counter() - t3
 
     # 5. parameters for the final mesh, in the scan frame (metres)

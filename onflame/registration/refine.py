@@ -35,11 +35,13 @@ class RefineSettings:
         stiffness: α per round (membrane weight relative to a fully matched vertex's data weight).
         radius: correspondence radius per round.
         anchor: ε, pull towards the FLAME fit everywhere.
+        landmark_weight: weight of each landmark (relative to one matched vertex), when landmarks are given.
     """
 
     stiffness: tuple[float, ...] = (10.0, 3.0, 1.0, 0.5)
     radius: tuple[float, ...] = (0.003, 0.002, 0.0015, 0.0015)
     anchor: float = 1e-3
+    landmark_weight: float = 0.0  # off by default: it helped heads the model cannot explain, hurt the others
 
 
 def edge_laplacian(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
@@ -51,7 +53,8 @@ def edge_laplacian(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
 
 
 def refine(fit: np.ndarray, faces: np.ndarray, index: ScanIndex, region: np.ndarray, fixed: np.ndarray,
-           settings: RefineSettings | None = None) -> tuple[np.ndarray, dict]:
+           settings: RefineSettings | None = None,
+           landmarks: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, dict]:
     """Refine FLAME-fit vertices ``fit`` (V, 3) towards the scan.
 
     Args:
@@ -60,6 +63,9 @@ def refine(fit: np.ndarray, faces: np.ndarray, index: ScanIndex, region: np.ndar
         index: the scan.
         region: (V,) weights of vertices allowed to follow scan data (0: never).
         fixed: vertex indices held exactly at the fit (eyeballs).
+        landmarks: optional ``(corners (L, 3), bary (L, 3), targets (L, 3))``: surface points that should
+            land on given positions. They move the surface along itself, which the normal-only data
+            term cannot, so features beyond the model's reach end up where they were clicked.
 
     Returns:
         ``(vertices (V, 3), info)``; ``info`` has per-round matched counts and how often a round was stiffened.
@@ -72,6 +78,13 @@ def refine(fit: np.ndarray, faces: np.ndarray, index: ScanIndex, region: np.ndar
     cur = fit.copy()
     info: dict = {"rounds": [], "stiffened": 0}
     cand = np.flatnonzero(region > 0)
+    L_mat = L_rhs = None
+    if landmarks is not None and s.landmark_weight > 0:
+        corners, bary, targets = landmarks
+        rows = np.repeat(np.arange(len(corners)), 3)
+        B = sp.csr_matrix((bary.ravel(), (rows, corners.ravel())), shape=(len(corners), V))
+        L_mat = s.landmark_weight * (B.T @ B)
+        L_rhs = s.landmark_weight * (B.T @ (targets - B @ fit))
     for alpha, radius in zip(s.stiffness, s.radius):
         vn = vertex_normals(cur, faces)
         m = index.match(cur[cand], vn[cand], radius, min_cos=0.6)
@@ -83,9 +96,13 @@ def refine(fit: np.ndarray, faces: np.ndarray, index: ScanIndex, region: np.ndar
         base = cur - fit  # displacement so far; the regularisers act on the total displacement
         for attempt in range(4):
             a = alpha * 4.0**attempt
-            A = (sp.diags(w + hold) + a * K).tocsc()
-            # solve for the new total displacement D: (W + H + αK) D = W (target − fit)
+            A = sp.diags(w + hold) + a * K
+            # solve for the new total displacement D: (W + H + αK (+ landmarks)) D = W (target − fit) (+ ...)
             rhs = w[:, None] * (target - fit)
+            if L_mat is not None:
+                A = A + L_mat
+                rhs = rhs + L_rhs
+            A = A.tocsc()
             D = spla.splu(A).solve(rhs)
             new = fit + D
             flips = count_flipped(faces, fit, new)

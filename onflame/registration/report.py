@@ -58,7 +58,7 @@ def render_report_panels(scan: Mesh, registration_mesh: Mesh, scan_to_mesh_dista
     if dist.shape != (scan.n_vertices,):
         raise ValueError(f"need one distance per scan vertex ({scan.n_vertices}), got {dist.shape}")
     facing, up = _view(scan, scan_to_flame)
-    cam = framing(np.vstack([scan.vertices, registration_mesh.vertices]), facing, up, size)
+    cam = framing(np.vstack([scan.vertices, registration_mesh.vertices]), facing, up, size, margin=0.03)
     texture = {}
     if scan.texture is not None and scan.uv is not None and scan.face_uv is not None:
         texture = {"uv": scan.uv, "face_uv": scan.face_uv, "texture": scan.texture}
@@ -105,14 +105,14 @@ def _layout_matplotlib(panels: list[np.ndarray], max_mm: float, title: str | Non
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(3 * 4 + 1, 4.6), dpi=100)
+    fig = Figure(figsize=(3 * 4 + 1, 4.6), dpi=max(100, len(panels[0]) / 3.6), layout="constrained")
     FigureCanvasAgg(fig)  # a figure of its own: no pyplot state, no display
     axes = fig.subplots(1, 3)
     for ax, img, label in zip(axes, panels, _LABELS):
         ax.imshow(img)
         ax.set_title(label)
         ax.axis("off")
-    bar = fig.colorbar(ScalarMappable(Normalize(0.0, max_mm), CMAP), ax=axes, fraction=0.025, pad=0.02, extend="max")
+    bar = fig.colorbar(ScalarMappable(Normalize(0.0, max_mm), CMAP), ax=axes, fraction=0.025, extend="max")
     bar.set_label("distance (mm)")
     if title:
         fig.suptitle(title)
@@ -130,7 +130,7 @@ def _layout_pil(panels: list[np.ndarray], max_mm: float, title: str | None) -> b
     draw = ImageDraw.Draw(canvas)
     for i, (img, label) in enumerate(zip(panels, _LABELS)):
         canvas.paste(Image.fromarray(img), (i * size, top))
-        draw.text((i * size + 10, top - 16), label, fill="black")
+        draw.text((i * size + 10, top - 16), label.replace("→", "->"), fill="black")  # PIL's default font: ASCII
     if title:
         draw.text((10, 4), title, fill="black")
     ramp = colormap(np.linspace(max_mm, 0.0, size), 0.0, max_mm, CMAP)  # top of the bar = largest distance

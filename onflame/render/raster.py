@@ -90,56 +90,64 @@ def rasterize(screen: np.ndarray, faces: np.ndarray, width: int, height: int, pe
     ids = np.flatnonzero(ok)
     counts = (nx * ny)[ids]
 
+    # edge functions as affine maps of the pixel centre: w0 = a0 x + b0 y + c0 (weight of corner 0), w1 alike
+    x, y = tri[:, :, 0], tri[:, :, 1]
+    with np.errstate(divide="ignore", invalid="ignore"):  # degenerate triangles are never used
+        inv = 1.0 / area2
+        coef = np.stack([
+            (y[:, 1] - y[:, 2]) * inv, (x[:, 2] - x[:, 1]) * inv, (x[:, 1] * y[:, 2] - y[:, 1] * x[:, 2]) * inv,
+            (y[:, 2] - y[:, 0]) * inv, (x[:, 0] - x[:, 2]) * inv, (x[:, 2] * y[:, 0] - y[:, 2] * x[:, 0]) * inv,
+        ])
+
     start = 0
     cum = np.cumsum(counts)
     while start < len(ids):
         # the largest run of triangles whose candidates fit in one chunk (at least one triangle)
         base = cum[start - 1] if start else 0
         stop = max(start + 1, int(np.searchsorted(cum, base + _CHUNK, side="right")))
-        _raster_chunk(tri, area2, ids[start:stop], counts[start:stop], x0, y0, nx, W, perspective,
+        _raster_chunk(coef, tri[:, :, 2], ids[start:stop], counts[start:stop], x0, y0, nx, W, perspective,
                       depth, face_buf, bary_buf)
         start = stop
     return Fragments(face_buf.reshape(H, W), bary_buf.reshape(H, W, 3), depth.reshape(H, W))
 
 
-def _raster_chunk(tri: np.ndarray, area2: np.ndarray, ids: np.ndarray, counts: np.ndarray, x0: np.ndarray,
+def _raster_chunk(coef: np.ndarray, z: np.ndarray, ids: np.ndarray, counts: np.ndarray, x0: np.ndarray,
                   y0: np.ndarray, nx: np.ndarray, W: int, perspective: bool, depth: np.ndarray,
                   face_buf: np.ndarray, bary_buf: np.ndarray) -> None:
-    """Candidates of triangles ``ids`` into the z-buffer (``depth``, ``face_buf``, ``bary_buf`` updated in place)."""
+    """Candidates of triangles ``ids`` into the z-buffer (``depth``, ``face_buf``, ``bary_buf`` updated in place).
+
+    ``coef`` (6, F): edge-function coefficients; ``z`` (F, 3): corner depths.
+    """
     t = np.repeat(ids, counts)
-    offsets = np.repeat(np.cumsum(counts) - counts, counts)
-    k = np.arange(len(t)) - offsets
-    px = x0[t] + k % nx[t]
-    py = y0[t] + k // nx[t]
+    k = np.arange(len(t)) - np.repeat(np.cumsum(counts) - counts, counts)
+    n = nx[t]
+    px = x0[t] + k % n
+    py = y0[t] + k // n
     cx, cy = px + 0.5, py + 0.5
-    T = tri[t]
-    # screen-space barycentrics from edge functions: w0 is the weight of corner 0, etc.
-    inv = 1.0 / area2[t]
-    w0 = ((T[:, 1, 0] - cx) * (T[:, 2, 1] - cy) - (T[:, 1, 1] - cy) * (T[:, 2, 0] - cx)) * inv
-    w1 = ((T[:, 2, 0] - cx) * (T[:, 0, 1] - cy) - (T[:, 2, 1] - cy) * (T[:, 0, 0] - cx)) * inv
-    w2 = 1.0 - w0 - w1
+    w0 = coef[0, t] * cx + coef[1, t] * cy + coef[2, t]
+    w1 = coef[3, t] * cx + coef[4, t] * cy + coef[5, t]
     eps = -1e-9
-    inside = (w0 >= eps) & (w1 >= eps) & (w2 >= eps)
-    w = np.column_stack([w0, w1, w2])[inside]
-    T, t = T[inside], t[inside]
+    inside = (w0 >= eps) & (w1 >= eps) & (w0 + w1 <= 1.0 - eps)
+    if not inside.any():
+        return
+    w0, w1, t = w0[inside], w1[inside], t[inside]
     pix = (py * W + px)[inside]
-    z = T[:, :, 2]
+    w = np.column_stack([w0, w1, 1.0 - w0 - w1])
+    zt = z[t]
     if perspective:  # 1/z is affine in screen space; attributes are affine after dividing by z
-        wz = w / z
+        wz = w / zt
         s = wz.sum(1)
         zz = 1.0 / s
         w = wz / s[:, None]
     else:
-        zz = (w * z).sum(1)
-    if not len(pix):
-        return
-    order = np.lexsort((zz, pix))  # by pixel, nearest first
-    pix, zz, t, w = pix[order], zz[order], t[order], w[order]
-    first = np.ones(len(pix), dtype=bool)
-    first[1:] = pix[1:] != pix[:-1]
-    pix, zz, t, w = pix[first], zz[first], t[first], w[first]
-    nearer = zz < depth[pix]
-    pix = pix[nearer]
-    depth[pix] = zz[nearer]
-    face_buf[pix] = t[nearer]
-    bary_buf[pix] = w[nearer]
+        zz = (w * zt).sum(1)
+    # z-test: the buffer keeps each pixel's minimum; a candidate equal to it after the update is visible
+    np.minimum.at(depth, pix, zz)
+    win = np.flatnonzero(zz <= depth[pix])
+    # one winner per pixel (ties at shared edges: any), written through a single index array so that
+    # triangle and weights come from the same candidate
+    slot = np.full(len(depth), -1, dtype=np.int64)
+    slot[pix[win]] = win
+    chosen = slot[slot >= 0]
+    face_buf[pix[chosen]] = t[chosen]
+    bary_buf[pix[chosen]] = w[chosen]

@@ -49,10 +49,11 @@ class Rendering:
         """Surface points (N, 3) seen at continuous pixel positions ``pixels`` (N, 2) ``(x, y)``.
 
         The viewing ray through each position is intersected with the triangles visible at that pixel
-        and its 8 neighbours, the nearest hit wins (exact below the pixel size). A position over background, a hole, or surface deeper
-        than ``max_depth`` (camera z, metres: e.g. the inside of an open mouth seen through the lips)
-        takes the nearest acceptable pixel within ``search_px`` pixels instead, its surface point at the
-        pixel centre. Returns ``(points, hit)``, ``hit`` (N,) False where nothing was found (points NaN).
+        and its 8 neighbours (and their vertex neighbours if need be); the nearest hit wins, so points
+        are exact below the pixel size. A position over background, a hole, or surface deeper than
+        ``max_depth`` (camera z, metres: e.g. the inside of an open mouth seen between the lips) takes
+        the nearest acceptable pixel within ``search_px`` pixels instead, its surface point at the pixel
+        centre. Returns ``(points, hit)``, ``hit`` (N,) False where nothing was found (points NaN).
         """
         pix = np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
         H, W = self.fragments.face.shape
@@ -77,11 +78,13 @@ class Rendering:
             # triangles' vertex neighbours too (few rays need it)
             for k in np.flatnonzero(~np.isfinite(s_best)):
                 ring = self._ring(cand[k][cand[k] >= 0])
-                s_best[k] = _ray_triangle(origins[k : k + 1], dirs[k : k + 1], self.vertices, self.faces, ring[None]).min()
-            exact = origins + s_best[:, None] * dirs
+                one = slice(k, k + 1)
+                s_best[k] = _ray_triangle(origins[one], dirs[one], self.vertices, self.faces, ring[None]).min()
             # no exact hit (a grazing ray, a silhouette): the pixel centre's surface point
-            centre = np.einsum("nk,nkd->nd", self.fragments.bary[rr, cc], self.vertices[self.faces[face[hit]]])
-            points[hit] = np.where(np.isfinite(s_best)[:, None], exact, centre)
+            found = np.isfinite(s_best)
+            lifted = np.einsum("nk,nkd->nd", self.fragments.bary[rr, cc], self.vertices[self.faces[face[hit]]])
+            lifted[found] = origins[found] + s_best[found, None] * dirs[found]
+            points[hit] = lifted
 
         missing = np.flatnonzero(~hit)
         if len(missing) and search_px > 0 and usable.any():

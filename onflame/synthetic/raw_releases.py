@@ -10,8 +10,10 @@ MICA's (facts copied from its image lists, so the package needs nothing outside 
 Each scan is the front of a FLAME head made by :class:`onflame.flame.FLAME` with random identity and
 expression, cut to what a frontal scanner sees (:func:`onflame.synthetic.scans.visible_faces`), in the
 source's unit and axes; vertices keep FLAME's origin (real scans do not: registration solves the
-translation). Scans are small (a few thousand vertices) so tests stay fast. The returned
-:class:`RawRelease` keeps each generating FLAME mesh, so a reader can be checked against it.
+translation). Beside each scan, ``<scan stem>.lmk51.npy`` holds its 51 landmarks in the scan's unit and
+axes, as a user who clicked them would save them (:data:`onflame.sources.base.LANDMARK_SIDECAR_SUFFIXES`).
+Scans are small (a few thousand vertices) so tests stay fast. The returned :class:`RawRelease` keeps each
+generating FLAME mesh, so a reader can be checked against it.
 """
 from __future__ import annotations
 
@@ -24,11 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..fileio import write_bytes, write_text
+from ..fileio import atomic_open, write_bytes, write_text
 from ..flame.layer import FLAME
 from ..flame.model import FlameModel
 from ..mesh import Mesh, write_obj
 from ..sources import get_source
+from ..sources.base import LANDMARK_SIDECAR_SUFFIXES, METRES_PER_UNIT, scan_stem
 from ..sources.lyhm import ROTATION as LYHM_ROTATION
 from .scans import visible_faces
 
@@ -120,8 +123,20 @@ def write_raw_release(source_name: str, out_dir: str | os.PathLike, model: Flame
     for actor, stem, photos in facts[:n_actors]:
         head = heads.random(rng)
         path = writer(root, actor, stem, photos, head, heads, rng)
+        if head.landmarks is not None:
+            _write_landmark_sidecar(path, head.landmarks, get_source(name))
         scans.append(RawScan(actor, stem, path, head.truth, head.faces, head.landmarks))
     return RawRelease(name, root, scans)
+
+
+def _write_landmark_sidecar(scan_path: Path, landmarks_m: np.ndarray, source) -> Path:
+    """``<scan stem>.lmk51.npy``: the (51, 3) landmarks as a user clicking them on the scan would save them,
+    in the scan's own unit and axes (``x_raw = Rᵀ x_flame / metres_per_unit``)."""
+    units_per_metre = FACEWAREHOUSE_UNITS_PER_METRE if source.units is None else 1.0 / METRES_PER_UNIT[source.units]
+    path = scan_path.parent / f"{scan_stem(scan_path)}{LANDMARK_SIDECAR_SUFFIXES[0]}"
+    with atomic_open(path, "wb") as fh:
+        np.save(fh, (landmarks_m @ source.rotation) * units_per_metre)
+    return path
 
 
 # --- heads --------------------------------------------------------------------------------------------------

@@ -1,0 +1,251 @@
+"""One build task: a raw scan in, its registration files out. Runs in a worker process (or a Ray task).
+
+:func:`run_task` reads the scan (:meth:`ScanItem.read`, then :meth:`ScanItem.to_flame_frame`: metres,
+FLAME's axes), reads its landmarks when there are any, registers it
+(:func:`onflame.registration.register`) and writes, each atomically, into the subset folder::
+
+    FLAME_parameters/<actor>/<stem>.npz     MICA's parameter file (+ onflame's extras)
+    registrations/<actor>/<stem>.obj        the registration mesh (metres)
+    build/reports/<actor>/<stem>.json       what was read, landmark source, quality numbers, verdict
+
+A registration whose verdict is ``failed`` is kept out of the dataset: its mesh goes to
+``build/rejected/<actor>/<stem>.obj`` for inspection. It returns a small JSON-ready record (status,
+verdict, reasons, input fingerprints, output checksums, timings) for the manifest. Nothing here raises
+for a bad scan: the error becomes a ``failed`` record naming the file and the problem.
+
+Reports hold no timings, so a build writes the same bytes whatever the machine's load; timings go to
+the manifest and the summary.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, OnflameError
+from ..fileio import write_json
+from ..flame.model import FlameModel
+from ..registration.fit import FitSettings
+from ..registration.refine import RefineSettings
+from ..sources.base import METRES_PER_UNIT, ScanItem, landmark_sidecar
+from .layout import PARAMS_DIR, REGISTRATIONS_DIR
+from .manifest import file_sha256, fingerprint
+
+log = logging.getLogger(__name__)
+
+#: Build files inside a subset folder (manifest, summary, reports, rejected registrations).
+BUILD_DIR = "build"
+#: ``--landmarks`` choices besides a file-name template.
+LANDMARK_MODES = ("auto", "none")
+#: Record statuses: verdict ok -> registered, suspect -> suspect; failed verdicts and errors -> failed.
+STATUS = {"ok": "registered", "suspect": "suspect", "failed": "failed"}
+
+
+@dataclass(frozen=True)
+class BuildTask:
+    """Everything a worker needs to build one scan (picklable, model excluded).
+
+    Attributes:
+        item: the scan and its names.
+        subset_dir: output folder ``ROOT/<SUBSET>``.
+        landmarks: ``"auto"`` (a landmark file beside the scan or shipped by the release, else
+            ``auto_landmarks``), ``"none"`` (no landmark files), or a file-name template with ``{actor}``,
+            ``{stem}`` and ``{subset}`` fields (``.npy``/``.txt`` (51 | 68, 3) or ``.land``; the scan's units
+            and axes) that must exist for every scan.
+        auto_landmarks: :func:`register`'s mode for scans without a landmark file (``auto``, ``detect``,
+            ``geometry``).
+        require_texture: a scan whose texture image is missing fails (otherwise it is a warning).
+        torch_threads: torch threads in the worker. Registration's float results depend on it (torch's
+            reductions split work by thread), so it is fixed, not derived from the worker count, so that
+            1 and N workers write the same bytes.
+        fit_settings, refine_settings: registration settings (None: the defaults).
+        key: the configuration digest recorded in the manifest (see :mod:`.build`).
+    """
+
+    item: ScanItem
+    subset_dir: str
+    landmarks: str = "auto"
+    auto_landmarks: str = "auto"
+    require_texture: bool = False
+    torch_threads: int = 1
+    fit_settings: FitSettings | None = None
+    refine_settings: RefineSettings | None = None
+    key: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.item.name
+
+    def outputs(self) -> dict[str, str]:
+        """Output paths relative to ``subset_dir``: ``params``, ``registration``, ``report``, ``rejected``."""
+        it = self.item
+        return {"params": f"{PARAMS_DIR}/{it.params_relpath}",
+                "registration": f"{REGISTRATIONS_DIR}/{it.registration_relpath}",
+                "report": f"{BUILD_DIR}/reports/{it.actor}/{it.stem}.json",
+                "rejected": f"{BUILD_DIR}/rejected/{it.registration_relpath}"}
+
+    def landmark_candidates(self) -> list[Path]:
+        """Landmark files to try, in order (existing files only, except a template's, which must exist)."""
+        it = self.item
+        if self.landmarks == "none":
+            return []
+        if self.landmarks == "auto":
+            found = [p for p in (landmark_sidecar(it.scan_path), it.landmarks_path) if p is not None and p.is_file()]
+            return list(dict.fromkeys(found))
+        return [Path(self.landmarks.format(actor=it.actor, stem=it.stem, subset=it.subset))]
+
+
+# --- landmarks -----------------------------------------------------------------------------------------------
+
+def read_landmark_file(path: Path, scan_raw) -> np.ndarray | None:
+    """(51, 3) landmarks from a file, in the scan's units and axes; None for a ``.land`` of 2D image points.
+
+    ``.npy`` (no pickles) and text files hold (51, 3) or (68, 3) points (iBUG's 68 lose the 17 jaw-contour
+    points, as FLAME's 51 do); ``.land`` files hold vertex ids or 3D points
+    (:func:`onflame.mesh.facewarehouse.read_land`). Raises :class:`InputError` naming the file.
+    """
+    from ..mesh.facewarehouse import landmarks_3d, read_land
+
+    if not path.is_file():
+        raise InputError(path, "landmark file not found")
+    if path.suffix.lower() == ".land":
+        land = read_land(path)
+        if land.image_points is not None:  # FaceWarehouse's release: pixels in the photo, no depth
+            return None
+        lmk = landmarks_3d(land, scan_raw)
+    else:
+        try:
+            lmk = np.load(path, allow_pickle=False) if path.suffix.lower() == ".npy" else np.loadtxt(path, ndmin=2)
+        except (OSError, ValueError) as exc:
+            raise InputError(path, f"cannot read landmarks ({exc})") from None
+    lmk = np.asarray(lmk, dtype=np.float64)
+    if lmk.shape == (68, 3):
+        lmk = lmk[17:]
+    if lmk.shape != (51, 3) or not np.isfinite(lmk).all():
+        raise InputError(path, f"landmarks must be (51, 3) or (68, 3) finite points, got shape {lmk.shape}")
+    return lmk
+
+
+def _landmarks(task: BuildTask, scan_raw, flame_frame) -> tuple[np.ndarray | None, Path | None]:
+    """The scan's landmarks in metres and FLAME's axes (like ``flame_frame``), and the file they came from."""
+    for path in task.landmark_candidates():
+        raw = read_landmark_file(path, scan_raw)
+        if raw is None:
+            continue
+        unit = flame_frame.meta.get("units_read") or task.item.units
+        return METRES_PER_UNIT[unit] * raw @ np.asarray(task.item.rotation).T, path
+    return None, None
+
+
+# --- the task ------------------------------------------------------------------------------------------------
+
+def _remove(paths: list[Path]) -> None:
+    for p in paths:
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def failure_record(task: BuildTask, reason: str, retry: bool = True) -> dict:
+    """The record of a task that produced no record of its own (its worker died, it was cancelled)."""
+    return {"name": task.name, "key": task.key, "status": "failed", "verdict": None, "reasons": [reason],
+            "error": f"{task.item.scan_path}: {reason}", "retry": retry, "warnings": [], "landmarks": None,
+            "inputs": {}, "outputs": {}, "timings_s": {}}
+
+
+def _fingerprints(paths: list[Path]) -> tuple[dict, bool]:
+    """``({path: fingerprint}, all_readable)`` of the input files (duplicates once)."""
+    out, complete = {}, True
+    for p in dict.fromkeys(paths):
+        try:
+            out[str(p)] = fingerprint(p)
+        except OSError:
+            complete = False
+    return out, complete
+
+
+def run_task(task: BuildTask, model: FlameModel) -> dict:
+    """Build one scan (see the module docstring) and return its manifest record.
+
+    The record: ``name, status ("registered" | "suspect" | "failed"), verdict, reasons, error, retry,
+    warnings, landmarks, inputs {path: fingerprint}, outputs {relpath: sha256}, timings_s, key``.
+    ``retry`` is False when the failure comes from the input (an :class:`InputError`: the same input
+    fails again) and True for anything else.
+    """
+    import torch
+
+    from ..mesh import write_obj
+    from ..registration import register
+
+    torch.set_num_threads(task.torch_threads)
+    t0 = time.perf_counter()
+    root = Path(task.subset_dir)
+    rel = task.outputs()
+    item = task.item
+    record: dict = {"name": item.name, "key": task.key, "status": "failed", "verdict": None, "reasons": [],
+                    "error": None, "retry": False, "warnings": [], "landmarks": None, "inputs": {}, "outputs": {},
+                    "timings_s": {}}
+    inputs = [item.scan_path]
+    try:
+        scan_raw = item.read(require_texture=task.require_texture)
+        if item.texture_expected and scan_raw.texture is None:
+            record["warnings"].append(f"{item.scan_path}: texture image not found")
+        if isinstance(scan_raw.texture, Path) and scan_raw.texture.is_file():
+            inputs.append(scan_raw.texture)
+        scan = item.to_flame_frame(scan_raw)
+        lmk, lmk_path = _landmarks(task, scan_raw, scan)
+        if lmk_path is not None:
+            inputs.append(lmk_path)
+        record["timings_s"]["read"] = time.perf_counter() - t0
+        reg = register(scan, model, landmarks=lmk, units="m", auto_landmarks=task.auto_landmarks,
+                       fit_settings=task.fit_settings, refine_settings=task.refine_settings)
+    except OnflameError as exc:
+        record.update(error=str(exc), reasons=[str(exc)], retry=not isinstance(exc, InputError))
+        reg = None
+    except Exception as exc:  # noqa: BLE001  one scan's unexpected error must not stop the build
+        log.debug("%s: %s", item.name, traceback.format_exc())
+        record.update(error=f"{item.scan_path}: {type(exc).__name__}: {exc}", reasons=[f"{type(exc).__name__}: {exc}"],
+                      retry=True)
+        reg = None
+    record["inputs"], complete = _fingerprints(inputs)
+    if not complete:  # an input that cannot be read cannot be checked for changes: try it again next time
+        record["retry"] = True
+    dataset_files = [root / rel["params"], root / rel["registration"]]
+
+    t_write = time.perf_counter()
+    if reg is None:
+        # a failed scan has no place in the dataset: stale files of an earlier build of it go
+        _remove(dataset_files + [root / rel["rejected"]])
+        write_json(root / rel["report"], {"name": item.name, "subset": item.subset, "scan": str(item.scan_path),
+                                          "status": "failed", "error": record["error"]})
+        record["outputs"] = {rel["report"]: file_sha256(root / rel["report"])}
+    else:
+        record.update(status=STATUS.get(reg.verdict, "failed"), verdict=reg.verdict,
+                      reasons=list(reg.quality.reasons),
+                      landmarks=(str(lmk_path) if lmk_path is not None else reg.landmark_info.get("source")))
+        record["timings_s"].update(reg.timings)
+        report = {"name": item.name, "subset": item.subset, "scan": str(item.scan_path),
+                  "units_read": scan.meta.get("units_read"), "status": record["status"],
+                  "landmarks_file": None if lmk_path is None else str(lmk_path), "warnings": record["warnings"],
+                  **{k: v for k, v in reg.report().items() if k != "timings_s"}}
+        if record["status"] == "failed":
+            _remove(dataset_files)
+            write_obj(root / rel["rejected"], reg.mesh)
+            written = [rel["rejected"], rel["report"]]
+        else:
+            _remove([root / rel["rejected"]])
+            reg.params.save(root / rel["params"])
+            write_obj(root / rel["registration"], reg.mesh)
+            written = [rel["params"], rel["registration"], rel["report"]]
+        write_json(root / rel["report"], report)
+        record["outputs"] = {r: file_sha256(root / r) for r in written}
+    record["timings_s"]["write"] = time.perf_counter() - t_write
+    record["timings_s"]["task"] = time.perf_counter() - t0
+    record["timings_s"] = {k: round(float(v), 4) for k, v in record["timings_s"].items()}
+    return record

@@ -1,0 +1,205 @@
+"""Where build tasks run: a local process pool (the default) or a Ray cluster; both give the same files.
+
+An executor runs :func:`onflame.dataset.build_task.run_task` on every task and hands each record to
+``on_record`` in the main process as soon as the task completes (the build saves its manifest there).
+Its ``run`` returns True if it was interrupted (Ctrl-C), False when every task has a record.
+
+- :class:`LocalPool`: ``concurrent.futures.ProcessPoolExecutor`` with the ``spawn`` start method (no
+  forked copies of the parent's torch/BLAS thread state). Workers ignore SIGINT: on Ctrl-C the main
+  process stops submitting, lets the running scans finish and records them (a second Ctrl-C stops the
+  workers at once; atomic writes keep every file whole either way). A worker that dies (a crash in
+  native code, the out-of-memory killer) breaks the pool: the scans that were running are tried again
+  one by one in a fresh worker, so only the one that kills its worker fails ("worker process died").
+- :class:`RayExecutor`: the same tasks as Ray tasks (one CPU each) on ``ray.init(address=...)``: an
+  existing cluster (``"auto"`` or ``"ray://host:10001"``), or with no address a single-node Ray started
+  on this machine. The model is put once in Ray's object store.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Callable, Iterable
+
+from ..errors import InputError
+from ..flame.model import FlameModel
+from .build_task import BuildTask, failure_record, run_task
+
+log = logging.getLogger(__name__)
+
+OnRecord = Callable[[BuildTask, dict], None]
+#: ``executor=`` choices.
+EXECUTORS = ("local", "ray")
+#: Reason recorded for a scan whose worker process died while building it.
+WORKER_DIED = "worker process died while registering this scan (a crash or out of memory)"
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+# --- local process pool ------------------------------------------------------------------------------------
+
+_WORKER_MODEL: FlameModel | None = None
+
+
+def _init_worker(model: FlameModel) -> None:
+    # Ctrl-C in a terminal reaches the whole process group; the main process decides what stops
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    global _WORKER_MODEL
+    _WORKER_MODEL = model
+
+
+def _run_in_worker(task: BuildTask) -> dict:
+    assert _WORKER_MODEL is not None, "worker not initialised"
+    return run_task(task, _WORKER_MODEL)
+
+
+class LocalPool:
+    """Tasks in ``workers`` local processes (see the module docstring)."""
+
+    def __init__(self, workers: int):
+        self.workers = max(1, int(workers))
+
+    def _pool(self, model: FlameModel, workers: int) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(model,))
+
+    def run(self, tasks: Iterable[BuildTask], model: FlameModel, on_record: OnRecord) -> bool:
+        queue = deque(tasks)
+        suspects: deque[BuildTask] = deque()
+        while queue or suspects:
+            if suspects:  # alone in a fresh worker: if it kills this one too, it is the culprit
+                task = suspects.popleft()
+                interrupted, broken = self._session(deque([task]), model, on_record, workers=1)
+                if broken:
+                    on_record(task, failure_record(task, WORKER_DIED))
+            else:
+                interrupted, broken = self._session(queue, model, on_record, self.workers)
+                suspects.extend(broken)
+            if interrupted:
+                return True
+        return False
+
+    def _session(self, queue: deque, model: FlameModel, on_record: OnRecord,
+                 workers: int) -> tuple[bool, list[BuildTask]]:
+        """Run tasks from ``queue`` until it is empty, interrupted or the pool breaks.
+
+        Returns ``(interrupted, tasks that were running when the pool broke)``. At most ``workers`` tasks
+        are submitted at a time, so every submitted task is a running one.
+        """
+        pool = self._pool(model, workers)
+        running: dict[Future, BuildTask] = {}
+        broken: list[BuildTask] = []
+        interrupted = False
+        try:
+            while queue or running:
+                while queue and len(running) < workers and not broken:
+                    task = queue.popleft()
+                    running[pool.submit(_run_in_worker, task)] = task
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    task = running.pop(fut)
+                    try:
+                        record = fut.result()
+                    except BrokenProcessPool:
+                        broken.append(task)
+                        continue
+                    on_record(task, record)
+                if broken:  # every future of a broken pool fails: collect the rest, then start afresh
+                    broken.extend(running.values())
+                    running.clear()
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+            log.warning("interrupted: finishing the %d running scan(s); Ctrl-C again to stop them now", len(running))
+            try:
+                for fut in list(running):
+                    try:
+                        on_record(running[fut], fut.result())
+                    except BrokenProcessPool:
+                        pass
+                    del running[fut]
+            except KeyboardInterrupt:
+                # a second Ctrl-C: stop the workers now. ProcessPoolExecutor has no public way before
+                # Python 3.14 (terminate_workers); its process table is the only handle on them
+                for proc in list(getattr(pool, "_processes", {}).values()):
+                    proc.terminate()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return interrupted, broken
+
+
+# --- Ray ------------------------------------------------------------------------------------------------------
+
+class RayExecutor:
+    """Tasks as Ray tasks (see the module docstring).
+
+    Args:
+        workers: CPUs of the single-node Ray started when ``address`` is None (default: all cores);
+            ignored for an existing cluster, whose CPUs decide.
+        address: a Ray cluster address for ``ray.init`` (``"auto"``, ``"ray://head:10001"``), or None.
+        init_options: more ``ray.init`` keyword arguments (e.g. ``object_store_memory``).
+    """
+
+    def __init__(self, workers: int | None = None, address: str | None = None, init_options: dict | None = None):
+        self.workers = workers
+        self.address = address
+        self.init_options = dict(init_options or {})
+
+    def run(self, tasks: Iterable[BuildTask], model: FlameModel, on_record: OnRecord) -> bool:
+        try:
+            import ray
+        except ImportError:
+            raise InputError(None, "the Ray executor needs Ray: pip install 'onflame[ray]'") from None
+        started = False
+        if not ray.is_initialized():
+            options = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False,
+                       **self.init_options}
+            if self.address is None:
+                options.setdefault("num_cpus", self.workers or available_cores())
+            ray.init(address=self.address, **options)
+            started = True
+        remote = ray.remote(num_cpus=1, max_retries=0)(run_task)
+        pending: dict = {}
+        try:
+            model_ref = ray.put(model)
+            pending = {remote.remote(task, model_ref): task for task in tasks}
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    task = pending.pop(ref)
+                    try:
+                        record = ray.get(ref)
+                    except ray.exceptions.RayError as exc:  # the worker died or Ray failed the task
+                        record = failure_record(task, f"{WORKER_DIED} ({type(exc).__name__})")
+                    on_record(task, record)
+            return False
+        except KeyboardInterrupt:
+            # queued tasks are dropped, running ones interrupted; their files are whole or absent and
+            # they have no record, so a re-run builds them
+            for ref in pending:
+                ray.cancel(ref)
+            return True
+        finally:
+            if started:
+                ray.shutdown()
+
+
+def make_executor(kind: str, workers: int | None = None, address: str | None = None) -> LocalPool | RayExecutor:
+    """The executor called ``kind`` (``"local"`` or ``"ray"``); ``workers`` default: all cores."""
+    if kind == "local":
+        return LocalPool(workers or available_cores())
+    if kind == "ray":
+        return RayExecutor(workers, address)
+    raise InputError(None, f"unknown executor {kind!r}; use {' or '.join(EXECUTORS)}")
