@@ -76,13 +76,13 @@ def cmd_register(args: argparse.Namespace) -> int:
     results, failed = [], 0
     for scan in args.scans:
         try:
-            reg = register(scan, model, landmarks=args.landmarks, units=args.units)
+            reg = register(scan, model, landmarks=args.landmarks, units=args.units, auto_landmarks=args.auto_landmarks)
         except OnflameError as exc:  # one bad scan never stops the others
             failed += 1
             results.append({"scan": str(scan), "verdict": "failed", "error": str(exc)})
             print(f"failed: {exc}", file=sys.stderr)
             continue
-        paths = save_registration(reg, args.out, Path(scan).name.split(".")[0])
+        paths = save_registration(reg, args.out, Path(scan).name.split(".")[0], picture=not args.no_picture)
         results.append({"scan": str(scan), **reg.report(), "outputs": paths})
         if not args.json:
             q = reg.quality.numbers
@@ -191,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output folder for <name>.npz/.obj/_report.json")
     p.add_argument("--landmarks", type=Path, help="(51, 3) or (68, 3) landmarks on the scan (.npy or .txt), scan units")
     p.add_argument("--units", default="auto", choices=["auto", "m", "cm", "mm"])
+    p.add_argument("--auto-landmarks", default="auto", choices=["auto", "detect", "geometry"],
+                   help="without --landmarks: detect them on a render (auto falls back to geometry), or geometry only")
+    p.add_argument("--no-picture", action="store_true", help="skip the report picture")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("fit-mesh", help=COMMANDS["fit-mesh"][1])

@@ -184,3 +184,14 @@ def test_lifted_pixels_lie_on_the_surface_and_miss_background(head):
     # surface deeper than max_depth counts as a miss
     p, h = r.lift(px[:5], max_depth=r.fragments.depth.min() - 1e-6)
     assert not h.any() and np.isnan(p).all()
+
+
+@pytest.mark.parametrize("orthographic", [True, False])
+def test_framing_keeps_the_whole_mesh_in_view(head, orthographic):
+    cam = framing(head.vertices, [1.0, 0.2, 0.5], [0, 1, 0], 300, margin=0.1, orthographic=orthographic)
+    p = cam.project(head.vertices)
+    assert (p[:, 2] > 0).all()
+    assert p[:, :2].min() >= 0.1 * 300 - 1e-6 and p[:, :2].max() <= 0.9 * 300 + 1e-6
+    assert np.ptp(p[:, :2], axis=0).max() > 0.7 * 300  # and fills the frame
+    with pytest.raises(ValueError, match="parallel"):
+        look_at(np.zeros(3), [0, 1, 0], [0, 2, 0], 10, 10, 1.0)

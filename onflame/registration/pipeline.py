@@ -66,6 +66,7 @@ class Registration:
     timings: dict = field(default_factory=dict)
     landmarks: np.ndarray | None = None
     landmark_info: dict = field(default_factory=dict)
+    scan: Mesh | None = None
 
     @property
     def verdict(self) -> str:
@@ -237,7 +238,8 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel, landmarks: np.nd
     params.extras.update(units=np.array(unit), scale_to_m=np.array(k), scan_to_flame=to_flame,
                          verdict=np.array(quality.verdict))
     mesh = Mesh(reg_scan, model.faces, source=path, meta={"units": "m"})
-    return Registration(mesh, params, apply_rigid(fit_v, R, t), quality, timings, reg_lmk, landmark_info)
+    return Registration(mesh, params, apply_rigid(fit_v, R, t), quality, timings, reg_lmk, landmark_info,
+                        scan.with_vertices(pts_m))
 
 
 def _to_scan_frame(flame, state: FitState, R: np.ndarray, t: np.ndarray) -> FitState:
@@ -250,7 +252,8 @@ def _to_scan_frame(flame, state: FitState, R: np.ndarray, t: np.ndarray) -> FitS
 
 
 def save_registration(reg: Registration, out_dir: str | os.PathLike, name: str, picture: bool = True) -> dict:
-    """Write ``<name>.npz`` (MICA keys + extras), ``<name>.obj`` and ``<name>_report.json`` (+ ``.png``)."""
+    """Write ``<name>.npz`` (MICA keys + extras), ``<name>.obj``, ``<name>_report.json`` and, with
+    ``picture``, ``<name>_report.png`` (scan and registration side by side, scan-to-mesh error heat map)."""
     from ..fileio import write_json
     from ..mesh import write_obj
 
@@ -259,6 +262,13 @@ def save_registration(reg: Registration, out_dir: str | os.PathLike, name: str, 
     reg.params.save(paths["params"])
     write_obj(paths["mesh"], reg.mesh)
     write_json(paths["report"], reg.report())
+    if picture and reg.scan is not None:
+        from .report import save_report_picture, scan_to_mesh_distances_mm
+
+        paths["picture"] = out / f"{name}_report.png"
+        dist = scan_to_mesh_distances_mm(reg.scan.vertices, reg.mesh)
+        save_report_picture(paths["picture"], reg.scan, reg.mesh, dist, reg.params.extras["scan_to_flame"],
+                            title=f"{name}: {reg.verdict}")
     return {k: str(v) for k, v in paths.items()}
 
 
