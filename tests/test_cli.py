@@ -59,6 +59,9 @@ def test_demo_runs_end_to_end_and_validates(tmp_path, capsys):
     reg = summary["registration"]
     assert reg["units"] == "mm" and reg["verdict"] == "ok"
     assert reg["per_vertex_error_vs_truth"]["median_mm"] < 1.0
+    batch = summary["training_inputs"].get("batch")
+    if batch is not None:  # the detect extra is installed: photos were aligned and a batch loaded
+        assert batch["image"][1:] == [4, 3, 224, 224] and batch["pose_params"][1:] == [4, 6]
     with np.load(out / "all_params.npz") as z:
         assert z["betas"].shape == (24, 400) and set(z["subset"]) >= {"BP4D", "STIRLING"}
     # the validate command agrees, without being told the model (the tree names its own)

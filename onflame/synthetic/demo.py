@@ -6,8 +6,11 @@
 2. write a small synthetic MICA dataset (8 subsets, real actor ids and capture names);
 3. simulate a raw scan (millimetres, random pose, holes, noise, 51 landmark clicks) of one subject
    and register it to the model, then refit the parameters of its registration (``fit-mesh``);
-4. validate the dataset (with the model: registration vs FLAME(params) in mm) and export all
-   parameters to one file.
+4. training inputs: render photos of one subset's subjects, detect and ArcFace-align them, write
+   MICA's ``arcface_input`` and ``image_paths`` list, and load one training batch (needs the ``detect``
+   extra; skipped with a note otherwise);
+5. validate the dataset (registration vs FLAME(params) in mm, image lists against files) and export
+   all parameters to one file.
 
 Everything is deterministic and re-runnable: files that exist are kept.
 """
@@ -51,7 +54,7 @@ def run_demo(out: Path, json_output: bool = False) -> int:
         save_model(model, model_dir / "head_model.npz")
     reloaded = load_model(model_dir / "head_model.npz")
     steps["model"] = {"files": str(model_dir), **{k: reloaded.summary()[k] for k in ("vertices", "faces", "joints")}}
-    say(f"[1/4] model: procedural FLAME-structured head, {model.n_vertices} vertices -> {model_dir}")
+    say(f"[1/5] model: procedural FLAME-structured head, {model.n_vertices} vertices -> {model_dir}")
 
     # 2. a synthetic MICA tree
     root = out / "mica"
@@ -60,7 +63,7 @@ def run_demo(out: Path, json_output: bool = False) -> int:
         save_model(model, root / "model.npz")
     steps["dataset"] = {"root": str(root), "subsets": len(made["subsets"]), "files_written": made["files_written"],
                         "files_kept": made["files_skipped"]}
-    say(f"[2/4] dataset: {len(made['subsets'])} subsets x 3 actors -> {root} "
+    say(f"[2/5] dataset: {len(made['subsets'])} subsets x 3 actors -> {root} "
         f"({made['files_written']} files written, {made['files_skipped']} kept)")
 
     # 3. a raw scan of one subject, registered back
@@ -78,17 +81,18 @@ def run_demo(out: Path, json_output: bool = False) -> int:
     steps["registration"] = {**reg.report(), "per_vertex_error_vs_truth": err, "outputs": paths,
                              "fit_mesh": refit.summary()}
     q = reg.quality.numbers
-    say(f"[3/4] registration of a simulated raw scan ({scan.scan.n_vertices} vertices, {scan.units}, random pose): "
+    say(f"[3/5] registration of a simulated raw scan ({scan.scan.n_vertices} vertices, {scan.units}, random pose): "
         f"{reg.verdict}; units detected: {reg.report()['units']}; scan-to-mesh median {q['scan_to_mesh_median_mm']:.2f} mm; "
         f"per-vertex error vs truth median {err['median_mm']:.2f} mm (p95 {err['p95_mm']:.2f}); "
         f"{reg.timings['total']:.1f} s -> {paths['params']}")
 
-    # 4. validate and export
+    # 4. training inputs, then 5. validate (image lists included) and export
+    steps["training_inputs"] = _training_inputs(out, root, model, say)
     report = validate_root(root)
     export = export_params(root, out / "all_params.npz")
     steps["validate"] = {"ok": report.ok, "errors": len(report.errors), "warnings": len(report.warnings)}
     steps["export"] = {"out": export["out"], "subjects": export["subjects"]}
-    say(f"[4/4] validate: {'ok' if report.ok else 'ERRORS'} ({len(report.errors)} errors, {len(report.warnings)} warnings); "
+    say(f"[5/5] validate: {'ok' if report.ok else 'ERRORS'} ({len(report.errors)} errors, {len(report.warnings)} warnings); "
         f"export: {export['subjects']} subjects -> {export['out']}")
     if not json_output:
         print()
@@ -101,3 +105,31 @@ def run_demo(out: Path, json_output: bool = False) -> int:
         print(f"\ndone in {steps['seconds']} s; summary: {out / 'demo_summary.json'}")
     _ = read_params(paths["params"])  # the written parameters read back through the validating reader
     return 0 if report.ok else 1
+
+
+def _training_inputs(out: Path, root: Path, model, say) -> dict:
+    """Step 5: photos → ArcFace inputs and image list for BU3DFE → one training batch."""
+    from ..detection import DetectorUnavailable
+    from ..flame.params import read_params
+    from ..training.dataset import MicaDataset, collate_samples
+    from ..training.prepare import prepare_subset
+    from .photos import render_photos
+
+    subset = "BU3DFE"
+    photos = out / "photos" / subset
+    for npz in sorted((root / subset / "FLAME_parameters").glob("*/*.npz")):
+        render_photos(model, read_params(npz), photos / npz.parent.name, n=6, seed=len(npz.parent.name))
+    try:
+        report = prepare_subset(root, subset, photos, progress=False)
+    except DetectorUnavailable as exc:
+        say(f"[4/5] training inputs: skipped ({exc}); install with: pip install -e '.[detect]'")
+        return {"skipped": str(exc)}
+    data = MicaDataset(root, subset, K=4)
+    batch = collate_samples([data[i] for i in range(min(2, len(data)))])
+    shapes = {"image": list(batch["image"].shape), "arcface": list(batch["arcface"].shape),
+              **{k: list(v.shape) for k, v in batch["flame"].items()}}
+    summary = report.to_dict()
+    say(f"[4/5] training inputs: {subset} photos rendered -> {photos}; aligned and listed -> "
+        f"{root / 'image_paths' / (subset + '.npy')}; one batch: " + ", ".join(f"{k} {tuple(v)}" for k, v in shapes.items()))
+    return {"photos": str(photos), "image_list": str(root / "image_paths" / f"{subset}.npy"), "batch": shapes,
+            "prepare": {k: summary[k] for k in summary if k in ("photos_in", "aligned", "skipped", "totals")}}
