@@ -396,7 +396,8 @@ def build(jobs: Sequence[tuple[str, str | os.PathLike]], out_root: str | os.Path
                 echo(f"{task.item.subset} {task.name}: {record['status']}" + (f" ({why})" if why else "")
                      + f" [{record.get('timings_s', {}).get('task', 0.0):.1f} s]")
 
-        interrupted = make_executor(executor, n_workers, address).run(todo, flame, on_record) if todo else False
+        runner = make_executor(executor, n_workers, address, torch_threads)
+        interrupted = runner.run(todo, flame, on_record) if todo else False
         wall = time.perf_counter() - t0
         reports = {}
         for name, s in subsets.items():

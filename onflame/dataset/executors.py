@@ -16,6 +16,7 @@ Its ``run`` returns True if it was interrupted (Ctrl-C), False when every task h
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -23,7 +24,7 @@ import signal
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from ..errors import InputError
 from ..flame.model import FlameModel
@@ -32,6 +33,7 @@ from .build_task import BuildTask, failure_record, run_task
 log = logging.getLogger(__name__)
 
 OnRecord = Callable[[BuildTask, dict], None]
+Runner = Callable[[BuildTask, FlameModel], dict]
 #: ``executor=`` choices.
 EXECUTORS = ("local", "ray")
 #: Reason recorded for a scan whose worker process died while building it.
@@ -48,30 +50,62 @@ def available_cores() -> int:
 
 # --- local process pool ------------------------------------------------------------------------------------
 
-_WORKER_MODEL: FlameModel | None = None
+#: Thread-count variables of the BLAS/OpenMP libraries numpy, scipy and torch load.
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+_WORKER: tuple[FlameModel, Runner] | None = None
 
 
-def _init_worker(model: FlameModel) -> None:
+def _init_worker(model: FlameModel, runner: Runner) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the main process decides what stops
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    global _WORKER_MODEL
-    _WORKER_MODEL = model
+    global _WORKER
+    _WORKER = (model, runner)
 
 
 def _run_in_worker(task: BuildTask) -> dict:
-    assert _WORKER_MODEL is not None, "worker not initialised"
-    return run_task(task, _WORKER_MODEL)
+    assert _WORKER is not None, "worker not initialised"
+    model, runner = _WORKER
+    return runner(task, model)
+
+
+@contextlib.contextmanager
+def _children_threads(n: int) -> Iterator[None]:
+    """Processes started inside the block load BLAS/OpenMP with ``n`` threads each.
+
+    The libraries read these variables once, when a worker imports them (while it unpickles its
+    arguments, before any initializer runs), so they must be in the environment it starts with: without
+    them every worker would start one BLAS thread per core, N workers × N threads on N cores.
+    """
+    saved = {k: os.environ.get(k) for k in _THREAD_VARIABLES}
+    os.environ.update({k: str(n) for k in _THREAD_VARIABLES})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 class LocalPool:
-    """Tasks in ``workers`` local processes (see the module docstring)."""
+    """Tasks in ``workers`` local processes (see the module docstring).
 
-    def __init__(self, workers: int):
+    Args:
+        workers: processes.
+        threads: BLAS/OpenMP threads per process.
+        runner: the function run for each task (``run_task``; tests replace it).
+    """
+
+    def __init__(self, workers: int, threads: int = 1, runner: Runner = run_task):
         self.workers = max(1, int(workers))
+        self.threads = max(1, int(threads))
+        self.runner = runner
 
     def _pool(self, model: FlameModel, workers: int) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(model,))
+                                   initializer=_init_worker, initargs=(model, self.runner))
 
     def run(self, tasks: Iterable[BuildTask], model: FlameModel, on_record: OnRecord) -> bool:
         queue = deque(tasks)
@@ -96,7 +130,11 @@ class LocalPool:
         Returns ``(interrupted, tasks that were running when the pool broke)``. At most ``workers`` tasks
         are submitted at a time, so every submitted task is a running one.
         """
-        pool = self._pool(model, workers)
+        with _children_threads(self.threads):
+            return self._run_pool(self._pool(model, workers), queue, on_record, workers)
+
+    def _run_pool(self, pool: ProcessPoolExecutor, queue: deque, on_record: OnRecord,
+                  workers: int) -> tuple[bool, list[BuildTask]]:
         running: dict[Future, BuildTask] = {}
         broken: list[BuildTask] = []
         interrupted = False
@@ -196,10 +234,11 @@ class RayExecutor:
                 ray.shutdown()
 
 
-def make_executor(kind: str, workers: int | None = None, address: str | None = None) -> LocalPool | RayExecutor:
+def make_executor(kind: str, workers: int | None = None, address: str | None = None,
+                  threads: int = 1) -> LocalPool | RayExecutor:
     """The executor called ``kind`` (``"local"`` or ``"ray"``); ``workers`` default: all cores."""
     if kind == "local":
-        return LocalPool(workers or available_cores())
+        return LocalPool(workers or available_cores(), threads)
     if kind == "ray":
         return RayExecutor(workers, address)
     raise InputError(None, f"unknown executor {kind!r}; use {' or '.join(EXECUTORS)}")
