@@ -160,15 +160,7 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel, landmarks: np.nd
     if lmk is not None and model.landmarks.static51 is None:
         raise InputError(model.source or None, "model has no 51-point landmark embedding; cannot use landmarks")
 
-    if units == "auto":
-        try:
-            unit, k = detect_units(scan.vertices, lmk)
-        except InputError as exc:
-            raise InputError(path, exc.problem) from None
-    elif units in UNITS:
-        unit, k = units, UNITS[units]
-    else:
-        raise InputError(None, f"unknown units {units!r}; use auto, m, cm or mm")
+    unit, k = _resolve_units(scan.vertices, lmk, units, path)
     pts_m = scan.vertices * k
     lmk_m = None if lmk is None else lmk * k
     index_scan = ScanIndex.build(pts_m, scan.faces)
@@ -187,16 +179,8 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel, landmarks: np.nd
         settings = replace(settings, landmark_sigma=max(settings.landmark_sigma, DETECTED_LANDMARK_SIGMA))
     with torch.no_grad():
         rest = flame()
-    tmpl = rest.vertices[0].numpy()
-    tmpl_n = vertex_normals(tmpl, model.faces)
     face = _face_vertices(model)
-    if lmk_m is not None:
-        # brows, nose and eyes only: the mouth and jaw move with expression and would tilt the start
-        stable = slice(0, 31)
-        candidates = [align_with_landmarks(rest.landmarks[0].numpy()[stable], lmk_m[stable])]
-    else:  # the front of the head, as a frontal scanner sees it, drives the search
-        front = np.flatnonzero((tmpl_n[:, 2] > 0.2) & (weights > 0))
-        candidates = [(R, t) for R, t, _ in align_by_geometry(tmpl[front], tmpl_n[front], index_scan, keep=4)]
+    candidates = _rigid_candidates(rest, model.faces, weights, lmk_m, index_scan)
     timings["rigid"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
@@ -246,6 +230,32 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel, landmarks: np.nd
     mesh = Mesh(reg_scan, model.faces, source=path, meta={"units": "m"})
     return Registration(mesh, params, apply_rigid(fit_v, R, t), quality, timings, reg_lmk, landmark_info,
                         scan.with_vertices(pts_m))
+
+
+def _resolve_units(points: np.ndarray, landmarks: np.ndarray | None, units: str, path: str) -> tuple[str, float]:
+    """``(unit, metres per unit)``: as given, or detected from the head's size (``units="auto"``)."""
+    if units == "auto":
+        try:
+            return detect_units(points, landmarks)
+        except InputError as exc:
+            raise InputError(path, exc.problem) from None
+    if units in UNITS:
+        return units, UNITS[units]
+    raise InputError(None, f"unknown units {units!r}; use auto, m, cm or mm")
+
+
+def _rigid_candidates(rest, faces: np.ndarray, weights: np.ndarray, lmk_m: np.ndarray | None,
+                      index_scan: ScanIndex) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Rigid starts ``x_scan = R x_model + t`` for the mean head ``rest`` (a FLAME output)."""
+    tmpl = rest.vertices[0].numpy()
+    if lmk_m is not None:
+        # brows, nose and eyes only: the mouth and jaw move with expression and would tilt the start
+        stable = slice(0, 31)
+        return [align_with_landmarks(rest.landmarks[0].numpy()[stable], lmk_m[stable])]
+    # the front of the head, as a frontal scanner sees it, drives the search
+    tmpl_n = vertex_normals(tmpl, faces)
+    front = np.flatnonzero((tmpl_n[:, 2] > 0.2) & (weights > 0))
+    return [(R, t) for R, t, _ in align_by_geometry(tmpl[front], tmpl_n[front], index_scan, keep=4)]
 
 
 def _to_scan_frame(flame, state: FitState, R: np.ndarray, t: np.ndarray) -> FitState:
@@ -313,15 +323,7 @@ def fit_mesh(mesh: Mesh | str | os.PathLike, model: FlameModel, units: str = "m"
     check_mesh(mesh, path)
     if mesh.n_vertices != model.n_vertices:
         raise InputError(path, f"has {mesh.n_vertices} vertices; the model's topology has {model.n_vertices}")
-    if units == "auto":
-        try:
-            units, k = detect_units(mesh.vertices)
-        except InputError as exc:
-            raise InputError(path, exc.problem) from None
-    elif units in UNITS:
-        k = UNITS[units]
-    else:
-        raise InputError(None, f"unknown units {units!r}; use auto, m, cm or mm")
+    units, k = _resolve_units(mesh.vertices, None, units, path)
     target = mesh.vertices * k
     flame = make_layer(model)
     state = fit_mesh_vertices(flame, target, iters=iters)
