@@ -42,7 +42,7 @@ class ScanIndex:
         return cls(vertices, normals, border, cKDTree(vertices))
 
     def match(self, points: np.ndarray, normals: np.ndarray | None, max_dist: float,
-              min_cos: float = 0.5, workers: int = -1) -> "Matches":
+              min_cos: float = 0.5, workers: int = 1) -> "Matches":
         """Nearest scan vertex for each of ``points`` (M, 3), filtered (see module docstring)."""
         dist, idx = self.tree.query(points, k=1, distance_upper_bound=max_dist, workers=workers)
         ok = np.isfinite(dist)
