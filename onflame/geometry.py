@@ -1,6 +1,6 @@
 """Small geometry helpers shared by registration, evaluation and the synthetic scans.
 
-Rigid fits (Kabsch / Umeyama), normals, boundaries and the graph Laplacian are a few numpy/scipy lines
+Rigid fits (Kabsch / Umeyama), normals, boundaries and flip counts are a few numpy/scipy lines
 each; they work on raw arrays inside registration's inner loops, where building a ``trimesh.Trimesh``
 (with its caches and validation) every iteration would cost more than the computation itself.
 """
@@ -69,16 +69,6 @@ def boundary_vertices(faces: np.ndarray, n_vertices: int) -> np.ndarray:
     out[once // n_vertices] = True
     out[once % n_vertices] = True
     return out
-
-
-def uniform_laplacian(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
-    """(V, V) graph Laplacian ``L = I - D⁻¹ A`` of the mesh's edge graph (rows of isolated vertices are 0)."""
-    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    A = sp.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n_vertices, n_vertices)).tocsr()
-    A = ((A + A.T) > 0).astype(np.float64)
-    deg = np.asarray(A.sum(1)).ravel()
-    inv = np.divide(1.0, deg, out=np.zeros_like(deg), where=deg > 0)
-    return (sp.diags((deg > 0).astype(np.float64)) - sp.diags(inv) @ A).tocsr()
 
 
 def count_flipped(faces: np.ndarray, before: np.ndarray, after: np.ndarray) -> int:
