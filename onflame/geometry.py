@@ -7,7 +7,6 @@ each; they work on raw arrays inside registration's inner loops, where building 
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
 
 def rigid_fit(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None,
