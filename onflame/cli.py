@@ -117,6 +117,27 @@ def cmd_fit_mesh(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    from .dataset.build import build_subset
+    from .sources import get_source, mica_subjects
+
+    try:
+        name = get_source(args.source).name
+    except KeyError as exc:
+        print(f"onflame build: {exc.args[0]}", file=sys.stderr)
+        return 2
+    only = mica_subjects(args.image_list) if args.image_list else None
+    echo = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
+    report = build_subset(name, args.raw, args.out, _model(args), only=only, workers=args.workers, executor=args.executor,
+                          address=args.address, landmarks=args.landmarks, auto_landmarks=args.auto_landmarks,
+                          require_texture=args.require_texture, retry_failed=args.retry_failed, echo=echo)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(report.format_table())
+    return report.exit_code
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from .training.prepare import prepare_subset
 
@@ -153,6 +174,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "export": (cmd_export, "write all subjects' FLAME parameters to one file"),
     "register": (cmd_register, "register raw face scans to FLAME: registration mesh + FLAME parameters + report"),
     "fit-mesh": (cmd_fit_mesh, "fit FLAME parameters to meshes already in FLAME topology"),
+    "build": (cmd_build, "register every scan of a raw source release into a MICA subset (resumable, parallel, Ray)"),
     "prepare": (cmd_prepare, "detect, align and list a subset's photos: MICA's arcface_input and image list"),
     "image-paths": (cmd_image_paths, "compare two MICA image lists (image-paths diff A.npy B.npy)"),
     "demo": (cmd_demo, "run the main job on the embedded synthetic default"),
@@ -201,6 +223,25 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(p)
     p.add_argument("--out", type=Path, default=Path("."), help="output folder for <name>.npz (default: .)")
     p.add_argument("--units", default="m", choices=["auto", "m", "cm", "mm"])
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("build", help=COMMANDS["build"][1])
+    p.add_argument("--source", required=True, help="source dataset: BP4D, BU3DFE, D3DFACS, FACEWAREHOUSE, FLORENCE, "
+                                                   "FRGC, LYHM, STIRLING (any case, BU-3DFE and FRGCv2 work too)")
+    p.add_argument("--raw", type=Path, required=True, help="the raw release's root folder")
+    p.add_argument("--out", type=Path, required=True, help="MICA root to write <SUBSET>/ into")
+    model_args(p)
+    p.add_argument("--workers", type=int, help="processes (local) or CPUs of a local Ray (default: all cores)")
+    p.add_argument("--executor", default="local", choices=["local", "ray"], help="local process pool or Ray")
+    p.add_argument("--address", help="Ray cluster address (auto, ray://head:10001); default: start Ray here")
+    p.add_argument("--landmarks", default="auto",
+                   help="auto (a <scan stem>.lmk51.npy/.txt beside each scan or the release's own, else detected), "
+                        "none, or a file template with {actor} {stem} {subset}, e.g. 'lmk/{actor}/{stem}.npy'")
+    p.add_argument("--auto-landmarks", default="auto", choices=["auto", "detect", "geometry"],
+                   help="for scans without a landmark file: detect on a render (auto falls back to geometry)")
+    p.add_argument("--image-list", type=Path, help="MICA's image_paths/<SUBSET>.npy: build only its subjects")
+    p.add_argument("--require-texture", action="store_true", help="fail scans whose texture image is missing")
+    p.add_argument("--retry-failed", action="store_true", help="also redo scans that failed on bad input before")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("prepare", help=COMMANDS["prepare"][1])

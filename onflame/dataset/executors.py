@@ -141,8 +141,11 @@ class LocalPool:
         try:
             while queue or running:
                 while queue and len(running) < workers and not broken:
-                    task = queue.popleft()
-                    running[pool.submit(_run_in_worker, task)] = task
+                    try:
+                        fut = pool.submit(_run_in_worker, queue[0])
+                    except BrokenProcessPool:  # a worker died since the last wait: this task never started
+                        break
+                    running[fut] = queue.popleft()
                 if not running:
                     break
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -154,7 +157,8 @@ class LocalPool:
                         broken.append(task)
                         continue
                     on_record(task, record)
-                if broken:  # every future of a broken pool fails: collect the rest, then start afresh
+                if broken or getattr(pool, "_broken", False):
+                    # every future of a broken pool fails: collect the rest, then start afresh
                     broken.extend(running.values())
                     running.clear()
                     break
@@ -171,11 +175,25 @@ class LocalPool:
             except KeyboardInterrupt:
                 # a second Ctrl-C: stop the workers now. ProcessPoolExecutor has no public way before
                 # Python 3.14 (terminate_workers); its process table is the only handle on them
-                for proc in list(getattr(pool, "_processes", {}).values()):
-                    proc.terminate()
+                _kill_workers(pool)
         finally:
+            if broken:
+                # Python 3.11's pool can wait forever on a worker it started while breaking; none of
+                # its workers has work left, so end them all before shutting it down
+                _kill_workers(pool)
             pool.shutdown(wait=True, cancel_futures=True)
         return interrupted, broken
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """SIGKILL a pool's worker processes. ProcessPoolExecutor has no public way to stop its workers before
+    Python 3.14 (``terminate_workers``); its process table is the only handle on them."""
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        try:
+            proc.kill()
+            proc.join(5)
+        except (OSError, ValueError, AttributeError):  # already gone
+            pass
 
 
 # --- Ray ------------------------------------------------------------------------------------------------------

@@ -3,7 +3,10 @@
 1. build onflame's procedural FLAME-structured head and write it in FLAME's own file formats
    (``generic_model.pkl`` with a chumpy-style ``shapedirs``, landmark embeddings, masks) and as a
    pickle-free ``.npz``;
-2. write a small synthetic MICA dataset (8 subsets, real actor ids and capture names);
+2. write miniature raw releases of the eight source datasets in their native formats (FRGC range
+   images, BU-3DFE and Florence VRML, Stirling OBJ with broken mtl lines, turned LYHM scans,
+   FaceWarehouse quad meshes, ...; MICA's actor ids and capture names) and build the MICA tree from
+   them with ``onflame build`` (every scan registered, resumable, all cores);
 3. simulate a raw scan (millimetres, random pose, holes, noise, 51 landmark clicks) of one subject
    and register it to the model, then refit the parameters of its registration (``fit-mesh``);
 4. training inputs: render photos of one subset's subjects, detect and ArcFace-align them, write
@@ -34,7 +37,7 @@ def run_demo(out: Path, json_output: bool = False) -> int:
     from ..flame.params import read_params
     from ..mesh import read_mesh, write_ply
     from ..registration import fit_mesh, register, save_registration
-    from .dataset import make_mica_dataset
+    from ..dataset.build import build_all_synthetic
     from .flame_files import save_flame_pkl, save_landmark_files
     from .head import make_head_model
     from .scans import simulate_scan
@@ -56,19 +59,23 @@ def run_demo(out: Path, json_output: bool = False) -> int:
     steps["model"] = {"files": str(model_dir), **{k: reloaded.summary()[k] for k in ("vertices", "faces", "joints")}}
     say(f"[1/5] model: procedural FLAME-structured head, {model.n_vertices} vertices -> {model_dir}")
 
-    # 2. a synthetic MICA tree
+    # 2. raw releases of the eight sources -> onflame build -> a MICA tree (it carries its model.npz)
     root = out / "mica"
-    made = make_mica_dataset(root, model, actors_per_subset=3)
-    if not (root / "model.npz").exists():  # the tree names its (non-FLAME) model, so validate needs no --model
-        save_model(model, root / "model.npz")
-    steps["dataset"] = {"root": str(root), "subsets": len(made["subsets"]), "files_written": made["files_written"],
-                        "files_kept": made["files_skipped"]}
-    say(f"[2/5] dataset: {len(made['subsets'])} subsets x 3 actors -> {root} "
-        f"({made['files_written']} files written, {made['files_skipped']} kept)")
+    reports = build_all_synthetic(out, model, n_actors=3)
+    counts = {k: sum(r.count(k) for r in reports.values()) for k in ("registered", "suspect", "failed")}
+    built = sum(r.built for r in reports.values())
+    steps["build"] = {"raw": str(out / "raw"), "root": str(root), "subsets": len(reports), **counts,
+                      "built_now": built, "exit_code": max(r.exit_code for r in reports.values()),
+                      "summaries": {k: str(Path(r.out) / "build" / "summary.txt") for k, r in reports.items()}}
+    say(f"[2/5] build: raw releases of {len(reports)} sources in their native formats -> {out / 'raw'}; "
+        f"registered {counts['registered']}, suspect {counts['suspect']}, failed {counts['failed']} "
+        f"({built} built now) -> {root}")
+    for r in reports.values():
+        for line in r.problems:
+            say(f"      ERROR {line}")
 
     # 3. a raw scan of one subject, registered back
-    npz = root / "BU3DFE" / "FLAME_parameters" / "F0001" / "F0001_NE00WH_RAW.npz"
-    truth = read_mesh(npz.parent.parent.parent / "registrations" / "F0001" / "F0001_NE00WH_RAW.obj").vertices
+    truth = read_mesh(root / "BU3DFE" / "registrations" / "F0001" / "F0001_NE00WH_RAW.obj").vertices
     eyes = np.concatenate([model.masks["left_eyeball"], model.masks["right_eyeball"]])
     scan = simulate_scan(truth, model.faces, model.landmarks.static51.locate(truth, model.faces), eyes, seed=7)
     scan_dir = out / "scans"
@@ -104,7 +111,7 @@ def run_demo(out: Path, json_output: bool = False) -> int:
     else:
         print(f"\ndone in {steps['seconds']} s; summary: {out / 'demo_summary.json'}")
     _ = read_params(paths["params"])  # the written parameters read back through the validating reader
-    return 0 if report.ok else 1
+    return 0 if report.ok and steps["build"]["exit_code"] == 0 else 1
 
 
 def _training_inputs(out: Path, root: Path, model, say) -> dict:

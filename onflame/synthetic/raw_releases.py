@@ -383,7 +383,7 @@ def _write_stirling_obj(path: Path, v: np.ndarray, f: np.ndarray, rng: np.random
 
 def _write_facewarehouse(root, actor, stem, photos, head, heads, rng) -> Path:
     v, f = head.front(rng)
-    grid = _range_grid(v, f, 56, rng)
+    grid = _range_grid(v, f, 110, rng)  # ~1.5 mm pixels, about a Kinect's at arm's length
     R, C = grid.rows, grid.cols
     valid = grid.valid.reshape(R, C)
     idx = np.arange(R * C).reshape(R, C)

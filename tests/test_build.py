@@ -1,0 +1,276 @@
+"""``onflame build``: synthetic raw releases -> MICA subsets; resume after SIGKILL / Ctrl-C, Ray, bad input.
+
+The reference build registers two small synthetic releases (FRGC range images and Stirling OBJ, two
+actors each) with one worker. Every other build of the same releases (killed and resumed, interrupted
+and resumed, two workers, Ray) must write byte-identical dataset files and reports.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import MICA_LISTS
+
+from onflame.cli import main as cli_main
+from onflame.dataset import read_image_paths, validate_root
+from onflame.dataset.build import build, build_all_synthetic, build_subset
+from onflame.dataset.build_task import BUILD_DIR
+from onflame.dataset.executors import WORKER_DIED, LocalPool
+from onflame.errors import InputError
+from onflame.sources import SOURCES, get_source
+from onflame.synthetic.head import make_head_model
+from onflame.synthetic.raw_releases import MICA_FACTS, write_raw_release
+
+SUBSETS = ("FRGC", "STIRLING")
+
+
+@pytest.fixture(scope="module")
+def head():
+    return make_head_model()
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory, head) -> Path:
+    """Two raw releases, two actors each: ``raw/<SUBSET>/``."""
+    root = tmp_path_factory.mktemp("raw")
+    for seed, name in enumerate(SUBSETS):
+        write_raw_release(name, root / name, head, n_actors=2, seed=seed)
+    return root
+
+
+def _jobs(raw: Path) -> list[tuple[str, Path]]:
+    return [(name, raw / name) for name in SUBSETS]
+
+
+def dataset_files(root: Path) -> dict[str, bytes]:
+    """Every file a build writes that must not depend on how it ran: parameters, meshes, reports."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_file() and ("/FLAME_parameters/" in rel or "/registrations/" in rel or "/build/reports/" in rel):
+            out[rel] = p.read_bytes()
+    return out
+
+
+def assert_same_files(got: dict[str, bytes], want: dict[str, bytes]) -> None:
+    assert sorted(got) == sorted(want)
+    differ = [k for k in want if got[k] != want[k]]
+    assert not differ, f"files differ from the reference build: {differ}"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, raw, head) -> tuple[Path, dict[str, bytes]]:
+    out = tmp_path_factory.mktemp("reference")
+    reports = build(_jobs(raw), out, head, workers=1)
+    for rep in reports.values():
+        assert rep.exit_code == 0, rep.format_table()
+        assert rep.count("registered") == 2
+    files = dataset_files(out)
+    assert len([k for k in files if k.endswith(".npz")]) == 4
+    return out, files
+
+
+# --- the eight sources ----------------------------------------------------------------------------------------
+
+def test_all_eight_synthetic_releases_build_and_validate(tmp_path, head):
+    reports = build_all_synthetic(tmp_path, head, n_actors=1, workers=2)
+    assert sorted(reports) == sorted(SOURCES)
+    for name, rep in reports.items():
+        assert rep.exit_code == 0 and rep.count("failed") == 0, rep.format_table()
+        actor, stem, _ = MICA_FACTS[name][0]
+        sub = tmp_path / "mica" / name
+        npz = sub / "FLAME_parameters" / actor / f"{stem}.npz"
+        assert npz.is_file() and (sub / "registrations" / actor / f"{stem}.obj").is_file()
+        listing = MICA_LISTS / f"{name}.npy"
+        if listing.is_file():  # the names are MICA's own
+            assert read_image_paths(listing)[actor][1] == f"{actor}/{stem}.npz"
+        summary = json.loads((sub / BUILD_DIR / "summary.json").read_text())
+        assert summary["scans"] == 1 and summary["failed"] == 0
+    report = validate_root(tmp_path / "mica")  # the root carries its model.npz: registration vs FLAME(params)
+    assert report.ok, report.format_table()
+    assert all(s.compared == 1 and s.mean_mm < 0.1 for s in report.subsets.values()), report.format_table()
+
+
+# --- resumable and deterministic -------------------------------------------------------------------------------
+
+def test_rerun_skips_finished_work_and_redoes_changed_work(tmp_path, raw, reference, head):
+    out = tmp_path / "mica"
+    shutil.copytree(reference[0], out)
+    again = build(_jobs(raw), out, head, workers=1)
+    assert all(r.built == 0 and r.exit_code == 0 for r in again.values())
+
+    # a deleted output and a half-written one (a killed run's) are both redone, the rest is not
+    obj = out / "FRGC" / "registrations" / "02463" / "02463d546.obj"
+    obj.unlink()
+    npz = out / "STIRLING" / "FLAME_parameters" / "F1001" / "F1001_N.npz"
+    npz.write_bytes(npz.read_bytes()[:100])
+    (npz.parent / ".F1001_N.npz.abc123.tmp").write_bytes(b"partial")
+    again = build(_jobs(raw), out, head, workers=1)
+    assert again["FRGC"].built == 1 and again["STIRLING"].built == 1
+    assert not list(out.rglob(".*.tmp"))
+    assert_same_files(dataset_files(out), reference[1])
+
+
+def _build_script(raw: Path, out: Path, workers: int) -> list[str]:
+    code = ("import sys; from onflame.dataset.build import build; "
+            f"reps = build([(n, {str(raw)!r} + '/' + n) for n in {SUBSETS!r}], {str(out)!r}, workers={workers}); "
+            "sys.exit(max(r.exit_code for r in reps.values()))")
+    return [sys.executable, "-c", code]
+
+
+def _records(out: Path) -> int:
+    n = 0
+    for name in SUBSETS:
+        try:
+            n += len(json.loads((out / name / BUILD_DIR / "manifest.json").read_text())["records"])
+        except (OSError, ValueError):
+            pass
+    return n
+
+
+def _start_and_wait_for_records(raw: Path, out: Path, n: int, workers: int = 1) -> subprocess.Popen:
+    proc = subprocess.Popen(_build_script(raw, out, workers), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while _records(out) < n:
+        if proc.poll() is not None:
+            pytest.fail(f"the build ended before it was stopped: {proc.stderr.read().decode()[-2000:]}")
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("the build wrote no record in time")
+        time.sleep(0.05)
+    return proc
+
+
+def test_sigkill_part_way_then_resume_is_byte_identical(tmp_path, raw, reference, head):
+    out = tmp_path / "mica"
+    proc = _start_and_wait_for_records(raw, out, 1)
+    os.killpg(proc.pid, signal.SIGKILL)  # the build and its workers, wherever they are
+    proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    assert 1 <= _records(out) < 4, "the kill came too late to test a resume"
+
+    resumed = build(_jobs(raw), out, head, workers=2)
+    assert sum(r.built for r in resumed.values()) == 4 - sum(
+        1 for r in resumed.values() for rec in r.records if rec["cached"])
+    assert all(r.exit_code == 0 and r.count("registered") == 2 for r in resumed.values())
+    assert not list(out.rglob(".*.tmp")) and not list(out.rglob("lock"))
+    assert_same_files(dataset_files(out), reference[1])
+
+
+def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(tmp_path, raw, reference, head):
+    out = tmp_path / "mica"
+    proc = _start_and_wait_for_records(raw, out, 1)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode()[-2000:]
+    summaries = [json.loads((out / n / BUILD_DIR / "summary.json").read_text()) for n in SUBSETS]
+    assert all(s["interrupted"] for s in summaries)
+    assert sum(s["pending"] for s in summaries) >= 1, "Ctrl-C came after the last scan"
+    assert not list(out.rglob("lock"))
+
+    resumed = build(_jobs(raw), out, head, workers=1)
+    assert all(r.exit_code == 0 and r.count("pending") == 0 for r in resumed.values())
+    assert_same_files(dataset_files(out), reference[1])
+
+
+def test_ray_executor_matches_the_local_pool(tmp_path, raw, reference, head):
+    pytest.importorskip("ray")
+    out = tmp_path / "mica"
+    reports = build(_jobs(raw), out, head, workers=2, executor="ray")
+    assert all(r.executor == "ray" and r.exit_code == 0 for r in reports.values())
+    assert_same_files(dataset_files(out), reference[1])
+
+
+# --- failures are isolated -------------------------------------------------------------------------------------
+
+def test_bad_scans_fail_alone_with_their_file_named(tmp_path, head):
+    raw = tmp_path / "raw"
+    release = write_raw_release("FRGC", raw, head, n_actors=3, seed=4)
+    broken = release.scan("04200").path            # a truncated gzip
+    broken.write_bytes(broken.read_bytes()[:200])
+    empty = release.scan("04936").path             # a range image with no valid point
+    import gzip
+    with gzip.open(empty, "wt") as fh:
+        fh.write("2 rows\n2 columns\npixels (flag X Y Z):\n0 0 0 0\n" + "-999999 " * 4 + "\n" + "-999999 " * 4
+                 + "\n" + "-999999 " * 4 + "\n")
+    rep = build_subset("FRGC", raw, tmp_path / "mica", head, workers=2)
+    assert rep.exit_code == 1
+    status = {r["name"]: r["status"] for r in rep.records}
+    assert status == {"02463/02463d546": "registered", "04200/04200d74": "failed", "04936/04936d100": "failed"}
+    assert any(str(broken) in p for p in rep.problems) and any(str(empty) in p for p in rep.problems)
+    assert not (tmp_path / "mica" / "FRGC" / "FLAME_parameters" / "04200").exists()
+    summary = (tmp_path / "mica" / "FRGC" / BUILD_DIR / "summary.txt").read_text()
+    assert "04200d74" in summary and "ERROR" in summary
+
+    # the same bad input fails the same way: not redone until it changes
+    again = build_subset("FRGC", raw, tmp_path / "mica", head, workers=1)
+    assert again.built == 0 and again.exit_code == 1
+    write_raw_release("FRGC", raw, head, n_actors=3, seed=4)  # the good files back
+    fixed = build_subset("FRGC", raw, tmp_path / "mica", head, workers=1)
+    assert fixed.built == 2 and fixed.exit_code == 0 and fixed.count("registered") == 3
+
+
+def crashing_runner(task, model):
+    """A stand-in for ``run_task``: kills its worker on one scan, returns a record for the others."""
+    if task.name.endswith("d74"):
+        os._exit(9)
+    return {"name": task.name, "status": "registered", "verdict": "ok", "reasons": [], "timings_s": {}}
+
+
+def test_a_scan_that_kills_its_worker_fails_alone(raw, head):
+    items = get_source("FRGC").find_scans(raw / "FRGC") + get_source("STIRLING").find_scans(raw / "STIRLING")
+    from onflame.dataset.build_task import BuildTask
+
+    tasks = [BuildTask(it, "unused") for it in items]
+    assert "04200/04200d74" in {t.name for t in tasks}
+    got = {}
+    t0 = time.monotonic()
+    interrupted = LocalPool(2, runner=crashing_runner).run(tasks, head, lambda t, r: got.__setitem__(t.name, r))
+    assert not interrupted and time.monotonic() - t0 < 120
+    assert set(got) == {t.name for t in tasks}
+    assert got["04200/04200d74"]["status"] == "failed" and WORKER_DIED in got["04200/04200d74"]["reasons"][0]
+    assert all(r["status"] == "registered" for n, r in got.items() if n != "04200/04200d74")
+
+
+def test_a_second_build_of_the_same_subset_is_refused(tmp_path, raw, head):
+    lock = tmp_path / "mica" / "FRGC" / BUILD_DIR / "lock"
+    lock.parent.mkdir(parents=True)
+    import socket
+    lock.write_text(f"{socket.gethostname()} {os.getpid()}\n")  # a live build: this process
+    with pytest.raises(InputError, match="another build"):
+        build_subset("FRGC", raw / "FRGC", tmp_path / "mica", head, workers=1)
+    lock.write_text(f"{socket.gethostname()} 999999999\n")  # a dead one: taken over
+    rep = build_subset("FRGC", raw / "FRGC", tmp_path / "mica", head, workers=1,
+                       only={"02463": "02463d546"})
+    assert rep.exit_code == 0 and [r["name"] for r in rep.records] == ["02463/02463d546"]
+    assert not lock.exists()
+
+
+# --- the command line ------------------------------------------------------------------------------------------
+
+def test_cli_build_json_and_errors(tmp_path, raw, capsys):
+    code = cli_main(["build", "--source", "stirling", "--raw", str(raw / "STIRLING"), "--out", str(tmp_path),
+                     "--workers", "1", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["subset"] == "STIRLING" and data["registered"] == 2 and data["failed"] == 0
+    assert sorted(r["name"] for r in data["records"]) == ["F1001/F1001_N", "F1004/f1004b_N"]
+    assert np.load(tmp_path / "STIRLING" / "FLAME_parameters" / "F1001" / "F1001_N.npz")["betas"].shape == (400,)
+
+    assert cli_main(["build", "--source", "nope", "--raw", str(raw), "--out", str(tmp_path)]) == 2
+    assert "unknown source" in capsys.readouterr().err
+    assert cli_main(["build", "--source", "frgc", "--raw", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 1
+    assert "missing" in capsys.readouterr().err
+    listing = MICA_LISTS / "STIRLING.npy"
+    if listing.is_file():  # MICA's list keeps only MICA's subjects (both are)
+        code = cli_main(["build", "--source", "STIRLING", "--raw", str(raw / "STIRLING"), "--out", str(tmp_path),
+                         "--image-list", str(listing)])
+        assert code == 0 and "2 up to date" in capsys.readouterr().out
