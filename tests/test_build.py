@@ -202,11 +202,19 @@ def test_bad_scans_fail_alone_with_their_file_named(tmp_path, head):
     with gzip.open(empty, "wt") as fh:
         fh.write("2 rows\n2 columns\npixels (flag X Y Z):\n0 0 0 0\n" + "-999999 " * 4 + "\n" + "-999999 " * 4
                  + "\n" + "-999999 " * 4 + "\n")
+    good = release.scan("02463").path
+    twin = raw / "nd1" / "Fall2004range" / good.name      # the same capture twice: the first is built
+    twin.parent.mkdir(parents=True)
+    shutil.copy(good, twin)
+    good.with_suffix("").with_suffix(".ppm").unlink()      # its texture photo is missing: a warning only
     rep = build_subset("FRGC", raw, tmp_path / "mica", head, workers=2)
     assert rep.exit_code == 1
     status = {r["name"]: r["status"] for r in rep.records}
     assert status == {"02463/02463d546": "registered", "04200/04200d74": "failed", "04936/04936d100": "failed"}
     assert any(str(broken) in p for p in rep.problems) and any(str(empty) in p for p in rep.problems)
+    assert any(str(twin) in p and "duplicate" in p for p in rep.problems)
+    assert any(str(good) in w and "texture" in w for w in rep.warnings)
+    shutil.rmtree(twin.parent)
     assert not (tmp_path / "mica" / "FRGC" / "FLAME_parameters" / "04200").exists()
     summary = (tmp_path / "mica" / "FRGC" / BUILD_DIR / "summary.txt").read_text()
     assert "04200d74" in summary and "ERROR" in summary

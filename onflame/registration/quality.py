@@ -6,6 +6,10 @@ Numbers (millimetres unless named otherwise):
 - coverage: share of the model's face vertices that found scan data within 2 mm;
 - landmark residuals: registration landmarks vs the given clicks (when landmarks were given);
 - mesh quality: triangles flipped relative to the FLAME fit, degenerate triangles.
+
+None of these sees a registration that lies on the scan with its vertices slid along the surface (the
+nose's vertices on the cheek). Landmarks are what pins them; a registration started from geometry
+alone is therefore never better than ``suspect`` (:data:`UNANCHORED`).
 """
 from __future__ import annotations
 
@@ -24,6 +28,9 @@ LIMITS = {
     "landmark_median_mm": (5.0, 12.0),
 }
 MIN_COVERAGE = (0.6, 0.25)  # (suspect below, failed below)
+#: Reason given to registrations made without landmarks (given or detected).
+UNANCHORED = ("no landmarks (geometry-only start): the surface fits, but where vertices sit along it is "
+              "unchecked; give or detect landmarks")
 
 
 @dataclass
@@ -36,6 +43,10 @@ class Quality:
 
     def as_dict(self) -> dict:
         return {"verdict": self.verdict, "reasons": self.reasons, **self.numbers}
+
+    def suspect(self, reason: str) -> "Quality":
+        """The same numbers with one more reason for doubt: ``ok`` becomes ``suspect``, ``failed`` stays."""
+        return Quality(self.numbers, "failed" if self.verdict == "failed" else "suspect", self.reasons + [reason])
 
 
 def assess(reg: np.ndarray, fit: np.ndarray, faces: np.ndarray, index: ScanIndex, face_idx: np.ndarray,
