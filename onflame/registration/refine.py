@@ -4,13 +4,18 @@ Unknowns are per-vertex displacements D (V, 3) from the FLAME fit X. Each round 
 surface's vertices with scan points (:mod:`.correspond`) and solves the sparse least-squares problem
 
     Σ_i w_i |x_i + d_i − q_i|²        q_i: the current vertex moved along the scan normal n_i onto the
-                                      scan's tangent plane at its partner p_i (point-to-plane target)
+                                      scan's tangent plane at its partner p_i, plus a share τ of the
+                                      remaining tangential offset towards p_i
   + α Σ_(i,j) ∈ edges |d_i − d_j|²     (a membrane: neighbouring vertices move alike)
   + ε Σ_i |d_i|² + β Σ_{i fixed} |d_i|²  (stay on the fit; fixed vertices stay exactly)
 
-Targets move vertices only along the normal, so the surface follows the scan's relief without sliding
-tangentially (tangential placement comes from the FLAME fit, which landmarks and the shape prior
-constrain). The three coordinates share one V × V matrix, factorised once per round. Where the scan
+With τ = 0 targets move vertices only along the normal and tangential placement comes from the FLAME
+fit alone (landmarks and the shape prior). Half the tangential pull (τ = 0.5, the default) lets the
+surface's features (nose, lids, lip edges) pull the fit's vertices the last few tenths of a millimetre
+along the surface: on simulated in-model scans it lowered the face's p95 per-vertex error from
+0.87–1.16 mm to 0.66–1.07 mm at the same scan distance, with no flipped triangle; the membrane averages
+out the scan's vertex spacing, which a full point-to-point pull (τ = 1) would follow more closely on
+coarse scans. The three coordinates share one V × V matrix, factorised once per round. Where the scan
 has no data only the last line acts and the surface falls back smoothly to the FLAME fit; eyeballs
 are held fixed and stay round. α is lowered over the rounds, and a round that would flip a triangle
 is redone stiffer.
@@ -36,12 +41,15 @@ class RefineSettings:
         radius: correspondence radius per round.
         anchor: ε, pull towards the FLAME fit everywhere.
         landmark_weight: weight of each landmark (relative to one matched vertex), when landmarks are given.
+        tangential: τ, share of the tangential offset to each vertex's scan partner put in its target
+            (0: normal direction only; 1: the partner itself).
     """
 
     stiffness: tuple[float, ...] = (10.0, 3.0, 1.0, 0.5)
     radius: tuple[float, ...] = (0.003, 0.002, 0.0015, 0.0015)
     anchor: float = 1e-3
     landmark_weight: float = 0.0  # off by default: it helped heads the model cannot explain, hurt the others
+    tangential: float = 0.5
 
 
 def edge_laplacian(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
@@ -92,7 +100,9 @@ def refine(fit: np.ndarray, faces: np.ndarray, index: ScanIndex, region: np.ndar
         w = np.zeros(V)
         w[src] = region[src]
         target = cur.copy()
-        target[src] += m.normal * ((m.target - cur[src]) * m.normal).sum(1, keepdims=True)
+        delta = m.target - cur[src]
+        along = m.normal * (delta * m.normal).sum(1, keepdims=True)
+        target[src] += along + s.tangential * (delta - along)
         base = cur - fit  # displacement so far; the regularisers act on the total displacement
         for attempt in range(4):
             a = alpha * 4.0**attempt
