@@ -21,8 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 
 def write_releases(sources: list[str], raw: Path, actors: int, model) -> int:
     """The raw releases ``raw/<SUBSET>/``; returns the number of scans written."""
@@ -36,11 +34,10 @@ def serial_loop(sources: list[str], raw: Path, out: Path, model) -> tuple[int, f
     """What a user writes without onflame build: one register() after another, in this process."""
     import torch
 
-    from onflame.dataset.build_task import read_landmark_file
+    from onflame.dataset.build_task import BuildTask, find_landmarks
     from onflame.mesh import write_obj
     from onflame.registration import register
     from onflame.sources import get_source
-    from onflame.sources.base import METRES_PER_UNIT
 
     torch.set_num_threads(1)  # as a build's workers: one core per scan
     t0 = time.perf_counter()
@@ -49,11 +46,7 @@ def serial_loop(sources: list[str], raw: Path, out: Path, model) -> tuple[int, f
         for item in get_source(name).find_scans(raw / name):
             raw_mesh = item.read()
             scan = item.to_flame_frame(raw_mesh)
-            lmk = None
-            if item.landmarks_path is not None:
-                pts = read_landmark_file(item.landmarks_path, raw_mesh)
-                if pts is not None:
-                    lmk = METRES_PER_UNIT[scan.meta["units_read"]] * pts @ np.asarray(item.rotation).T
+            lmk, _ = find_landmarks(BuildTask(item, str(out)), raw_mesh, scan)  # the sidecar, as a build reads it
             reg = register(scan, model, landmarks=lmk, units="m")
             reg.params.save(out / name / item.actor / f"{item.stem}.npz")
             write_obj(out / name / item.actor / f"{item.stem}.obj", reg.mesh)

@@ -158,9 +158,11 @@ def test_sigkill_part_way_then_resume_is_byte_identical(tmp_path, raw, reference
     assert proc.returncode == -signal.SIGKILL
     assert 1 <= _records(out) < 4, "the kill came too late to test a resume"
 
+    done_before = _records(out)
     resumed = build(_jobs(raw), out, head, workers=2)
-    assert sum(r.built for r in resumed.values()) == 4 - sum(
-        1 for r in resumed.values() for rec in r.records if rec["cached"])
+    cached = sum(rec["cached"] for r in resumed.values() for rec in r.records)
+    assert cached == done_before, "scans finished before the kill were built again (or lost)"
+    assert sum(r.built for r in resumed.values()) == 4 - done_before
     assert all(r.exit_code == 0 and r.count("registered") == 2 for r in resumed.values())
     assert not list(out.rglob(".*.tmp")) and not list(out.rglob("lock"))
     assert_same_files(dataset_files(out), reference[1])

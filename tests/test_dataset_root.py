@@ -397,3 +397,14 @@ def test_cli_export_json(tree, tmp_path, capsys):
     assert d["subjects"] == len(truth) and d["out"] == str(out) and d["skipped"] == []
     with np.load(out) as z:
         assert len(z["name"]) == len(truth)
+
+
+def test_reading_a_root_does_not_import_the_build_machinery():
+    """``import onflame.dataset`` stays light (no torch, no registration); the build names load on use."""
+    import subprocess
+    import sys
+
+    code = ("import sys, onflame.dataset as d; heavy = 'torch' in sys.modules or 'onflame.registration' in sys.modules; "
+            "f = d.build_subset; print(heavy, f.__module__, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "onflame.dataset.build", "True"]

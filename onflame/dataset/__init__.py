@@ -7,14 +7,27 @@
 >>> print(validate_root("MICA").format_table())
 >>> build_subset("BU3DFE", "/data/BU-3DFE", "MICA", "generic_model.pkl", workers=8).exit_code
 """
-from .build import BuildReport, build, build_all_synthetic, build_subset
 from .export import export_params
 from .image_paths import read_image_paths, summarise_image_paths, write_image_paths
 from .layout import SUBSETS, MicaRoot, Subject, Subset, extract_subset, open_root
 from .validate import Problem, SubsetStats, ValidationReport, validate_root
 
+#: Names served by :mod:`.build`, imported on first use: it brings registration and torch, which reading,
+#: validating and exporting a root do not need. (Its several-subset ``build`` stays in the module, whose
+#: name it shares.)
+_BUILD_NAMES = ("BuildReport", "build_all_synthetic", "build_subset")
+
+
+def __getattr__(name: str):
+    if name in _BUILD_NAMES:
+        import importlib
+
+        return getattr(importlib.import_module(".build", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
-    "BuildReport", "build", "build_all_synthetic", "build_subset", "SUBSETS", "MicaRoot", "Problem", "Subject", "Subset", "SubsetStats", "ValidationReport", "export_params",
-    "extract_subset", "open_root", "read_image_paths", "summarise_image_paths", "validate_root",
-    "write_image_paths",
+    "SUBSETS", "BuildReport", "MicaRoot", "Problem", "Subject", "Subset", "SubsetStats", "ValidationReport",
+    "build_all_synthetic", "build_subset", "export_params", "extract_subset", "open_root",
+    "read_image_paths", "summarise_image_paths", "validate_root", "write_image_paths",
 ]

@@ -131,8 +131,12 @@ def read_landmark_file(path: Path, scan_raw) -> np.ndarray | None:
     return lmk
 
 
-def _landmarks(task: BuildTask, scan_raw, flame_frame) -> tuple[np.ndarray | None, Path | None]:
-    """The scan's landmarks in metres and FLAME's axes (like ``flame_frame``), and the file they came from."""
+def find_landmarks(task: BuildTask, scan_raw, flame_frame) -> tuple[np.ndarray | None, Path | None]:
+    """The scan's (51, 3) landmarks in metres and FLAME's axes (like ``flame_frame``, the scan as
+    :meth:`ScanItem.to_flame_frame` returns it) and the file they came from; ``(None, None)`` without one.
+
+    ``scan_raw`` is the scan as read (its units and axes), for ``.land`` files that hold vertex ids.
+    """
     for path in task.landmark_candidates():
         raw = read_landmark_file(path, scan_raw)
         if raw is None:
@@ -199,7 +203,7 @@ def run_task(task: BuildTask, model: FlameModel) -> dict:
         if isinstance(scan_raw.texture, Path) and scan_raw.texture.is_file():
             inputs.append(scan_raw.texture)
         scan = item.to_flame_frame(scan_raw)
-        lmk, lmk_path = _landmarks(task, scan_raw, scan)
+        lmk, lmk_path = find_landmarks(task, scan_raw, scan)
         if lmk_path is not None:
             inputs.append(lmk_path)
         record["timings_s"]["read"] = time.perf_counter() - t0

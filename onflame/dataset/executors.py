@@ -157,7 +157,7 @@ class LocalPool:
                         broken.append(task)
                         continue
                     on_record(task, record)
-                if broken or getattr(pool, "_broken", False):
+                if broken or _is_broken(pool):
                     # every future of a broken pool fails: collect the rest, then start afresh
                     broken.extend(running.values())
                     running.clear()
@@ -177,12 +177,17 @@ class LocalPool:
                 # Python 3.14 (terminate_workers); its process table is the only handle on them
                 _kill_workers(pool)
         finally:
-            if broken:
+            if _is_broken(pool):
                 # Python 3.11's pool can wait forever on a worker it started while breaking; none of
                 # its workers has work left, so end them all before shutting it down
                 _kill_workers(pool)
             pool.shutdown(wait=True, cancel_futures=True)
         return interrupted, broken
+
+
+def _is_broken(pool: ProcessPoolExecutor) -> bool:
+    """True once a worker of ``pool`` has died (the executor's own flag: no public accessor exists)."""
+    return bool(getattr(pool, "_broken", False))
 
 
 def _kill_workers(pool: ProcessPoolExecutor) -> None:

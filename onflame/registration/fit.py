@@ -238,7 +238,7 @@ def gauss_newton_step(st: FitState, terms: list[Term], prior: np.ndarray, dampin
     th = torch.from_numpy(theta[active])
     # JᵀWJ in float32: it is most of a step's arithmetic, and only sets the step's direction (the gradient,
     # which decides where the iteration converges, stays float64); measured: 25% less fitting time, face
-    # errors equal to 0.01 mm on simulated scans
+    # median/p95 errors within 0.03 mm of the float64 ones on simulated scans
     r32 = rows.float()
     H = (r32.T @ (r32 * w.float()[:, None])).double()
     H.diagonal().add_(pa).mul_(1.0 + damping)  # Marquardt: damping relative to each parameter's curvature

@@ -38,6 +38,7 @@ def run_demo(out: Path, json_output: bool = False) -> int:
     from ..mesh import read_mesh, write_ply
     from ..registration import fit_mesh, register, save_registration
     from ..dataset.build import build_all_synthetic
+    from ..dataset.build_task import BUILD_DIR
     from .flame_files import save_flame_pkl, save_landmark_files
     from .head import make_head_model
     from .scans import simulate_scan
@@ -66,7 +67,7 @@ def run_demo(out: Path, json_output: bool = False) -> int:
     built = sum(r.built for r in reports.values())
     steps["build"] = {"raw": str(out / "raw"), "root": str(root), "subsets": len(reports), **counts,
                       "built_now": built, "exit_code": max(r.exit_code for r in reports.values()),
-                      "summaries": {k: str(Path(r.out) / "build" / "summary.txt") for k, r in reports.items()}}
+                      "summaries": {k: str(Path(r.out) / BUILD_DIR / "summary.txt") for k, r in reports.items()}}
     say(f"[2/5] build: raw releases of {len(reports)} sources in their native formats -> {out / 'raw'}; "
         f"registered {counts['registered']}, suspect {counts['suspect']}, failed {counts['failed']} "
         f"({built} built now) -> {root}")
