@@ -41,6 +41,20 @@ class ScanIndex:
             border = grown
         return cls(vertices, normals, border, cKDTree(vertices))
 
+    def noise(self, sample: np.ndarray, k: int = 8) -> float:
+        """Robust standard deviation (m) of the scan's noise along its normals, from vertices ``sample`` (S,).
+
+        Each sampled vertex's offset along its normal from the centroid of its ``k`` nearest neighbours
+        (the median offset, which curvature causes, removed), scaled by the MAD; the centroid averages
+        the neighbours' noise, hence the √(1 + 1/k). On simulated scans with ~0.7 mm vertex spacing it reads
+        0.1–0.3 mm noise within 25%; nearer the spacing it reads low (0.4 mm → 0.27 mm), since the
+        nearest neighbours are then preferably those the noise moved the same way.
+        """
+        p, n = self.points[sample], self.normals[sample]
+        _, nb = self.tree.query(p, k=k + 1)
+        r = ((p - self.points[nb[:, 1:]].mean(1)) * n).sum(1)
+        return 1.4826 * float(np.median(np.abs(r - np.median(r)))) / float(np.sqrt(1.0 + 1.0 / k))
+
     def match(self, points: np.ndarray, normals: np.ndarray | None, max_dist: float,
               min_cos: float = 0.5, workers: int = 1) -> "Matches":
         """Nearest scan vertex for each of ``points`` (M, 3), filtered (see module docstring)."""
