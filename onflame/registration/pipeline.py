@@ -35,6 +35,7 @@ from .fit import FitSettings, FitState, fit_mesh_vertices, fit_scan, make_layer,
 from .quality import UNANCHORED, Quality, assess
 from .refine import RefineSettings, refine
 from .rigid import align_by_geometry, align_with_landmarks
+from .threads import single_threaded_blas
 from .units import UNITS, detect_units
 
 #: Region weights for matching model vertices to scan data; regions not listed get ``DEFAULT_WEIGHT``.
@@ -126,6 +127,7 @@ def _as_landmarks(landmarks: np.ndarray | str | os.PathLike | None, path: str) -
     return lmk
 
 
+@single_threaded_blas
 def register(scan: Mesh | str | os.PathLike, model: FlameModel, landmarks: np.ndarray | str | None = None,
              units: str = "auto", fit_settings: FitSettings | None = None,
              refine_settings: RefineSettings | None = None, auto_landmarks: str = "auto") -> Registration:
@@ -310,6 +312,7 @@ class MeshFit:
                 "p95_mm": float(np.percentile(e, 95)), "max_mm": float(e.max())}
 
 
+@single_threaded_blas
 def fit_mesh(mesh: Mesh | str | os.PathLike, model: FlameModel, units: str = "m", iters: int = 8) -> MeshFit:
     """FLAME parameters for a mesh already in FLAME topology (TEMPEH, CoMA, VOCA, MICA registrations…).
 
