@@ -386,7 +386,7 @@ def fit_scan(flame: FLAME, index: ScanIndex, region: np.ndarray, landmarks: np.n
     scan_pts, scan_nrm = index.points[sample], index.normals[sample]
     cand = np.flatnonzero(region > 0)
     lmk = flame.static51_corners
-    noise = index.noise(sample) if s.misfit_gain > 0 else 0.0
+    noise = index.noise() if s.misfit_gain > 0 else 0.0
     for stage in s.stages:
         radius = stage.radius
         prior = _prior_vector(flame, stage.components, stage.shape_prior, s.expression_prior, s.neck_prior, s.jaw_prior)

@@ -115,8 +115,7 @@ def refine(fit: np.ndarray, faces: np.ndarray, index: ScanIndex, region: np.ndar
         L_rhs = s.landmark_weight * (B.T @ (targets - B @ fit))
     schedule = [(a, r, s.tangential) for a, r in zip(s.stiffness, s.radius)]
     detail = [(a, s.radius[-1], 0.0) for a in s.detail_stiffness]
-    noise = index.noise(np.linspace(0, len(index.points) - 1, min(2500, len(index.points))).astype(np.int64)) \
-        if detail else 0.0
+    noise = index.noise() if detail else 0.0
     while schedule or detail:
         detail_round = not schedule
         alpha, radius, tau = schedule.pop(0) if schedule else detail.pop(0)
