@@ -7,6 +7,7 @@ each; they work on raw arrays inside registration's inner loops, where building 
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 
 def rigid_fit(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None,
@@ -47,6 +48,40 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     for k in range(3):  # bincount-based scatter: much faster than np.add.at on large scans
         for d in range(3):
             n[:, d] += np.bincount(faces[:, k], weights=fn[:, d], minlength=len(vertices))
+    norm = np.linalg.norm(n, axis=1, keepdims=True)
+    return np.divide(n, norm, out=np.zeros_like(n), where=norm > 0)
+
+
+def vertex_adjacency(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
+    """(V, V) symmetric 0/1 sparse matrix with a 1 for every edge of the triangles ``faces`` (F, 3)."""
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    A = sp.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n_vertices, n_vertices)).tocsr()
+    return ((A + A.T) > 0).astype(np.float64)
+
+
+#: Most neighbour-averaging passes :func:`smoothed_vertex_normals` makes (a 2M-vertex scan needs ~100
+#: for 2.5 mm; 50 still average over ~1.8 mm).
+MAX_NORMAL_PASSES = 50
+
+
+def smoothed_vertex_normals(vertices: np.ndarray, faces: np.ndarray, scale: float) -> np.ndarray:
+    """(V, 3) unit vertex normals averaged over about ``scale`` (vertices' units) of surface.
+
+    Each pass replaces a normal by the mean of its own and its neighbours' (along the mesh's edges,
+    so the two sides of a thin part do not mix); ``⌊(scale / median edge)²⌋`` passes (none on a scan coarser than ``scale``) spread it over a
+    patch about ``scale`` across, as diffusion does. On a dense noisy scan the plain vertex normals
+    follow the noise (0.2 mm noise at 0.25 mm vertex spacing tilts them by ~45°), while what a fit
+    needs is the surface's orientation at the scale of the model's own vertices.
+    """
+    n = vertex_normals(vertices, faces)
+    if len(faces) == 0 or scale <= 0:
+        return n
+    edge = float(np.median(np.linalg.norm(vertices[faces[:, 0]] - vertices[faces[:, 1]], axis=1)))
+    passes = int(min(MAX_NORMAL_PASSES, np.floor((scale / max(edge, 1e-12)) ** 2)))
+    A = vertex_adjacency(faces, len(vertices)) + sp.identity(len(vertices), format="csr")
+    A = sp.diags(1.0 / np.asarray(A.sum(1)).ravel()) @ A  # rows average: magnitudes stay bounded
+    for _ in range(passes):
+        n = A @ n
     norm = np.linalg.norm(n, axis=1, keepdims=True)
     return np.divide(n, norm, out=np.zeros_like(n), where=norm > 0)
 

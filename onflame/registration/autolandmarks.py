@@ -130,7 +130,7 @@ def _face_frame(points51: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
 def detect_scan_landmarks(scan_vertices_m: np.ndarray, faces: np.ndarray, uv: np.ndarray | None = None,
                           face_uv: np.ndarray | None = None, texture: np.ndarray | str | os.PathLike | None = None,
                           facing_hint: np.ndarray | None = None, detector: str | FaceDetector = "auto", *,
-                          colors: np.ndarray | None = None, size: int = 512,
+                          colors: np.ndarray | None = None, normals: np.ndarray | None = None, size: int = 512,
                           min_score: float = 0.5) -> tuple[np.ndarray | None, dict[str, Any]]:
     """FLAME's 51 landmarks on a scan, found by a 2D face detector on renders of it.
 
@@ -167,7 +167,8 @@ def detect_scan_landmarks(scan_vertices_m: np.ndarray, faces: np.ndarray, uv: np
             tex = load_texture(texture)
         except (OSError, ValueError) as exc:  # an unreadable texture: shaded geometry still shows the face
             info["texture_error"] = str(exc)
-    look = {"colors": colors, "uv": uv, "face_uv": face_uv, "texture": tex}
+    look = {"colors": colors, "uv": uv, "face_uv": face_uv, "texture": tex,
+            "normals": None if normals is None else np.asarray(normals, dtype=np.float64)}
 
     def view(points: np.ndarray, facing: np.ndarray, up: np.ndarray,
              margin: float) -> tuple[Detection | None, Rendering]:
@@ -223,7 +224,8 @@ AUTO_LANDMARK_MODES = ("auto", "detect", "geometry")
 
 
 def choose_landmarks(scan: Mesh, points_m: np.ndarray, given_m: np.ndarray | None, mode: str,
-                     has_embedding: bool, detector: str | FaceDetector = "auto") -> tuple[np.ndarray | None, dict]:
+                     has_embedding: bool, detector: str | FaceDetector = "auto",
+                     normals: np.ndarray | None = None) -> tuple[np.ndarray | None, dict]:
     """The landmarks registration starts from, and a JSON-ready note of where they came from.
 
     Args:
@@ -233,7 +235,7 @@ def choose_landmarks(scan: Mesh, points_m: np.ndarray, given_m: np.ndarray | Non
         mode: without given landmarks, ``"auto"`` detects them and falls back to the geometry-only
             alignment when that fails; ``"detect"`` detects them or raises; ``"geometry"`` never detects.
         has_embedding: the model has a 51-point landmark embedding (needed to use any landmarks).
-        detector: passed to :func:`detect_scan_landmarks`.
+        detector, normals: passed to :func:`detect_scan_landmarks`.
 
     Returns:
         ``(landmarks (51, 3) metres or None, info)``; ``info["source"]`` is ``"given"``, ``"detected"`` or
@@ -256,7 +258,7 @@ def choose_landmarks(scan: Mesh, points_m: np.ndarray, given_m: np.ndarray | Non
         return None, {"source": "geometry", "reason": "model has no 51-point landmark embedding"}
     try:
         found, info = detect_scan_landmarks(points_m, scan.faces, scan.uv, scan.face_uv, scan.texture,
-                                            detector=detector, colors=scan.colors)
+                                            detector=detector, colors=scan.colors, normals=normals)
     except DetectorUnavailable as exc:
         if mode == "detect":
             raise

@@ -131,7 +131,7 @@ def render_mesh(vertices: np.ndarray, faces: np.ndarray, camera: Camera, *, colo
                 texture: np.ndarray | str | os.PathLike | None = None,
                 albedo: tuple[float, float, float] = SKIN_ALBEDO, lights: np.ndarray | None = None,
                 ambient: float = 0.25, shade: bool = True, background: tuple[int, int, int] = (255, 255, 255),
-                cull_backfaces: bool = False) -> Rendering:
+                cull_backfaces: bool = False, normals: np.ndarray | None = None) -> Rendering:
     """Render a triangle mesh with a z-buffer.
 
     Colour, first available: ``texture`` looked up through ``uv`` (T, 2) and ``face_uv`` (F, 3); per-vertex
@@ -144,6 +144,8 @@ def render_mesh(vertices: np.ndarray, faces: np.ndarray, camera: Camera, *, colo
         faces: (F, 3) vertex indices.
         camera: see :class:`~onflame.render.camera.Camera` and :func:`~onflame.render.camera.framing`.
         background: RGB of empty pixels.
+        normals: (V, 3) unit vertex normals for the shading; None computes them from the triangles (a
+            dense noisy scan renders speckled with those: pass smoothed ones).
 
     Returns:
         :class:`Rendering`.
@@ -163,7 +165,8 @@ def render_mesh(vertices: np.ndarray, faces: np.ndarray, camera: Camera, *, colo
     else:
         colour = np.broadcast_to(np.asarray(albedo, dtype=np.float64), (len(f), 3))
     if shade:
-        normals = np.einsum("pk,pkc->pc", b, vertex_normals(vertices, faces)[faces[f]])
+        vn = vertex_normals(vertices, faces) if normals is None else np.asarray(normals, dtype=np.float64)
+        normals = np.einsum("pk,pkc->pc", b, vn[faces[f]])
         normals /= np.linalg.norm(normals, axis=1, keepdims=True) + 1e-20
         R = np.asarray(camera.rotation)
         lights_w = (DEFAULT_LIGHTS if lights is None else np.asarray(lights, dtype=np.float64)) @ R
