@@ -192,14 +192,19 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel, landmarks: np.nd
 
     t2 = time.perf_counter()
     head, tail = replace(settings, stages=settings.stages[:2]), replace(settings, stages=settings.stages[2:])
-    best = None
-    for R, t in candidates:  # with several, the FLAME fit's ability to explain the scan decides
+
+    def start(R: np.ndarray, t: np.ndarray) -> tuple:
+        # the first stages of the FLAME fit from one rigid start, and how well they explain the scan
         index = index_scan.to_frame(R, t)
         lmk_model = None if lmk_m is None else (lmk_m - t) @ R
         state = fit_scan(flame, index, weights, lmk_model, head)
-        score = unexplained(vertices(flame, state), index, weights) if len(candidates) > 1 else 0.0
-        if best is None or score < best[0]:
-            best = (score, R, t, index, lmk_model, state)
+        score = unexplained(vertices(flame, state), index, weights) if len(candidates) > 1 or lmk_m is None else 0.0
+        return score, R, t, index, lmk_model, state
+
+    # with several starts, the FLAME fit's ability to explain the scan decides
+    best = min((start(R, t) for R, t in candidates), key=lambda c: c[0])
+    if lmk_m is None:
+        best = _search_around(start, best, rest.vertices[0].numpy()[weights > 0].mean(0))
     _, R, t, index, lmk_model, state = best
     state = fit_scan(flame, index, weights, lmk_model, tail, state)
     fit_v = vertices(flame, state)
@@ -277,6 +282,31 @@ def _rigid_candidates(rest, faces: np.ndarray, weights: np.ndarray, lmk_m: np.nd
         R, t, _ = trimmed_icp(tmpl[front], tmpl_n[front], index_scan, *start, iters=20, max_dist=0.015)
         return [start, (R, t)]
     return [(R, t) for R, t, _ in align_by_geometry(tmpl[front], tmpl_n[front], index_scan, keep=4)]
+
+
+#: Turns (degrees) tried about each axis around the best geometry-only start, coarse then fine.
+GEOMETRY_SEARCH_DEG = (15.0, 8.0)
+
+
+def _search_around(start, best: tuple, centre: np.ndarray) -> tuple:
+    """Local search over rigid starts without landmarks: turn the best start about each model axis
+    through ``centre`` (the face's centroid, model frame) by each of ``GEOMETRY_SEARCH_DEG``, keeping
+    whichever short FLAME fit explains the scan best (``start(R, t)`` returns ``(score, R, t, ...)``).
+
+    The rigid ICP of the mean head settles 4-13° from the truth on a head of another shape, and from
+    there the fit slides into a wrong minimum. Measured on six simulated scans (random poses, the
+    benchmark's simulator, ``auto_landmarks="geometry"``): per-vertex face error 1.6-7.0 mm median without
+    the search, 0.16-0.23 mm on five and 0.70 mm on one with it, about 2.5 s more per scan. A start at the
+    true pose scores lowest on all of them, so the score is sound and what remains is the search.
+    """
+    for degrees in GEOMETRY_SEARCH_DEG:
+        R0, t0 = best[1], best[2]
+        for axis in np.vstack([np.eye(3), -np.eye(3)]):
+            turn = Rotation.from_rotvec(np.deg2rad(degrees) * axis).as_matrix()
+            tried = start(R0 @ turn, R0 @ centre + t0 - R0 @ turn @ centre)
+            if tried[0] < best[0]:
+                best = tried
+    return best
 
 
 def _to_scan_frame(flame, state: FitState, R: np.ndarray, t: np.ndarray) -> FitState:
