@@ -68,8 +68,8 @@ def smoothed_vertex_normals(vertices: np.ndarray, faces: np.ndarray, scale: floa
     """(V, 3) unit vertex normals averaged over about ``scale`` (vertices' units) of surface.
 
     Each pass replaces a normal by the mean of its own and its neighbours' (along the mesh's edges,
-    so the two sides of a thin part do not mix); ``⌊(scale / median edge)²⌋`` passes (none on a scan coarser than ``scale``) spread it over a
-    patch about ``scale`` across, as diffusion does. On a dense noisy scan the plain vertex normals
+    so the two sides of a thin part do not mix); ``⌊(scale / median edge)²⌋`` passes spread it over a
+    patch about ``scale`` across, as diffusion does (none on a mesh coarser than ``scale``). On a dense noisy scan the plain vertex normals
     follow the noise (0.2 mm noise at 0.25 mm vertex spacing tilts them by ~45°), while what a fit
     needs is the surface's orientation at the scale of the model's own vertices.
     """

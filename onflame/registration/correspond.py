@@ -19,9 +19,8 @@ from ..geometry import boundary_vertices, smoothed_vertex_normals
 #: Measured on ``benchmarks/registration.py``'s simulated in-model scans (0.2 mm noise), face error
 #: median / p95, seeds 1-5: plain vertex normals 0.21-0.25 / 0.59-0.98 mm, 3 mm normals 0.15-0.20 /
 #: 0.46-1.03 mm; with detected landmarks (and the bending refinement) seeds 6-8 went from 0.37-1.34 mm
-#: to 0.18-0.21 mm; an
-#: 820k-vertex scan of one head 0.52 → 0.20 mm (its plain normals follow the noise). A scan coarser than
-#: this keeps its plain normals (:func:`~onflame.geometry.smoothed_vertex_normals`).
+#: to 0.18-0.21 mm; an 820k-vertex scan of one head 0.52 → 0.20 mm (its plain normals follow the noise).
+#: A scan coarser than this keeps its plain normals (:func:`~onflame.geometry.smoothed_vertex_normals`).
 NORMAL_SCALE_M = 0.003
 
 
@@ -51,7 +50,8 @@ class ScanIndex:
             grown = border.copy()
             grown[faces[touching].ravel()] = True
             border = grown
-        spacing = float(np.median(np.linalg.norm(vertices[faces[:, 0]] - vertices[faces[:, 1]], axis=1))) if len(faces) else 0.0
+        edges = vertices[faces[:, 0]] - vertices[faces[:, 1]]
+        spacing = float(np.median(np.linalg.norm(edges, axis=1))) if len(faces) else 0.0
         return cls(vertices, normals, border, cKDTree(vertices), spacing)
 
     def to_frame(self, R: np.ndarray, t: np.ndarray) -> "ScanIndex":
@@ -68,7 +68,9 @@ class ScanIndex:
         MAD; the centroid averages the neighbours' noise, hence the √(1 + 1/k). On simulated scans with
         ~0.7 mm vertex spacing it reads 0.1–0.3 mm noise within 25%; nearer the spacing it reads low
         (0.4 mm → 0.27 mm), since the nearest neighbours are then preferably those the noise moved the
-        same way.
+        same way; for the same reason 0.2 mm reads 0.14 mm on 200k-vertex and 0.10 mm on 820k-vertex
+        resamplings (0.48 / 0.24 mm edges). Picking neighbours by their distance along the surface
+        instead read 0.1–0.3 mm 20–40% high on the usual scans, so this one stays.
         """
         if self._noise is None:
             k = 8

@@ -12,10 +12,11 @@ surface's vertices with scan points (:mod:`.correspond`) and solves the sparse l
 With τ = 0 targets move vertices only along the normal and tangential placement comes from the FLAME
 fit alone (landmarks and the shape prior). Half the tangential pull (τ = 0.5, the default) lets the
 surface's features (nose, lids, lip edges) pull the fit's vertices the last few tenths of a millimetre
-along the surface: on simulated in-model scans it lowered the face's p95 per-vertex error from
-0.87–1.16 mm to 0.66–1.07 mm at the same scan distance, with no flipped triangle; the regulariser
-averages out the scan's vertex spacing, which a full point-to-point pull (τ = 1) would follow more
-closely on coarse scans.
+along the surface: on simulated in-model scans (with the membrane regulariser this module first had)
+it lowered the face's p95 per-vertex error from 0.87–1.16 mm to 0.66–1.07 mm at the same scan distance,
+with no flipped triangle; the regulariser averages out the scan's vertex spacing, which a full
+point-to-point pull (τ = 1) would follow more closely on coarse scans. On scans hardly finer than the
+model the pull is phased out (:func:`tangential_share`).
 
 The regulariser penalises how the displacement bends, not how it tilts: a smooth deviation of a few
 millimetres over a few centimetres (a smile's raised cheeks) costs almost nothing, while a vertex
@@ -23,9 +24,8 @@ following one noisy scan point costs a lot. A membrane (Σ_edges |d_i − d_j|²
 instead; with it the real head's cheeks stayed 3–5 mm under the scan, because the pairs matched at
 the bulge's sides could not lift its top. Pairs are sought within 5 mm (a smile's cheeks are 5 mm
 beyond the fit), and the normals must agree. The three coordinates share one V × V matrix, factorised
-once per round. Where the scan
-has no data only the last line acts and the surface falls back smoothly to the FLAME fit; eyeballs
-are held fixed and stay round. α is lowered over the rounds. A round that would flip a triangle first
+once per round, as a symmetric positive definite system. Where the scan has no data only the last line
+acts and the surface falls back smoothly to the FLAME fit; eyeballs are held fixed and stay round. α is lowered over the rounds. A round that would flip a triangle first
 holds that triangle's corners and their neighbours where the previous round left them, and only if
 flips remain is redone stiffer: one sliver in an ear used to stiffen the whole face (real head of the
 benchmark: vertices 0.41 mm from the scan's surface after refinement, 0.31 with local holds).
