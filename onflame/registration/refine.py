@@ -7,7 +7,8 @@ surface's vertices with scan points (:mod:`.correspond`) and solves the sparse l
                                       scan's tangent plane at its partner p_i, plus a share τ of the
                                       remaining tangential offset towards p_i
   + α Σ_i deg_i |d_i − mean_(j ~ i) d_j|²   (bending: the displacement's curvature, not its slope)
-  + ε Σ_i |d_i|² + β Σ_{i fixed} |d_i|²  (stay on the fit; fixed vertices stay exactly)
+  + ε Σ_i |d_i|²                      (stay on the fit), with d_i = 0 for fixed vertices (eyeballs),
+                                      which leave the system
 
 With τ = 0 targets move vertices only along the normal and tangential placement comes from the FLAME
 fit alone (landmarks and the shape prior). Half the tangential pull (τ = 0.5, the default) lets the
@@ -144,7 +145,7 @@ def refine(fit: np.ndarray, faces: np.ndarray, index: ScanIndex, region: np.ndar
     V = len(fit)
     K = bending_matrix(faces, V)
     hold = np.full(V, s.anchor)
-    hold[fixed] = 1e6
+    free = np.setdiff1d(np.arange(V), fixed)  # fixed vertices (eyeballs) stay exactly: out of the system
     pinned = np.zeros(V)  # weight holding a vertex at its previous round's place (corners of would-be flips)
     cur = fit.copy()
     info: dict = {"rounds": [], "stiffened": 0, "pinned": 0, "detail_rounds": 0}
@@ -185,7 +186,8 @@ def refine(fit: np.ndarray, faces: np.ndarray, index: ScanIndex, region: np.ndar
             if L_mat is not None:
                 A = A + L_mat
                 rhs = rhs + L_rhs
-            new = fit + _solve_spd(A, rhs)
+            new = fit.copy()
+            new[free] += _solve_spd(A[free][:, free], rhs[free])
             flipped = (face_normals(new, faces) * fit_normals).sum(1) < 0
             if not flipped.any():
                 break
