@@ -46,6 +46,13 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return _unit(_area_normals(vertices, faces))
 
 
+def median_edge_length(vertices: np.ndarray, faces: np.ndarray) -> float:
+    """Median length of the triangles' first edges (vertices' units; 0 without triangles): a mesh's spacing."""
+    if len(faces) == 0:
+        return 0.0
+    return float(np.median(np.linalg.norm(vertices[faces[:, 0]] - vertices[faces[:, 1]], axis=1)))
+
+
 def vertex_adjacency(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
     """(V, V) symmetric 0/1 sparse matrix with a 1 for every edge of the triangles ``faces`` (F, 3)."""
     e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
@@ -87,8 +94,7 @@ def smoothed_vertex_normals(vertices: np.ndarray, faces: np.ndarray, scale: floa
     n = vertex_normals(vertices, faces)
     if len(faces) == 0 or scale <= 0:
         return n
-    edge = float(np.median(np.linalg.norm(vertices[faces[:, 0]] - vertices[faces[:, 1]], axis=1)))
-    passes = int(min(MAX_NORMAL_PASSES, np.floor((scale / max(edge, 1e-12)) ** 2)))
+    passes = int(min(MAX_NORMAL_PASSES, np.floor((scale / max(median_edge_length(vertices, faces), 1e-12)) ** 2)))
     A = vertex_adjacency(faces, len(vertices)) + sp.identity(len(vertices), format="csr")
     A = sp.diags(1.0 / np.asarray(A.sum(1)).ravel()) @ A  # rows average: magnitudes stay bounded
     for _ in range(passes):
@@ -106,19 +112,25 @@ def cluster_vertices(vertices: np.ndarray, faces: np.ndarray,
 
     Returns:
         ``(new vertices (K, 3), new faces (G, 3), cluster of each old vertex (V,), index of each kept
-        face in ``faces`` (G,))``; per-vertex data averages over the cluster map, per-face data
-        (texture corners) is taken at the kept indices.
+        face in ``faces`` (G,))``; per-vertex data averages over the cluster map (:func:`cluster_mean`),
+        per-face data (texture corners) is taken at the kept indices.
     """
     ijk = np.floor((vertices - vertices.min(0)) / cell).astype(np.int64)
     n = ijk.max(0) + 1
     key = (ijk[:, 0] * n[1] + ijk[:, 1]) * n[2] + ijk[:, 2]  # one integer per cube: a 1-D sort
-    _, cluster, count = np.unique(key, return_inverse=True, return_counts=True)
+    _, cluster = np.unique(key, return_inverse=True)
     cluster = cluster.ravel()
-    merged = np.stack([np.bincount(cluster, weights=vertices[:, d], minlength=len(count)) for d in range(3)], 1)
-    merged /= count[:, None]
+    merged = cluster_mean(cluster, vertices)
     f = cluster[faces]
     kept = np.flatnonzero((f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2]))
     return merged, f[kept], cluster, kept
+
+
+def cluster_mean(cluster: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """(K, C) mean of per-vertex ``values`` (V, C) over each cluster, ``cluster`` (V,) in 0..K-1."""
+    count = np.bincount(cluster)
+    return np.stack([np.bincount(cluster, weights=values[:, d], minlength=len(count))
+                     for d in range(values.shape[1])], 1) / count[:, None]
 
 
 def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ from scipy.spatial.transform import Rotation
 
 from ..detection import Detection, DetectorUnavailable, FaceDetector, get_detector
 from ..errors import InputError
-from ..geometry import cluster_vertices
+from ..geometry import cluster_mean, cluster_vertices
 from ..mesh import Mesh
 from ..render import Rendering, framing, load_texture, render_mesh
 
@@ -175,10 +175,8 @@ def detect_scan_landmarks(scan_vertices_m: np.ndarray, faces: np.ndarray, uv: np
     normals = None if normals is None else np.asarray(normals, dtype=np.float64)
     if len(f) > RENDER_MAX_FACES:  # a render of 512 px shows no more than this: draw a clustered copy
         v, f, cluster, kept = cluster_vertices(v, f, RENDER_CELL_M)
-        mean = lambda a: np.stack([np.bincount(cluster, weights=a[:, d], minlength=len(v))  # noqa: E731
-                                   for d in range(a.shape[1])], 1) / np.bincount(cluster, minlength=len(v))[:, None]
-        colors = None if colors is None else mean(np.asarray(colors, dtype=np.float64))
-        normals = None if normals is None else mean(normals)
+        colors = None if colors is None else cluster_mean(cluster, np.asarray(colors, dtype=np.float64))
+        normals = None if normals is None else cluster_mean(cluster, normals)
         face_uv = None if face_uv is None else np.asarray(face_uv)[kept]
         info["rendered_faces"] = len(f)
     look = {"colors": colors, "uv": uv, "face_uv": face_uv, "texture": tex, "normals": normals}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ..geometry import boundary_vertices, smoothed_vertex_normals
+from ..geometry import boundary_vertices, median_edge_length, smoothed_vertex_normals
 
 #: Surface patch (m) the scan's normals are averaged over: about the FLAME face's vertex spacing.
 #: Measured on ``benchmarks/registration.py``'s simulated in-model scans (0.2 mm noise), face error
@@ -50,9 +50,7 @@ class ScanIndex:
             grown = border.copy()
             grown[faces[touching].ravel()] = True
             border = grown
-        edges = vertices[faces[:, 0]] - vertices[faces[:, 1]]
-        spacing = float(np.median(np.linalg.norm(edges, axis=1))) if len(faces) else 0.0
-        return cls(vertices, normals, border, cKDTree(vertices), spacing)
+        return cls(vertices, normals, border, cKDTree(vertices), median_edge_length(vertices, faces))
 
     def to_frame(self, R: np.ndarray, t: np.ndarray) -> "ScanIndex":
         """The same scan in the frame where its points are ``Rᵀ (p − t)`` (``R`` (3, 3), ``t`` (3,)):

@@ -385,10 +385,10 @@ def fit_scan(flame: FLAME, index: ScanIndex, region: np.ndarray, landmarks: np.n
         state: start values (zeros if None).
     """
     s = settings or FitSettings()
-    if state is None:
-        state = FitState.zeros(flame)
-        state.pose[6] = s.jaw_start  # FLAME's jaw joint: pose[6:9]; x opens the mouth
     st = state
+    if st is None:
+        st = FitState.zeros(flame)
+        st.pose[6] = s.jaw_start  # FLAME's jaw joint: pose[6:9]; x opens the mouth
     faces = flame.faces.numpy()
     rng = np.random.default_rng(0)
     sample = rng.choice(len(index.points), size=min(s.scan_samples, len(index.points)), replace=False)

@@ -26,8 +26,8 @@ instead; with it the real head's cheeks stayed 3–5 mm under the scan, because 
 the bulge's sides could not lift its top. Pairs are sought within 5 mm (a smile's cheeks are 5 mm
 beyond the fit), and the normals must agree. The three coordinates share one V × V matrix, factorised
 once per round, as a symmetric positive definite system. Where the scan has no data only the last line
-acts and the surface falls back smoothly to the FLAME fit; eyeballs are held fixed and stay round. α is lowered over the rounds. A round that would flip a triangle first
-holds that triangle's corners and their neighbours where the previous round left them, and only if
+acts and the surface falls back smoothly to the FLAME fit; eyeballs are held fixed and stay round. α
+is lowered over the rounds. A round that would flip a triangle first holds that triangle's corners and their neighbours where the previous round left them, and only if
 flips remain is redone stiffer: one sliver in an ear used to stiffen the whole face (real head of the
 benchmark: vertices 0.41 mm from the scan's surface after refinement, 0.31 with local holds).
 
@@ -43,7 +43,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from ..geometry import face_normals, vertex_adjacency, vertex_normals
+from ..geometry import face_normals, median_edge_length, vertex_adjacency, vertex_normals
 from .correspond import ScanIndex
 
 
@@ -84,8 +84,8 @@ def bending_matrix(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
     """(V, V) quadratic form of ``Σ_i deg_i |d_i − mean_(j ~ i) d_j|²`` over a displacement field d.
 
     With the graph Laplacian K = D − A (D: vertex degrees, A: edge adjacency), ``(K d)_i = deg_i ×
-    (d_i − mean of its neighbours)``, so the form is Kᵀ D⁻¹ K: zero for a constant displacement, near zero for a locally linear
-    displacement, large for one that follows single points. Uniform weights, not cotangent ones: the
+    (d_i − mean of its neighbours)``, so the form is Kᵀ D⁻¹ K: zero for a constant displacement, near
+    zero for a locally linear one, large for one that follows single points. Uniform weights, not cotangent ones: the
     FLAME mesh's triangles are regular enough, and uniform weights cannot go negative on slivers.
     """
     A = vertex_adjacency(faces, n_vertices)
@@ -110,7 +110,7 @@ def tangential_share(fit: np.ndarray, faces: np.ndarray, region: np.ndarray, sca
     inside = faces[(region[faces] > 0).all(1)]
     if scan_spacing <= 0 or len(inside) == 0:
         return 0.0
-    model_spacing = float(np.median(np.linalg.norm(fit[inside[:, 0]] - fit[inside[:, 1]], axis=1)))
+    model_spacing = median_edge_length(fit, inside)
     lo, hi = TANGENTIAL_DENSITY
     return float(np.clip((model_spacing / scan_spacing - lo) / (hi - lo), 0.0, 1.0))
 
@@ -143,9 +143,9 @@ def refine(fit: np.ndarray, faces: np.ndarray, index: ScanIndex, region: np.ndar
     """
     s = settings or RefineSettings()
     V = len(fit)
-    K = bending_matrix(faces, V)
-    hold = np.full(V, s.anchor)
     free = np.setdiff1d(np.arange(V), fixed)  # fixed vertices (eyeballs) stay exactly: out of the system
+    K = bending_matrix(faces, V)[free][:, free]
+    hold = np.full(V, s.anchor)
     pinned = np.zeros(V)  # weight holding a vertex at its previous round's place (corners of would-be flips)
     cur = fit.copy()
     info: dict = {"rounds": [], "stiffened": 0, "pinned": 0, "detail_rounds": 0}
@@ -156,7 +156,7 @@ def refine(fit: np.ndarray, faces: np.ndarray, index: ScanIndex, region: np.ndar
         corners, bary, targets = landmarks
         rows = np.repeat(np.arange(len(corners)), 3)
         B = sp.csr_matrix((bary.ravel(), (rows, corners.ravel())), shape=(len(corners), V))
-        L_mat = s.landmark_weight * (B.T @ B)
+        L_mat = s.landmark_weight * (B.T @ B)[free][:, free]
         L_rhs = s.landmark_weight * (B.T @ (targets - B @ fit))
     tau = s.tangential * tangential_share(fit, faces, region, index.spacing)
     info["tangential"] = tau
@@ -179,7 +179,7 @@ def refine(fit: np.ndarray, faces: np.ndarray, index: ScanIndex, region: np.ndar
         along = m.normal * offset[:, None]
         target[src] += along + tau * (delta - along)
         for attempt in range(2 * MAX_STIFFEN):
-            A = sp.diags(w + hold + pinned) + alpha * K
+            A = sp.diags((w + hold + pinned)[free]) + alpha * K
             # solve for the new total displacement D: (W + H + P + αK (+ landmarks)) D = W (target − fit)
             # + P (cur − fit) (+ ...): the regularisers act on the total displacement from the fit
             rhs = w[:, None] * (target - fit) + pinned[:, None] * (cur - fit)
@@ -187,7 +187,7 @@ def refine(fit: np.ndarray, faces: np.ndarray, index: ScanIndex, region: np.ndar
                 A = A + L_mat
                 rhs = rhs + L_rhs
             new = fit.copy()
-            new[free] += _solve_spd(A[free][:, free], rhs[free])
+            new[free] += _solve_spd(A, rhs[free])
             flipped = (face_normals(new, faces) * fit_normals).sum(1) < 0
             if not flipped.any():
                 break

@@ -15,7 +15,7 @@ import numpy as np
 import trimesh
 from scipy.spatial.transform import Rotation
 
-from ..geometry import apply_rigid, vertex_normals
+from ..geometry import apply_rigid, median_edge_length, vertex_normals
 from ..mesh import Mesh
 
 
@@ -106,7 +106,7 @@ def simulate_scan(truth: np.ndarray, faces: np.ndarray, landmarks: np.ndarray, e
 
     # tangential jitter (slide in the tangent plane) and noise along the normal: no scan vertex sits on a truth vertex
     n = vertex_normals(v, f)
-    jitter_m = min(jitter_m, MAX_JITTER * float(np.median(np.linalg.norm(v[f[:, 0]] - v[f[:, 1]], axis=1))))
+    jitter_m = min(jitter_m, MAX_JITTER * median_edge_length(v, f))
     step = rng.normal(0.0, jitter_m, (len(v), 3))
     step -= (step * n).sum(1, keepdims=True) * n
     v = v + step + rng.normal(0.0, noise_m, (len(v), 1)) * n
