@@ -31,9 +31,19 @@ is lowered over the rounds. A round that would flip a triangle first holds that 
 flips remain is redone stiffer: one sliver in an ear used to stiffen the whole face (real head of the
 benchmark: vertices 0.41 mm from the scan's surface after refinement, 0.31 with local holds).
 
-Then, for detail beyond the FLAME space (real faces), softer normal-only rounds run while the robust
-spread of the vertices' offsets to the scan is above the scan's own noise; on a head the model
-explains the spread is already at the noise and they do not run, so they cannot add noise to it.
+**Detail beyond the FLAME space** (:func:`follow_detail`). Where the model explains the scan, the
+vertices' robust offset spread to the scan is at the scan's own noise after these rounds, and nothing
+more runs. Where it does not (a real face in the synthetic test model: 0.31 mm spread against 0.19 mm
+of noise; in-model heads 0.13–0.14 mm), the fit's placement along the surface is wrong too, and
+following the scan along the normals keeps that error. Then the surface is deformed as-similar-as-
+possible to the fit — each vertex's edges in the fit, turned and scaled by that vertex's best
+similarity, are the targets of its edges — with point-to-plane scan pairs and, if given, the
+landmarks pulling it. Turning costs nothing, so a bulge is followed with the skin's spacing kept; the
+landmarks then move the surface along itself. On the benchmark's real head this took the face's
+median per-vertex error from 1.64 to 1.22 mm, landmark residuals from 1.7 to 1.2 mm (the clicks' own
+noise is 1.6 mm), and triangles facing the other way than the truth's from 30 to 22. Last, soft
+normal-only bending rounds (α 0.3, 0.1) relative to that surface bring it onto the scan (scan to
+mesh 0.24 → 0.20 mm median, 22 → 29 triangles against the truth) without moving it along itself.
 """
 from __future__ import annotations
 
@@ -55,23 +65,32 @@ class RefineSettings:
         stiffness: α per round (bending weight relative to a fully matched vertex's data weight).
         radius: correspondence radius per round.
         anchor: ε, pull towards the FLAME fit everywhere.
-        landmark_weight: weight of each landmark (relative to one matched vertex), when landmarks are given.
+        landmark_weight: weight of each landmark (relative to one matched vertex) in the bending rounds,
+            when landmarks are given.
         tangential: τ, share of the tangential offset to each vertex's scan partner put in its target
             (0: normal direction only; 1: the partner itself), on scans at least
             ``TANGENTIAL_DENSITY[1]`` times finer than the model; less on coarser ones
             (:func:`tangential_share`).
-        detail_stiffness: α of further, normal-only rounds for detail the FLAME fit cannot explain
-            (real faces), run one after another only while the robust spread of the vertices' offsets
-            to the scan exceeds ``detail_above`` × the scan's own noise (:meth:`ScanIndex.noise`).
+        detail_above: the detail phase (:func:`follow_detail`) runs when the robust spread of the
+            vertices' offsets to the scan after the bending rounds exceeds this × the scan's own noise
+            (:meth:`ScanIndex.noise`).
+        detail_rounds: rounds of the as-similar-as-possible deformation (0 turns the phase off).
+        detail_similarity: its weight per edge, relative to a fully matched vertex's data weight.
+        detail_landmarks: the landmarks' weight in it (each, relative to one matched vertex), for clicks
+            of about 1.5 mm; :func:`register` sets it to 0 for detected landmarks.
+        surface_stiffness: α of the normal-only bending rounds after it.
     """
 
     stiffness: tuple[float, ...] = (30.0, 9.0, 3.0, 1.5)
     radius: tuple[float, ...] = (0.005, 0.005, 0.005, 0.005)
     anchor: float = 1e-3
-    landmark_weight: float = 0.0  # off by default: it helped heads the model cannot explain, hurt the others
+    landmark_weight: float = 0.0  # off: it helped heads the model cannot explain, hurt the others
     tangential: float = 0.5
-    detail_stiffness: tuple[float, ...] = (0.6, 0.15, 0.06)
     detail_above: float = 1.0
+    detail_rounds: int = 8
+    detail_similarity: float = 0.3
+    detail_landmarks: float = 1.0
+    surface_stiffness: tuple[float, ...] = (0.3, 0.1)
 
 
 #: Attempts per round: first holding would-be flips' corners, then as many stiffening the whole round ×4.
@@ -134,45 +153,76 @@ def refine(fit: np.ndarray, faces: np.ndarray, index: ScanIndex, region: np.ndar
         region: (V,) weights of vertices allowed to follow scan data (0: never).
         fixed: vertex indices held exactly at the fit (eyeballs).
         landmarks: optional ``(corners (L, 3), bary (L, 3), targets (L, 3))``: surface points that should
-            land on given positions. They move the surface along itself, which the normal-only data
-            term cannot, so features beyond the model's reach end up where they were clicked.
+            land on given positions (metres, the scan's frame). They move the surface along itself, which
+            the normal-only data term cannot.
 
     Returns:
         ``(vertices (V, 3), info)``; ``info`` has per-round matched counts, how many vertices were held
-        against flips and how often a round was stiffened.
+        against flips, how often a round was stiffened, the offset spread and noise (m) that decided the
+        detail phase and its rounds (``detail_rounds``, 0 where the model explains the scan).
     """
     s = settings or RefineSettings()
     V = len(fit)
     free = np.setdiff1d(np.arange(V), fixed)  # fixed vertices (eyeballs) stay exactly: out of the system
     K = bending_matrix(faces, V)[free][:, free]
-    hold = np.full(V, s.anchor)
-    pinned = np.zeros(V)  # weight holding a vertex at its previous round's place (corners of would-be flips)
-    cur = fit.copy()
     info: dict = {"rounds": [], "stiffened": 0, "pinned": 0, "detail_rounds": 0}
     cand = np.flatnonzero(region > 0)
-    fit_normals = face_normals(fit, faces)
-    L_mat = L_rhs = None
+    lmk_system = None
     if landmarks is not None and s.landmark_weight > 0:
         corners, bary, targets = landmarks
-        rows = np.repeat(np.arange(len(corners)), 3)
-        B = sp.csr_matrix((bary.ravel(), (rows, corners.ravel())), shape=(len(corners), V))
-        L_mat = s.landmark_weight * (B.T @ B)[free][:, free]
-        L_rhs = s.landmark_weight * (B.T @ (targets - B @ fit))
+        B = _landmark_matrix(corners, bary, V)
+        lmk_system = (s.landmark_weight * (B.T @ B)[free][:, free], s.landmark_weight * (B.T @ (targets - B @ fit)))
     tau = s.tangential * tangential_share(fit, faces, region, index.spacing)
     info["tangential"] = tau
     schedule = [(a, r, tau) for a, r in zip(s.stiffness, s.radius)]
-    detail = [(a, s.radius[-1], 0.0) for a in s.detail_stiffness]
-    noise = index.noise() if detail else 0.0
-    while schedule or detail:
-        detail_round = not schedule
-        alpha, radius, tau = schedule.pop(0) if schedule else detail.pop(0)
+    cur = _bending_rounds(fit, fit, faces, index, region, free, K, schedule, s.anchor, info, lmk_system)
+    if s.detail_rounds <= 0:
+        return cur, info
+    info["offset_spread"] = _offset_spread(cur, faces, index, cand, s.radius[-1])
+    info["noise"] = index.noise()
+    if info["offset_spread"] <= s.detail_above * info["noise"]:
+        return cur, info  # as close to the scan as its noise: the fit explains it
+    detail = follow_detail(cur, fit, faces, index, region, fixed, s, landmarks, info)
+    if info["detail_rounds"]:
+        # onto the scan along the normals, relative to the detailed surface (its placement along itself kept)
+        surface = [(a, s.radius[-1], 0.0) for a in s.surface_stiffness]
+        cur = _bending_rounds(detail, detail, faces, index, region, free, K, surface, s.anchor, info, None,
+                              fit_normals=face_normals(fit, faces))
+    return cur, info
+
+
+def _landmark_matrix(corners: np.ndarray, bary: np.ndarray, n_vertices: int) -> sp.csr_matrix:
+    """(L, V) barycentric interpolation of the surface points (triangle ``corners`` (L, 3), ``bary`` (L, 3))."""
+    rows = np.repeat(np.arange(len(corners)), 3)
+    return sp.csr_matrix((bary.ravel(), (rows, corners.ravel())), shape=(len(corners), n_vertices))
+
+
+def _offset_spread(cur: np.ndarray, faces: np.ndarray, index: ScanIndex, cand: np.ndarray, radius: float) -> float:
+    """Robust spread (m, 1.4826 × MAD about 0) of the offsets along the scan normals from vertices ``cand``
+    of ``cur`` (V, 3) to their scan partners."""
+    m = index.match(cur[cand], vertex_normals(cur, faces)[cand], radius, min_cos=0.6)
+    offset = ((m.target - cur[cand[m.source]]) * m.normal).sum(1)
+    return float(1.4826 * np.median(np.abs(offset))) if len(offset) else 0.0
+
+
+def _bending_rounds(ref: np.ndarray, cur: np.ndarray, faces: np.ndarray, index: ScanIndex, region: np.ndarray,
+                    free: np.ndarray, K: sp.spmatrix, schedule: list[tuple[float, float, float]], anchor: float,
+                    info: dict, landmarks: tuple[sp.spmatrix, np.ndarray] | None = None,
+                    fit_normals: np.ndarray | None = None) -> np.ndarray:
+    """Rounds ``(α, radius, τ)`` of the bending-regularised refinement of displacements from ``ref`` (V, 3),
+    starting at ``cur``; ``landmarks``: their (free × free) matrix and (V, 3) right-hand side. Flips are
+    judged against ``fit_normals`` (default: ``ref``'s). Returns the last flip-free surface."""
+    V = len(ref)
+    hold = np.full(V, anchor)
+    pinned = np.zeros(V)  # weight holding a vertex at its previous round's place (corners of would-be flips)
+    cand = np.flatnonzero(region > 0)
+    ref_normals = face_normals(ref, faces) if fit_normals is None else fit_normals
+    for alpha, radius, tau in schedule:
         vn = vertex_normals(cur, faces)
         m = index.match(cur[cand], vn[cand], radius, min_cos=0.6)
         src = cand[m.source]
         delta = m.target - cur[src]
         offset = (delta * m.normal).sum(1)
-        if detail_round and 1.4826 * np.median(np.abs(offset)) <= s.detail_above * noise:
-            break  # the surface is as close to the scan as its noise: softer rounds would follow the noise
         w = np.zeros(V)
         w[src] = region[src]
         target = cur.copy()
@@ -180,15 +230,15 @@ def refine(fit: np.ndarray, faces: np.ndarray, index: ScanIndex, region: np.ndar
         target[src] += along + tau * (delta - along)
         for attempt in range(2 * MAX_STIFFEN):
             A = sp.diags((w + hold + pinned)[free]) + alpha * K
-            # solve for the new total displacement D: (W + H + P + αK (+ landmarks)) D = W (target − fit)
-            # + P (cur − fit) (+ ...): the regularisers act on the total displacement from the fit
-            rhs = w[:, None] * (target - fit) + pinned[:, None] * (cur - fit)
-            if L_mat is not None:
-                A = A + L_mat
-                rhs = rhs + L_rhs
-            new = fit.copy()
+            # solve for the new total displacement D: (W + H + P + αK (+ landmarks)) D = W (target − ref)
+            # + P (cur − ref) (+ ...): the regularisers act on the total displacement from ``ref``
+            rhs = w[:, None] * (target - ref) + pinned[:, None] * (cur - ref)
+            if landmarks is not None:
+                A = A + landmarks[0]
+                rhs = rhs + landmarks[1]
+            new = ref.copy()
             new[free] += _solve_spd(A, rhs[free])
-            flipped = (face_normals(new, faces) * fit_normals).sum(1) < 0
+            flipped = (face_normals(new, faces) * ref_normals).sum(1) < 0
             if not flipped.any():
                 break
             if attempt < MAX_STIFFEN:
@@ -203,6 +253,126 @@ def refine(fit: np.ndarray, faces: np.ndarray, index: ScanIndex, region: np.ndar
         if flipped.any():
             break  # keep the last flip-free surface
         cur = new
-        info["detail_rounds"] += int(detail_round)
         info["rounds"].append({"alpha": alpha, "radius_m": radius, "matched": int(len(src))})
-    return cur, info
+    return cur
+
+
+def _edge_similarities(ref: np.ndarray, cur: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """(V, 3, 3): for each vertex, the rotation times scale that best maps its edges ``(i, j)`` in ``ref``
+    (V, 3) onto the same edges in ``cur`` (V, 3) (Procrustes on the edge vectors' cross-covariance)."""
+    V = len(ref)
+    er, ec = ref[i] - ref[j], cur[i] - cur[j]
+    cov = np.zeros((V, 3, 3))
+    outer = ec[:, :, None] * er[:, None, :]
+    np.add.at(cov, i, outer)
+    np.add.at(cov, j, outer)
+    norm = np.zeros(V)
+    np.add.at(norm, i, (er**2).sum(1))
+    np.add.at(norm, j, (er**2).sum(1))
+    U, sv, Vt = np.linalg.svd(cov)
+    sign = np.sign(np.linalg.det(U @ Vt))  # a rotation, not a reflection
+    U[:, :, 2] *= sign[:, None]
+    sv[:, 2] *= sign
+    return (U @ Vt) * (sv.sum(1) / np.maximum(norm, 1e-30))[:, None, None]
+
+
+#: Per-vertex factor on the edge weight around a would-be flipped triangle (repeated while flips remain).
+DETAIL_STIFFEN = 10.0
+
+
+def follow_detail(cur: np.ndarray, fit: np.ndarray, faces: np.ndarray, index: ScanIndex, region: np.ndarray,
+                  fixed: np.ndarray, settings: RefineSettings | None = None,
+                  landmarks: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                  info: dict | None = None) -> np.ndarray:
+    """As-similar-as-possible deformation of the FLAME fit onto scan detail beyond the FLAME space.
+
+    Minimises over the vertices x (V, 3), starting from ``cur``:
+
+        Σ_i w_i (n_iᵀ (x_i − p_i))²                       point-to-plane, scan partners p_i, normals n_i
+      + β Σ_(i,j) c_ij |x_i − x_j − ½ (S_i + S_j)(f_i − f_j)|²   f: the fit; S_i: vertex i's similarity
+      + λ Σ_l |Σ_k b_lk x_(l,k) − t_l|²                    landmarks (optional)
+      + ε Σ_i |x_i − f_i|²
+
+    alternating the similarities (:func:`_edge_similarities`) with one sparse (3V × 3V) solve per round,
+    solved by conjugate gradients from the previous round (10× faster here than a factorisation; the
+    couplings of x, y, z through n nᵀ rule out one shared V × V matrix). Unlike the bending rounds, this
+    moves the surface along itself: the landmarks set where it goes, the kept spacing of the fit's
+    vertices how its neighbours follow. A round that would flip a triangle against the fit multiplies
+    the edge weights c of its corners and their neighbours by ``DETAIL_STIFFEN`` and is redone; if flips
+    remain after ``MAX_STIFFEN`` tries the last flip-free surface is kept. Fixed vertices stay at the fit.
+
+    Args:
+        cur: (V, 3) start (the bending rounds' result), metres.
+        fit: (V, 3) the FLAME fit: the shape whose edges are kept.
+        landmarks: ``(corners (L, 3), bary (L, 3), targets (L, 3))`` as for :func:`refine`.
+        info: updated with ``detail_rounds``.
+
+    Returns:
+        (V, 3) vertices.
+    """
+    s = settings or RefineSettings()
+    info = {} if info is None else info
+    info.setdefault("detail_rounds", 0)
+    V = len(fit)
+    A = vertex_adjacency(faces, V).tocoo()
+    i, j = A.row[A.row < A.col], A.col[A.row < A.col]
+    E = len(i)
+    Dm = sp.csr_matrix((np.r_[np.ones(E), -np.ones(E)], (np.r_[np.arange(E), np.arange(E)], np.r_[i, j])),
+                       shape=(E, V))  # edge differences
+    free = np.setdiff1d(np.arange(V), fixed)
+    unknowns = (3 * free[:, None] + np.arange(3)).ravel()  # x, y, z of each free vertex, vertex-major
+    held = np.setdiff1d(np.arange(3 * V), unknowns)
+    eye3 = sp.eye(3, format="csr")
+    constant = s.anchor * sp.eye(3 * V, format="csr")
+    constant_rhs = s.anchor * fit.ravel()
+    if landmarks is not None and s.detail_landmarks > 0:
+        corners, bary, targets = landmarks
+        B = _landmark_matrix(corners, bary, V)
+        constant = constant + s.detail_landmarks * sp.kron(B.T @ B, eye3, format="csr")
+        constant_rhs = constant_rhs + s.detail_landmarks * (B.T @ targets).ravel()
+    cand = np.flatnonzero(region > 0)
+    fit_normals = face_normals(fit, faces)
+    fit_edges = fit[i] - fit[j]
+    stiff = np.ones(V)
+    for _ in range(s.detail_rounds):
+        S = _edge_similarities(fit, cur, i, j)
+        edge_targets = 0.5 * np.einsum("eab,eb->ea", S[i] + S[j], fit_edges)
+        m = index.match(cur[cand], vertex_normals(cur, faces)[cand], s.radius[-1], min_cos=0.6)
+        src, n = cand[m.source], m.normal
+        w = region[src]
+        # point-to-plane: a 3 × 3 block w n nᵀ per matched vertex, and w n (nᵀ p) on the right
+        rows = 3 * src[:, None] + np.arange(3)                                           # (K, 3)
+        blocks = w[:, None, None] * n[:, :, None] * n[:, None, :]
+        data = sp.csr_matrix((blocks.ravel(), (np.repeat(rows, 3, axis=1).ravel(), np.tile(rows, (1, 3)).ravel())),
+                             shape=(3 * V, 3 * V))
+        data_rhs = np.zeros(3 * V)
+        np.add.at(data_rhs, rows.ravel(), ((w * (n * m.target).sum(1))[:, None] * n).ravel())
+        for _attempt in range(MAX_STIFFEN + 1):
+            c = s.detail_similarity * np.maximum(stiff[i], stiff[j])
+            M = (constant + data + sp.kron(Dm.T @ sp.diags(c) @ Dm, eye3, format="csr"))[unknowns]
+            x = fit.ravel().copy()
+            # fixed vertices' coordinates move to the right-hand side (zero for FLAME's separate eyeballs)
+            rhs = (constant_rhs + data_rhs + (Dm.T @ (c[:, None] * edge_targets)).ravel())[unknowns] \
+                - M[:, held] @ x[held]
+            x[unknowns] = _solve_cg(M[:, unknowns], rhs, cur.ravel()[unknowns])
+            new = x.reshape(V, 3)
+            flipped = (face_normals(new, faces) * fit_normals).sum(1) < 0
+            if not flipped.any():
+                break
+            stiff[np.unique(faces[np.isin(faces, np.unique(faces[flipped])).any(1)])] *= DETAIL_STIFFEN
+        if flipped.any():
+            break
+        cur = new
+        info["detail_rounds"] += 1
+    return cur
+
+
+def _solve_cg(A: sp.spmatrix, rhs: np.ndarray, start: np.ndarray, rtol: float = 1e-8) -> np.ndarray:
+    """Solve A x = rhs (A sparse symmetric positive definite) by Jacobi-preconditioned conjugate
+    gradients from ``start``. From the previous round's solution, a relative residual of 1e-8 takes
+    about 90 iterations here and lands within 0.1 µm of a direct solve."""
+    x, status = spla.cg(A, rhs, x0=start, rtol=rtol, maxiter=20 * int(np.sqrt(len(rhs))) + 100,
+                        M=sp.diags(1.0 / A.diagonal()))
+    if status != 0:  # not converged in the iteration cap: fall back to the direct solve
+        x = _solve_spd(A, rhs)
+    return x
