@@ -10,7 +10,9 @@ jitter, holes, random rigid pose, millimetres, 51 landmark clicks with 1 mm nois
   synthetic test model cannot explain.
 
 Score: per-vertex error in FLAME's ``face`` region after a rigid (no scale) alignment to the truth,
-median and mean scan-to-registration distance in the face (mm), landmark residual, flipped triangles, time. The peer:
+median and mean scan-to-registration distance in the face (mm), landmark residual, flipped triangles, time;
+for onflame also its FLAME parameters: the median per-vertex error of the mesh they give (``params mm``)
+and, on in-model heads, the jaw rotation's error (``jaw °``). The peer, which gives no parameters:
 trimesh ``nricp_amberg`` and ``nricp_sumner``, started from the mean head placed by an Umeyama similarity
 on the same landmarks, with default settings and with a tuned one (5 mm distance threshold, eyeballs
 left out); trimesh is given the scan in metres.
@@ -54,16 +56,29 @@ def load_test_model(tmp: Path):
 
 
 def truths(model, cases, seeds):
+    """``(case, truth vertices (V, 3) m, seed, true FitState or None)`` for each case."""
     flame = make_layer(model)
     for case in cases:
         if case == "real":
-            yield "real", read_mesh(FLAME_FIX / "registered_mesh.ply").vertices, 0
+            yield "real", read_mesh(FLAME_FIX / "registered_mesh.ply").vertices, 0, None
             continue
         for seed in seeds:
             rng = np.random.default_rng(seed)
             st = FitState(rng.normal(0, 1, 300), rng.normal(0, 1, 100), np.zeros(15), np.zeros(3))
             st.pose[6] = rng.uniform(0.0, 0.25)
-            yield f"in-model {seed}", vertices(flame, st), seed
+            yield f"in-model {seed}", vertices(flame, st), seed, st
+
+
+def parameter_scores(reg, truth, true_state, model) -> dict:
+    """How well the registration's FLAME parameters explain the truth: the per-vertex error (mm, face,
+    after a rigid alignment) of the FLAME mesh they give, and the jaw rotation's error (degrees) where
+    the true parameters are known."""
+    p = reg.params
+    v = vertices(make_layer(model), FitState(p.shape, p.expression, p.pose, p.trans))
+    out = {"params": float(np.median(per_vertex_error(v, truth, model.masks["face"]))) * 1000}
+    if true_state is not None:
+        out["jaw"] = float(np.degrees(np.linalg.norm(p.pose[6:9] - true_state.pose[6:9])))
+    return out
 
 
 def score(name, reg_v, truth, scan_m, model, lmk_m, seconds, fit_v=None):
@@ -133,7 +148,7 @@ def main(argv=None) -> None:
         model = load_test_model(Path(tmp))
     eyes = np.concatenate([model.masks["left_eyeball"], model.masks["right_eyeball"]])
     rows = []
-    for case, truth, seed in truths(model, a.cases, a.seeds):
+    for case, truth, seed, true_state in truths(model, a.cases, a.seeds):
         lm = model.landmarks.static51.locate(truth, model.faces)
         sim = simulate_scan(truth, model.faces, lm, eyes, seed=100 + seed, subdivisions=a.subdivisions)
         scan_m = sim.scan.with_vertices(sim.scan.vertices / sim.scale)
@@ -143,8 +158,9 @@ def main(argv=None) -> None:
             t0 = time.perf_counter()
             reg = register(sim.scan, model, landmarks=sim.landmarks if with_lmk else None)
             secs = time.perf_counter() - t0
-            rows.append((case, score("onflame" + ("" if with_lmk else " (no landmarks)"), reg.mesh.vertices,
-                                     truth, scan_m.vertices, model, lmk_m, secs)))
+            r = score("onflame" + ("" if with_lmk else " (no landmarks)"), reg.mesh.vertices,
+                      truth, scan_m.vertices, model, lmk_m, secs)
+            rows.append((case, {**r, **parameter_scores(reg, truth, true_state, model)}))
         for kind in (() if a.no_trimesh else ("amberg", "sumner")):
             for tuned in ((True,) if a.skip_defaults else (False, True)):
                 v, secs = run_trimesh(kind, model, scan_m, lmk_m, tuned)
@@ -152,12 +168,17 @@ def main(argv=None) -> None:
                                          scan_m.vertices, model, lmk_m, secs)))
     print()
     print(f"{'case':12s} {'method':30s} {'median mm':>9s} {'p95 mm':>7s} {'s→m median':>10s} {'s→m mean':>8s} "
-          f"{'lmk mm':>7s} {'flipped':>7s} {'s':>6s} {'median vs ours':>14s}")
+          f"{'lmk mm':>7s} {'flipped':>7s} {'s':>6s} {'median vs ours':>14s} {'params mm':>9s} {'jaw °':>6s}")
     ours = {c: r["median"] for c, r in rows if r["method"] == "onflame"}
     for case, r in rows:
         print(f"{case:12s} {r['method']:30s} {r['median']:9.3f} {r['p95']:7.3f} {r['scan_to_mesh_median']:10.3f} "
               f"{r['scan_to_mesh']:8.3f} "
-              f"{r['lmk']:7.2f} {r['flipped']:7d} {r['seconds']:6.2f} {r['median'] / ours[case]:13.2f}x")
+              f"{r['lmk']:7.2f} {r['flipped']:7d} {r['seconds']:6.2f} {r['median'] / ours[case]:13.2f}x "
+              f"{_cell(r.get('params'), 9, 3)} {_cell(r.get('jaw'), 6, 2)}")
+
+
+def _cell(x, width: int, digits: int) -> str:
+    return f"{'—':>{width}s}" if x is None else f"{x:{width}.{digits}f}"
 
 
 if __name__ == "__main__":

@@ -328,6 +328,31 @@ def test_detail_rounds_do_not_run_where_the_model_explains_the_scan(registered):
     assert registered.quality.numbers["refine_detail_rounds"] == 0
 
 
+def test_a_second_pass_from_the_refitted_parameters_lands_nearer_the_truth(flame_model, simulated, registered):
+    """Where the model explains the scan, the refinement is run again from the parameters refitted to its
+    result: the mesh and its parameters both end nearer the truth than after one pass."""
+    from onflame.registration.refine import RefineSettings
+
+    _, truth, scan = simulated
+    once = register(scan.scan, flame_model, landmarks=scan.landmarks, refine_settings=RefineSettings(second_pass=()))
+    face = flame_model.masks["face"]
+    flame = make_layer(flame_model)
+
+    def errors(reg):
+        p = reg.params
+        explained = vertices(flame, FitState(p.shape, p.expression, p.pose, p.trans))
+        return (np.median(per_vertex_error(reg.mesh.vertices, truth, face)),
+                np.median(per_vertex_error(explained, truth, face)))
+
+    (mesh_once, params_once), (mesh_twice, params_twice) = errors(once), errors(registered)
+    # measured: mesh 0.185 → 0.177 mm, parameters' mesh 0.163 → 0.155 mm
+    assert mesh_twice < 0.98 * mesh_once and params_twice < params_once
+    assert registered.quality.numbers["refine_rounds"] == once.quality.numbers["refine_rounds"] + 2
+    # the eyeballs are held at the second fit, which the registration reports as its fit
+    eyes = flame_model.masks["left_eyeball"]
+    assert np.abs(registered.mesh.vertices[eyes] - registered.fit[eyes]).max() < 1e-9
+
+
 def test_registration_holds_numpy_blas_at_one_thread_beside_torch():
     """numpy's OpenBLAS and torch's OpenMP threads fight over a small machine's cores (1.5-1.8 s against
     1.06 s per scan measured on 2 cores): registration runs with the BLAS pools at one thread."""
