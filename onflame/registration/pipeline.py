@@ -230,7 +230,7 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel, landmarks: np.nd
     final = fit_mesh_vertices(flame, reg_scan, state=init, iters=2, max_vertices=2500)
     if rsettings.second_pass and refine_info["detail_rounds"] == 0:
         # the refinement charges displacements from the fit: from the parameters refitted to its result,
-        # nearer the face, a second short one is less pulled by the first fit's errors
+        # nearer the face, a second short one is less pulled by the first fit's errors (timed with the refit)
         again = replace(rsettings, stiffness=rsettings.second_pass, detail_rounds=0,
                         radius=rsettings.radius[-1:] * len(rsettings.second_pass))
         fit_v = (vertices(flame, final) - t) @ R  # the fit the registration now falls back to

@@ -79,8 +79,8 @@ class RefineSettings:
             vertices' offsets to the scan after the bending rounds exceeds this × the scan's own noise
             (:meth:`ScanIndex.noise`).
         detail_rounds: rounds of the as-similar-as-possible deformation (0 turns the phase off). On the
-            benchmark's real head 4 / 6 / 8 rounds gave 1.244 / 1.217 / 1.209 mm median per-vertex
-            error; a round costs about 60 ms there.
+            benchmark's real head (τ = 1) 4 / 6 / 8 rounds gave 1.244 / 1.217 / 1.209 mm median
+            per-vertex error; a round costs about 60 ms there.
         detail_similarity: its weight per edge, relative to a fully matched vertex's data weight.
         detail_landmarks: the landmarks' weight in it (each, relative to one matched vertex), for clicks
             of about 1.5 mm; :func:`register` sets it to 0 for detected landmarks.
