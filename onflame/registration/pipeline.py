@@ -228,17 +228,22 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel, landmarks: np.nd
     reg_scan = apply_rigid(reg_v, R, t)
     init = _to_scan_frame(flame, state, R, t)
     final = fit_mesh_vertices(flame, reg_scan, state=init, iters=2, max_vertices=2500)
+    refit_s = time.perf_counter() - t4
     if rsettings.second_pass and refine_info["detail_rounds"] == 0:
         # the refinement charges displacements from the fit: from the parameters refitted to its result,
-        # nearer the face, a second short one is less pulled by the first fit's errors (timed with the refit)
+        # nearer the face, a second short one is less pulled by the first fit's errors
+        t5 = time.perf_counter()
         again = replace(rsettings, stiffness=rsettings.second_pass, detail_rounds=0,
                         radius=rsettings.radius[-1:] * len(rsettings.second_pass))
         fit_v = (vertices(flame, final) - t) @ R  # the fit the registration now falls back to
         reg_v, second = refine(fit_v, model.faces, index, weights, _eyeballs(model), again, lmk_pull)
         refine_info["rounds"] += second["rounds"]
         reg_scan = apply_rigid(reg_v, R, t)
+        t6 = time.perf_counter()
+        timings["refine"] += t6 - t5
         final = fit_mesh_vertices(flame, reg_scan, state=final, iters=2, max_vertices=2500)
-    timings["refit"] = time.perf_counter() - t4
+        refit_s += time.perf_counter() - t6
+    timings["refit"] = refit_s
 
     # 6. quality (model frame and scan frame differ by a rigid motion: distances are the same)
     reg_lmk = None
