@@ -73,11 +73,11 @@ def parameter_scores(reg, truth, true_state, model) -> dict:
     """How well the registration's FLAME parameters explain the truth: the per-vertex error (mm, face,
     after a rigid alignment) of the FLAME mesh they give, and the jaw rotation's error (degrees) where
     the true parameters are known."""
-    p = reg.params
-    v = vertices(make_layer(model), FitState(p.shape, p.expression, p.pose, p.trans))
+    with torch.no_grad():
+        v = make_layer(model)(reg.params).vertices[0].numpy()
     out = {"params": float(np.median(per_vertex_error(v, truth, model.masks["face"]))) * 1000}
     if true_state is not None:
-        out["jaw"] = float(np.degrees(np.linalg.norm(p.pose[6:9] - true_state.pose[6:9])))
+        out["jaw"] = float(np.degrees(np.linalg.norm(reg.params.pose[6:9] - true_state.pose[6:9])))
     return out
 
 

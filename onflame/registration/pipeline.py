@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -226,9 +227,9 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel, landmarks: np.nd
     # 5. parameters for the final mesh, in the scan frame (metres)
     t4 = time.perf_counter()
     reg_scan = apply_rigid(reg_v, R, t)
-    init = _to_scan_frame(flame, state, R, t)
-    final = fit_mesh_vertices(flame, reg_scan, state=init, iters=2, max_vertices=2500)
-    refit_s = time.perf_counter() - t4
+    refit = partial(fit_mesh_vertices, flame, iters=2, max_vertices=2500)
+    final = refit(reg_scan, state=_to_scan_frame(flame, state, R, t))
+    timings["refit"] = time.perf_counter() - t4
     if rsettings.second_pass and refine_info["detail_rounds"] == 0:
         # the refinement charges displacements from the fit: from the parameters refitted to its result,
         # nearer the face, a second short one is less pulled by the first fit's errors
@@ -240,10 +241,9 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel, landmarks: np.nd
         refine_info["rounds"] += second["rounds"]
         reg_scan = apply_rigid(reg_v, R, t)
         t6 = time.perf_counter()
+        final = refit(reg_scan, state=final)
         timings["refine"] += t6 - t5
-        final = fit_mesh_vertices(flame, reg_scan, state=final, iters=2, max_vertices=2500)
-        refit_s += time.perf_counter() - t6
-    timings["refit"] = refit_s
+        timings["refit"] += time.perf_counter() - t6
 
     # 6. quality (model frame and scan frame differ by a rigid motion: distances are the same)
     reg_lmk = None
