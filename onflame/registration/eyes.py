@@ -1,0 +1,88 @@
+"""Eyeballs of a registration: kept behind the lids.
+
+A scan never shows the eyeballs' full surface, so the refinement holds FLAME's eyeballs where the fit put
+them while the lids follow the scan. Where the scan's eyes sit deeper, or its lids are narrower, than
+the fit's, the eyeball then stands out through the lids. :func:`place_eyeballs` finds such an eyeball
+(more of its vertices in front of the lid skin than in the fit itself, which is the model's own
+consistent state), moves it rigidly with the ring of lid skin around it (the rotation and translation
+that ring made from the fit to the registration), and if it still pierces, sets it back along the face's
+axis, a quarter millimetre at a time, until it pierces no more than in the fit. Eyeballs that do not
+pierce stay at the fit, so the registration stays what its FLAME parameters give there.
+"""
+from __future__ import annotations
+
+import numpy as np
+import trimesh
+
+from ..geometry import rigid_fit
+
+#: Lid skin vertices whose motion an eyeball follows: the ones within this distance (m) of the eyeball.
+LID_RING_M = 0.006
+#: Step and largest distance (m) an eyeball is set back when its surface still pierces the lids.
+SETBACK_STEP_M = 0.00025
+MAX_SETBACK_M = 0.004
+
+
+def piercing(vertices: np.ndarray, faces: np.ndarray, eyeball: np.ndarray, lid_faces: np.ndarray) -> np.ndarray:
+    """(K,) bool over ``eyeball`` vertex indices: vertices in front of the lid skin.
+
+    A vertex pierces when the segment from it to the eyeball's centre crosses a lid triangle
+    (``lid_faces`` (L, 3)); vertices behind the skin, or seen through the eye opening, reach the centre
+    without crossing it.
+    """
+    if len(lid_faces) == 0:
+        return np.zeros(len(eyeball), bool)
+    pts = vertices[eyeball]
+    centre = pts.mean(0)
+    d = centre - pts
+    length = np.linalg.norm(d, axis=1)
+    ok = length > 0
+    tm = trimesh.Trimesh(vertices, lid_faces, process=False)
+    loc, ray, _ = tm.ray.intersects_location(pts[ok], d[ok] / length[ok, None], multiple_hits=False)
+    hit = np.zeros(len(eyeball), bool)
+    if len(ray):
+        rows = np.flatnonzero(ok)[ray]
+        hit[rows[np.linalg.norm(loc - pts[rows], axis=1) < length[rows]]] = True
+    return hit
+
+
+def place_eyeballs(reg: np.ndarray, fit: np.ndarray, faces: np.ndarray, eyeballs: list[np.ndarray],
+                   lids: np.ndarray, forward: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Keep each eyeball of a registration behind its lids (see the module docstring).
+
+    Args:
+        reg: (V, 3) the registration (metres), eyeballs still at the fit's place.
+        fit: (V, 3) the FLAME fit it was refined from.
+        faces: (F, 3) triangles.
+        eyeballs: vertex indices of each eyeball.
+        lids: vertex indices of the skin around the eyes (FLAME's ``eye_region`` without the eyeballs).
+        forward: (3,) unit direction the face looks (the eyeballs are set back against it).
+
+    Returns:
+        ``(vertices (V, 3), info)``; ``info``: per eyeball the ``moved_mm`` (mean shift of its vertices),
+        ``setback_mm`` and ``piercing`` (vertices in front of the lids beyond the fit's own).
+    """
+    out = reg.copy()
+    lid_set = np.zeros(len(reg), bool)
+    lid_set[lids] = True
+    lid_faces = faces[lid_set[faces].all(1)]
+    info = []
+    for eye in eyeballs:
+        if len(eye) == 0:
+            continue
+        allowed = int(piercing(fit, faces, eye, lid_faces).sum())  # the model's own lid margin
+        pierce = piercing(out, faces, eye, lid_faces)
+        setback = 0.0
+        if pierce.sum() > allowed:
+            centre = fit[eye].mean(0)
+            reach = np.linalg.norm(fit[eye] - centre, axis=1).max() + LID_RING_M
+            ring = lids[np.linalg.norm(fit[lids] - centre, axis=1) < reach]
+            if len(ring) >= 6:
+                R, t, _ = rigid_fit(fit[ring], reg[ring])
+                out[eye] = fit[eye] @ R.T + t
+            while (pierce := piercing(out, faces, eye, lid_faces)).sum() > allowed and setback < MAX_SETBACK_M:
+                out[eye] -= SETBACK_STEP_M * forward
+                setback += SETBACK_STEP_M
+        info.append({"moved_mm": round(float(np.linalg.norm(out[eye] - fit[eye], axis=1).mean()) * 1000, 3),
+                     "setback_mm": round(setback * 1000, 2), "piercing": max(0, int(pierce.sum()) - allowed)})
+    return out, {"eyeballs": info}
