@@ -91,8 +91,9 @@ def _fill_fold(v: np.ndarray, faces: np.ndarray, reference: np.ndarray, rest: li
         for rings in range(1, MAX_RINGS + 1):
             patch |= (A @ patch.astype(np.float64)) > 0
             out = _harmonic_fill(v, shape, A, patch & movable)
-            after = flipped_against(out, faces, reference)
-            if not (after & own).any() and not (after & ~bad).any():
+            around = patch[faces].any(1)  # the only triangles the fill can turn
+            after = flipped_against(out, faces[around], reference)
+            if not (after & (own[around] | ~bad[around])).any():
                 return out, rings
     return None, 0
 
