@@ -27,10 +27,16 @@ from ..geometry import face_normals, vertex_adjacency
 MAX_RINGS = 3
 
 
-def flipped_against(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """(F,) bool: triangles of ``vertices`` (V, 3) whose normals point against the same triangles' of
-    ``reference`` (V, 3), both in one frame (degenerate triangles count as flipped)."""
-    return (face_normals(vertices, faces) * face_normals(reference, faces)).sum(1) <= 0
+#: A triangle counts as folded when its normal is within this cosine of facing against the reference's:
+#: a margin, so that a triangle left standing on edge (89°) does not become a fold against a reference
+#: posed a little differently (the final parameters' pose, a rigid alignment).
+FOLD_COS = 0.1
+
+
+def flipped_against(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray, margin: float = FOLD_COS) -> np.ndarray:
+    """(F,) bool: triangles of ``vertices`` (V, 3) whose normals point against (cosine below ``margin``)
+    the same triangles' of ``reference`` (V, 3), both in one frame (degenerate triangles count too)."""
+    return (face_normals(vertices, faces) * face_normals(reference, faces)).sum(1) <= margin
 
 
 def unfold(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray, rest: list[np.ndarray],
