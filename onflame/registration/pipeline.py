@@ -33,6 +33,7 @@ from ..mesh import Mesh, check_mesh, read_mesh
 from .autolandmarks import choose_landmarks
 from .correspond import ScanIndex
 from .fit import FitSettings, FitState, fit_mesh_vertices, fit_scan, make_layer, unexplained, vertices
+from .plausibility import check_landmarks_against_scan, check_scan_extent
 from .quality import UNANCHORED, Quality, assess
 from .refine import RefineSettings, refine
 from .rigid import align_by_geometry, align_with_landmarks, trimmed_icp
@@ -166,7 +167,10 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel, landmarks: np.nd
     unit, k = _resolve_units(scan.vertices, lmk, units, path)
     pts_m = scan.vertices * k
     lmk_m = None if lmk is None else lmk * k
+    check_scan_extent(pts_m, path, f"{unit}, {'detected' if units == 'auto' else 'as given'}")
     index_scan = ScanIndex.build(pts_m, scan.faces)
+    if lmk_m is not None:  # before anything is placed or sized by them
+        check_landmarks_against_scan(lmk_m, index_scan, landmarks if isinstance(landmarks, (str, os.PathLike)) else path)
     timings["prepare"] = time.perf_counter() - t0
     t_lmk = time.perf_counter()
     lmk_m, landmark_info = choose_landmarks(scan, pts_m, lmk_m, auto_landmarks, model.landmarks.static51 is not None,
@@ -339,23 +343,32 @@ def _to_scan_frame(flame, state: FitState, R: np.ndarray, t: np.ndarray) -> FitS
 
 
 def save_registration(reg: Registration, out_dir: str | os.PathLike, name: str, picture: bool = True) -> dict:
-    """Write ``<name>.npz`` (MICA keys + extras), ``<name>.obj``, ``<name>_report.json`` and, with
-    ``picture``, ``<name>_report.png`` (scan and registration side by side, scan-to-mesh error heat map)."""
-    from ..fileio import write_json
+    """Write ``<name>.npz`` (MICA keys + extras), ``<name>.obj``, with ``picture`` ``<name>_report.png``
+    (scan and registration side by side, scan-to-mesh error heat map), and ``<name>_report.json``.
+
+    The files appear together or not at all (:func:`onflame.fileio.written_together`): all are written to
+    temporaries first and renamed at the end, the report last, so a report means the set is complete.
+    Returns ``{"params", "mesh", ["picture",] "report"}`` paths.
+    """
+    from ..fileio import write_json, written_together
     from ..mesh import write_obj
 
     out = Path(out_dir)
-    paths = {"params": out / f"{name}.npz", "mesh": out / f"{name}.obj", "report": out / f"{name}_report.json"}
-    reg.params.save(paths["params"])
-    write_obj(paths["mesh"], reg.mesh)
-    write_json(paths["report"], reg.report())
+    paths = {"params": out / f"{name}.npz", "mesh": out / f"{name}.obj"}
     if picture and reg.scan is not None:
-        from .report import save_report_picture, scan_to_mesh_distances_mm
-
         paths["picture"] = out / f"{name}_report.png"
-        dist = scan_to_mesh_distances_mm(reg.scan.vertices, reg.mesh)
-        save_report_picture(paths["picture"], reg.scan, reg.mesh, dist, reg.params.extras["scan_to_flame"],
-                            title=f"{name}: {reg.verdict}")
+    paths["report"] = out / f"{name}_report.json"
+    with written_together(*paths.values()) as temps:
+        tmp = dict(zip(paths, temps))
+        reg.params.save(tmp["params"])
+        write_obj(tmp["mesh"], reg.mesh)
+        if "picture" in tmp:
+            from .report import save_report_picture, scan_to_mesh_distances_mm
+
+            dist = scan_to_mesh_distances_mm(reg.scan.vertices, reg.mesh)
+            save_report_picture(tmp["picture"], reg.scan, reg.mesh, dist, reg.params.extras["scan_to_flame"],
+                                title=f"{name}: {reg.verdict}")
+        write_json(tmp["report"], reg.report())
     return {k: str(v) for k, v in paths.items()}
 
 
@@ -397,6 +410,7 @@ def fit_mesh(mesh: Mesh | str | os.PathLike, model: FlameModel, units: str = "m"
         raise InputError(path, f"has {mesh.n_vertices} vertices; the model's topology has {model.n_vertices}")
     units, k = _resolve_units(mesh.vertices, None, units, path)
     target = mesh.vertices * k
+    check_scan_extent(target, path, units)
     flame = make_layer(model)
     state = fit_mesh_vertices(flame, target, iters=iters)
     v = vertices(flame, state)
