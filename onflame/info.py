@@ -89,22 +89,18 @@ def _describe_object(path: Path, obj: Any) -> dict[str, Any]:
 
 def _describe_npz(path: Path) -> dict[str, Any]:
     from .flame.model import NPZ_FORMAT, load_model
-    from .flame.params import read_params
+    from .fileio import read_npz
+    from .flame.params import params_from_arrays
 
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            files = set(z.files)
-            tag = str(z["format"]) if "format" in files else ""
-    except Exception as exc:  # zipfile / numpy raise assorted errors on corrupt archives
-        raise InputError(path, f"not a readable .npz ({type(exc).__name__}: {exc})") from None
+    arrays = read_npz(path)
+    tag = str(arrays["format"]) if "format" in arrays else ""
     if tag == NPZ_FORMAT:
         return {"kind": "flame_model", **load_model(path).summary()}
-    if {"subset", "actor", "betas"} <= files:
-        with np.load(path, allow_pickle=False) as z:
-            subsets, counts = np.unique(z["subset"], return_counts=True)
+    if {"subset", "actor", "betas"} <= set(arrays):
+        subsets, counts = np.unique(arrays["subset"], return_counts=True)
         return {"kind": "params_export", "path": str(path), "subjects": int(counts.sum()),
                 "subsets": {str(s): int(c) for s, c in zip(subsets, counts)}}
-    p = read_params(path)
+    p = params_from_arrays(arrays, path)
     return {
         "kind": "flame_params", "path": str(path),
         "shape_norm": round(float(np.linalg.norm(p.shape)), 4),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import string
 import time
 import traceback
 from dataclasses import dataclass
@@ -27,11 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, OnflameError
+from ..errors import InputError, OnflameError, UsageError
 from ..fileio import write_json
 from ..flame.model import FlameModel
 from ..mesh.landmark_files import ScanLandmarks
 from ..registration.fit import FitSettings
+from ..registration.plausibility import check_scan_extent
 from ..registration.refine import RefineSettings
 from ..sources.base import METRES_PER_UNIT, ScanItem, landmark_sidecar
 from .layout import PARAMS_DIR, REGISTRATIONS_DIR
@@ -41,8 +43,33 @@ log = logging.getLogger(__name__)
 
 #: Build files inside a subset folder (manifest, summary, reports, rejected registrations).
 BUILD_DIR = "build"
+#: Lock file in ``BUILD_DIR`` that a build's workers hold (shared) while they live (see ``build._Lock``).
+WORKERS_LOCK = "workers.lock"
 #: ``--landmarks`` choices besides a file-name template.
 LANDMARK_MODES = ("auto", "none")
+#: The fields a landmark file-name template may use.
+TEMPLATE_FIELDS = ("actor", "stem", "subset")
+
+
+def check_landmark_option(landmarks: str) -> str:
+    """``landmarks`` if it is one of :data:`LANDMARK_MODES` or a file-name template that uses only
+    :data:`TEMPLATE_FIELDS` (``'lmk/{actor}/{stem}.npy'``); else :class:`UsageError` saying why."""
+    if landmarks in LANDMARK_MODES:
+        return landmarks
+    if not landmarks:
+        raise UsageError(None, f"--landmarks must be {', '.join(LANDMARK_MODES)} or a file-name template")
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(landmarks) if f is not None]
+    except ValueError as exc:  # unbalanced braces
+        raise UsageError(None, f"--landmarks template {landmarks!r}: {exc} (write a literal brace as {{{{ or }}}})") from None
+    unknown = [f for f in fields if f not in TEMPLATE_FIELDS]
+    if unknown:
+        raise UsageError(None, f"--landmarks template {landmarks!r} has unknown field(s) "
+                               f"{', '.join('{' + f + '}' for f in unknown)}; use {{actor}}, {{stem}} and {{subset}}")
+    if not fields:
+        raise UsageError(None, f"--landmarks {landmarks!r} is neither {' nor '.join(LANDMARK_MODES)} nor a template "
+                               "with {actor}, {stem} or {subset}: one file cannot hold every scan's landmarks")
+    return landmarks
 #: Record statuses: verdict ok -> registered, suspect -> suspect; failed verdicts and errors -> failed.
 STATUS = {"ok": "registered", "suspect": "suspect", "failed": "failed"}
 
@@ -194,16 +221,20 @@ def run_task(task: BuildTask, model: FlameModel) -> dict:
     try:
         scan_raw = item.read(require_texture=task.require_texture)
         if item.texture_expected and scan_raw.texture is None:
-            record["warnings"].append(f"{item.scan_path}: texture image not found")
+            bad = scan_raw.meta.get("texture_problem")
+            record["warnings"].append(f"{bad[0]}: {bad[1]}; registered without texture" if bad
+                                      else f"{item.scan_path}: texture image not found")
         if isinstance(scan_raw.texture, Path) and scan_raw.texture.is_file():
             inputs.append(scan_raw.texture)
         scan = item.to_flame_frame(scan_raw)
         lmk, lmk_path = find_landmarks(task, scan_raw, scan)
         if lmk_path is not None:
             inputs.append(lmk_path)
+        check_scan_extent(scan.vertices, item.scan_path, f"{scan.meta.get('units_read')}, the release's")
         record["timings_s"]["read"] = time.perf_counter() - t0
         reg = register(scan, model, landmarks=lmk, units="m", auto_landmarks=task.auto_landmarks,
-                       landmark_convention=task.landmark_convention, fit_settings=task.fit_settings, refine_settings=task.refine_settings)
+                       landmark_convention=task.landmark_convention, fit_settings=task.fit_settings,
+                       refine_settings=task.refine_settings)
     except OnflameError as exc:
         record.update(error=str(exc), reasons=[str(exc)], retry=not isinstance(exc, InputError))
         reg = None

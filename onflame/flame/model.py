@@ -20,7 +20,6 @@ fraction of the time.
 from __future__ import annotations
 
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -29,7 +28,7 @@ import numpy as np
 
 from .. import safepickle
 from ..errors import InputError
-from ..fileio import write_npz
+from ..fileio import read_npz, write_npz
 from .embedding import LandmarkEmbedding, SurfacePoints, check_embedding
 from .model_cache import load_cached
 
@@ -228,11 +227,7 @@ def save_model(model: FlameModel, path: str | os.PathLike, **extra: np.ndarray) 
 
 
 def _load_npz(path: Path) -> FlameModel:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputError(path, f"not a readable .npz ({exc})") from None
+    data = read_npz(path)
     if str(data.get("format", "")) != NPZ_FORMAT:
         raise InputError(path, f"not an onflame model file (format tag {str(data.get('format', 'missing'))!r})")
     parts = {k[4:-9]: SurfacePoints(data[k].astype(np.int64), data[f"lmk_{k[4:-9]}_bary"])

@@ -36,6 +36,7 @@ from .correspond import ScanIndex
 from .landmarks import (RIGID_IBUG, LandmarkSet, agreeing, clicks_to_sets, convention_mismatch, convention_residuals,
                         landmark_outliers, outlier_reason, resolve_convention)
 from .fit import FitSettings, FitState, fit_mesh_vertices, fit_scan, make_layer, unexplained, vertices
+from .plausibility import check_landmarks_against_scan, check_scan_extent
 from .quality import UNANCHORED, Quality, assess
 from .refine import RefineSettings, refine
 from .rigid import align_by_geometry, align_with_landmarks, trimmed_icp
@@ -174,7 +175,10 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel,
 
     unit, k = _resolve_units(scan.vertices, None if clicks is None else clicks.points, units, path)
     pts_m = scan.vertices * k
+    check_scan_extent(pts_m, path, f"{unit}, {'detected' if units == 'auto' else 'as given'}")
     index_scan = ScanIndex.build(pts_m, scan.faces)
+    if clicks is not None:  # before anything is placed or sized by them
+        check_landmarks_against_scan(clicks.points * k, index_scan, clicks.source or path)
     timings["prepare"] = time.perf_counter() - t0
     t_lmk = time.perf_counter()
     forced = resolve_convention(model, landmark_convention) if clicks is not None else None
@@ -409,23 +413,32 @@ def _to_scan_frame(flame, state: FitState, R: np.ndarray, t: np.ndarray) -> FitS
 
 
 def save_registration(reg: Registration, out_dir: str | os.PathLike, name: str, picture: bool = True) -> dict:
-    """Write ``<name>.npz`` (MICA keys + extras), ``<name>.obj``, ``<name>_report.json`` and, with
-    ``picture``, ``<name>_report.png`` (scan and registration side by side, scan-to-mesh error heat map)."""
-    from ..fileio import write_json
+    """Write ``<name>.npz`` (MICA keys + extras), ``<name>.obj``, with ``picture`` ``<name>_report.png``
+    (scan and registration side by side, scan-to-mesh error heat map), and ``<name>_report.json``.
+
+    The files appear together or not at all (:func:`onflame.fileio.written_together`): all are written to
+    temporaries first and renamed at the end, the report last, so a report means the set is complete.
+    Returns ``{"params", "mesh", ["picture",] "report"}`` paths.
+    """
+    from ..fileio import write_json, written_together
     from ..mesh import write_obj
 
     out = Path(out_dir)
-    paths = {"params": out / f"{name}.npz", "mesh": out / f"{name}.obj", "report": out / f"{name}_report.json"}
-    reg.params.save(paths["params"])
-    write_obj(paths["mesh"], reg.mesh)
-    write_json(paths["report"], reg.report())
+    paths = {"params": out / f"{name}.npz", "mesh": out / f"{name}.obj"}
     if picture and reg.scan is not None:
-        from .report import save_report_picture, scan_to_mesh_distances_mm
-
         paths["picture"] = out / f"{name}_report.png"
-        dist = scan_to_mesh_distances_mm(reg.scan.vertices, reg.mesh)
-        save_report_picture(paths["picture"], reg.scan, reg.mesh, dist, reg.params.extras["scan_to_flame"],
-                            title=f"{name}: {reg.verdict}")
+    paths["report"] = out / f"{name}_report.json"
+    with written_together(*paths.values()) as temps:
+        tmp = dict(zip(paths, temps))
+        reg.params.save(tmp["params"])
+        write_obj(tmp["mesh"], reg.mesh)
+        if "picture" in tmp:
+            from .report import save_report_picture, scan_to_mesh_distances_mm
+
+            dist = scan_to_mesh_distances_mm(reg.scan.vertices, reg.mesh)
+            save_report_picture(tmp["picture"], reg.scan, reg.mesh, dist, reg.params.extras["scan_to_flame"],
+                                title=f"{name}: {reg.verdict}")
+        write_json(tmp["report"], reg.report())
     return {k: str(v) for k, v in paths.items()}
 
 
@@ -467,6 +480,7 @@ def fit_mesh(mesh: Mesh | str | os.PathLike, model: FlameModel, units: str = "m"
         raise InputError(path, f"has {mesh.n_vertices} vertices; the model's topology has {model.n_vertices}")
     units, k = _resolve_units(mesh.vertices, None, units, path)
     target = mesh.vertices * k
+    check_scan_extent(target, path, units)
     flame = make_layer(model)
     state = fit_mesh_vertices(flame, target, iters=iters)
     v = vertices(flame, state)
