@@ -258,7 +258,8 @@ def _add_params(s: SubjectInfo, subset: Subset) -> None:
     if s.params_rel is not None and s.registration_rel is None:
         s.problems.append(f"{subset.label(f'{REGISTRATIONS_DIR}/{s.name}.obj')}: registration missing")
     if s.verdict == "failed" and s.params_rel is None and s.mesh_rel is None:
-        s.problems.append("no registration: the build failed on this scan" + (f" ({s.reasons[0]})" if s.reasons else ""))
+        s.problems.append(f"{s.subset}/{s.name}: no registration: the build failed on this scan" +
+                          (f" ({s.scan})" if s.scan else ""))
 
 
 def _read_params(subset: Subset, rel: str) -> FlameParams:

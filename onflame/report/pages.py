@@ -26,14 +26,15 @@ from . import charts, pictures
 from .collect import VERDICTS, SubjectInfo, SubsetInfo, slugify
 from .stats import SCALARS, SHAPE_SHOWN, SubsetStats, histogram
 
-#: Numbers on the gallery's cards, sortable and filterable: key, label, unit, factor from stored to shown.
+#: Numbers on the gallery's cards, sortable and filterable: key, label, short label, unit, factor from stored
+#: to shown.
 NUMBERS = (
-    ("scan_to_mesh_median_mm", "scan → registration median", "mm", 1.0),
-    ("scan_to_mesh_p95_mm", "scan → registration p95", "mm", 1.0),
-    ("coverage", "coverage", "%", 100.0),
-    ("landmark_median_mm", "landmark error median", "mm", 1.0),
-    ("params_mean_mm", "registration ↔ FLAME(params) mean", "mm", 1.0),
-    ("shape_distance", "shape distance (robust Mahalanobis)", "", 1.0),
+    ("scan_to_mesh_median_mm", "scan → registration median", "median", "mm", 1.0),
+    ("scan_to_mesh_p95_mm", "scan → registration p95", "p95", "mm", 1.0),
+    ("coverage", "coverage", "coverage", "%", 100.0),
+    ("landmark_median_mm", "landmark error median", "landmarks", "mm", 1.0),
+    ("params_mean_mm", "registration ↔ FLAME(params) mean", "↔ params", "mm", 1.0),
+    ("shape_distance", "shape distance (robust Mahalanobis)", "shape dist.", "", 1.0),
 )
 VERDICT_LABELS = {"ok": "ok", "suspect": "suspect", "failed": "failed", "unknown": "no build record"}
 POSE_NAMES = ("global", "neck", "jaw", "left eye", "right eye")
@@ -139,7 +140,7 @@ class _Site:
         cards = []
         for s in info.subjects:
             cards.append({"s": s, "href": self.subject_href(s), "thumb": s.images.get("thumb"),
-                          "values": {k: _shown(s, k, f) for k, _, _, f in NUMBERS}})
+                          "values": {k: _shown(s, k, f) for k, _, _, _, f in NUMBERS}})
         counts = {v: info.count(v) for v in VERDICTS}
         self.page(f"{folder}/index.html", "gallery.html", info=info, cards=cards, counts=counts,
                   outliers=sum(bool(s.outliers) for s in info.subjects))

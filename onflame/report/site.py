@@ -21,7 +21,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -202,6 +202,15 @@ def _attach_params_vertices(jobs: list[_Planned], model: FlameModel | None) -> N
         p.job.params_vertices = v
 
 
+def _cores() -> int:
+    """Cores this process may use (as :func:`onflame.dataset.executors.available_cores`, whose module
+    brings in registration and torch)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
 def _init_worker() -> None:
     import signal
 
@@ -215,47 +224,43 @@ def _failed(job: pictures.PictureJob, exc: BaseException) -> pictures.PictureRes
     return pictures.PictureResult(job.key, problems=[f"{job.label}: pictures failed ({type(exc).__name__}: {exc})"])
 
 
-def _guarded(job: pictures.PictureJob) -> pictures.PictureResult:
+#: A job for a worker (:func:`pictures.run_job`) and what to do with its outcome (a result or an exception).
+_Work = tuple[Any, Callable[[Any], None]]
+
+
+def _outcome(job: Any) -> Any:
     try:
-        return pictures.draw_subject(job)
+        return pictures.run_job(job)
     except Exception as exc:  # noqa: BLE001  one subject's crash must not stop the report
-        return _failed(job, exc)
+        return exc
 
 
-def _draw(jobs: list[_Planned], workers: int, progress: Any) -> None:
-    """Draw every job (in ``workers`` processes when there are enough), filling ``result``."""
-    todo = [p for p in jobs if p.job is not None]
-    if workers <= 1 or len(todo) < _POOL_MIN_JOBS:
-        for p in todo:
-            p.result = _guarded(p.job)
-            p.drawn = True
+def _run_jobs(work: list[_Work], workers: int, progress: Any) -> None:
+    """Run every job (in ``workers`` processes when there are enough) and hand each outcome to its callback."""
+    if workers <= 1 or len(work) < _POOL_MIN_JOBS:
+        for job, done in work:
+            done(_outcome(job))
             progress.update(1)
         return
-    pending = list(reversed(todo))
-    running: dict[Future, _Planned] = {}
+    pending = list(reversed(work))
+    running: dict[Future, _Work] = {}
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
     try:
         while pending or running:
-            while pending and len(running) < 2 * workers:  # bounded: each job carries its FLAME(params) mesh
-                p = pending.pop()
-                running[pool.submit(pictures.draw_subject, p.job)] = p
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for fut in done:
-                p = running.pop(fut)
-                try:
-                    p.result = fut.result()
-                except BrokenProcessPool:
-                    raise
-                except Exception as exc:  # noqa: BLE001  one subject's crash must not stop the report
-                    p.result = _failed(p.job, exc)
-                p.job, p.drawn = None, True  # frees the mesh it carried
+            while pending and len(running) < 4 * workers:  # bounded: a picture job carries its FLAME(params) mesh
+                job, done = pending.pop()
+                running[pool.submit(_outcome, job)] = (job, done)
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                job, done = running.pop(fut)
+                done(fut.result())  # _outcome returns exceptions; only a broken pool raises here
                 progress.update(1)
     except BrokenProcessPool:
-        # a worker died (out of memory on a huge scan, a crash in native code): the rest is drawn here
-        log.warning("a drawing process died; drawing the remaining %d subject(s) in this process",
+        # a worker died (out of memory on a huge scan, a crash in native code): the rest runs here
+        log.warning("a drawing process died; drawing the remaining %d item(s) in this process",
                     len(pending) + len(running))
-        for p in list(running.values()) + pending[::-1]:
-            p.result, p.job, p.drawn = _guarded(p.job), None, True
+        for job, done in list(running.values()) + pending[::-1]:
+            done(_outcome(job))
             progress.update(1)
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
@@ -263,18 +268,41 @@ def _draw(jobs: list[_Planned], workers: int, progress: Any) -> None:
     pool.shutdown()
 
 
-def _photos(info: SubsetInfo, out: Path, digests: DigestIndex) -> tuple[dict[tuple[str, str], dict], int]:
-    """Copies of each subject's listed photos and their ArcFace blobs in the site, by content.
+def _picture_work(planned: list[_Planned]) -> list[_Work]:
+    def callback(p: _Planned) -> Callable[[Any], None]:
+        def done(outcome: Any) -> None:
+            p.result = _failed(p.job, outcome) if isinstance(outcome, BaseException) else outcome
+            p.job, p.drawn = None, True  # frees the mesh it carried
 
-    Returns ``({(subject name, photo name): {"crop": rel | None, "blob": rel | None}}, files written)``.
+        return done
+
+    return [(p.job, callback(p)) for p in planned if p.job is not None]
+
+
+def _photos(info: SubsetInfo, out: Path, digests: DigestIndex) -> tuple[dict[tuple[str, str], dict], list[_Work]]:
+    """Where each subject's listed photos and their ArcFace blobs go in the site (named by content), and
+    the jobs that put the ones not there yet.
+
+    Returns ``({(subject name, photo name): {"crop": rel | None, "blob": rel | None}}, jobs)``.
     """
     subset = info.subset
     folder = None if subset.is_zip else Path(subset.location)
     found: dict[tuple[str, str], dict] = {}
-    written = 0
+    work: list[_Work] = []
+
+    def callback(s: SubjectInfo, entry: dict, kind: str, label: str) -> Callable[[Any], None]:
+        def done(outcome: Any) -> None:
+            if isinstance(outcome, BaseException):
+                s.problems.append(str(outcome) if isinstance(outcome, InputError) else
+                                  f"{label}: {type(outcome).__name__}: {outcome}")
+                entry[kind] = None
+
+        return done
+
     for s in info.subjects:
         for ph in s.photos:
             entry: dict = {"crop": None, "blob": None}
+            found[(s.name, ph.name)] = entry
             for kind, rel in (("crop", ph.rel if ph.exists else None), ("blob", ph.blob_rel)):
                 if rel is None:
                     continue
@@ -282,22 +310,22 @@ def _photos(info: SubsetInfo, out: Path, digests: DigestIndex) -> tuple[dict[tup
                 if folder is not None:
                     digest = digests.digest(folder / rel)
                 else:
-                    data = subset.read_bytes(rel)
-                    digest = bytes_digest(data)
-                if digest is None:
-                    continue
-                target = pictures.photo_outputs(digest, blob=kind == "blob")
-                if not (out / target).is_file():
                     try:
-                        pictures.write_photo(out, target, data if data is not None else subset.read_bytes(rel),
-                                             kind == "blob", subset.label(rel))
-                        written += 1
+                        data = subset.read_bytes(rel)
                     except InputError as exc:
                         s.problems.append(str(exc))
                         continue
-                entry[kind] = target
-            found[(s.name, ph.name)] = entry
-    return found, written
+                    digest = bytes_digest(data)
+                if digest is None:
+                    s.problems.append(f"{subset.label(rel)}: cannot be read")
+                    continue
+                blob = kind == "blob"
+                entry[kind] = pictures.photo_rel(digest, ".png" if blob else Path(rel).suffix)
+                if not (out / entry[kind]).is_file():
+                    job = pictures.PhotoJob(str(out), entry[kind], subset.label(rel), blob,
+                                            None if folder is None else str(folder / rel), data)
+                    work.append((job, callback(s, entry, kind, job.label)))
+    return found, work
 
 
 def _apply_result(s: SubjectInfo, res: pictures.PictureResult | None) -> None:
@@ -365,7 +393,6 @@ def write_report(root: str | os.PathLike, out: str | os.PathLike | None = None, 
     """
     from tqdm import tqdm
 
-    from ..dataset.executors import available_cores
     from ..dataset.manifest import value_digest
     from .pages import write_pages
 
@@ -386,19 +413,20 @@ def write_report(root: str | os.PathLike, out: str | os.PathLike | None = None, 
         planned = {info.name: _plan(info, out, digests, model_digest, heatmaps) for info in infos}
         every = [p for ps in planned.values() for p in ps]
         _attach_params_vertices(every, flame_model)
-        bar = tqdm(total=len(every), desc="report", unit="subject", disable=not progress, file=sys.stderr)
-        with bar:
-            bar.update(sum(p.job is None for p in every))
-            _draw(every, workers or available_cores(), bar)
+        photos: dict[str, dict] = {}
+        work = _picture_work(every)
+        for info in infos:
+            photos[info.name], photo_work = _photos(info, out, digests)
+            work += photo_work
+        result.photos = len(work) - sum(p.job is not None for p in every)
+        with tqdm(total=len(work), desc="report", unit="picture", disable=not progress, file=sys.stderr) as bar:
+            _run_jobs(work, workers or _cores(), bar)
         result.drawn = sum(p.drawn for p in every)
         result.cached = len(every) - result.drawn
-        photos: dict[str, dict] = {}
         stats: dict[str, SubsetStats] = {}
         for info in infos:
             for p in planned[info.name]:
                 _apply_result(p.subject, p.result)
-            photos[info.name], n = _photos(info, out, digests)
-            result.photos += n
             stats[info.name] = _stats(info)
         used = write_pages(out, mica, infos, stats, photos, {"model": model_label, "heatmaps": heatmaps,
                                                              "drawn": result.drawn, "cached": result.cached,
@@ -411,6 +439,7 @@ def write_report(root: str | os.PathLike, out: str | os.PathLike | None = None, 
             result.counts[info.name] = {v: info.count(v) for v in ("ok", "suspect", "failed", "unknown")}
             result.counts[info.name]["subjects"] = len(info.subjects)
             result.problems += info.problems + [p for s in info.subjects for p in s.problems]
+        result.problems += [str(p) for p in mica.problems]
         result.seconds = time.perf_counter() - t0
         return result
     finally:

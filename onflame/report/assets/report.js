@@ -71,7 +71,7 @@
       if (k === "verdict") {
         var wanted = v.split(",");
         verdictBoxes.forEach(function (box) { box.checked = wanted.indexOf(box.value) >= 0; });
-      } else if (k === "sort" && sortKey.querySelector("option[value='" + v + "']")) {
+      } else if (k === "sort" && Array.prototype.some.call(sortKey.options, function (o) { return o.value === v; })) {
         sortKey.value = v;
       } else if (k === "dir" && (v === "asc" || v === "desc")) {
         sortDir.value = v;
