@@ -31,7 +31,7 @@ from ..mesh import Mesh, read_mesh
 from ..render import colormap, framing, render_mesh
 
 #: Bump when the pictures change: it is part of every cache key.
-PICTURES_VERSION = "2"
+PICTURES_VERSION = "1"
 #: Panel sizes (pixels): gallery thumbnails, subject-page views.
 THUMB = 150
 VIEW = 256
@@ -40,7 +40,7 @@ HEAT_MAX_MM = 5.0
 FIT_MAX_MM = 2.0
 #: Light at zero, dark red at the top: on a page of a thousand thumbnails the few bad ones stand out.
 CMAP = "YlOrRd"
-#: Largest edge (m) of the subdivided registration that scan points are measured against.
+#: Spacing (m) of the points sampled on the registration's triangles that scan points are measured against.
 SAMPLE_SPACING_M = 0.002
 #: Viewing directions as yaw about FLAME's +y (degrees; 0 = front, +90 = the subject's left profile).
 VIEW_YAWS = (-90.0, -40.0, 0.0, 40.0, 90.0)

@@ -385,7 +385,7 @@ def write_report(root: str | os.PathLike, out: str | os.PathLike | None = None, 
         workers: drawing processes (default: the cores available).
         heatmaps: read the build's scans for the scan → registration heat maps (the slowest part on
             large scans; the pictures are cached either way).
-        progress: a progress bar on standard error.
+        progress: a progress bar on standard error when it is a terminal.
 
     Returns:
         :class:`ReportResult`. Raises :class:`InputError` only when ``root`` or ``model`` cannot be opened,
@@ -419,7 +419,9 @@ def write_report(root: str | os.PathLike, out: str | os.PathLike | None = None, 
             photos[info.name], photo_work = _photos(info, out, digests)
             work += photo_work
         result.photos = len(work) - sum(p.job is not None for p in every)
-        with tqdm(total=len(work), desc="report", unit="picture", disable=not progress, file=sys.stderr) as bar:
+        # disable=None: a bar only on a terminal (no carriage-return clutter in logs)
+        with tqdm(total=len(work), desc="report", unit="picture", disable=None if progress else True,
+                  file=sys.stderr) as bar:
             _run_jobs(work, workers or _cores(), bar)
         result.drawn = sum(p.drawn for p in every)
         result.cached = len(every) - result.drawn
