@@ -25,12 +25,13 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from ..dataset.layout import MicaRoot, open_root
+from ..dataset.layout import MicaRoot, Subset, open_root
 from ..errors import InputError
+from ..fileio import write_text
 from ..flame import FlameModel, load_model
 from . import pictures
 from .cache import DigestIndex, bytes_digest, value_key
-from .collect import SubjectInfo, SubsetInfo, collect_subset, slugify
+from .collect import SubjectInfo, SubsetInfo, collect_subset
 from .stats import SubsetStats, flame_vertices, subset_stats
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def _prepare_out(out: Path) -> None:
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise InputError(out, "folder is not empty and holds no onflame report; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("written by onflame report; the folder's files are replaced on each run\n")
+    write_text(out / MARKER, "written by onflame report; the folder's files are replaced on each run\n")
 
 
 def _load_model(model: FlameModel | str | os.PathLike | None, mica: MicaRoot) -> tuple[FlameModel | None, str | None]:
@@ -130,6 +131,18 @@ def _scan_spec(s: SubjectInfo) -> tuple[pictures.ScanSpec | None, str | None]:
     return pictures.ScanSpec(str(path), np.asarray(source.rotation, dtype=np.float64), METRES_PER_UNIT[units]), None
 
 
+def _digest(subset: Subset, rel: str, digests: DigestIndex) -> tuple[str, bytes | None]:
+    """``(SHA-256, bytes)`` of a file inside a subset: a folder's file through the digest index (bytes None),
+    a zip member read (its bytes returned, so it is not read twice). :class:`InputError` if unreadable."""
+    if not subset.is_zip:
+        digest = digests.digest(Path(subset.location) / rel)
+        if digest is None:
+            raise InputError(subset.label(rel), "cannot be read")
+        return digest, None
+    data = subset.read_bytes(rel)
+    return bytes_digest(data), data
+
+
 def _plan(info: SubsetInfo, out: Path, digests: DigestIndex, model_digest: str | None, heatmaps: bool) -> list[_Planned]:
     """A picture job per subject with a mesh, or its cached result when one with the same key is on disk."""
     subset = info.subset
@@ -139,20 +152,14 @@ def _plan(info: SubsetInfo, out: Path, digests: DigestIndex, model_digest: str |
         rel = s.mesh_rel
         if rel is None:
             continue
-        mesh_bytes = None
-        if folder is not None:
-            mesh_digest = digests.digest(folder / rel)
-        else:
-            try:
-                mesh_bytes = subset.read_bytes(rel)
-            except InputError as exc:
-                s.problems.append(str(exc))
-                continue
-            mesh_digest = bytes_digest(mesh_bytes)
-        params_digest = None
-        if s.params is not None and s.params_rel is not None:
-            params_digest = (digests.digest(folder / s.params_rel) if folder is not None
-                             else bytes_digest(subset.read_bytes(s.params_rel)))
+        try:
+            mesh_digest, mesh_bytes = _digest(subset, rel, digests)
+            params_digest = None
+            if s.params is not None and s.params_rel is not None:
+                params_digest, _ = _digest(subset, s.params_rel, digests)
+        except InputError as exc:
+            s.problems.append(str(exc))
+            continue
         scan, note = _scan_spec(s) if heatmaps else (None, None)
         if note:
             s.notes.append(note)
@@ -306,18 +313,10 @@ def _photos(info: SubsetInfo, out: Path, digests: DigestIndex) -> tuple[dict[tup
             for kind, rel in (("crop", ph.rel if ph.exists else None), ("blob", ph.blob_rel)):
                 if rel is None:
                     continue
-                data = None
-                if folder is not None:
-                    digest = digests.digest(folder / rel)
-                else:
-                    try:
-                        data = subset.read_bytes(rel)
-                    except InputError as exc:
-                        s.problems.append(str(exc))
-                        continue
-                    digest = bytes_digest(data)
-                if digest is None:
-                    s.problems.append(f"{subset.label(rel)}: cannot be read")
+                try:
+                    digest, data = _digest(subset, rel, digests)
+                except InputError as exc:
+                    s.problems.append(str(exc))
                     continue
                 blob = kind == "blob"
                 entry[kind] = pictures.photo_rel(digest, ".png" if blob else Path(rel).suffix)
