@@ -30,7 +30,7 @@ from ..flame.model import FlameModel
 from ..flame.params import FlameParams
 from ..geometry import apply_rigid, vertex_normals
 from ..mesh import Mesh, check_mesh, read_mesh
-from .autolandmarks import choose_landmarks
+from .autolandmarks import choose_landmarks, landmark_transfer
 from .correspond import ScanIndex
 from .fit import FitSettings, FitState, fit_mesh_vertices, fit_scan, make_layer, unexplained, vertices
 from .quality import UNANCHORED, Quality, assess
@@ -169,7 +169,7 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel, landmarks: np.nd
     index_scan = ScanIndex.build(pts_m, scan.faces)
     timings["prepare"] = time.perf_counter() - t0
     t_lmk = time.perf_counter()
-    lmk_m, landmark_info = choose_landmarks(scan, pts_m, lmk_m, auto_landmarks, model.landmarks.static51 is not None,
+    lmk_m, landmark_info = choose_landmarks(scan, pts_m, lmk_m, auto_landmarks, landmark_transfer(model),
                                             normals=index_scan.normals)
     timings["landmarks"] = time.perf_counter() - t_lmk
 

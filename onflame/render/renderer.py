@@ -45,7 +45,7 @@ class Rendering:
         return np.unique(self._incidence[np.unique(self.faces[faces_idx])].indices)
 
     def lift(self, pixels: np.ndarray, search_px: float = 0.0,
-             max_depth: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
+             max_depth: float | np.ndarray = np.inf) -> tuple[np.ndarray, np.ndarray]:
         """Surface points (N, 3) seen at continuous pixel positions ``pixels`` (N, 2) ``(x, y)``.
 
         The viewing ray through each position is intersected with the triangles visible at that pixel
@@ -53,25 +53,31 @@ class Rendering:
         are exact below the pixel size. A position over background, a hole, or surface deeper than
         ``max_depth`` (camera z, metres: e.g. the inside of an open mouth seen between the lips) takes
         the nearest acceptable pixel within ``search_px`` pixels instead, its surface point at the pixel
-        centre. Returns ``(points, hit)``, ``hit`` (N,) False where nothing was found (points NaN).
+        centre. ``max_depth`` is one limit for all positions or one per position (N,). Returns
+        ``(points, hit)``, ``hit`` (N,) False where nothing was found (points NaN).
         """
         pix = np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
         H, W = self.fragments.face.shape
-        usable = self.fragments.mask & (self.fragments.depth <= max_depth)
-        usable_face = np.where(usable, self.fragments.face, -1)
+        limit = np.broadcast_to(np.asarray(max_depth, dtype=np.float64), (len(pix),))
         col = np.floor(pix[:, 0]).astype(np.int64)
         row = np.floor(pix[:, 1]).astype(np.int64)
         inside = (col >= 0) & (col < W) & (row >= 0) & (row < H) & np.isfinite(pix).all(1)
+        depth, face_buf = self.fragments.depth, self.fragments.face
+
+        def usable_face(r: np.ndarray, c: np.ndarray, lim: np.ndarray) -> np.ndarray:
+            r, c = np.clip(r, 0, H - 1), np.clip(c, 0, W - 1)
+            return np.where(depth[r, c] <= lim, face_buf[r, c], -1)
+
         face = np.full(len(pix), -1, dtype=np.int64)
-        face[inside] = usable_face[row[inside], col[inside]]
+        face[inside] = usable_face(row[inside], col[inside], limit[inside])
         points = np.full((len(pix), 3), np.nan)
 
         hit = face >= 0
         if hit.any():
             # the pixel's own triangle, or a neighbour's when the exact position lies just past its edge
-            rr, cc = row[hit], col[hit]
-            cand = np.stack([usable_face[np.clip(rr + dr, 0, H - 1), np.clip(cc + dc, 0, W - 1)]
-                             for dr in (0, -1, 1) for dc in (0, -1, 1)], axis=1)  # (K, 9), own first
+            rr, cc, lim = row[hit], col[hit], limit[hit]
+            cand = np.stack([usable_face(rr + dr, cc + dc, lim) for dr in (0, -1, 1) for dc in (0, -1, 1)],
+                            axis=1)  # (K, 9), own first
             origins, dirs = self.camera.rays(pix[hit])
             s_best = _ray_triangle(origins, dirs, self.vertices, self.faces, cand).min(1)
             # triangles smaller than a pixel may be visible at no pixel centre: try the visible
@@ -87,13 +93,14 @@ class Rendering:
             points[hit] = lifted
 
         missing = np.flatnonzero(~hit)
-        if len(missing) and search_px > 0 and usable.any():
-            cov_r, cov_c = np.nonzero(usable)
+        if len(missing) and search_px > 0 and self.fragments.mask.any():
+            cov_r, cov_c = np.nonzero(self.fragments.mask)
+            cov_depth = depth[cov_r, cov_c]
             centres = np.column_stack([cov_c + 0.5, cov_r + 0.5])
             for i in missing:
                 if not np.isfinite(pix[i]).all():
                     continue
-                d = np.linalg.norm(centres - pix[i], axis=1)
+                d = np.where(cov_depth <= limit[i], np.linalg.norm(centres - pix[i], axis=1), np.inf)
                 j = int(np.argmin(d))
                 if d[j] <= search_px:
                     r, c = cov_r[j], cov_c[j]
