@@ -61,6 +61,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _model(args: argparse.Namespace):
+    if args.model is None:  # onflame's procedural head, which carries its landmarks and masks
+        from .synthetic.head import make_head_model
+
+        return make_head_model()
     from .flame import load_model_with_assets
 
     return load_model_with_assets(args.model, args.embedding, args.masks)
@@ -76,7 +80,8 @@ def cmd_register(args: argparse.Namespace) -> int:
     results, failed = [], 0
     for scan in args.scans:
         try:
-            reg = register(scan, model, landmarks=args.landmarks, units=args.units, auto_landmarks=args.auto_landmarks)
+            reg = register(scan, model, landmarks=args.landmarks, units=args.units, auto_landmarks=args.auto_landmarks,
+                           landmark_convention=args.landmark_convention)
         except OnflameError as exc:  # one bad scan never stops the others
             failed += 1
             results.append({"scan": str(scan), "verdict": "failed", "error": str(exc)})
@@ -87,10 +92,22 @@ def cmd_register(args: argparse.Namespace) -> int:
         if not args.json:
             q = reg.quality.numbers
             print(f"{scan}: {reg.verdict} ({', '.join(reg.quality.reasons) or 'all checks passed'}); units {reg.report()['units']}; "
-                  f"scan-to-mesh median {q['scan_to_mesh_median_mm']:.3f} mm; {reg.timings['total']:.2f} s -> {paths['params']}")
+                  f"landmarks {_landmark_note(reg.landmark_info)}; scan-to-mesh median {q['scan_to_mesh_median_mm']:.3f} mm; "
+                  f"{reg.timings['total']:.2f} s -> {paths['params']}")
     if args.json:
         _print_json(results)
     return 1 if failed else 0
+
+
+def _landmark_note(info: dict) -> str:
+    """``given (flame, chosen by fit: flame 1.2 mm, mica 4.8 mm)``: where a registration's landmarks came from."""
+    note = info.get("source", "?")
+    if info.get("convention"):
+        note += f" ({info['convention']}"
+        if "convention_residuals_mm" in info:
+            note += ", chosen by fit: " + ", ".join(f"{k} {v:.1f} mm" for k, v in info["convention_residuals_mm"].items())
+        note += ")"
+    return note
 
 
 def cmd_fit_mesh(args: argparse.Namespace) -> int:
@@ -130,6 +147,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     echo = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
     report = build_subset(name, args.raw, args.out, _model(args), only=only, workers=args.workers, executor=args.executor,
                           address=args.address, landmarks=args.landmarks, auto_landmarks=args.auto_landmarks,
+                          landmark_convention=args.landmark_convention,
                           require_texture=args.require_texture, retry_failed=args.retry_failed, echo=echo)
     if args.json:
         _print_json(report.to_dict())
@@ -211,7 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scans", type=Path, nargs="+", help="scan files (OBJ, PLY, WRL, ABS, ...)")
     model_args(p)
     p.add_argument("--out", type=Path, required=True, help="output folder for <name>.npz/.obj/_report.json")
-    p.add_argument("--landmarks", type=Path, help="(51, 3) or (68, 3) landmarks on the scan (.npy or .txt), scan units")
+    p.add_argument("--landmarks", type=Path, help="landmarks on the scan, in its units: .npy/.txt (51 or 68 rows in iBUG "
+                                                  "order, or NoW's 7), MeshLab .pp, menpo .ljson, BU-3DFE .bnd, .lnd")
+    p.add_argument("--landmark-convention", default="auto", metavar="NAME",
+                   help="convention the landmarks were clicked in: auto (decided by fitting), mica (MICA/DECA's "
+                        "landmark_embedding.npy), flame (FLAME's flame_static_embedding.pkl), or a name like flame51")
     p.add_argument("--units", default="auto", choices=["auto", "m", "cm", "mm"])
     p.add_argument("--auto-landmarks", default="auto", choices=["auto", "detect", "geometry"],
                    help="without --landmarks: detect them on a render (auto falls back to geometry), or geometry only")
@@ -236,9 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address (auto, ray://head:10001); default: start Ray here")
     p.add_argument("--landmarks", default="auto",
                    help="auto (a <scan stem>.lmk51.npy/.txt beside each scan or the release's own, else detected), "
-                        "none, or a file template with {actor} {stem} {subset}, e.g. 'lmk/{actor}/{stem}.npy'")
+                        "none, or a file template with {actor} {stem} {subset}, e.g. 'lmk/{actor}/{stem}.pp' "
+                        "(.npy .txt .pp .ljson .bnd .lnd .land)")
     p.add_argument("--auto-landmarks", default="auto", choices=["auto", "detect", "geometry"],
                    help="for scans without a landmark file: detect on a render (auto falls back to geometry)")
+    p.add_argument("--landmark-convention", default="auto", metavar="NAME",
+                   help="convention of the landmark files: auto (decided by fitting per scan), mica, flame")
     p.add_argument("--image-list", type=Path, help="MICA's image_paths/<SUBSET>.npy: build only its subjects")
     p.add_argument("--require-texture", action="store_true", help="fail scans whose texture image is missing")
     p.add_argument("--retry-failed", action="store_true", help="also redo scans that failed on bad input before")

@@ -21,7 +21,8 @@ from conftest import MICA_LISTS
 
 from onflame.cli import main as cli_main
 from onflame.dataset import read_image_paths, validate_root
-from onflame.dataset.build import build, build_all_synthetic, build_subset
+from onflame.dataset.build import build, build_subset
+from onflame.synthetic.raw_releases import build_all_synthetic
 from onflame.dataset.build_task import BUILD_DIR
 from onflame.dataset.executors import WORKER_DIED, LocalPool
 from onflame.errors import InputError
@@ -120,8 +121,9 @@ def test_rerun_skips_finished_work_and_redoes_changed_work(tmp_path, raw, refere
 
 
 def _build_script(raw: Path, out: Path, workers: int) -> list[str]:
-    code = ("import sys; from onflame.dataset.build import build; "
-            f"reps = build([(n, {str(raw)!r} + '/' + n) for n in {SUBSETS!r}], {str(out)!r}, workers={workers}); "
+    code = ("import sys; from onflame.dataset.build import build; from onflame.synthetic.head import make_head_model; "
+            f"reps = build([(n, {str(raw)!r} + '/' + n) for n in {SUBSETS!r}], {str(out)!r}, make_head_model(), "
+            f"workers={workers}); "
             "sys.exit(max(r.exit_code for r in reps.values()))")
     return [sys.executable, "-c", code]
 

@@ -14,6 +14,7 @@ from onflame.mesh import Mesh, read_mesh, write_ply
 from onflame.registration import fit_mesh, register, save_registration
 from onflame.registration.correspond import ScanIndex
 from onflame.registration.fit import FitState, make_layer, vertices
+from onflame.registration.landmarks import CLICK_SIGMA, LandmarkSet
 from onflame.registration.units import detect_units
 from onflame.synthetic.scans import simulate_scan
 
@@ -277,8 +278,8 @@ def test_the_detail_phase_slides_the_surface_along_itself_to_the_landmarks(flame
     region = np.ones(len(v))
     region[_eyeballs(flame_model)] = 0.0
     info: dict = {}
-    out = follow_detail(v, v, F, index, region, _eyeballs(flame_model), RefineSettings(),
-                        (corners, emb.bary, targets), info)
+    lmk = LandmarkSet(emb, targets, np.full(len(targets), CLICK_SIGMA), "mica")
+    out = follow_detail(v, v, F, index, region, _eyeballs(flame_model), RefineSettings(), lmk, info)
     residual_mm = np.linalg.norm(emb.locate(out, F) - targets, axis=1) * 1000
     assert info["detail_rounds"] == RefineSettings().detail_rounds
     assert np.median(residual_mm) < 0.8  # 2.0 before

@@ -244,6 +244,7 @@ def _task_key(task: BuildTask, model_digest: str) -> str:
         "item": [it.subset, it.actor, it.stem, str(it.scan_path), it.units, np.asarray(it.rotation, np.float64),
                  it.texture_expected],
         "landmarks": task.landmarks, "auto_landmarks": task.auto_landmarks,
+        **({"landmark_convention": task.landmark_convention} if task.landmark_convention != "auto" else {}),
         "landmark_files": [(str(p), p.is_file()) for p in task.landmark_candidates()],
         "require_texture": task.require_texture,
         "fit": task.fit_settings or FitSettings(), "refine": task.refine_settings or RefineSettings(),
@@ -335,18 +336,21 @@ def _ensure_model_file(out_root: Path, model: FlameModel, digest: str) -> str | 
     return None
 
 
-def _resolve_model(model: FlameModel | str | os.PathLike | None) -> FlameModel:
+def _resolve_model(model: FlameModel | str | os.PathLike) -> FlameModel:
     if isinstance(model, FlameModel):
         return model
-    return load_model_with_assets(model)  # None: onflame's procedural head
+    if model is None:
+        raise InputError(None, "no FLAME model given (a FlameModel or a model file)")
+    return load_model_with_assets(model)
 
 
 # --- the build ---------------------------------------------------------------------------------------------
 
 def build(jobs: Sequence[tuple[str, str | os.PathLike]], out_root: str | os.PathLike,
-          model: FlameModel | str | os.PathLike | None = None, *, workers: int | None = None,
+          model: FlameModel | str | os.PathLike, *, workers: int | None = None,
           executor: str = "local", address: str | None = None, landmarks: str = "auto",
-          auto_landmarks: str = "auto", only: Mapping[str, Mapping[str, str]] | None = None,
+          auto_landmarks: str = "auto", landmark_convention: str = "auto",
+          only: Mapping[str, Mapping[str, str]] | None = None,
           require_texture: bool = False, retry_failed: bool = False, torch_threads: int = 1,
           fit_settings: FitSettings | None = None, refine_settings: RefineSettings | None = None,
           echo: Callable[[str], None] | None = None) -> dict[str, BuildReport]:
@@ -367,7 +371,8 @@ def build(jobs: Sequence[tuple[str, str | os.PathLike]], out_root: str | os.Path
     flame = _resolve_model(model)
     digest = value_digest(flame)
     out_root = Path(out_root)
-    options = dict(landmarks=landmarks, auto_landmarks=auto_landmarks, require_texture=require_texture,
+    options = dict(landmarks=landmarks, auto_landmarks=auto_landmarks, landmark_convention=landmark_convention,
+                   require_texture=require_texture,
                    torch_threads=torch_threads, fit_settings=fit_settings, refine_settings=refine_settings)
     sources = []
     for name, raw in jobs:
@@ -414,7 +419,7 @@ def build(jobs: Sequence[tuple[str, str | os.PathLike]], out_root: str | os.Path
 
 
 def build_subset(source: str, raw_dir: str | os.PathLike, out_root: str | os.PathLike,
-                 model: FlameModel | str | os.PathLike | None = None, *, only: Mapping[str, str] | None = None,
+                 model: FlameModel | str | os.PathLike, *, only: Mapping[str, str] | None = None,
                  **options: Any) -> BuildReport:
     """Register every scan of a raw release into ``out_root/<SUBSET>/`` (see the module docstring).
 
@@ -422,15 +427,19 @@ def build_subset(source: str, raw_dir: str | os.PathLike, out_root: str | os.Pat
         source: MICA subset name (``"FRGC"``, ``"BU-3DFE"``, ...; :func:`onflame.sources.get_source`).
         raw_dir: the release's root folder.
         out_root: the MICA root to write into.
-        model: a :class:`FlameModel` with landmark embedding and masks, a model file (its embedding and
-            masks found beside it), or None for onflame's procedural head.
+        model: a :class:`FlameModel` with landmark embedding and masks, or a model file (its embedding and
+            masks found beside it); :func:`onflame.synthetic.head.make_head_model` gives onflame's
+            procedural head.
         only: actor -> stem to keep (:func:`onflame.sources.mica_subjects` of MICA's image list).
         workers: processes (local) or CPUs of a local Ray (default: the cores available).
         executor: ``"local"`` (process pool) or ``"ray"``; ``address``: the Ray cluster (None: start one here).
         landmarks: ``"auto"`` (a landmark file beside each scan, ``<scan stem>.lmk51.npy``, or shipped by the
             release, else ``auto_landmarks``), ``"none"``, or a file-name template with ``{actor}``, ``{stem}``,
-            ``{subset}`` (points in the scan's units and axes).
+            ``{subset}`` (any landmark file onflame reads: ``.npy``, ``.txt``, ``.pp``, ``.ljson``, ``.bnd``,
+            ``.lnd``, ``.land``; points in the scan's units and axes).
         auto_landmarks: :func:`onflame.registration.register`'s mode for scans without landmarks.
+        landmark_convention: the landmark files' convention (``auto``, ``mica``, ``flame``, ...; see
+            :func:`onflame.registration.register`).
         require_texture: fail scans whose texture image is missing (default: a warning).
         retry_failed: also redo scans that failed on bad input last time (default: only if their input changed).
         torch_threads: torch threads per worker (fixed so that results do not depend on the worker count).
@@ -446,24 +455,3 @@ def build_subset(source: str, raw_dir: str | os.PathLike, out_root: str | os.Pat
     """
     name = get_source(source).name if source else source
     return build([(source, raw_dir)], out_root, model, only=None if only is None else {name: only}, **options)[name]
-
-
-def build_all_synthetic(out_dir: str | os.PathLike, model: FlameModel | None = None, n_actors: int = 1,
-                        **options: Any) -> dict[str, BuildReport]:
-    """Write the eight synthetic raw releases (:mod:`onflame.synthetic.raw_releases`) and build them.
-
-    Raw releases go to ``out_dir/raw/<SUBSET>/`` (with landmark sidecars), the MICA root to ``out_dir/mica/``;
-    ``model`` defaults to onflame's procedural head; ``options`` as for :func:`build_subset`. Re-running
-    rewrites the same raw files and builds nothing again.
-    """
-    from ..sources import SOURCES
-    from ..synthetic.head import make_head_model
-    from ..synthetic.raw_releases import write_raw_release
-
-    model = model or make_head_model()
-    out_dir = Path(out_dir)
-    jobs = []
-    for seed, name in enumerate(SOURCES):
-        release = write_raw_release(name, out_dir / "raw" / name, model, n_actors=n_actors, seed=seed)
-        jobs.append((name, release.root))
-    return build(jobs, out_dir / "mica", model, **options)

@@ -30,6 +30,7 @@ import numpy as np
 from ..errors import InputError, OnflameError
 from ..fileio import write_json
 from ..flame.model import FlameModel
+from ..mesh.landmark_files import ScanLandmarks
 from ..registration.fit import FitSettings
 from ..registration.refine import RefineSettings
 from ..sources.base import METRES_PER_UNIT, ScanItem, landmark_sidecar
@@ -55,8 +56,9 @@ class BuildTask:
         subset_dir: output folder ``ROOT/<SUBSET>``.
         landmarks: ``"auto"`` (a landmark file beside the scan or shipped by the release, else
             ``auto_landmarks``), ``"none"`` (no landmark files), or a file-name template with ``{actor}``,
-            ``{stem}`` and ``{subset}`` fields (``.npy``/``.txt`` (51 | 68, 3) or ``.land``; the scan's units
-            and axes) that must exist for every scan.
+            ``{stem}`` and ``{subset}`` fields (any landmark file :func:`read_landmark_file` reads; the
+            scan's units and axes) that must exist for every scan.
+        landmark_convention: the convention of the landmark files (``auto``: decided per scan by fitting).
         auto_landmarks: :func:`register`'s mode for scans without a landmark file (``auto``, ``detect``,
             ``geometry``).
         require_texture: a scan whose texture image is missing fails (otherwise it is a warning).
@@ -71,6 +73,7 @@ class BuildTask:
     subset_dir: str
     landmarks: str = "auto"
     auto_landmarks: str = "auto"
+    landmark_convention: str = "auto"
     require_texture: bool = False
     torch_threads: int = 1
     fit_settings: FitSettings | None = None
@@ -102,37 +105,29 @@ class BuildTask:
 
 # --- landmarks -----------------------------------------------------------------------------------------------
 
-def read_landmark_file(path: Path, scan_raw) -> np.ndarray | None:
-    """(51, 3) landmarks from a file, in the scan's units and axes; None for a ``.land`` of 2D image points.
+def read_landmark_file(path: Path, scan_raw) -> ScanLandmarks | None:
+    """Landmarks from a file, in the scan's units and axes; None for a ``.land`` of 2D image points.
 
-    ``.npy`` (no pickles) and text files hold (51, 3) or (68, 3) points (iBUG's 68 lose the 17 jaw-contour
-    points, as FLAME's 51 do); ``.land`` files hold vertex ids or 3D points
-    (:func:`onflame.mesh.facewarehouse.read_land`). Raises :class:`InputError` naming the file.
+    Any file :func:`onflame.mesh.landmark_files.read_landmarks` reads (``.npy``, ``.txt``, ``.pp``,
+    ``.ljson``, ``.bnd``, ``.lnd``), and FaceWarehouse's ``.land`` files of vertex ids or 3D points
+    (:func:`onflame.mesh.facewarehouse.read_land`; 7, 51 or 68 of them in iBUG order). Raises
+    :class:`InputError` naming the file.
     """
     from ..mesh.facewarehouse import landmarks_3d, read_land
+    from ..mesh.landmark_files import landmarks_from_array, read_landmarks
 
     if not path.is_file():
         raise InputError(path, "landmark file not found")
-    if path.suffix.lower() == ".land":
-        land = read_land(path)
-        if land.image_points is not None:  # FaceWarehouse's release: pixels in the photo, no depth
-            return None
-        lmk = landmarks_3d(land, scan_raw)
-    else:
-        try:
-            lmk = np.load(path, allow_pickle=False) if path.suffix.lower() == ".npy" else np.loadtxt(path, ndmin=2)
-        except (OSError, ValueError) as exc:
-            raise InputError(path, f"cannot read landmarks ({exc})") from None
-    lmk = np.asarray(lmk, dtype=np.float64)
-    if lmk.shape == (68, 3):
-        lmk = lmk[17:]
-    if lmk.shape != (51, 3) or not np.isfinite(lmk).all():
-        raise InputError(path, f"landmarks must be (51, 3) or (68, 3) finite points, got shape {lmk.shape}")
-    return lmk
+    if path.suffix.lower() != ".land":
+        return read_landmarks(path)
+    land = read_land(path)
+    if land.image_points is not None:  # FaceWarehouse's release: pixels in the photo, no depth
+        return None
+    return landmarks_from_array(landmarks_3d(land, scan_raw), str(path))
 
 
-def find_landmarks(task: BuildTask, scan_raw, flame_frame) -> tuple[np.ndarray | None, Path | None]:
-    """The scan's (51, 3) landmarks in metres and FLAME's axes (like ``flame_frame``, the scan as
+def find_landmarks(task: BuildTask, scan_raw, flame_frame) -> tuple[ScanLandmarks | None, Path | None]:
+    """The scan's landmarks in metres and FLAME's axes (like ``flame_frame``, the scan as
     :meth:`ScanItem.to_flame_frame` returns it) and the file they came from; ``(None, None)`` without one.
 
     ``scan_raw`` is the scan as read (its units and axes), for ``.land`` files that hold vertex ids.
@@ -142,7 +137,7 @@ def find_landmarks(task: BuildTask, scan_raw, flame_frame) -> tuple[np.ndarray |
         if raw is None:
             continue
         unit = flame_frame.meta.get("units_read") or task.item.units
-        return METRES_PER_UNIT[unit] * raw @ np.asarray(task.item.rotation).T, path
+        return raw.with_points(METRES_PER_UNIT[unit] * raw.points @ np.asarray(task.item.rotation).T), path
     return None, None
 
 
@@ -208,7 +203,7 @@ def run_task(task: BuildTask, model: FlameModel) -> dict:
             inputs.append(lmk_path)
         record["timings_s"]["read"] = time.perf_counter() - t0
         reg = register(scan, model, landmarks=lmk, units="m", auto_landmarks=task.auto_landmarks,
-                       fit_settings=task.fit_settings, refine_settings=task.refine_settings)
+                       landmark_convention=task.landmark_convention, fit_settings=task.fit_settings, refine_settings=task.refine_settings)
     except OnflameError as exc:
         record.update(error=str(exc), reasons=[str(exc)], retry=not isinstance(exc, InputError))
         reg = None

@@ -207,11 +207,12 @@ def save_model(model: FlameModel, path: str | os.PathLike) -> None:
         "exprdirs": model.exprdirs, "posedirs": model.posedirs, "J_regressor": model.J_regressor,
         "weights": model.weights, "parents": model.parents,
     }
-    for part in ("static51", "full68", "dynamic"):
-        pts: SurfacePoints | None = getattr(model.landmarks, part)
-        if pts is not None:
-            arrays[f"lmk_{part}_face_idx"] = pts.face_idx
-            arrays[f"lmk_{part}_bary"] = pts.bary
+    parts = dict(model.landmarks.conventions)
+    if model.landmarks.dynamic is not None:
+        parts["dynamic"] = model.landmarks.dynamic
+    for part, pts in parts.items():
+        arrays[f"lmk_{part}_face_idx"] = pts.face_idx
+        arrays[f"lmk_{part}_bary"] = pts.bary
     for name, idx in model.masks.items():
         arrays[f"mask_{name}"] = idx
     write_npz(path, **arrays)
@@ -225,16 +226,19 @@ def _load_npz(path: Path) -> FlameModel:
         raise InputError(path, f"not a readable .npz ({exc})") from None
     if str(data.get("format", "")) != NPZ_FORMAT:
         raise InputError(path, f"not an onflame model file (format tag {str(data.get('format', 'missing'))!r})")
-    parts = {}
-    for part in ("static51", "full68", "dynamic"):
-        if f"lmk_{part}_face_idx" in data:
-            parts[part] = SurfacePoints(data[f"lmk_{part}_face_idx"].astype(np.int64), data[f"lmk_{part}_bary"])
+    parts = {k[4:-9]: SurfacePoints(data[k].astype(np.int64), data[f"lmk_{k[4:-9]}_bary"])
+             for k in data if k.startswith("lmk_") and k.endswith("_face_idx")}
+    dynamic = parts.pop("dynamic", None)
+    # files written before conventions were named: their default points, under a name that says so
+    for old, new in (("static51", "legacy51"), ("full68", "legacy68")):
+        if old in parts:
+            parts[new] = parts.pop(old)
     masks = {k[5:]: v.astype(np.int64) for k, v in data.items() if k.startswith("mask_")}
     try:
         return FlameModel(
             data["v_template"], data["faces"].astype(np.int64), data["shapedirs"], data["exprdirs"],
             data["posedirs"], data["J_regressor"], data["weights"], data["parents"].astype(np.int64),
-            LandmarkEmbedding(**parts), masks, str(path),
+            LandmarkEmbedding(parts, dynamic, {k: str(path) for k in parts}), masks, str(path),
         )
     except KeyError as exc:
         raise InputError(path, f"onflame model file lacks array {exc}") from None
@@ -250,29 +254,21 @@ EMBEDDING_NAMES = ("landmark_embedding.npy", "flame_static_embedding.pkl", "flam
 MASK_NAMES = ("FLAME_masks.pkl",)
 
 
-def load_model_with_assets(path: str | os.PathLike | None, embedding: list[str | os.PathLike] | None = None,
+def load_model_with_assets(path: str | os.PathLike, embedding: list[str | os.PathLike] | None = None,
                            masks: str | os.PathLike | None = None) -> FlameModel:
-    """Load a model and attach its landmark embedding and region masks.
+    """Load a model and attach its landmark embeddings and region masks.
 
     Embedding and mask files are taken from the arguments, else from the model's folder under FLAME's and
     MICA's usual names (``landmark_embedding.npy``, ``flame_static_embedding*.pkl``, ``FLAME_masks.pkl``).
-    With ``path=None``, onflame's embedded procedural head (which carries both) is used.
+    Each embedding file's points keep their convention's name (``mica51``, ``flame51``, ...; see
+    :mod:`onflame.flame.embedding`); two files that disagree on one convention are an error.
     """
     from .embedding import load_landmark_embedding, load_masks
 
-    if path is None:
-        from ..synthetic.head import make_head_model
-
-        model = make_head_model()
-    else:
-        model = load_model(path)
-    folder = Path(path).parent if path is not None else None
-    emb_paths = list(embedding or [])
-    if not emb_paths and folder is not None:
-        emb_paths = [folder / n for n in EMBEDDING_NAMES if (folder / n).is_file()]
-    mask_path = masks
-    if mask_path is None and folder is not None:
-        mask_path = next((folder / n for n in MASK_NAMES if (folder / n).is_file()), None)
+    model = load_model(path)
+    folder = Path(path).parent
+    emb_paths = list(embedding or []) or [folder / n for n in EMBEDDING_NAMES if (folder / n).is_file()]
+    mask_path = masks if masks is not None else next((folder / n for n in MASK_NAMES if (folder / n).is_file()), None)
     lm = load_landmark_embedding(*emb_paths) if emb_paths else None
     mk = load_masks(mask_path) if mask_path is not None else None
     return model.with_assets(lm, mk) if (lm is not None or mk) else model
