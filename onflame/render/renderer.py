@@ -92,21 +92,24 @@ class Rendering:
             lifted[found] = origins[found] + s_best[found, None] * dirs[found]
             points[hit] = lifted
 
-        missing = np.flatnonzero(~hit)
-        if len(missing) and search_px > 0 and self.fragments.mask.any():
-            cov_r, cov_c = np.nonzero(self.fragments.mask)
-            cov_depth = depth[cov_r, cov_c]
-            centres = np.column_stack([cov_c + 0.5, cov_r + 0.5])
-            for i in missing:
-                if not np.isfinite(pix[i]).all():
-                    continue
-                d = np.where(cov_depth <= limit[i], np.linalg.norm(centres - pix[i], axis=1), np.inf)
-                j = int(np.argmin(d))
-                if d[j] <= search_px:
-                    r, c = cov_r[j], cov_c[j]
-                    f = self.fragments.face[r, c]
-                    points[i] = self.fragments.bary[r, c] @ self.vertices[self.faces[f]]
-                    hit[i] = True
+        missing = np.flatnonzero(~hit & np.isfinite(pix).all(1))
+        if len(missing) and search_px > 0:
+            # the nearest covered pixel within reach, searched in a window around each missed position
+            r = int(np.ceil(search_px))
+            off = np.arange(-r, r + 1)
+            wr = (row[missing, None, None] + off[None, :, None]).repeat(len(off), 2)   # (M, w, w)
+            wc = (col[missing, None, None] + off[None, None, :]).repeat(len(off), 1)
+            on = (wr >= 0) & (wr < H) & (wc >= 0) & (wc < W)
+            wr, wc = np.clip(wr, 0, H - 1), np.clip(wc, 0, W - 1)
+            ok = on & (face_buf[wr, wc] >= 0) & (depth[wr, wc] <= limit[missing, None, None])
+            dist = np.hypot(wc + 0.5 - pix[missing, 0, None, None], wr + 0.5 - pix[missing, 1, None, None])
+            dist = np.where(ok & (dist <= search_px), dist, np.inf).reshape(len(missing), -1)
+            best = dist.argmin(1)
+            found = np.isfinite(dist[np.arange(len(missing)), best])
+            m, b = missing[found], best[found]
+            rr, cc = wr.reshape(len(missing), -1)[found, b], wc.reshape(len(missing), -1)[found, b]
+            points[m] = np.einsum("nk,nkd->nd", self.fragments.bary[rr, cc], self.vertices[self.faces[face_buf[rr, cc]]])
+            hit[m] = True
         return points, hit
 
 
