@@ -6,6 +6,8 @@ of views with one outlier is the mean of the others.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -54,6 +56,20 @@ def test_shipped_table_is_for_flame_topology_only(table, template):
     other[0] = other[0, [1, 2, 0]]
     assert load_correspondence("mediapipe", other) is None
     assert load_correspondence("insightface", template.faces) is None
+
+
+def test_a_model_of_another_topology_uses_the_detectors_ibug_points(flame_model):
+    """The procedural head (or any topology without a shipped table): landmarks are the detector's own
+    iBUG-68 points without the jaw, i.e. MediaPipe's points ``MEDIAPIPE_TO_IBUG68[17:]``."""
+    from onflame.detection import MEDIAPIPE_TO_IBUG68
+
+    assert not autolandmarks.landmark_transfer(flame_model).selects  # FLAME's topology: the table
+    faces = flame_model.faces.copy()
+    faces[0] = faces[0, [1, 2, 0]]
+    other = autolandmarks.landmark_transfer(replace(flame_model, faces=faces))
+    assert other.selects
+    dense = np.arange(478 * 3, dtype=np.float64).reshape(478, 3)
+    assert np.array_equal(other.apply(dense), dense[MEDIAPIPE_TO_IBUG68[17:]])
 
 
 def test_bad_table_file_is_one_clear_error(tmp_path):

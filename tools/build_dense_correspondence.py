@@ -32,6 +32,7 @@ import torch
 import trimesh
 
 from onflame.detection import get_detector
+from onflame.errors import OnflameError
 from onflame.detection.correspondence import DenseCorrespondence, topology_key
 from onflame.flame import FLAME, SurfacePoints, load_masks, load_model
 from onflame.registration.autolandmarks import N_DENSE, consensus, detect_scan_landmarks
@@ -121,4 +122,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except OnflameError as exc:  # a bad model or masks file: one line naming it
+        sys.exit(f"error: {exc}")

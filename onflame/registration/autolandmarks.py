@@ -88,12 +88,14 @@ RENDER_CELL_M = 0.0007
 
 
 @functools.lru_cache(maxsize=4)
-def _named_detector(name: str) -> FaceDetector:
-    return get_detector(name)  # building a detector loads its model: once per process and name
+def named_detector(name: str) -> FaceDetector:
+    """The detector ``name`` (:func:`onflame.detection.get_detector`), built once per process: building
+    one loads its model (MediaPipe's graph: ~0.3 s)."""
+    return get_detector(name)
 
 
 def _as_detector(detector: str | FaceDetector) -> FaceDetector:
-    return _named_detector(detector) if isinstance(detector, str) else detector
+    return named_detector(detector) if isinstance(detector, str) else detector
 
 
 def scan_facing(vertices: np.ndarray, faces: np.ndarray, min_strength: float = 0.1) -> np.ndarray | None:
@@ -495,8 +497,9 @@ def choose_landmarks(scan: Mesh, points_m: np.ndarray, mode: str, model: FlameMo
 
 
 #: Median spread (mm) of the 51 landmarks across the views beyond which the views are said to disagree and
-#: the registration is ``suspect``. Agreeing views stay well below it: 2.4–3.9 mm on simulated scans of
-#: the benchmark's real head (shaded geometry), 1.1–1.9 mm on the textured 3dMD capture.
+#: the registration is ``suspect``. Agreeing views stay below it (``benchmarks/registration_landmarks.py``):
+#: 2.3–2.6 mm on simulated scans of the real head and 2.3–4.1 mm on in-model heads (shaded geometry),
+#: 1.4 mm on the textured 3dMD capture.
 SPREAD_LIMIT_MM = 5.0
 
 

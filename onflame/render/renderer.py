@@ -36,13 +36,24 @@ class Rendering:
     faces: np.ndarray
     _incidence: sp.csr_matrix | None = field(default=None, init=False, repr=False)
 
-    def _ring(self, faces_idx: np.ndarray) -> np.ndarray:
-        """Indices of every triangle sharing a vertex with triangles ``faces_idx``."""
+    def _rings(self, faces_idx: np.ndarray) -> np.ndarray:
+        """(K, L) every triangle sharing a vertex with row k's triangles ``faces_idx`` (K, C) (-1: none;
+        rows padded with -1)."""
         if self._incidence is None:  # vertex -> triangles, built once per rendering when first needed
             F = len(self.faces)
             self._incidence = sp.csr_matrix((np.ones(3 * F), (self.faces.ravel(), np.repeat(np.arange(F), 3))),
                                             shape=(len(self.vertices), F))
-        return np.unique(self._incidence[np.unique(self.faces[faces_idx])].indices)
+        K = len(faces_idx)
+        corners = np.where(faces_idx[..., None] >= 0, self.faces[np.maximum(faces_idx, 0)], -1).reshape(K, -1)
+        row, col = np.nonzero(corners >= 0)
+        # one sparse product: row k's corner vertices -> their triangles
+        pick = sp.csr_matrix((np.ones(len(row)), (row, corners[row, col])), shape=(K, len(self.vertices)))
+        ring = (pick @ self._incidence).tocsr()
+        width = max(1, int(np.diff(ring.indptr).max(initial=0)))
+        out = np.full((K, width), -1, dtype=np.int64)
+        r = np.repeat(np.arange(K), np.diff(ring.indptr))
+        out[r, np.arange(len(r)) - ring.indptr[r]] = ring.indices
+        return out
 
     def lift(self, pixels: np.ndarray, search_px: float = 0.0,
              max_depth: float | np.ndarray = np.inf) -> tuple[np.ndarray, np.ndarray]:
@@ -82,10 +93,10 @@ class Rendering:
             s_best = _ray_triangle(origins, dirs, self.vertices, self.faces, cand).min(1)
             # triangles smaller than a pixel may be visible at no pixel centre: try the visible
             # triangles' vertex neighbours too (few rays need it)
-            for k in np.flatnonzero(~np.isfinite(s_best)):
-                ring = self._ring(cand[k][cand[k] >= 0])
-                one = slice(k, k + 1)
-                s_best[k] = _ray_triangle(origins[one], dirs[one], self.vertices, self.faces, ring[None]).min()
+            miss = np.flatnonzero(~np.isfinite(s_best))
+            if len(miss):
+                rings = self._rings(cand[miss])
+                s_best[miss] = _ray_triangle(origins[miss], dirs[miss], self.vertices, self.faces, rings).min(1)
             # no exact hit (a grazing ray, a silhouette): the pixel centre's surface point
             found = np.isfinite(s_best)
             lifted = np.einsum("nk,nkd->nd", self.fragments.bary[rr, cc], self.vertices[self.faces[face[hit]]])
