@@ -63,8 +63,10 @@ _PIT_WIDTH_M = 0.015
 _PIT_SLACK_M = 0.003
 #: Radius, as a share of the image size, searched for surface when a landmark misses it (holes, lips apart).
 _SEARCH = 0.03
-#: A coarse view whose detection is at least this confident ends the search.
-_CONFIDENT = 0.85
+#: A coarse view whose detection is at least this confident ends the search: its face frame only aims the
+#: views around the face, and MediaPipe scores faces turned 60° or rolled 60° about 0.7–0.9 (at 0.85,
+#: simulated scans of the real head took up to 10 coarse renders instead of one, for no better landmarks).
+_CONFIDENT = 0.7
 #: Coarse views: image size (px), and scans with more triangles than ``COARSE_MAX_FACES`` are drawn as a
 #: copy clustered to ``COARSE_CELL_M`` (a 192 px view of a 0.3 m scan has 1.6 mm pixels).
 COARSE_SIZE = 192
@@ -498,7 +500,7 @@ def choose_landmarks(scan: Mesh, points_m: np.ndarray, mode: str, model: FlameMo
 
 #: Median spread (mm) of the 51 landmarks across the views beyond which the views are said to disagree and
 #: the registration is ``suspect``. Agreeing views stay below it (``benchmarks/registration_landmarks.py``):
-#: 2.3–2.6 mm on simulated scans of the real head and 2.3–4.1 mm on in-model heads (shaded geometry),
+#: 2.2–2.8 mm on simulated scans of the real head and 2.3–4.1 mm on in-model heads (shaded geometry),
 #: 1.4 mm on the textured 3dMD capture.
 SPREAD_LIMIT_MM = 5.0
 
