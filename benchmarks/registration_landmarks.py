@@ -90,7 +90,7 @@ def simulated_case(model, truth: np.ndarray, true_lmk: np.ndarray, seed: int) ->
             row["lmk"] = landmark_errors(sim.to_truth_frame(detected_targets(reg) * sim.scale), true_lmk)
             row["detect_s"] = reg.timings["landmarks"]
             info = reg.landmark_info
-            row["views"], row["points"], row["spread"] = len(info["views_used"]), info["points_used"], info["spread_median_mm"]
+            row.update(views=len(info["views_used"]), points=info["points_used"], spread=info["spread_median_mm"])
     row["ratio"] = row["detected"] / row["clicked"]
     return row
 
@@ -113,7 +113,7 @@ def james_case(model) -> dict:
     row["lmk"] = landmark_errors(detected_targets(reg), truth51)
     row["detect_s"] = reg.timings["landmarks"]
     info = reg.landmark_info
-    row["views"], row["points"], row["spread"] = len(info["views_used"]), info["points_used"], info["spread_median_mm"]
+    row.update(views=len(info["views_used"]), points=info["points_used"], spread=info["spread_median_mm"])
     row["between_mm"] = float(np.median(per_vertex_error(regs["detected"].mesh.vertices, regs["clicked"].mesh.vertices,
                                                          model.masks["face"]) * 1000))
     row["ratio"] = row["detected_reg_lmk"] / row["clicked_reg_lmk"]
@@ -134,7 +134,8 @@ def main() -> None:
     emb = model.landmarks.static51  # the convention the model's fit uses (MICA's static 51: mica51)
 
     head = (f"{'case':<14} {'clicked mm':>10} {'detected mm':>11} {'ratio':>6} | {'lmk mm':>6} "
-            + " ".join(f"{g:>6}" for g in GROUPS) + f" | {'views':>5} {'points':>6} {'spread':>6} {'detect s':>8}  verdicts")
+            + " ".join(f"{g:>6}" for g in GROUPS)
+            + f" | {'views':>5} {'points':>6} {'spread':>6} {'detect s':>8}  verdicts")
     print(head)
     print("-" * len(head))
     ratios, lmk_all = [], []

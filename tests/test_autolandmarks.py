@@ -164,7 +164,7 @@ def test_landmark_policy(stub_detection, flame_model):
         choose_landmarks(scan, scan.vertices, "detect", bare)
     spread = np.full(51, 0.001)
     spread[0] = np.nan  # seen by one view only
-    outcome[0] = DetectedLandmarks(np.ones((51, 3)), spread, info={"score": 0.9})
+    outcome[0] = DetectedLandmarks(np.ones((51, 3)), spread, info={"score": 0.9}, from_table=True)
     lmk, info = choose_landmarks(scan, scan.vertices, "detect", flame_model, detector="insightface")
     assert info == {"source": "detected", "score": 0.9} and calls[-1] == "insightface"
     assert np.array_equal(lmk.targets, np.ones((51, 3))) and lmk.source == "detected"
@@ -172,6 +172,10 @@ def test_landmark_policy(stub_detection, flame_model):
     # sigma: the floor and the spread added in quadrature; a landmark one view saw counts as 3 floors' spread
     floor = autolandmarks.DETECTED_SIGMA_FLOOR
     assert np.allclose(lmk.sigma[1:], np.hypot(floor, 0.001)) and np.isclose(lmk.sigma[0], floor * np.sqrt(10))
+    # the detector's own points (no table for the topology) are trusted less
+    outcome[0] = DetectedLandmarks(np.ones((51, 3)), spread, info={"score": 0.9}, from_table=False)
+    lmk, _ = choose_landmarks(scan, scan.vertices, "detect", flame_model)
+    assert np.allclose(lmk.sigma[1:], np.hypot(autolandmarks.UNMAPPED_SIGMA_FLOOR, 0.001))
 
 
 def test_unavailable_detector_falls_back_only_in_auto_mode(stub_detection, flame_model):

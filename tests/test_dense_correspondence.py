@@ -196,4 +196,4 @@ def test_textured_3dmd_capture_against_its_annotation():
     err = np.linalg.norm(res.landmarks - truth, axis=1) * 1000
     assert np.median(err) < 3.5, err  # ~2.4 mm measured; the annotation's own clicks are ~1-2 mm apart
     assert res.info["views_used"][0] == "frontal" and len(res.info["views_used"]) >= 3
-    assert res.info["points_used"] > 300 and len(res.info["spread_mm"]) == 51
+    assert 45 <= res.info["points_used"] <= 51 and len(res.info["spread_mm"]) == 51  # the detector's own 51

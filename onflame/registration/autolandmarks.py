@@ -190,7 +190,8 @@ def _lift(d: Detection, r: Rendering, pixels: np.ndarray) -> np.ndarray:
     width = max(3, int(round(_PIT_WIDTH_M * _pixels_per_metre(r))) | 1)
     around = grey_opening(finite, size=(width, width))
     pp = np.clip(np.floor(np.nan_to_num(pixels, nan=-1.0)).astype(np.int64), 0, size - 1)
-    pts, _ = r.lift(pixels, search_px=_SEARCH * size, max_depth=np.minimum(limit, around[pp[:, 1], pp[:, 0]] + _PIT_SLACK_M))
+    max_depth = np.minimum(limit, around[pp[:, 1], pp[:, 0]] + _PIT_SLACK_M)
+    pts, _ = r.lift(pixels, search_px=_SEARCH * size, max_depth=max_depth)
     return pts
 
 
@@ -206,7 +207,8 @@ def _seen_edge_on(r: Rendering, points: np.ndarray) -> np.ndarray:
     """(N,) True where the triangle seen at a point's (N, 3) pixel faces the camera at a grazing angle."""
     xy = r.camera.project(np.nan_to_num(points))[:, :2]
     H, W = r.fragments.face.shape
-    col, row = np.clip(np.floor(xy[:, 0]).astype(np.int64), 0, W - 1), np.clip(np.floor(xy[:, 1]).astype(np.int64), 0, H - 1)
+    col = np.clip(np.floor(xy[:, 0]).astype(np.int64), 0, W - 1)
+    row = np.clip(np.floor(xy[:, 1]).astype(np.int64), 0, H - 1)
     tri = r.fragments.face[row, col]
     n = face_normals(r.vertices, r.faces[np.maximum(tri, 0)])
     cos = np.abs(n @ r.camera.forward)
@@ -242,9 +244,12 @@ class DetectedLandmarks:
         dense_spread_m: (N,) their RMS distance from the consensus across the agreeing views.
         dense_views: (N,) how many views agree on each dense point.
         info: JSON-ready account: ``detector``, ``views`` (renders drawn), ``views_used`` (names of the
-            views around the face that found it), ``view_scores``, ``points_used`` (dense points at least
-            two views agree on), ``convention``, ``spread_mm`` (per landmark), ``spread_median_mm``,
+            views around the face that found it), ``view_scores``, ``points_used`` (dense points the
+            landmarks were made from that at least two views agree on), ``landmarks_from`` (the table or
+            the detector's own iBUG points), ``spread_mm`` (per landmark), ``spread_median_mm``,
             ``spread_max_mm``, ``score``, ``facing``, ``up``; ``reason`` when nothing was found.
+        from_table: the landmarks came through a dense-correspondence table (else they are the
+            detector's own iBUG points).
     """
 
     landmarks: np.ndarray | None
@@ -253,6 +258,7 @@ class DetectedLandmarks:
     dense_spread_m: np.ndarray | None = None
     dense_views: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    from_table: bool = False
 
 
 def landmark_transfer(model: FlameModel, detector: str = "mediapipe") -> LandmarkTransfer | None:
@@ -264,8 +270,9 @@ def landmark_transfer(model: FlameModel, detector: str = "mediapipe") -> Landmar
         return None
     table = load_correspondence(detector, model.faces)
     if table is None:
-        return LandmarkTransfer.ibug(IBUG51_OF_DENSE, N_DENSE, name="detector's iBUG-51")
-    return LandmarkTransfer.build(table, model.v_template, model.faces, emb, name="model's static51 via table")
+        return LandmarkTransfer.ibug(IBUG51_OF_DENSE, N_DENSE, name="the detector's iBUG-51 points")
+    return LandmarkTransfer.build(table, model.v_template, model.faces, emb,
+                                  name=f"{table.detector}'s {len(table)} points through the dense table")
 
 
 def consensus(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -292,7 +299,8 @@ def consensus(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
         inlier = valid & (d <= limit)
         count = inlier.sum(0)
         points = np.where(inlier[..., None], samples, 0.0).sum(0) / np.maximum(count, 1)[:, None]
-        spread = np.sqrt(np.where(inlier, np.linalg.norm(samples - points, axis=2) ** 2, 0.0).sum(0) / np.maximum(count, 1))
+        d2 = np.where(inlier, np.linalg.norm(samples - points, axis=2) ** 2, 0.0)
+        spread = np.sqrt(d2.sum(0) / np.maximum(count, 1))
     points[count == 0] = np.nan
     spread[count < 2] = np.nan
     return points, spread, count, inlier
@@ -370,7 +378,8 @@ def detect_scan_landmarks(scan_vertices_m: np.ndarray, faces: np.ndarray, uv: np
 
     # 2. views around the face, the frontal one first (again if its own frame turns out different)
     def around(name: str, yaw: float, pitch: float) -> ViewResult | None:
-        turn = Rotation.from_rotvec(np.deg2rad(yaw) * up) * Rotation.from_rotvec(np.deg2rad(pitch) * np.cross(facing, up))
+        turn = (Rotation.from_rotvec(np.deg2rad(yaw) * up)
+                * Rotation.from_rotvec(np.deg2rad(pitch) * np.cross(facing, up)))
         d, r = render(v, f, look, centre, turn.apply(facing), turn.apply(up), size, _FACE_MARGIN)
         if d is None:
             return None
@@ -412,13 +421,14 @@ def detect_scan_landmarks(scan_vertices_m: np.ndarray, faces: np.ndarray, uv: np
         spread = np.where(seen.sum(0) >= 2, np.sqrt(dist2.sum(0) / np.maximum(seen.sum(0), 1)), np.nan)
     spread_mm = np.round(spread * 1000, 2)
     info.update(
-        score=max(res.score for res in results), coarse_score=float(coarse_score), convention=transfer.name,
+        score=max(res.score for res in results), coarse_score=float(coarse_score), landmarks_from=transfer.name,
         views_used=[res.name for res in results], view_scores=[round(res.score, 3) for res in results],
-        points_used=int(agreed.sum()), spread_mm=[None if not np.isfinite(s) else float(s) for s in spread_mm],
+        points_used=int((agreed[IBUG51_OF_DENSE] if transfer.selects else agreed & transfer.usable).sum()),
+        spread_mm=[None if not np.isfinite(s) else float(s) for s in spread_mm],
         spread_median_mm=float(np.nanmedian(spread_mm)) if np.isfinite(spread_mm).any() else None,
         spread_max_mm=float(np.nanmax(spread_mm)) if np.isfinite(spread_mm).any() else None,
         facing=facing.tolist(), up=up.tolist())
-    return DetectedLandmarks(landmarks, spread, dense, dense_spread, count, info)
+    return DetectedLandmarks(landmarks, spread, dense, dense_spread, count, info, not transfer.selects)
 
 
 def _clustered(v: np.ndarray, f: np.ndarray, look: dict, cell: float) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -516,8 +526,9 @@ def views_disagree(info: dict) -> str | None:
 
 def detection_record(info: dict, landmarks: np.ndarray) -> dict[str, np.ndarray]:
     """What a registration's npz keeps of a detection: ``landmarks_detected`` (51, 3) (scan frame,
-    metres), ``landmark_views`` (names of the views used), ``landmark_points_used`` (dense points at
-    least two views agree on) and ``landmark_spread_mm`` (51,) (NaN: fewer than two views)."""
+    metres), ``landmark_views`` (names of the views used), ``landmark_points_used`` (points the
+    landmarks were made from that at least two views agree on) and ``landmark_spread_mm`` (51,) (NaN:
+    fewer than two views)."""
     spread = np.array([np.nan if x is None else x for x in info.get("spread_mm", [])], dtype=np.float64)
     return {"landmarks_detected": np.asarray(landmarks, dtype=np.float64),
             "landmark_views": np.array(info.get("views_used", []), dtype=str),
@@ -527,15 +538,20 @@ def detection_record(info: dict, landmarks: np.ndarray) -> dict[str, np.ndarray]
 
 #: Uncertainty (m) of a detected landmark beyond its spread across views: how far the detector's points,
 #: carried through the dense table, stay from where the model's convention puts a landmark on a face
-#: whose views agree perfectly.
+#: whose views agree perfectly (2–3 mm median on the real head of the benchmark) ...
 DETECTED_SIGMA_FLOOR = 0.002
+#: ... and without a table, where the detector's own iBUG points stand for the model's (4–5 mm median
+#: from FLAME's embedding, up to 11 mm on the procedural head's eyelids).
+UNMAPPED_SIGMA_FLOOR = 0.005
 
 
 def detected_set(found: DetectedLandmarks, model: FlameModel) -> LandmarkSet:
     """Detected FLAME-51 landmarks as a :class:`~.landmarks.LandmarkSet` on the model's default 51-point
-    convention, each with sigma ``√(DETECTED_SIGMA_FLOOR² + spread²)`` (a landmark fewer than two views
-    saw gets ``3 × DETECTED_SIGMA_FLOOR`` for its spread)."""
-    spread = np.where(np.isfinite(found.spread_m), found.spread_m, 3 * DETECTED_SIGMA_FLOOR)
+    convention, each with sigma ``√(floor² + spread²)``: floor :data:`DETECTED_SIGMA_FLOOR` through the
+    dense table, :data:`UNMAPPED_SIGMA_FLOOR` without; a landmark fewer than two views saw gets three
+    floors for its spread."""
+    floor = DETECTED_SIGMA_FLOOR if found.from_table else UNMAPPED_SIGMA_FLOOR
+    spread = np.where(np.isfinite(found.spread_m), found.spread_m, 3 * floor)
     ibug = INNER51.copy()
-    return LandmarkSet(model.landmarks.static51, found.landmarks, np.hypot(DETECTED_SIGMA_FLOOR, spread),
+    return LandmarkSet(model.landmarks.static51, found.landmarks, np.hypot(floor, spread),
                        model.landmarks.default_family or "default", "detected", ibug, np.isin(ibug, RIGID_IBUG))

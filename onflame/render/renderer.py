@@ -119,7 +119,8 @@ class Rendering:
             found = np.isfinite(dist[np.arange(len(missing)), best])
             m, b = missing[found], best[found]
             rr, cc = wr.reshape(len(missing), -1)[found, b], wc.reshape(len(missing), -1)[found, b]
-            points[m] = np.einsum("nk,nkd->nd", self.fragments.bary[rr, cc], self.vertices[self.faces[face_buf[rr, cc]]])
+            corners = self.vertices[self.faces[face_buf[rr, cc]]]
+            points[m] = np.einsum("nk,nkd->nd", self.fragments.bary[rr, cc], corners)
             hit[m] = True
         return points, hit
 
