@@ -87,7 +87,7 @@ def cmd_register(args: argparse.Namespace) -> int:
             results.append({"scan": str(scan), "verdict": "failed", "error": str(exc)})
             print(f"failed: {exc}", file=sys.stderr)
             continue
-        paths = save_registration(reg, args.out, Path(scan).name.split(".")[0], picture=not args.no_picture)
+        paths = save_registration(reg, args.out, Path(scan).name.split(".")[0], picture=args.picture)
         results.append({"scan": str(scan), **reg.report(), "outputs": paths})
         if not args.json:
             q = reg.quality.numbers
@@ -237,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--units", default="auto", choices=["auto", "m", "cm", "mm"])
     p.add_argument("--auto-landmarks", default="auto", choices=["auto", "detect", "geometry"],
                    help="without --landmarks: detect them on a render (auto falls back to geometry), or geometry only")
-    p.add_argument("--no-picture", action="store_true", help="skip the report picture")
+    p.add_argument("--picture", action="store_true",
+                   help="also write <name>_report.png: scan, registration and error heat map (about a second more)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("fit-mesh", help=COMMANDS["fit-mesh"][1])

@@ -347,3 +347,44 @@ def test_embedding_outside_the_mesh_is_refused(flame_plain_pkl):
     bad = LandmarkEmbedding({"flame51": SurfacePoints(np.full(51, 10**6), np.full((51, 3), 1 / 3))})
     with pytest.raises(InputError, match="out of range"):
         load_model(flame_plain_pkl, landmarks=bad)
+
+
+def test_a_pkl_is_read_once_then_from_its_pickle_free_copy(tmp_path, flame_pkl, monkeypatch):
+    """The second load skips the pickle; a changed .pkl is read again; a read-only folder caches elsewhere."""
+    import shutil
+
+    pkl = tmp_path / "generic_model.pkl"
+    shutil.copy(flame_pkl, pkl)
+    first = load_model(pkl)
+    copy = tmp_path / ".generic_model.pkl.onflame.npz"
+    assert copy.is_file() and not list(tmp_path.glob("*.tmp"))
+    calls = []
+    real_load = safepickle.load
+    monkeypatch.setattr(safepickle, "load", lambda p, *a, **k: calls.append(p) or real_load(p, *a, **k))
+    again = load_model(pkl)
+    assert calls == [] and again.source == str(pkl)
+    for name in ("v_template", "shapedirs", "exprdirs", "posedirs", "J_regressor", "weights", "faces", "parents"):
+        assert np.array_equal(getattr(first, name), getattr(again, name)), name
+    # the .pkl changes (another size and time): the copy is stale and the pickle is read again
+    with open(pkl, "ab") as fh:
+        fh.write(b"\n")
+    load_model(pkl)
+    assert len(calls) == 1
+    # a folder that cannot be written: the copy goes to $XDG_CACHE_HOME/onflame/models
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    shutil.copy(flame_pkl, ro / "generic_model.pkl")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    orig = load_model.__globals__["save_model"]
+
+    def save(model, path, **stamp):
+        if path.parent == ro:
+            raise PermissionError(13, "Permission denied", str(path))
+        orig(model, path, **stamp)
+
+    monkeypatch.setitem(load_model.__globals__, "save_model", save)
+    load_model(ro / "generic_model.pkl")
+    assert len(list((tmp_path / "xdg" / "onflame" / "models").glob("*.npz"))) == 1
+    monkeypatch.setenv("ONFLAME_MODEL_CACHE", "0")
+    load_model(ro / "generic_model.pkl")
+    assert len(calls) == 3  # caching off: the pickle every time

@@ -85,10 +85,11 @@ def test_cli_says_which_convention_it_chose(both, head, model_dir, tmp_path, cap
     write_ply(tmp_path / "scan.ply", sim.scan)
     np.savetxt(tmp_path / "scan.txt", sim.landmarks)
     rc = main(["register", str(tmp_path / "scan.ply"), "--model", str(model_dir / "generic_model.pkl"),
-               "--landmarks", str(tmp_path / "scan.txt"), "--out", str(tmp_path / "out"), "--no-picture"])
+               "--landmarks", str(tmp_path / "scan.txt"), "--out", str(tmp_path / "out")])
     assert rc == 0
     out = capsys.readouterr().out
     assert "landmarks given (flame, chosen by fit: " in out
+    assert not (tmp_path / "out" / "scan_report.png").exists()  # the picture only with --picture
     report = json.loads((tmp_path / "out" / "scan_report.json").read_text())
     assert report["landmarks"]["convention"] == "flame" and report["landmarks"]["file"].endswith("scan.txt")
     with np.load(tmp_path / "out" / "scan.npz") as z:

@@ -31,6 +31,7 @@ from .. import safepickle
 from ..errors import InputError
 from ..fileio import write_npz
 from .embedding import LandmarkEmbedding, SurfacePoints, check_embedding
+from .model_cache import load_cached
 
 #: FLAME's joint names, in pose-vector order.
 JOINT_NAMES = ("global", "neck", "jaw", "left_eye", "right_eye")
@@ -178,7 +179,8 @@ def load_model(path: str | os.PathLike, landmarks: LandmarkEmbedding | None = No
     """Load a FLAME model from an official ``.pkl`` (chumpy or plain) or an onflame ``.npz``.
 
     Args:
-        path: model file.
+        path: model file. A ``.pkl`` is copied once to a pickle-free ``.npz`` beside it (or in the user's
+            cache folder) that later loads read instead (:mod:`.model_cache`).
         landmarks: embedding to attach (merged with any stored in an ``.npz``).
         masks: region masks to attach.
         n_expression: how many of the last ``shapedirs`` columns are expression (100 for FLAME).
@@ -187,21 +189,28 @@ def load_model(path: str | os.PathLike, landmarks: LandmarkEmbedding | None = No
         InputError: the file is missing, corrupt, unsafe or not a FLAME model.
     """
     path = Path(path)
-    if path.suffix == ".npz":
-        model = _load_npz(path)
-    else:
+
+    def load_pickle() -> FlameModel:
         obj = safepickle.load(path)
         if not isinstance(obj, Mapping):
             raise InputError(path, f"not a FLAME model: the pickle holds a {type(obj).__name__}, not a dict")
-        model = model_from_dict(obj, str(path), n_expression)
+        return model_from_dict(obj, str(path), n_expression)
+
+    if path.suffix == ".npz":
+        model = _load_npz(path)
+    elif path.is_file():  # a pickle-free copy beside it makes later loads fast (.model_cache)
+        model = load_cached(path, n_expression, load_pickle, _load_npz, save_model)
+    else:
+        model = load_pickle()
     if landmarks is not None or masks:
         model = model.with_assets(landmarks, masks)
     return model
 
 
-def save_model(model: FlameModel, path: str | os.PathLike) -> None:
-    """Write ``model`` (with embedding and masks) to a pickle-free ``.npz``, atomically."""
-    arrays: dict[str, np.ndarray] = {
+def save_model(model: FlameModel, path: str | os.PathLike, **extra: np.ndarray) -> None:
+    """Write ``model`` (with embedding and masks) to a pickle-free ``.npz``, atomically; ``extra`` arrays
+    are stored beside the model's (the model cache's stamp)."""
+    arrays: dict[str, np.ndarray] = {**extra,
         "format": np.array(NPZ_FORMAT),
         "v_template": model.v_template, "faces": model.faces, "shapedirs": model.shapedirs,
         "exprdirs": model.exprdirs, "posedirs": model.posedirs, "J_regressor": model.J_regressor,

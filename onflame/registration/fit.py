@@ -167,15 +167,15 @@ class Linearization:
             jac = JACOBIAN_DTYPE
             self.skin_rot = torch.einsum("vj,jab->vab", W, A[0, :, :, :3]).numpy().astype(jac)    # (V, 3, 3)
             self.skin_dJ = (W @ dt_dJ.reshape(J, -1)).reshape(V, 3, nJ).numpy().astype(jac)       # (V, 3, 3J)
-            # rotation/translation columns by forward differences, one batched pass (shape computed once)
-            n = 1 + FREE_POSE + 3
+            # rotation columns by forward differences, one batched pass (shape computed once); a
+            # translation moves every vertex by itself: its columns are the identity
+            n = 1 + FREE_POSE
             pose = _t(st.pose).expand(n, -1).clone()
-            trans = _t(st.trans).expand(n, -1).clone()
-            pose[1 : 1 + FREE_POSE, :FREE_POSE] += torch.eye(FREE_POSE, dtype=pose.dtype) * _FD_STEP
-            trans[1 + FREE_POSE :] += torch.eye(3, dtype=pose.dtype) * _FD_STEP
-            verts = _posed(flame, v_shaped, joints, pose, trans).numpy()                   # (n, V, 3)
+            pose[1:, :FREE_POSE] += torch.eye(FREE_POSE, dtype=pose.dtype) * _FD_STEP
+            verts = _posed(flame, v_shaped, joints, pose, _t(st.trans).expand(n, -1)).numpy()   # (n, V, 3)
         self.v = verts[0]
-        self.d_pose = ((verts[1:] - verts[0]) / _FD_STEP).astype(jac)                          # (12, V, 3)
+        d_trans = np.broadcast_to(np.eye(3, dtype=jac)[:, None, :], (3, V, 3))
+        self.d_pose = np.concatenate([((verts[1:] - verts[0]) / _FD_STEP).astype(jac), d_trans])  # (12, V, 3)
 
     def rows(self, idx: np.ndarray, direction: np.ndarray) -> np.ndarray:
         """Directional derivatives ``dᵀ ∂v_i/∂θ`` (K, P) for vertices ``idx`` (K,) and ``direction`` (K, 3).

@@ -39,7 +39,9 @@ from .fit import FitSettings, FitState, fit_mesh_vertices, fit_scan, make_layer,
 from .quality import UNANCHORED, Quality, assess
 from .refine import RefineSettings, refine
 from .rigid import align_by_geometry, align_with_landmarks, trimmed_icp
+from .eyes import place_eyeballs
 from .threads import single_threaded_blas
+from .unfold import unfold
 from .units import UNITS, detect_units
 
 #: Region weights for matching model vertices to scan data; regions not listed get ``DEFAULT_WEIGHT``.
@@ -238,32 +240,40 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel,
     reg_v, refine_info = refine(fit_v, model.faces, index, weights, _eyeballs(model), rsettings, lmk_model)
     timings["refine"] = time.perf_counter() - t3
 
-    # 5. parameters for the final mesh, in the scan frame (metres)
-    t4 = time.perf_counter()
-    reg_scan = apply_rigid(reg_v, R, t)
     refit = partial(fit_mesh_vertices, flame, iters=2, max_vertices=2500)
-    final = refit(reg_scan, state=_to_scan_frame(flame, state, R, t))
-    timings["refit"] = time.perf_counter() - t4
+    final = _to_scan_frame(flame, state, R, t)  # the parameters refits start from (scan frame)
+    timings["refit"] = 0.0
     if rsettings.second_pass and refine_info["detail_rounds"] == 0:
         # the refinement charges displacements from the fit: from the parameters refitted to its result,
         # nearer the face, a second short one is less pulled by the first fit's errors
+        t4 = time.perf_counter()
+        final = refit(apply_rigid(reg_v, R, t), state=final)
         t5 = time.perf_counter()
         again = replace(rsettings, stiffness=rsettings.second_pass, detail_rounds=0,
                         radius=rsettings.radius[-1:] * len(rsettings.second_pass))
         fit_v = (vertices(flame, final) - t) @ R  # the fit the registration now falls back to
         reg_v, second = refine(fit_v, model.faces, index, weights, _eyeballs(model), again, lmk_model)
         refine_info["rounds"] += second["rounds"]
-        reg_scan = apply_rigid(reg_v, R, t)
-        t6 = time.perf_counter()
-        final = refit(reg_scan, state=final)
-        timings["refine"] += t6 - t5
-        timings["refit"] += time.perf_counter() - t6
+        timings["refit"] += t5 - t4
+        timings["refine"] += time.perf_counter() - t5
+
+    # 5. folds repaired, eyeballs behind the lids; then the parameters for the final mesh (scan frame, metres)
+    t6 = time.perf_counter()
+    reg_v, last = _unfolded(reg_v, model, flame, state, fit_v)
+    reg_v, surface_info = _behind_lids(reg_v, fit_v, model, state)
+    surface_info.update(folds=last["left"], folds_repaired=last["folded"] - last["left"])
+    timings["finish"] = time.perf_counter() - t6
+    t7 = time.perf_counter()
+    reg_scan = apply_rigid(reg_v, R, t)
+    final = refit(reg_scan, state=final)
+    timings["refit"] += time.perf_counter() - t7
 
     # 6. quality (model frame and scan frame differ by a rigid motion: distances are the same)
     reg_lmk = None if lmk_model is None else lmk_model.locate(reg_v, model.faces)
     quality = assess(reg_v, fit_v, model.faces, index, face, None if lmk_model is None else lmk_model.targets, reg_lmk)
     quality.numbers["refine_rounds"] = len(refine_info["rounds"])
     quality.numbers["refine_detail_rounds"] = refine_info["detail_rounds"]  # > 0: detail beyond the FLAME fit
+    quality.numbers.update(surface_info)
     if lmk_model is not None:
         outliers = landmark_outliers(lmk_model, reg_lmk)
         landmark_info["outliers"] = outliers
@@ -286,6 +296,30 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel,
     mesh = Mesh(reg_scan, model.faces, source=path, meta={"units": "m"})
     return Registration(mesh, params, apply_rigid(fit_v, R, t), quality, timings,
                         None if reg_lmk is None else apply_rigid(reg_lmk, R, t), landmark_info, scan.with_vertices(pts_m))
+
+
+def _unfolded(v: np.ndarray, model: FlameModel, flame, state: FitState,
+              fit: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+    """``v`` (V, 3, model frame) with its folds against the template posed as ``state`` repaired: filled from the
+    ``fit`` (V, 3) if given, else the fitted identity without expression, else the template
+    (:mod:`.unfold`). Returns the vertices and the unfold's numbers."""
+    identity = vertices(flame, FitState(state.shape, np.zeros_like(state.expression), state.pose, state.trans))
+    template = vertices(flame, FitState(np.zeros_like(state.shape), np.zeros_like(state.expression), state.pose,
+                                        state.trans))
+    rest = ([] if fit is None else [fit]) + [identity, template]
+    return unfold(v, model.faces, template, rest, fixed=_eyeballs(model))
+
+
+def _behind_lids(reg_v: np.ndarray, fit_v: np.ndarray, model: FlameModel, state: FitState) -> tuple[np.ndarray, dict]:
+    """The eyeballs moved with their lids and behind them (:mod:`.eyes`), and the numbers for the report."""
+    eyeballs = [model.masks[n] for n in ("left_eyeball", "right_eyeball") if n in model.masks]
+    if not eyeballs or "eye_region" not in model.masks:
+        return reg_v, {}
+    lids = np.setdiff1d(model.masks["eye_region"], np.concatenate(eyeballs))
+    forward = Rotation.from_rotvec(state.pose[:3]).apply([0.0, 0.0, 1.0])
+    out, eyes = place_eyeballs(reg_v, fit_v, model.faces, eyeballs, lids, forward)
+    return out, {"eyeball_setback_mm": max(e["setback_mm"] for e in eyes["eyeballs"]),
+                 "eyeball_piercing_vertices": sum(e["piercing"] for e in eyes["eyeballs"])}
 
 
 def _resolve_units(points: np.ndarray, landmarks: np.ndarray | None, units: str, path: str) -> tuple[str, float]:
