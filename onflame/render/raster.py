@@ -71,13 +71,6 @@ def rasterize(screen: np.ndarray, faces: np.ndarray, width: int, height: int, pe
     depth = np.full(H * W, np.inf)
     face_buf = np.full(H * W, -1, dtype=np.int64)
     bary_buf = np.zeros((H * W, 3))
-    # a triangle wholly beyond one side of the image cannot be drawn: leave it out before the per-triangle
-    # work (a view zoomed on a scan's face sees a fraction of its triangles)
-    beyond = np.zeros(len(faces), dtype=bool)
-    for side in (screen[:, 0] < 0, screen[:, 0] > W, screen[:, 1] < 0, screen[:, 1] > H):
-        beyond |= side[faces].all(1)
-    kept = np.flatnonzero(~beyond)
-    faces = faces[kept]
 
     tri = screen[faces]  # (F, 3 corners, xyz)
     a, b, c = tri[:, 0, :2], tri[:, 1, :2], tri[:, 2, :2]
@@ -115,7 +108,6 @@ def rasterize(screen: np.ndarray, faces: np.ndarray, width: int, height: int, pe
         _raster_chunk(coef, tri[:, :, 2], ids[start:stop], counts[start:stop], x0, y0, nx, W, perspective,
                       depth, face_buf, bary_buf)
         start = stop
-    face_buf[face_buf >= 0] = kept[face_buf[face_buf >= 0]]  # back to indices into the caller's faces
     return Fragments(face_buf.reshape(H, W), bary_buf.reshape(H, W, 3), depth.reshape(H, W))
 
 
