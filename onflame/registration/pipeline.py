@@ -31,9 +31,9 @@ from ..flame.params import FlameParams
 from ..geometry import apply_rigid, vertex_normals
 from ..mesh import Mesh, check_mesh, read_mesh
 from ..mesh.landmark_files import ScanLandmarks, landmarks_from_array, read_landmarks
-from .autolandmarks import choose_landmarks
+from .autolandmarks import choose_landmarks, detection_record, views_disagree
 from .correspond import ScanIndex
-from .landmarks import (RIGID_IBUG, LandmarkSet, agreeing, clicks_to_sets, convention_mismatch, convention_residuals,
+from .landmarks import (LandmarkSet, agreeing, clicks_to_sets, convention_mismatch, convention_residuals,
                         landmark_outliers, outlier_reason, resolve_convention)
 from .fit import FitSettings, FitState, fit_mesh_vertices, fit_scan, make_layer, unexplained, vertices
 from .plausibility import check_landmarks_against_scan, check_scan_extent
@@ -50,9 +50,6 @@ REGION_WEIGHTS = {"face": 1.0, "forehead": 1.0, "nose": 1.0, "lips": 1.0, "eye_r
                   "left_ear": 0.5, "right_ear": 0.5, "neck": 0.5, "scalp": 0.3,
                   "left_eyeball": 0.0, "right_eyeball": 0.0}
 DEFAULT_WEIGHT = 0.5
-#: Uncertainty (m) given to detected landmarks: MediaPipe's points lie a median 4–5 mm from FLAME's
-#: landmark embedding on renders of scans, against 1–2 mm for careful clicks.
-DETECTED_LANDMARK_SIGMA = 0.005
 
 
 @dataclass
@@ -64,7 +61,9 @@ class Registration:
         params: FLAME parameters with FLAME(params) ≈ ``mesh`` (scan frame, metres). ``params.extras``
             holds ``units`` (str), ``scale_to_m`` (float: metres per scan unit), ``scan_to_flame`` (4, 4):
             the rigid transform from the scan's frame (in metres) to FLAME's canonical frame,
-            ``verdict``, ``landmark_source`` (given / detected / geometry) and ``landmark_convention``.
+            ``verdict``, ``landmark_source`` (given / detected / geometry) and ``landmark_convention``;
+            with detected landmarks also what :func:`.autolandmarks.detection_record` lists (the
+            landmarks, the views used, the points used, each landmark's spread across the views).
         fit: (V, 3) the FLAME fit before refinement (scan frame, metres).
         quality: measured numbers and the verdict.
         timings: seconds per step.
@@ -186,9 +185,8 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel,
         sets = clicks_to_sets(clicks.with_points(clicks.points * k), model)
         landmark_info = {"source": "given", "file": clicks.source, "layout": clicks.layout, "points": len(sets[0])}
     else:
-        found, landmark_info = choose_landmarks(scan, pts_m, None, auto_landmarks, model.landmarks.static51 is not None,
-                                                normals=index_scan.normals)
-        sets = [] if found is None else [_detected_set(found, model)]
+        found, landmark_info = choose_landmarks(scan, pts_m, auto_landmarks, model, normals=index_scan.normals)
+        sets = [] if found is None else [found]
     timings["landmarks"] = time.perf_counter() - t_lmk
     detected = landmark_info.get("source") == "detected"
 
@@ -197,11 +195,6 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel,
     flame = make_layer(model)
     weights = region_weights(model)
     settings = fit_settings or FitSettings()
-    if detected:
-        # a detector's points sit a few mm from FLAME's embedding (convention, not noise): they carry a
-        # larger sigma, and do not get the surface's weight where the model misfits (real head of the
-        # benchmark: 2.49 mm median per-vertex error with detected landmarks as they are, 2.93 with the gain)
-        settings = replace(settings, misfit_gain=0.0)
     with torch.no_grad():
         rest = flame()
     rest_v = rest.vertices[0].numpy()
@@ -248,10 +241,6 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel,
 
     t3 = time.perf_counter()
     rsettings = refine_settings or RefineSettings()
-    if detected:
-        # a detector's points are a few mm off FLAME's: they would pull the detail phase off its place (real
-        # head of the benchmark: 2.38 mm median per-vertex error without them, 2.47 with 0.09 × the weight)
-        rsettings = replace(rsettings, detail_landmarks=0.0)
     reg_v, refine_info = refine(fit_v, model.faces, index, weights, _eyeballs(model), rsettings, lmk_model)
     timings["refine"] = time.perf_counter() - t3
 
@@ -292,7 +281,8 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel,
     if lmk_model is not None:
         outliers = landmark_outliers(lmk_model, reg_lmk)
         landmark_info["outliers"] = outliers
-        for reason in (mismatch, outlier_reason(outliers, len(lmk_model), lmk_model.source)):
+        for reason in (mismatch, outlier_reason(outliers, len(lmk_model), lmk_model.source),
+                       views_disagree(landmark_info) if detected else None):
             if reason is not None:
                 quality = quality.suspect(reason)
     else:  # measured on simulated scans: geometry-only starts land 1-8 mm off with a perfect surface fit
@@ -305,6 +295,8 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel,
     params.extras.update(units=np.array(unit), scale_to_m=np.array(k), scan_to_flame=to_flame,
                          verdict=np.array(quality.verdict), landmark_source=np.array(landmark_info["source"]),
                          landmark_convention=np.array(landmark_info.get("convention", "")))
+    if detected:
+        params.extras.update(detection_record(landmark_info, sets[0].targets))
     mesh = Mesh(reg_scan, model.faces, source=path, meta={"units": "m"})
     return Registration(mesh, params, apply_rigid(fit_v, R, t), quality, timings,
                         None if reg_lmk is None else apply_rigid(reg_lmk, R, t), landmark_info, scan.with_vertices(pts_m))
@@ -332,14 +324,6 @@ def _behind_lids(reg_v: np.ndarray, fit_v: np.ndarray, model: FlameModel, state:
     out, eyes = place_eyeballs(reg_v, fit_v, model.faces, eyeballs, lids, forward)
     return out, {"eyeball_setback_mm": max(e["setback_mm"] for e in eyes["eyeballs"]),
                  "eyeball_piercing_vertices": sum(e["piercing"] for e in eyes["eyeballs"])}
-
-
-def _detected_set(found: np.ndarray, model: FlameModel) -> LandmarkSet:
-    """A detector's FLAME-51 points (metres, scan frame) on the model's default 51-point convention."""
-    pts = model.landmarks.static51
-    ibug = np.arange(17, 68)
-    return LandmarkSet(pts, found, np.full(51, DETECTED_LANDMARK_SIGMA), model.landmarks.default_family or "default",
-                       "detected", ibug, np.isin(ibug, RIGID_IBUG))
 
 
 def _resolve_units(points: np.ndarray, landmarks: np.ndarray | None, units: str, path: str) -> tuple[str, float]:

@@ -36,16 +36,27 @@ class Rendering:
     faces: np.ndarray
     _incidence: sp.csr_matrix | None = field(default=None, init=False, repr=False)
 
-    def _ring(self, faces_idx: np.ndarray) -> np.ndarray:
-        """Indices of every triangle sharing a vertex with triangles ``faces_idx``."""
+    def _rings(self, faces_idx: np.ndarray) -> np.ndarray:
+        """(K, L) every triangle sharing a vertex with row k's triangles ``faces_idx`` (K, C) (-1: none;
+        rows padded with -1)."""
         if self._incidence is None:  # vertex -> triangles, built once per rendering when first needed
             F = len(self.faces)
             self._incidence = sp.csr_matrix((np.ones(3 * F), (self.faces.ravel(), np.repeat(np.arange(F), 3))),
                                             shape=(len(self.vertices), F))
-        return np.unique(self._incidence[np.unique(self.faces[faces_idx])].indices)
+        K = len(faces_idx)
+        corners = np.where(faces_idx[..., None] >= 0, self.faces[np.maximum(faces_idx, 0)], -1).reshape(K, -1)
+        row, col = np.nonzero(corners >= 0)
+        # one sparse product: row k's corner vertices -> their triangles
+        pick = sp.csr_matrix((np.ones(len(row)), (row, corners[row, col])), shape=(K, len(self.vertices)))
+        ring = (pick @ self._incidence).tocsr()
+        width = max(1, int(np.diff(ring.indptr).max(initial=0)))
+        out = np.full((K, width), -1, dtype=np.int64)
+        r = np.repeat(np.arange(K), np.diff(ring.indptr))
+        out[r, np.arange(len(r)) - ring.indptr[r]] = ring.indices
+        return out
 
     def lift(self, pixels: np.ndarray, search_px: float = 0.0,
-             max_depth: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
+             max_depth: float | np.ndarray = np.inf) -> tuple[np.ndarray, np.ndarray]:
         """Surface points (N, 3) seen at continuous pixel positions ``pixels`` (N, 2) ``(x, y)``.
 
         The viewing ray through each position is intersected with the triangles visible at that pixel
@@ -53,53 +64,64 @@ class Rendering:
         are exact below the pixel size. A position over background, a hole, or surface deeper than
         ``max_depth`` (camera z, metres: e.g. the inside of an open mouth seen between the lips) takes
         the nearest acceptable pixel within ``search_px`` pixels instead, its surface point at the pixel
-        centre. Returns ``(points, hit)``, ``hit`` (N,) False where nothing was found (points NaN).
+        centre. ``max_depth`` is one limit for all positions or one per position (N,). Returns
+        ``(points, hit)``, ``hit`` (N,) False where nothing was found (points NaN).
         """
         pix = np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
         H, W = self.fragments.face.shape
-        usable = self.fragments.mask & (self.fragments.depth <= max_depth)
-        usable_face = np.where(usable, self.fragments.face, -1)
+        limit = np.broadcast_to(np.asarray(max_depth, dtype=np.float64), (len(pix),))
         col = np.floor(pix[:, 0]).astype(np.int64)
         row = np.floor(pix[:, 1]).astype(np.int64)
         inside = (col >= 0) & (col < W) & (row >= 0) & (row < H) & np.isfinite(pix).all(1)
+        depth, face_buf = self.fragments.depth, self.fragments.face
+
+        def usable_face(r: np.ndarray, c: np.ndarray, lim: np.ndarray) -> np.ndarray:
+            r, c = np.clip(r, 0, H - 1), np.clip(c, 0, W - 1)
+            return np.where(depth[r, c] <= lim, face_buf[r, c], -1)
+
         face = np.full(len(pix), -1, dtype=np.int64)
-        face[inside] = usable_face[row[inside], col[inside]]
+        face[inside] = usable_face(row[inside], col[inside], limit[inside])
         points = np.full((len(pix), 3), np.nan)
 
         hit = face >= 0
         if hit.any():
             # the pixel's own triangle, or a neighbour's when the exact position lies just past its edge
-            rr, cc = row[hit], col[hit]
-            cand = np.stack([usable_face[np.clip(rr + dr, 0, H - 1), np.clip(cc + dc, 0, W - 1)]
-                             for dr in (0, -1, 1) for dc in (0, -1, 1)], axis=1)  # (K, 9), own first
+            rr, cc, lim = row[hit], col[hit], limit[hit]
+            cand = np.stack([usable_face(rr + dr, cc + dc, lim) for dr in (0, -1, 1) for dc in (0, -1, 1)],
+                            axis=1)  # (K, 9), own first
             origins, dirs = self.camera.rays(pix[hit])
             s_best = _ray_triangle(origins, dirs, self.vertices, self.faces, cand).min(1)
             # triangles smaller than a pixel may be visible at no pixel centre: try the visible
             # triangles' vertex neighbours too (few rays need it)
-            for k in np.flatnonzero(~np.isfinite(s_best)):
-                ring = self._ring(cand[k][cand[k] >= 0])
-                one = slice(k, k + 1)
-                s_best[k] = _ray_triangle(origins[one], dirs[one], self.vertices, self.faces, ring[None]).min()
+            miss = np.flatnonzero(~np.isfinite(s_best))
+            if len(miss):
+                rings = self._rings(cand[miss])
+                s_best[miss] = _ray_triangle(origins[miss], dirs[miss], self.vertices, self.faces, rings).min(1)
             # no exact hit (a grazing ray, a silhouette): the pixel centre's surface point
             found = np.isfinite(s_best)
             lifted = np.einsum("nk,nkd->nd", self.fragments.bary[rr, cc], self.vertices[self.faces[face[hit]]])
             lifted[found] = origins[found] + s_best[found, None] * dirs[found]
             points[hit] = lifted
 
-        missing = np.flatnonzero(~hit)
-        if len(missing) and search_px > 0 and usable.any():
-            cov_r, cov_c = np.nonzero(usable)
-            centres = np.column_stack([cov_c + 0.5, cov_r + 0.5])
-            for i in missing:
-                if not np.isfinite(pix[i]).all():
-                    continue
-                d = np.linalg.norm(centres - pix[i], axis=1)
-                j = int(np.argmin(d))
-                if d[j] <= search_px:
-                    r, c = cov_r[j], cov_c[j]
-                    f = self.fragments.face[r, c]
-                    points[i] = self.fragments.bary[r, c] @ self.vertices[self.faces[f]]
-                    hit[i] = True
+        missing = np.flatnonzero(~hit & np.isfinite(pix).all(1))
+        if len(missing) and search_px > 0:
+            # the nearest covered pixel within reach, searched in a window around each missed position
+            r = int(np.ceil(search_px))
+            off = np.arange(-r, r + 1)
+            wr = (row[missing, None, None] + off[None, :, None]).repeat(len(off), 2)   # (M, w, w)
+            wc = (col[missing, None, None] + off[None, None, :]).repeat(len(off), 1)
+            on = (wr >= 0) & (wr < H) & (wc >= 0) & (wc < W)
+            wr, wc = np.clip(wr, 0, H - 1), np.clip(wc, 0, W - 1)
+            ok = on & (face_buf[wr, wc] >= 0) & (depth[wr, wc] <= limit[missing, None, None])
+            dist = np.hypot(wc + 0.5 - pix[missing, 0, None, None], wr + 0.5 - pix[missing, 1, None, None])
+            dist = np.where(ok & (dist <= search_px), dist, np.inf).reshape(len(missing), -1)
+            best = dist.argmin(1)
+            found = np.isfinite(dist[np.arange(len(missing)), best])
+            m, b = missing[found], best[found]
+            rr, cc = wr.reshape(len(missing), -1)[found, b], wc.reshape(len(missing), -1)[found, b]
+            corners = self.vertices[self.faces[face_buf[rr, cc]]]
+            points[m] = np.einsum("nk,nkd->nd", self.fragments.bary[rr, cc], corners)
+            hit[m] = True
         return points, hit
 
 
