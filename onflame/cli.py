@@ -135,6 +135,9 @@ def cmd_register(args: argparse.Namespace) -> int:
             print(f"{scan}: {reg.verdict} ({', '.join(reg.quality.reasons) or 'all checks passed'}); units {reg.report()['units']}; "
                   f"landmarks {_landmark_note(reg.landmark_info)}; scan-to-mesh median {q['scan_to_mesh_median_mm']:.3f} mm; "
                   f"{reg.timings['total']:.2f} s -> {paths['params']}")
+            if args.verbose:  # the detail: every quality number and where the time went
+                print("  " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in q.items()))
+                print("  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in reg.timings.items()))
     if args.json:
         _print_json(results)
     return EXIT_FAILED if failed else EXIT_OK

@@ -58,6 +58,8 @@ def unfold(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray, rest:
     v = np.array(vertices, dtype=np.float64)
     V = len(v)
     A = vertex_adjacency(faces, V).tocsr()
+    upper = sp.triu(A, k=1).tocoo()
+    edges = (upper.row, upper.col)  # each edge once
     movable = np.ones(V, bool)
     if fixed is not None:
         movable[np.asarray(fixed, dtype=np.int64)] = False
@@ -75,7 +77,7 @@ def unfold(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray, rest:
         for k in range(n):
             seed = np.zeros(V, bool)
             seed[members[label == k]] = True
-            filled, rings = _fill_fold(v, faces, reference, rest, A, seed, movable, bad)
+            filled, rings = _fill_fold(v, faces, reference, rest, A, edges, seed, movable, bad)
             if filled is not None:
                 moved |= np.abs(filled - v).sum(1) > 0
                 v, bad = filled, flipped_against(filled, faces, reference)
@@ -87,7 +89,8 @@ def unfold(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray, rest:
 
 
 def _fill_fold(v: np.ndarray, faces: np.ndarray, reference: np.ndarray, rest: list[np.ndarray], A: sp.csr_matrix,
-               seed: np.ndarray, movable: np.ndarray, bad: np.ndarray) -> tuple[np.ndarray | None, int]:
+               edges: tuple[np.ndarray, np.ndarray], seed: np.ndarray, movable: np.ndarray,
+               bad: np.ndarray) -> tuple[np.ndarray | None, int]:
     """The smallest fill (fewest rings around a fold's corners ``seed`` (V,) bool, the first rest shape
     first) that unfolds the fold's triangles and flips none that ``bad`` (F,) does not already hold;
     ``(None, 0)`` if none up to :data:`MAX_RINGS` does."""
@@ -96,7 +99,7 @@ def _fill_fold(v: np.ndarray, faces: np.ndarray, reference: np.ndarray, rest: li
         patch = seed.copy()
         for rings in range(1, MAX_RINGS + 1):
             patch |= (A @ patch.astype(np.float64)) > 0
-            out = _harmonic_fill(v, shape, A, patch & movable)
+            out = _harmonic_fill(v, shape, edges, patch & movable)
             around = patch[faces].any(1)  # the only triangles the fill can turn
             after = flipped_against(out, faces[around], reference)
             if not (after & (own[around] | ~bad[around])).any():
@@ -104,7 +107,7 @@ def _fill_fold(v: np.ndarray, faces: np.ndarray, reference: np.ndarray, rest: li
     return None, 0
 
 
-def _harmonic_fill(v: np.ndarray, rest: np.ndarray, A: sp.csr_matrix, patch: np.ndarray) -> np.ndarray:
+def _harmonic_fill(v: np.ndarray, rest: np.ndarray, edges: tuple[np.ndarray, np.ndarray], patch: np.ndarray) -> np.ndarray:
     """``v`` with the displacement from ``rest`` harmonic over the ``patch`` (V,) bool vertices: the
     least-squares solution of ``x_i − x_j = rest_i − rest_j + (d_i − d_j)`` on the patch's edges with
     every vertex outside the patch held, i.e. Δd = 0 inside."""
@@ -113,9 +116,8 @@ def _harmonic_fill(v: np.ndarray, rest: np.ndarray, A: sp.csr_matrix, patch: np.
         return v
     col = np.full(len(v), -1)
     col[members] = np.arange(len(members))
-    upper = sp.triu(A, k=1).tocoo()
-    touching = patch[upper.row] | patch[upper.col]
-    ei, ej = upper.row[touching], upper.col[touching]
+    touching = patch[edges[0]] | patch[edges[1]]
+    ei, ej = edges[0][touching], edges[1][touching]
     rows = np.arange(len(ei))
     in_i, in_j = col[ei] >= 0, col[ej] >= 0  # endpoints inside the patch are unknowns, the others held
     D = sp.csr_matrix((np.r_[np.ones(in_i.sum()), -np.ones(in_j.sum())],
