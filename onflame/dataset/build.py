@@ -452,18 +452,20 @@ def build_all_synthetic(out_dir: str | os.PathLike, model: FlameModel | None = N
                         **options: Any) -> dict[str, BuildReport]:
     """Write the eight synthetic raw releases (:mod:`onflame.synthetic.raw_releases`) and build them.
 
-    Raw releases go to ``out_dir/raw/<SUBSET>/`` (with landmark sidecars), the MICA root to ``out_dir/mica/``;
-    ``model`` defaults to onflame's procedural head; ``options`` as for :func:`build_subset`. Re-running
-    rewrites the same raw files and builds nothing again.
+    Raw releases go to ``out_dir/raw/<SUBSET>/`` (with landmark sidecars), the FLAME meshes and parameters
+    they were made from to ``out_dir/truth/`` (a MICA root: the ground truth of the build), the MICA root to
+    ``out_dir/mica/``; ``model`` defaults to onflame's procedural head; ``options`` as for
+    :func:`build_subset`. Re-running rewrites the same raw files and builds nothing again.
     """
     from ..sources import SOURCES
     from ..synthetic.head import make_head_model
-    from ..synthetic.raw_releases import write_raw_release
+    from ..synthetic.raw_releases import write_raw_release, write_truth_root
 
     model = model or make_head_model()
     out_dir = Path(out_dir)
-    jobs = []
+    jobs, releases = [], []
     for seed, name in enumerate(SOURCES):
-        release = write_raw_release(name, out_dir / "raw" / name, model, n_actors=n_actors, seed=seed)
-        jobs.append((name, release.root))
+        releases.append(write_raw_release(name, out_dir / "raw" / name, model, n_actors=n_actors, seed=seed))
+        jobs.append((name, releases[-1].root))
+    write_truth_root(releases, out_dir / "truth")
     return build(jobs, out_dir / "mica", model, **options)
