@@ -1,8 +1,13 @@
 """The ``onflame`` command line.
 
 Each sub-command is a thin wrapper: it parses arguments, calls the library function that does the work,
-and prints a table (or JSON with ``--json``). Exit codes: 0 success, 1 the input has errors (the run
-still went through every item), 2 bad usage.
+and prints a table (or JSON with ``--json``). Every command ends in its result or in one line
+``onflame: <file>: <problem>`` on stderr (one per failed item of a batch, which goes on with the next).
+
+Exit codes: 0 success; 1 failure (bad input, a failed item or a ``failed`` registration verdict: the run
+still went through every item); 2 bad usage (an invalid option, an unusable output location; refused
+before any work); 130 interrupted. An error nobody foresaw is one line too, with a hint to rerun with
+``--debug``, which shows its traceback.
 """
 from __future__ import annotations
 
@@ -14,7 +19,34 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__
-from .errors import OnflameError
+from .errors import OnflameError, UsageError, one_line
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: Appended to the line of an error onflame did not foresee.
+DEBUG_HINT = "rerun with --debug for the traceback"
+
+
+def _say_error(where: object, problem: str) -> None:
+    """Print ``onflame: <where>: <problem>`` (one line) on stderr; ``where`` None prints the problem alone."""
+    text = one_line(problem) if where is None else f"{where}: {one_line(problem)}"
+    print(f"onflame: {text}", file=sys.stderr, flush=True)
+
+
+def _say_exception(exc: BaseException, where: object) -> None:
+    """One line for an exception met while working on ``where`` (the item's file)."""
+    if isinstance(exc, OnflameError):
+        _say_error(None, str(exc))
+    elif isinstance(exc, OSError):  # disk full, permission denied, ...: name the file the system names
+        _say_error(exc.filename or where, exc.strerror or str(exc))
+    else:
+        _say_error(where, f"unexpected {type(exc).__name__}: {exc}; {DEBUG_HINT}")
+
+
+def _item_failed(exc: Exception, where: object, debug: bool) -> None:
+    """A batch item failed: one line naming it (re-raised with ``--debug``, for the traceback)."""
+    if debug and not isinstance(exc, OnflameError):
+        raise exc
+    _say_exception(exc, where)
 
 
 def _print_json(obj: Any) -> None:
@@ -33,7 +65,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         from .info import format_summary
 
         print(format_summary(summary))
-    return 0
+    return EXIT_OK
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -44,7 +76,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         _print_json(report.to_dict())
     else:
         print(report.format_table())
-    return 0 if report.ok else 1
+    if report.ok:
+        return EXIT_OK
+    first, more = report.errors[0], len(report.errors) - 1
+    _say_error(first.file, first.problem + (f" (and {more} more error(s): see the report)" if more else ""))
+    return EXIT_FAILED
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -55,91 +91,115 @@ def cmd_export(args: argparse.Namespace) -> int:
         _print_json(result)
     else:
         print(f"wrote {result['subjects']} subjects from {len(result['subsets'])} subsets to {args.out}")
-        for problem in result.get("skipped", []):
-            print(f"skipped {problem}")
-    return 0 if not result.get("skipped") else 1
+    for problem in result.get("skipped", []):
+        _say_error(None, f"{problem} (skipped)")
+    return EXIT_OK if not result.get("skipped") else EXIT_FAILED
 
 
 def _model(args: argparse.Namespace):
+    if args.model is None:  # onflame's procedural head, which carries its landmarks and masks
+        from .synthetic.head import make_head_model
+
+        return make_head_model()
     from .flame import load_model_with_assets
 
     return load_model_with_assets(args.model, args.embedding, args.masks)
 
 
 def cmd_register(args: argparse.Namespace) -> int:
+    from .fileio import check_output_dir
     from .registration import register, save_registration
 
     if args.landmarks is not None and len(args.scans) != 1:
-        print("onflame register: --landmarks needs exactly one scan", file=sys.stderr)
-        return 2
+        raise UsageError(None, "--landmarks needs exactly one scan")
+    check_output_dir(args.out)
     model = _model(args)
     results, failed = [], 0
     for scan in args.scans:
-        try:
-            reg = register(scan, model, landmarks=args.landmarks, units=args.units, auto_landmarks=args.auto_landmarks)
-        except OnflameError as exc:  # one bad scan never stops the others
+        try:  # one bad scan never stops the others
+            reg = register(scan, model, landmarks=args.landmarks, units=args.units, auto_landmarks=args.auto_landmarks,
+                           landmark_convention=args.landmark_convention)
+            paths = save_registration(reg, args.out, Path(scan).name.split(".")[0], picture=args.picture)
+        except Exception as exc:  # noqa: BLE001  reported as the item's one line (with --debug: the traceback)
+            _item_failed(exc, scan, args.debug)
             failed += 1
-            results.append({"scan": str(scan), "verdict": "failed", "error": str(exc)})
-            print(f"failed: {exc}", file=sys.stderr)
+            results.append({"scan": str(scan), "verdict": "failed", "error": one_line(str(exc))})
             continue
-        paths = save_registration(reg, args.out, Path(scan).name.split(".")[0], picture=not args.no_picture)
         results.append({"scan": str(scan), **reg.report(), "outputs": paths})
+        if reg.verdict == "failed":  # written for inspection, but a failure
+            failed += 1
+            _say_error(scan, f"registration failed its quality checks ({'; '.join(reg.quality.reasons)}); "
+                             f"outputs kept for inspection in {args.out}")
         if not args.json:
             q = reg.quality.numbers
             print(f"{scan}: {reg.verdict} ({', '.join(reg.quality.reasons) or 'all checks passed'}); units {reg.report()['units']}; "
-                  f"scan-to-mesh median {q['scan_to_mesh_median_mm']:.3f} mm; {reg.timings['total']:.2f} s -> {paths['params']}")
+                  f"landmarks {_landmark_note(reg.landmark_info)}; scan-to-mesh median {q['scan_to_mesh_median_mm']:.3f} mm; "
+                  f"{reg.timings['total']:.2f} s -> {paths['params']}")
     if args.json:
         _print_json(results)
-    return 1 if failed else 0
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _landmark_note(info: dict) -> str:
+    """``given (flame, chosen by fit: flame 1.2 mm, mica 4.8 mm)``: where a registration's landmarks came from."""
+    note = info.get("source", "?")
+    if info.get("convention"):
+        note += f" ({info['convention']}"
+        if "convention_residuals_mm" in info:
+            note += ", chosen by fit: " + ", ".join(f"{k} {v:.1f} mm" for k, v in info["convention_residuals_mm"].items())
+        note += ")"
+    return note
 
 
 def cmd_fit_mesh(args: argparse.Namespace) -> int:
+    from .fileio import check_output_dir
     from .registration import fit_mesh
 
+    check_output_dir(args.out)
     model = _model(args)
     results, failed = [], 0
     for mesh in args.meshes:
+        out = Path(args.out) / (Path(mesh).name.split(".")[0] + ".npz")
         try:
             fit = fit_mesh(mesh, model, units=args.units)
-        except OnflameError as exc:
+            fit.params.save(out)
+        except Exception as exc:  # noqa: BLE001  as in register: one line per bad mesh, the others go on
+            _item_failed(exc, mesh, args.debug)
             failed += 1
-            results.append({"mesh": str(mesh), "error": str(exc)})
-            print(f"failed: {exc}", file=sys.stderr)
+            results.append({"mesh": str(mesh), "error": one_line(str(exc))})
             continue
-        out = Path(args.out) / (Path(mesh).name.split(".")[0] + ".npz")
-        fit.params.save(out)
         results.append({"mesh": str(mesh), "params": str(out), **fit.summary()})
         if not args.json:
             s = fit.summary()
             print(f"{mesh}: FLAME(params) vs mesh: mean {s['mean_mm']:.3f} mm, max {s['max_mm']:.3f} mm -> {out}")
     if args.json:
         _print_json(results)
-    return 1 if failed else 0
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     from .dataset.build import build_subset
-    from .sources import get_source, mica_subjects
+    from .fileio import check_output_dir
+    from .sources import mica_subjects
 
-    try:
-        name = get_source(args.source).name
-    except KeyError as exc:
-        print(f"onflame build: {exc.args[0]}", file=sys.stderr)
-        return 2
+    check_output_dir(args.out)
     only = mica_subjects(args.image_list) if args.image_list else None
     echo = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
-    report = build_subset(name, args.raw, args.out, _model(args), only=only, workers=args.workers, executor=args.executor,
-                          address=args.address, landmarks=args.landmarks, auto_landmarks=args.auto_landmarks,
+    report = build_subset(args.source, args.raw, args.out, _model(args), only=only, workers=args.workers,
+                          executor=args.executor, address=args.address, landmarks=args.landmarks,
+                          auto_landmarks=args.auto_landmarks, landmark_convention=args.landmark_convention,
                           require_texture=args.require_texture, retry_failed=args.retry_failed, echo=echo)
     if args.json:
         _print_json(report.to_dict())
     else:
         print(report.format_table())
+    for problem in report.problems:
+        _say_error(None, problem)
     return report.exit_code
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from .training.prepare import prepare_subset
+    from .training.prepare import UNREADABLE, prepare_subset
 
     options = {"model_dir": str(args.detector_models)} if args.detector_models else {}
     report = prepare_subset(args.root, args.subset, args.photos, detector=args.detector, workers=args.workers,
@@ -148,7 +208,15 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         _print_json(report.to_dict())
     else:
         print(report.format_table())
-    return 0 if report.ok else 1
+    unreadable = [rec for rec in report.records if rec.status == UNREADABLE]
+    for rec in unreadable:
+        _say_error(Path(args.photos) / rec.source, rec.detail or "unreadable photo")
+    if report.actors_left_out and not unreadable:
+        actor, why = sorted(report.actors_left_out.items())[0]
+        more = len(report.actors_left_out) - 1
+        _say_error(Path(args.photos) / actor, f"left out of the image list: {why}"
+                   + (f" (and {more} more actor(s): see the report)" if more else ""))
+    return EXIT_OK if report.ok else EXIT_FAILED
 
 
 def cmd_image_paths(args: argparse.Namespace) -> int:
@@ -159,12 +227,14 @@ def cmd_image_paths(args: argparse.Namespace) -> int:
         _print_json(diff)
     else:
         print(format_diff(diff))
-    return 0 if diff["same"] else 1
+    return EXIT_OK if diff["same"] else EXIT_FAILED
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from .fileio import check_output_dir
     from .synthetic.demo import run_demo
 
+    check_output_dir(args.out)
     return run_demo(Path(args.out), json_output=args.json)
 
 
@@ -230,10 +300,69 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with bad usage reported in one line (``onflame: <problem> (see ... --help)``), exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"onflame: {one_line(message)} (see '{self.prog} --help')\n")
+
+
+def _at_least_one(text: str) -> int:
+    """``--workers``: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _score(text: str) -> float:
+    """``--min-score``: a detection score in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:  # NaN fails both comparisons
+        raise argparse.ArgumentTypeError(f"must be a score from 0 to 1, got {text!r}")
+    return value
+
+
+def _subset(text: str) -> str:
+    """``--subset``: one of MICA's subsets, any case, as its canonical name."""
+    from .dataset.layout import SUBSETS
+
+    if text.upper() not in SUBSETS:
+        raise argparse.ArgumentTypeError(f"unknown subset {text!r} (MICA's are {', '.join(SUBSETS)})")
+    return text.upper()
+
+
+def _source(text: str) -> str:
+    """``build --source``: a known source dataset, as its MICA subset name."""
+    from .sources import get_source
+
+    try:
+        return get_source(text).name
+    except KeyError as exc:
+        raise argparse.ArgumentTypeError(str(exc.args[0])) from None
+
+
+def _landmark_option(text: str) -> str:
+    """``build --landmarks``: auto, none, or a file-name template with known fields only."""
+    from .dataset.build_task import check_landmark_option
+
+    try:
+        return check_landmark_option(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(exc.problem) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="onflame", description=__doc__.splitlines()[0])
+    ap = _Parser(prog="onflame", description=__doc__.splitlines()[0])
     ap.add_argument("--version", action="version", version=f"onflame {__version__}")
     ap.add_argument("-v", "--verbose", action="store_true", help="log progress and warnings")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error (and debug logs)")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("info", help=COMMANDS["info"][1])
@@ -260,11 +389,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scans", type=Path, nargs="+", help="scan files (OBJ, PLY, WRL, ABS, ...)")
     model_args(p)
     p.add_argument("--out", type=Path, required=True, help="output folder for <name>.npz/.obj/_report.json")
-    p.add_argument("--landmarks", type=Path, help="(51, 3) or (68, 3) landmarks on the scan (.npy or .txt), scan units")
+    p.add_argument("--landmarks", type=Path, help="landmarks on the scan, in its units: .npy/.txt (51 or 68 rows in iBUG "
+                                                  "order, or NoW's 7), MeshLab .pp, menpo .ljson, BU-3DFE .bnd, .lnd")
+    p.add_argument("--landmark-convention", default="auto", metavar="NAME",
+                   help="convention the landmarks were clicked in: auto (decided by fitting), mica (MICA/DECA's "
+                        "landmark_embedding.npy), flame (FLAME's flame_static_embedding.pkl), or a name like flame51")
     p.add_argument("--units", default="auto", choices=["auto", "m", "cm", "mm"])
     p.add_argument("--auto-landmarks", default="auto", choices=["auto", "detect", "geometry"],
                    help="without --landmarks: detect them on a render (auto falls back to geometry), or geometry only")
-    p.add_argument("--no-picture", action="store_true", help="skip the report picture")
+    p.add_argument("--picture", action="store_true",
+                   help="also write <name>_report.png: scan, registration and error heat map (about a second more)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("fit-mesh", help=COMMANDS["fit-mesh"][1])
@@ -275,19 +409,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("build", help=COMMANDS["build"][1])
-    p.add_argument("--source", required=True, help="source dataset: BP4D, BU3DFE, D3DFACS, FACEWAREHOUSE, FLORENCE, "
+    p.add_argument("--source", required=True, type=_source, help="source dataset: BP4D, BU3DFE, D3DFACS, FACEWAREHOUSE, FLORENCE, "
                                                    "FRGC, LYHM, STIRLING (any case, BU-3DFE and FRGCv2 work too)")
     p.add_argument("--raw", type=Path, required=True, help="the raw release's root folder")
     p.add_argument("--out", type=Path, required=True, help="MICA root to write <SUBSET>/ into")
     model_args(p)
-    p.add_argument("--workers", type=int, help="processes (local) or CPUs of a local Ray (default: all cores)")
+    p.add_argument("--workers", type=_at_least_one, help="processes (local) or CPUs of a local Ray (default: all cores)")
     p.add_argument("--executor", default="local", choices=["local", "ray"], help="local process pool or Ray")
     p.add_argument("--address", help="Ray cluster address (auto, ray://head:10001); default: start Ray here")
-    p.add_argument("--landmarks", default="auto",
+    p.add_argument("--landmarks", default="auto", type=_landmark_option,
                    help="auto (a <scan stem>.lmk51.npy/.txt beside each scan or the release's own, else detected), "
-                        "none, or a file template with {actor} {stem} {subset}, e.g. 'lmk/{actor}/{stem}.npy'")
+                        "none, or a file template with {actor} {stem} {subset}, e.g. 'lmk/{actor}/{stem}.pp' "
+                        "(.npy .txt .pp .ljson .bnd .lnd .land)")
     p.add_argument("--auto-landmarks", default="auto", choices=["auto", "detect", "geometry"],
                    help="for scans without a landmark file: detect on a render (auto falls back to geometry)")
+    p.add_argument("--landmark-convention", default="auto", metavar="NAME",
+                   help="convention of the landmark files: auto (decided by fitting per scan), mica, flame")
     p.add_argument("--image-list", type=Path, help="MICA's image_paths/<SUBSET>.npy: build only its subjects")
     p.add_argument("--require-texture", action="store_true", help="fail scans whose texture image is missing")
     p.add_argument("--retry-failed", action="store_true", help="also redo scans that failed on bad input before")
@@ -295,12 +432,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prepare", help=COMMANDS["prepare"][1])
     p.add_argument("root", type=Path, help="dataset root (gets <SUBSET>/arcface_input and image_paths/<SUBSET>.npy)")
-    p.add_argument("--subset", required=True, help="subset name, e.g. FLORENCE (selects the photo rules)")
+    p.add_argument("--subset", required=True, type=_subset, help="MICA subset name, e.g. FLORENCE (selects the photo rules)")
     p.add_argument("--photos", type=Path, required=True, help="raw photo folder: <actor>/... (flat for STIRLING)")
     p.add_argument("--detector", default="auto", help="face detector: auto (MediaPipe if installed), mediapipe, insightface")
     p.add_argument("--detector-models", type=Path, help="insightface model folder (antelopev2 or buffalo_l)")
-    p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
-    p.add_argument("--min-score", type=float, help="override the subset's minimum detection score")
+    p.add_argument("--workers", type=_at_least_one, default=1, help="processes (default 1)")
+    p.add_argument("--min-score", type=_score, help="override the subset's minimum detection score (0 to 1)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("image-paths", help=COMMANDS["image-paths"][1])
@@ -346,20 +483,42 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+_MAIN_INPUT = {"info": "path", "validate": "root", "export": "root", "register": "scans", "fit-mesh": "meshes",
+               "build": "raw", "prepare": "photos", "image-paths": "a", "demo": "out"}
+
+
+def _main_input(args: argparse.Namespace) -> object:
+    """The command's main input, named in the line of an error that does not name its own file."""
+    value = getattr(args, _MAIN_INPUT.get(args.command, ""), None)
+    return value[0] if isinstance(value, list) and len(value) == 1 else value
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # bad usage (2, one line already printed), --help or --version (0)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(message)s")
     try:
         return COMMANDS[args.command][0](args)
+    except UsageError as exc:
+        _say_error(None, str(exc))
+        return EXIT_USAGE
     except OnflameError as exc:
-        print(f"onflame {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        _say_error(None, str(exc))
+        return EXIT_FAILED
     except KeyboardInterrupt:
-        print(f"onflame {args.command}: interrupted", file=sys.stderr)
-        return 130
+        _say_error(None, f"{args.command}: interrupted")
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # output piped into head/less that closed early: not an error
         sys.stderr.close()
-        return 0
+        return EXIT_OK
+    except Exception as exc:  # noqa: BLE001  the last net: one line, never a traceback unless asked for
+        if args.debug:
+            raise
+        _say_exception(exc, _main_input(args) or args.command)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

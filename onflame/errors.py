@@ -20,9 +20,19 @@ class InputError(OnflameError, ValueError):
 
     def __init__(self, path: str | PathLike | None, problem: str):
         self.path = None if path is None else str(path)
-        self.problem = problem
-        super().__init__(problem if path is None else f"{path}: {problem}")
+        self.problem = one_line(problem)
+        super().__init__(self.problem if path is None else f"{path}: {self.problem}")
 
 
 class UnsafePickleError(InputError):
     """A pickle asked for a Python global that onflame will not import (it could run code)."""
+
+
+class UsageError(InputError):
+    """A value the caller chose that cannot work: an option out of range, an output location that cannot be
+    written. The command line exits with 2 for it (bad usage), before any work is done."""
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: line breaks (a library's multi-line message) become ``"; "``."""
+    return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())

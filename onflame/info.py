@@ -23,6 +23,10 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise InputError(path, "no such file or folder")
+    if path.is_dir():
+        model = next((path / n for n in MODEL_NAMES if (path / n).is_file()), None)
+        if model is not None:  # a FLAME release folder: the model with what lies beside it
+            return _describe_model_with_assets(model)
     if path.is_dir() or path.suffix.lower() == ".zip":
         return _describe_dataset(path)
     suffix = path.suffix.lower()
@@ -30,7 +34,10 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
         return _describe_npz(path)
     if suffix in (".pkl", ".npy"):
         obj = safepickle.load_npy_object(path) if suffix == ".npy" else safepickle.load(path)
-        return _describe_object(path, obj)
+        summary = _describe_object(path, obj)
+        if summary["kind"] == "flame_model":
+            return _describe_model_with_assets(path)
+        return summary
     from .mesh import MESH_SUFFIXES, read_mesh
 
     if suffix in MESH_SUFFIXES or path.name.lower().endswith(".abs.gz"):
@@ -38,6 +45,24 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
         return {"kind": "mesh", "path": str(path), "vertices": mesh.n_vertices, "faces": mesh.n_faces,
                 "extent": [round(float(x), 6) for x in mesh.extent()], "textured": mesh.texture is not None}
     raise InputError(path, f"unknown file type {suffix!r}")
+
+
+#: Model file names a FLAME release folder holds.
+MODEL_NAMES = ("generic_model.pkl", "flame2023.pkl", "flame2023_no_jaw.pkl", "male_model.pkl", "female_model.pkl")
+
+
+def _describe_model_with_assets(path: Path) -> dict[str, Any]:
+    """A model file's summary with the embeddings and masks found beside it, and how its landmark
+    conventions differ on its mean head (FLAME's and MICA's 51 points are not the same)."""
+    from .flame.embedding import compare_conventions
+    from .flame.model import load_model_with_assets
+
+    model = load_model_with_assets(path)
+    summary = {"kind": "flame_model", **model.summary()}
+    differ = compare_conventions(model.landmarks, model.v_template, model.faces)
+    if differ:
+        summary["landmark_conventions_differ"] = differ
+    return summary
 
 
 def _describe_object(path: Path, obj: Any) -> dict[str, Any]:
@@ -64,22 +89,18 @@ def _describe_object(path: Path, obj: Any) -> dict[str, Any]:
 
 def _describe_npz(path: Path) -> dict[str, Any]:
     from .flame.model import NPZ_FORMAT, load_model
-    from .flame.params import read_params
+    from .fileio import read_npz
+    from .flame.params import params_from_arrays
 
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            files = set(z.files)
-            tag = str(z["format"]) if "format" in files else ""
-    except Exception as exc:  # zipfile / numpy raise assorted errors on corrupt archives
-        raise InputError(path, f"not a readable .npz ({type(exc).__name__}: {exc})") from None
+    arrays = read_npz(path)
+    tag = str(arrays["format"]) if "format" in arrays else ""
     if tag == NPZ_FORMAT:
         return {"kind": "flame_model", **load_model(path).summary()}
-    if {"subset", "actor", "betas"} <= files:
-        with np.load(path, allow_pickle=False) as z:
-            subsets, counts = np.unique(z["subset"], return_counts=True)
+    if {"subset", "actor", "betas"} <= set(arrays):
+        subsets, counts = np.unique(arrays["subset"], return_counts=True)
         return {"kind": "params_export", "path": str(path), "subjects": int(counts.sum()),
                 "subsets": {str(s): int(c) for s, c in zip(subsets, counts)}}
-    p = read_params(path)
+    p = params_from_arrays(arrays, path)
     return {
         "kind": "flame_params", "path": str(path),
         "shape_norm": round(float(np.linalg.norm(p.shape)), 4),
@@ -106,6 +127,9 @@ def format_summary(summary: Mapping[str, Any], indent: int = 0) -> str:
         if isinstance(v, Mapping) and v:
             lines.append(" " * indent + f"{k}:")
             lines.append(format_summary(v, indent + 2))
+        elif isinstance(v, list) and v and all(isinstance(x, Mapping) for x in v):
+            lines.append(" " * indent + f"{k}:")
+            lines += [" " * (indent + 2) + "- " + ", ".join(f"{a}: {b}" for a, b in x.items()) for x in v]
         else:
             lines.append(" " * indent + f"{str(k).ljust(width)}  {v}")
     return "\n".join(lines)

@@ -16,6 +16,11 @@ What it rebuilds:
 - ``_codecs.encode`` (bytes in protocol-2 pickles), ``OrderedDict``, ``set``, ``frozenset``, ``slice``, ``complex``.
 
 Python 2 pickles work: strings are read as latin1, as numpy's own pickles require.
+
+Sizes are bounded: a file is read with :func:`onflame.fileio.read_bounded` (a link to ``/dev/zero`` or an
+endless stream is refused at :data:`~onflame.fileio.MAX_READ_BYTES`), and an array a pickle asks numpy to
+allocate is checked against the same limit first (numpy's ``_reconstruct`` allocates the shape it is
+given; ``numpy.ndarray`` may only appear as the class argument numpy's own pickles pass, never be called).
 """
 from __future__ import annotations
 
@@ -24,11 +29,12 @@ import io
 import os
 import pickle
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from .errors import InputError, UnsafePickleError
+from .fileio import MAX_READ_BYTES, npy_header, read_bounded, read_npy
 
 
 class _Inert:
@@ -85,11 +91,33 @@ def _torch_rebuild_tensor(*args: Any) -> Any:
     return _rebuild_tensor_v2(*args)
 
 
+class _NdarrayClass:
+    """What ``numpy.ndarray`` resolves to: numpy's pickles pass it to ``_reconstruct`` as the class to build;
+    calling it (``ndarray(shape)``: an allocation of any size, uninitialised) is refused."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        raise pickle.UnpicklingError("calling numpy.ndarray directly is not allowed")
+
+
+def _checked_reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    """numpy's ``_reconstruct`` for plain arrays, with the size it allocates checked first (numpy's own
+    pickles pass shape ``(0,)``; the data comes with ``__setstate__``, whose length numpy checks)."""
+    if subtype is not _NdarrayClass and subtype is not np.ndarray:
+        raise pickle.UnpicklingError(f"_reconstruct of {subtype!r} is not allowed")
+    dt = np.dtype(dtype)
+    count = int(np.prod(np.asarray(shape, dtype=np.int64), dtype=object))
+    if count < 0 or count * max(dt.itemsize, 1) > MAX_READ_BYTES:
+        raise pickle.UnpicklingError(f"an array of shape {tuple(np.atleast_1d(shape).tolist())} {dt} is larger "
+                                     f"than onflame reads ({MAX_READ_BYTES} bytes)")
+    return np.ndarray.__new__(np.ndarray, shape, dt)
+
+
+_NUMPY_CALLS = {"_reconstruct": _checked_reconstruct}
 _NUMPY = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
     ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy", "dtype"),
 }
 
 _BUILTINS = {"set": set, "frozenset": frozenset, "slice": slice, "complex": complex, "object": object}
@@ -99,6 +127,10 @@ class RestrictedUnpickler(pickle.Unpickler):
     """``pickle.Unpickler`` that resolves only the globals listed in the module docstring."""
 
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("numpy", "ndarray"):
+            return _NdarrayClass
+        if (module, name) in _NUMPY and name in _NUMPY_CALLS:
+            return _NUMPY_CALLS[name]
         if (module, name) in _NUMPY or (module in ("numpy", "numpy.dtypes") and name.endswith("DType")):
             mod = __import__(module, fromlist=[name])
             return getattr(mod, name)
@@ -182,10 +214,9 @@ def loads(data: bytes, path: str | os.PathLike | None = None) -> Any:
 
 def load(path: str | os.PathLike) -> Any:
     """Read and safely unpickle the file at ``path`` (see :func:`loads`)."""
-    try:
-        data = open(path, "rb").read()
-    except OSError as exc:
-        raise InputError(path, f"cannot read ({exc.strerror or exc})") from None
+    data = read_bounded(path)
+    if not data:
+        raise InputError(path, "is empty (0 bytes), not a pickle")
     return loads(data, path)
 
 
@@ -196,22 +227,14 @@ def load_npy_object(path: str | os.PathLike) -> Any:
     0-d array's item (usually a dict), or the object array itself when it has dimensions. Plain
     numeric ``.npy`` files are returned as arrays without unpickling anything.
     """
-    try:
-        with open(path, "rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            reader: Callable = {(1, 0): np.lib.format.read_array_header_1_0,
-                                (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-            if reader is None:
-                raise ValueError(f"unsupported .npy version {version}")
-            shape, fortran, dtype = reader(fh)
-            if dtype != object:
-                fh.seek(0)
-                return np.load(fh, allow_pickle=False)
-            payload = fh.read()
-    except OSError as exc:
-        raise InputError(path, f"cannot read ({exc.strerror or exc})") from None
-    except ValueError as exc:
-        raise InputError(path, f"not a .npy file ({exc})") from None
+    data = read_bounded(path)
+    if not data:
+        raise InputError(path, "is empty (0 bytes), not a .npy file")
+    fh = io.BytesIO(data)
+    _, _, dtype = npy_header(fh, path)
+    if not dtype.hasobject:
+        return read_npy(data, path)  # plain numbers: sized from the header, checked against the file
+    payload = data[fh.tell():]
     obj = loads(payload, path)
     if isinstance(obj, np.ndarray) and obj.shape == () and obj.dtype == object:
         return obj.item()

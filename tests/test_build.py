@@ -21,7 +21,8 @@ from conftest import MICA_LISTS
 
 from onflame.cli import main as cli_main
 from onflame.dataset import read_image_paths, validate_root
-from onflame.dataset.build import build, build_all_synthetic, build_subset
+from onflame.dataset.build import build, build_subset
+from onflame.synthetic.raw_releases import build_all_synthetic
 from onflame.dataset.build_task import BUILD_DIR
 from onflame.dataset.executors import WORKER_DIED, LocalPool
 from onflame.errors import InputError
@@ -120,8 +121,9 @@ def test_rerun_skips_finished_work_and_redoes_changed_work(tmp_path, raw, refere
 
 
 def _build_script(raw: Path, out: Path, workers: int) -> list[str]:
-    code = ("import sys; from onflame.dataset.build import build; "
-            f"reps = build([(n, {str(raw)!r} + '/' + n) for n in {SUBSETS!r}], {str(out)!r}, workers={workers}); "
+    code = ("import sys; from onflame.dataset.build import build; from onflame.synthetic.head import make_head_model; "
+            f"reps = build([(n, {str(raw)!r} + '/' + n) for n in {SUBSETS!r}], {str(out)!r}, make_head_model(), "
+            f"workers={workers}); "
             "sys.exit(max(r.exit_code for r in reps.values()))")
     return [sys.executable, "-c", code]
 
@@ -165,6 +167,62 @@ def test_sigkill_part_way_then_resume_is_byte_identical(tmp_path, raw, reference
     assert sum(r.built for r in resumed.values()) == 4 - done_before
     assert all(r.exit_code == 0 and r.count("registered") == 2 for r in resumed.values())
     assert not list(out.rglob(".*.tmp")) and not list(out.rglob("lock"))
+    assert_same_files(dataset_files(out), reference[1])
+
+
+def _descendants(pid: int) -> list[int]:
+    """Process ids of every descendant of ``pid`` (Linux /proc)."""
+    parents = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    out, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        kids = [c for c, p in parents.items() if p == parent]
+        out += kids
+        todo += kids
+    return out
+
+
+def _running(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads processes from Linux's /proc")
+def test_sigkill_of_the_build_alone_takes_its_workers_with_it(tmp_path, raw, reference, head):
+    """``kill -9`` of the build's process only (not its group): its two workers and multiprocessing's helper
+    end within seconds, nothing is written into the tree afterwards, and a re-run finishes the same files."""
+    out = tmp_path / "mica"
+    proc = _start_and_wait_for_records(raw, out, 1, workers=2)
+    helpers = _descendants(proc.pid)
+    assert len(helpers) >= 2, "the build's workers were not found"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    deadline = time.monotonic() + 5.0
+    while any(_running(p) for p in helpers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    survivors = [p for p in helpers if _running(p)]
+    for p in survivors:  # do not leave them to the next test
+        os.kill(p, signal.SIGKILL)
+    assert not survivors, f"processes of the killed build still run after 5 s: {survivors}"
+    assert _records(out) < 4, "the kill came after the last scan"
+    after_kill = _tree(out)
+    time.sleep(3.0)
+    assert _tree(out) == after_kill, "files changed in the tree after the build was killed"
+
+    resumed = build(_jobs(raw), out, head, workers=2)
+    assert all(r.exit_code == 0 for r in resumed.values())
     assert_same_files(dataset_files(out), reference[1])
 
 
@@ -251,18 +309,31 @@ def test_a_scan_that_kills_its_worker_fails_alone(raw, head):
     assert all(r["status"] == "registered" for n, r in got.items() if n != "04200/04200d74")
 
 
-def test_a_second_build_of_the_same_subset_is_refused(tmp_path, raw, head):
+def test_a_second_build_of_the_same_subset_is_refused(tmp_path, raw, head, monkeypatch):
+    fcntl = pytest.importorskip("fcntl")
+    import socket
+
     lock = tmp_path / "mica" / "FRGC" / BUILD_DIR / "lock"
     lock.parent.mkdir(parents=True)
-    import socket
-    lock.write_text(f"{socket.gethostname()} {os.getpid()}\n")  # a live build: this process
-    with pytest.raises(InputError, match="another build"):
-        build_subset("FRGC", raw / "FRGC", tmp_path / "mica", head, workers=1)
-    lock.write_text(f"{socket.gethostname()} 999999999\n")  # a dead one: taken over
+    lock.write_text(f"{socket.gethostname()} 4242\n")
+    with open(lock, "rb+") as held:  # a live build holds the lock: refused, naming it
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(InputError, match="another build is writing this subset .*4242"):
+            build_subset("FRGC", raw / "FRGC", tmp_path / "mica", head, workers=1)
+    # a worker of an earlier (killed) build still holds the workers' lock: the new build waits, then refuses
+    from onflame.dataset.build import _Lock
+
+    monkeypatch.setattr(_Lock, "WORKER_GRACE_S", 0.5)
+    with open(lock.with_name("workers.lock"), "ab") as worker:
+        fcntl.flock(worker.fileno(), fcntl.LOCK_SH)
+        with pytest.raises(InputError, match="workers of an earlier build"):
+            build_subset("FRGC", raw / "FRGC", tmp_path / "mica", head, workers=1)
+    # the file of a build that died (no holder: the kernel dropped its lock) is taken over
+    lock.write_text(f"{socket.gethostname()} 999999999\n")
     rep = build_subset("FRGC", raw / "FRGC", tmp_path / "mica", head, workers=1,
                        only={"02463": "02463d546"})
     assert rep.exit_code == 0 and [r["name"] for r in rep.records] == ["02463/02463d546"]
-    assert not lock.exists()
+    assert not lock.exists() and not lock.with_name("workers.lock").exists()
 
 
 # --- the command line ------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from onflame.cli import main
 from onflame.dataset import (
     export_params, extract_subset, open_root, validate_root, write_image_paths,
 )
-from onflame.errors import InputError
+from onflame.errors import InputError, UsageError
 from onflame.flame import FlameParams
 from onflame.flame.layer import FLAME
 from onflame.mesh import Mesh, write_obj
@@ -368,7 +368,7 @@ def test_export_csv_round_trip(tree, tmp_path):
 
 
 def test_export_refuses_unknown_format(tree, tmp_path):
-    with pytest.raises(InputError, match="unknown export format"):
+    with pytest.raises(UsageError, match="unknown output format"):
         export_params(tree[0], tmp_path / "params.txt")
     assert not (tmp_path / "params.txt").exists()
 

@@ -130,3 +130,17 @@ def test_eyes_on_template_in_the_written_crop(detector, path):
     assert again is not None
     # found again in the 224 crop, the eyes sit on the template (in its 112 units)
     assert np.linalg.norm(again.kps5[:2] / 2 - arcface_template(112)[:2], axis=1).max() < 4.0
+
+
+def test_mediapipes_native_logs_do_not_reach_the_terminal():
+    """MediaPipe's C++ graph writes W0000 lines to the process's stderr from its own threads; a command's
+    terminal shows none of them (run in a child process: its file descriptor 2 is what a terminal sees)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("mediapipe")
+    code = ("import numpy as np; from onflame.detection import get_detector; d = get_detector('mediapipe'); "
+            "d.detect(np.full((256, 256, 3), 128, np.uint8)); import time; time.sleep(0.3); print('done')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "done"
+    assert out.stderr.strip() == "", out.stderr

@@ -50,7 +50,7 @@ def pair(request, smplx_dir, model):
                       create_betas=False, create_expression=False, create_global_orient=False,
                       create_neck_pose=False, create_jaw_pose=False, create_leye_pose=False,
                       create_reye_pose=False, create_transl=False)
-    return FLAME(model, dtype=dtype, contour_joint=0), ref, dtype
+    return FLAME(model, dtype=dtype, contour_joint=0, convention="flame"), ref, dtype
 
 
 def random_inputs(B: int, seed: int, dtype=torch.float64):

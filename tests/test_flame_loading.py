@@ -9,6 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from onflame import safepickle
 from onflame.errors import InputError
 from onflame.flame import (
     FlameModel, LandmarkEmbedding, SurfacePoints, load_landmark_embedding, load_masks, load_model, save_model,
@@ -255,7 +256,9 @@ def test_the_small_valid_dict_loads(tmp_path):
 
 def test_micas_landmark_embedding_loads():
     emb = load_landmark_embedding(FLAME_FIX / "landmark_embedding.npy")
-    assert emb.summary() == {"static51": 51, "full68": 68, "dynamic": [79, 17]}
+    summary = emb.summary()
+    assert summary["conventions"] == {"mica51": 51, "mica68": 68} and summary["dynamic"] == [79, 17]
+    assert summary["default"] == "mica" and set(summary["files"]) == {"mica51", "mica68", "dynamic"}
     for pts in (emb.static51, emb.full68, emb.dynamic):
         assert pts.face_idx.dtype == np.int64 and pts.bary.dtype == np.float64
         assert pts.face_idx.min() >= 0 and pts.face_idx.max() < 9976  # FLAME has 9976 triangles
@@ -268,12 +271,39 @@ def test_micas_landmark_embedding_loads():
 def test_flame_static_embeddings_load_and_agree():
     e51 = load_landmark_embedding(FLAME_FIX / "flame_static_embedding.pkl")
     e68 = load_landmark_embedding(FLAME_FIX / "flame_static_embedding_68.pkl")
-    assert e51.summary()["static51"] == 51 and e51.full68 is None and e51.dynamic is None
-    assert e68.summary()["full68"] == 68 and e68.static51 is None
+    assert e51.summary()["conventions"] == {"flame51": 51} and e51.full68 is None and e51.dynamic is None
+    assert e68.summary()["conventions"] == {"flame68": 68} and e68.static51 is None
     assert np.array_equal(e68.full68.face_idx[17:], e51.static51.face_idx)
-    merged = load_landmark_embedding(FLAME_FIX / "flame_static_embedding.pkl", FLAME_FIX / "landmark_embedding.npy")
-    assert np.array_equal(merged.static51.face_idx, e51.static51.face_idx)  # the first file wins
-    assert merged.dynamic.face_idx.shape == (79, 17)
+
+
+def test_flames_and_micas_conventions_are_kept_apart_not_merged():
+    """Both 51-point files beside a model: two named conventions, MICA's the default, FLAME's still there,
+    and their difference on the template is where the fixtures' README says (brows 5-13 mm, nose bridge)."""
+    from onflame.flame.embedding import INNER51, compare_conventions
+    from onflame.mesh import read_mesh
+
+    both = load_landmark_embedding(FLAME_FIX / "flame_static_embedding.pkl", FLAME_FIX / "landmark_embedding.npy")
+    assert set(both.conventions) == {"flame51", "mica51", "mica68"} and both.default_family == "mica"
+    assert both.static51 is both.conventions["mica51"]
+    assert both.ibug_points("flame", INNER51).same_as(both.conventions["flame51"])
+    assert both.ibug_points("flame", np.arange(17)) is None  # no jaw contour in FLAME's 51-point file
+    t = read_mesh(FLAME_FIX / "head_template.obj")
+    (pair,) = compare_conventions(both, t.vertices, t.faces)
+    assert {pair["a"], pair["b"]} == {"mica", "flame"}
+    assert 12.0 < pair["max_mm"] < 14.0 and set(pair["differ"]) == {"brows", "nose"}
+    assert 5.0 < pair["differ"]["brows"] < 14.0 and 2.0 < pair["differ"]["nose"] < 6.0
+
+
+def test_two_files_that_disagree_on_one_convention_are_an_error(tmp_path):
+    good = safepickle.load(FLAME_FIX / "flame_static_embedding.pkl")
+    moved = dict(good, lmk_face_idx=np.roll(np.asarray(good["lmk_face_idx"]), 1))
+    other = tmp_path / "flame_static_embedding.pkl"
+    other.write_bytes(pickle.dumps(moved, protocol=2))
+    with pytest.raises(InputError, match="'flame51' landmarks differ from those in .*flame_static_embedding.pkl"):
+        load_landmark_embedding(FLAME_FIX / "flame_static_embedding.pkl", other)
+    # the same file twice is not a conflict
+    again = load_landmark_embedding(FLAME_FIX / "flame_static_embedding.pkl", FLAME_FIX / "flame_static_embedding.pkl")
+    assert set(again.conventions) == {"flame51"}
 
 
 def test_landmarks_locate_on_the_mesh(flame_model):
@@ -314,6 +344,47 @@ def test_bad_embedding_and_mask_files(tmp_path):
 
 
 def test_embedding_outside_the_mesh_is_refused(flame_plain_pkl):
-    bad = LandmarkEmbedding(static51=SurfacePoints(np.full(51, 10**6), np.full((51, 3), 1 / 3)))
+    bad = LandmarkEmbedding({"flame51": SurfacePoints(np.full(51, 10**6), np.full((51, 3), 1 / 3))})
     with pytest.raises(InputError, match="out of range"):
         load_model(flame_plain_pkl, landmarks=bad)
+
+
+def test_a_pkl_is_read_once_then_from_its_pickle_free_copy(tmp_path, flame_pkl, monkeypatch):
+    """The second load skips the pickle; a changed .pkl is read again; a read-only folder caches elsewhere."""
+    import shutil
+
+    pkl = tmp_path / "generic_model.pkl"
+    shutil.copy(flame_pkl, pkl)
+    first = load_model(pkl)
+    copy = tmp_path / ".generic_model.pkl.onflame.npz"
+    assert copy.is_file() and not list(tmp_path.glob("*.tmp"))
+    calls = []
+    real_load = safepickle.load
+    monkeypatch.setattr(safepickle, "load", lambda p, *a, **k: calls.append(p) or real_load(p, *a, **k))
+    again = load_model(pkl)
+    assert calls == [] and again.source == str(pkl)
+    for name in ("v_template", "shapedirs", "exprdirs", "posedirs", "J_regressor", "weights", "faces", "parents"):
+        assert np.array_equal(getattr(first, name), getattr(again, name)), name
+    # the .pkl changes (another size and time): the copy is stale and the pickle is read again
+    with open(pkl, "ab") as fh:
+        fh.write(b"\n")
+    load_model(pkl)
+    assert len(calls) == 1
+    # a folder that cannot be written: the copy goes to $XDG_CACHE_HOME/onflame/models
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    shutil.copy(flame_pkl, ro / "generic_model.pkl")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    orig = load_model.__globals__["save_model"]
+
+    def save(model, path, **stamp):
+        if path.parent == ro:
+            raise PermissionError(13, "Permission denied", str(path))
+        orig(model, path, **stamp)
+
+    monkeypatch.setitem(load_model.__globals__, "save_model", save)
+    load_model(ro / "generic_model.pkl")
+    assert len(list((tmp_path / "xdg" / "onflame" / "models").glob("*.npz"))) == 1
+    monkeypatch.setenv("ONFLAME_MODEL_CACHE", "0")
+    load_model(ro / "generic_model.pkl")
+    assert len(calls) == 3  # caching off: the pickle every time

@@ -120,5 +120,9 @@ def test_missing_or_corrupt_photo(tmp_path):
     assert msg.startswith(str(missing)) and "no such file" in msg
     ppm = tmp_path / "04200d74.ppm"
     ppm.write_bytes(b"P6\n4 3\n255\n" + bytes(10))  # header says 4x3 RGB, data stops short
-    msg = _err(p)
+    msg = _err(p, photo=ppm)  # a photo the caller names must decode
     assert msg.startswith(str(ppm)) and "cannot read image" in msg
+    # the photo found beside the scan is treated like any texture that does not decode: read on without it
+    mesh = read_abs(p)
+    assert mesh.texture is None and mesh.uv is None
+    assert mesh.meta["texture_problem"][0] == str(ppm) and "cannot read image" in mesh.meta["texture_problem"][1]

@@ -14,6 +14,7 @@ from onflame.mesh import Mesh, read_mesh, write_ply
 from onflame.registration import fit_mesh, register, save_registration
 from onflame.registration.correspond import ScanIndex
 from onflame.registration.fit import FitState, make_layer, vertices
+from onflame.registration.landmarks import CLICK_SIGMA, LandmarkSet
 from onflame.registration.units import detect_units
 from onflame.synthetic.scans import simulate_scan
 
@@ -277,8 +278,8 @@ def test_the_detail_phase_slides_the_surface_along_itself_to_the_landmarks(flame
     region = np.ones(len(v))
     region[_eyeballs(flame_model)] = 0.0
     info: dict = {}
-    out = follow_detail(v, v, F, index, region, _eyeballs(flame_model), RefineSettings(),
-                        (corners, emb.bary, targets), info)
+    lmk = LandmarkSet(emb, targets, np.full(len(targets), CLICK_SIGMA), "mica")
+    out = follow_detail(v, v, F, index, region, _eyeballs(flame_model), RefineSettings(), lmk, info)
     residual_mm = np.linalg.norm(emb.locate(out, F) - targets, axis=1) * 1000
     assert info["detail_rounds"] == RefineSettings().detail_rounds
     assert np.median(residual_mm) < 0.8  # 2.0 before
@@ -320,7 +321,9 @@ def test_a_dense_noisy_scan_registers_as_well_as_the_usual_one(flame_model, simu
     err_mm = per_vertex_error(reg.mesh.vertices, truth, face) * 1000
     usual_mm = per_vertex_error(registered.mesh.vertices, truth, face) * 1000
     assert np.median(err_mm) < 0.25
-    assert np.median(err_mm) < 1.3 * np.median(usual_mm)
+    # measured 0.236 vs 0.181 mm (0.222 vs 0.177 before folds were repaired: 3 of this head's 65, which
+    # its truth has too, are filled)
+    assert np.median(err_mm) < 1.35 * np.median(usual_mm)
 
 
 def test_detail_rounds_do_not_run_where_the_model_explains_the_scan(registered):
@@ -349,9 +352,10 @@ def test_a_second_pass_from_the_refitted_parameters_lands_nearer_the_truth(flame
     # measured: mesh 0.185 → 0.177 mm, parameters' mesh 0.163 → 0.155 mm
     assert mesh_twice < 0.98 * mesh_once and params_twice < params_once
     assert registered.quality.numbers["refine_rounds"] == once.quality.numbers["refine_rounds"] + 2
-    # the eyeballs are held at the second fit, which the registration reports as its fit
+    # the eyeballs are the second fit's (which the registration reports as its fit), moved rigidly if at all
     eyes = flame_model.masks["left_eyeball"]
-    assert np.abs(registered.mesh.vertices[eyes] - registered.fit[eyes]).max() < 1e-9
+    R, t, _ = rigid_fit(registered.fit[eyes], registered.mesh.vertices[eyes])
+    assert np.abs(registered.fit[eyes] @ R.T + t - registered.mesh.vertices[eyes]).max() < 1e-9
 
 
 def test_registration_holds_numpy_blas_at_one_thread_beside_torch():
@@ -371,3 +375,52 @@ def test_registration_holds_numpy_blas_at_one_thread_beside_torch():
     assert inside() and set(inside()) == {1}
     assert torch.get_num_threads() == torch_threads
     assert hasattr(register, "__wrapped__") and hasattr(fit_mesh, "__wrapped__")
+
+
+def test_unfold_removes_a_fold_and_moves_only_around_it(flame_model):
+    """A vertex pushed through the surface folds its triangles against the template; the repair leaves no
+    fold and keeps the rest of the head where it was."""
+    from onflame.registration.unfold import flipped_against, unfold
+
+    t, F = flame_model.v_template, flame_model.faces
+    v = t.copy()
+    nose = flame_model.masks["nose"]
+    tip = nose[np.argmax(t[nose, 2])]
+    v[tip] -= np.array([0.0, 0.0, 0.012])  # 12 mm into the head: its fan turns inside out
+    assert flipped_against(v, F, t).sum() >= 4
+    out, info = unfold(v, F, t, [t], fixed=_eyeballs(flame_model))
+    assert info["left"] == 0 and flipped_against(out, F, t).sum() == 0
+    moved = np.linalg.norm(out - v, axis=1) > 1e-9
+    assert moved[tip] and 1 <= moved.sum() <= 60
+    far = np.linalg.norm(t - t[tip], axis=1) > 0.02
+    assert np.abs(out[far] - v[far]).max() == 0.0
+
+
+def test_eyeballs_stay_behind_recessed_lids(flame_model):
+    """The real head with its eye region set 3 mm deeper and its lids narrowed: the lids follow the scan, and
+    the eyeballs must not stand out through them (held at the fit, 7 of their vertices did)."""
+    from onflame.registration.eyes import piercing
+
+    truth = read_mesh(FLAME_FIX / "registered_mesh.ply").vertices.copy()
+    F, eyes = flame_model.faces, _eyeballs(flame_model)
+    lids = np.setdiff1d(flame_model.masks["eye_region"], eyes)
+    for side in ("left_eyeball", "right_eyeball"):
+        c = truth[flame_model.masks[side]].mean(0)
+        r = np.linalg.norm((truth[lids] - c)[:, :2], axis=1)
+        truth[lids, 2] -= 0.003 * np.clip(1 - r / 0.025, 0, 1)
+        near = np.clip(1 - r / 0.02, 0, 1)
+        dy = c[1] - truth[lids, 1]
+        truth[lids, 1] += np.sign(dy) * np.minimum(np.abs(dy), 0.002) * near
+    lm = flame_model.landmarks.static51.locate(truth, F)
+    sim = simulate_scan(truth, F, lm, eyes, seed=100)
+    reg = register(sim.scan, flame_model, landmarks=sim.landmarks)
+    lid_faces = F[np.isin(F, lids).all(1)]
+    held = reg.mesh.vertices.copy()
+    held[eyes] = reg.fit[eyes]  # the eyeballs where the fit put them, the lids as registered
+    sides = [flame_model.masks[s] for s in ("left_eyeball", "right_eyeball")]
+    own = [piercing(reg.fit, F, e, lid_faces).sum() for e in sides]  # the model's own lid margin
+    for e, allowed in zip(sides, own):
+        assert piercing(reg.mesh.vertices, F, e, lid_faces).sum() <= allowed
+    assert sum(piercing(held, F, e, lid_faces).sum() - a for e, a in zip(sides, own)) > 0
+    assert reg.quality.numbers["eyeball_piercing_vertices"] == 0
+    assert reg.quality.numbers["flipped_triangles"] == 0

@@ -56,7 +56,8 @@ def test_structure_is_flames(head):
     assert head.parents.tolist() == [-1, 0, 1, 1, 1]
     assert head.source == "onflame procedural head (seed 0)"
     assert set(head.masks) == FLAME_MASKS
-    assert head.landmarks.summary() == {"static51": 51, "full68": 68, "dynamic": [79, 17]}
+    assert head.landmarks.summary() == {"conventions": {"flame51": 51, "flame68": 68, "mica51": 51, "mica68": 68},
+                                        "default": "mica", "dynamic": [79, 17]}
     np.testing.assert_allclose(head.weights.sum(1), 1.0, atol=1e-12)
     assert head.weights.min() >= 0
 

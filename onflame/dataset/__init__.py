@@ -15,7 +15,7 @@ from .validate import Problem, SubsetStats, ValidationReport, validate_root
 #: Names served by :mod:`.build`, imported on first use: it brings registration and torch, which reading,
 #: validating and exporting a root do not need. (Its several-subset ``build`` stays in the module, whose
 #: name it shares.)
-_BUILD_NAMES = ("BuildReport", "build_all_synthetic", "build_subset")
+_BUILD_NAMES = ("BuildReport", "build_subset")
 
 
 def __getattr__(name: str):
@@ -28,6 +28,6 @@ def __getattr__(name: str):
 
 __all__ = [
     "SUBSETS", "BuildReport", "MicaRoot", "Problem", "Subject", "Subset", "SubsetStats", "ValidationReport",
-    "build_all_synthetic", "build_subset", "export_params", "extract_subset", "open_root",
+    "build_subset", "export_params", "extract_subset", "open_root",
     "read_image_paths", "summarise_image_paths", "validate_root", "write_image_paths",
 ]

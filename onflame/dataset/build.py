@@ -17,7 +17,8 @@ in ``build/manifest.json`` (:mod:`.manifest`) and ends with ``build/summary.json
   threads per worker are fixed, see :class:`.build_task.BuildTask`); reports hold no timings.
 - Failures are isolated: a bad scan is one ``failed`` line naming the file and the reason; the exit
   code (:attr:`BuildReport.exit_code`) is 1 when any scan failed or was skipped, 130 when interrupted.
-- A lock file (``build/lock``) keeps two builds from writing one subset at once.
+- A lock (``build/lock``, see :class:`_Lock`) keeps two builds from writing one subset at once, and a
+  new build from starting while a killed one's workers still run.
 - A root built on a model that is not FLAME's topology gets that model as ``ROOT/model.npz``, so
   ``onflame validate`` checks the registrations against the right model.
 """
@@ -27,6 +28,11 @@ import logging
 import os
 import socket
 import time
+
+try:
+    import fcntl
+except ImportError:  # Windows: the lock falls back to the holder's pid
+    fcntl = None  # type: ignore[assignment]
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -34,14 +40,14 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .. import __version__
-from ..errors import InputError
-from ..fileio import write_json, write_text
+from ..errors import InputError, UsageError
+from ..fileio import check_output_dir, write_json, write_text
 from ..flame.model import FlameModel, load_model, load_model_with_assets, save_model
 from ..registration.fit import FitSettings
 from ..registration.refine import RefineSettings
 from ..sources import get_source
 from ..sources.base import ScanItem, Source
-from .build_task import BUILD_DIR, LANDMARK_MODES, BuildTask
+from .build_task import BUILD_DIR, WORKERS_LOCK, BuildTask, check_landmark_option
 from .executors import EXECUTORS, available_cores, make_executor
 from .layout import MODEL_FILE
 from .manifest import Manifest, value_digest
@@ -159,21 +165,59 @@ class BuildReport:
 # --- planning ----------------------------------------------------------------------------------------------
 
 class _Lock:
-    """``build/lock`` holding ``host pid``: one build per subset at a time; a dead build's lock is taken over."""
+    """``build/lock``: one build per subset at a time, and none while an earlier build's workers still write.
+
+    The build holds an exclusive ``flock`` on ``build/lock`` (which names it: ``host pid``) for its whole
+    run; each local worker holds a shared one on ``build/workers.lock`` from its first task of the subset
+    until it ends (:mod:`.executors`). The kernel drops a lock when its holder dies, however it dies, so
+    a ``kill -9``'d build's lock is free at once while its workers, as long as any lives, keep
+    ``workers.lock`` held: a new build waits up to :data:`WORKER_GRACE_S` for them (they die with their
+    build on Linux and stop before their next task elsewhere) and never races them. Without ``fcntl``
+    (Windows) the lock is the file's existence and a dead ``pid`` is taken over.
+    """
+
+    #: Seconds a new build waits for an earlier build's workers to end.
+    WORKER_GRACE_S = 60.0
 
     def __init__(self, path: Path):
         self.path = path
+        self.workers_path = path.with_name(WORKERS_LOCK)
         self.held = False
+        self._fd: int | None = None
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:
+            return self._acquire_by_pid()
+        self._fd = _flock(self.path, fcntl.LOCK_EX)
+        if self._fd is None:
+            raise InputError(self.path, f"another build is writing this subset ({self._holder()}); wait for it to end")
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+        self.held = True
+        deadline = time.monotonic() + self.WORKER_GRACE_S
+        while (fd := _flock(self.workers_path, fcntl.LOCK_EX)) is None:
+            if time.monotonic() > deadline:
+                self.release()
+                raise InputError(self.workers_path, "workers of an earlier build of this subset are still running; "
+                                                    "stop them, then build again")
+            time.sleep(0.2)
+        os.close(fd)  # free for this build's own workers (shared locks)
+
+    def _holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or "unknown process"
+        except OSError:
+            return "unknown process"
+
+    def _acquire_by_pid(self) -> None:
         me = f"{socket.gethostname()} {os.getpid()}"
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 if self._holder_alive():
-                    raise InputError(self.path, f"another build is writing this subset ({self.path.read_text().strip()}); "
+                    raise InputError(self.path, f"another build is writing this subset ({self._holder()}); "
                                                 "wait for it, or delete this file if that build is gone") from None
                 self.path.unlink(missing_ok=True)  # a killed build's lock
                 continue
@@ -202,7 +246,36 @@ class _Lock:
     def release(self) -> None:
         if self.held:
             self.path.unlink(missing_ok=True)
+            self.workers_path.unlink(missing_ok=True)  # this build's workers have ended
             self.held = False
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _flock(path: Path, mode: int) -> int | None:
+    """An open descriptor of ``path`` (created if missing) holding ``flock(mode)``, or None if another holds it.
+
+    The lock is taken without waiting, and only on the file that still has this name (a file removed
+    by its holder between our open and our lock is retried), so two processes never both hold it.
+    """
+    while True:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
 
 
 def _remove_stray_temporaries(folder: Path) -> int:
@@ -244,6 +317,7 @@ def _task_key(task: BuildTask, model_digest: str) -> str:
         "item": [it.subset, it.actor, it.stem, str(it.scan_path), it.units, np.asarray(it.rotation, np.float64),
                  it.texture_expected],
         "landmarks": task.landmarks, "auto_landmarks": task.auto_landmarks,
+        **({"landmark_convention": task.landmark_convention} if task.landmark_convention != "auto" else {}),
         "landmark_files": [(str(p), p.is_file()) for p in task.landmark_candidates()],
         "require_texture": task.require_texture,
         "fit": task.fit_settings or FitSettings(), "refine": task.refine_settings or RefineSettings(),
@@ -335,18 +409,21 @@ def _ensure_model_file(out_root: Path, model: FlameModel, digest: str) -> str | 
     return None
 
 
-def _resolve_model(model: FlameModel | str | os.PathLike | None) -> FlameModel:
+def _resolve_model(model: FlameModel | str | os.PathLike) -> FlameModel:
     if isinstance(model, FlameModel):
         return model
-    return load_model_with_assets(model)  # None: onflame's procedural head
+    if model is None:
+        raise InputError(None, "no FLAME model given (a FlameModel or a model file)")
+    return load_model_with_assets(model)
 
 
 # --- the build ---------------------------------------------------------------------------------------------
 
 def build(jobs: Sequence[tuple[str, str | os.PathLike]], out_root: str | os.PathLike,
-          model: FlameModel | str | os.PathLike | None = None, *, workers: int | None = None,
+          model: FlameModel | str | os.PathLike, *, workers: int | None = None,
           executor: str = "local", address: str | None = None, landmarks: str = "auto",
-          auto_landmarks: str = "auto", only: Mapping[str, Mapping[str, str]] | None = None,
+          auto_landmarks: str = "auto", landmark_convention: str = "auto",
+          only: Mapping[str, Mapping[str, str]] | None = None,
           require_texture: bool = False, retry_failed: bool = False, torch_threads: int = 1,
           fit_settings: FitSettings | None = None, refine_settings: RefineSettings | None = None,
           echo: Callable[[str], None] | None = None) -> dict[str, BuildReport]:
@@ -361,13 +438,16 @@ def build(jobs: Sequence[tuple[str, str | os.PathLike]], out_root: str | os.Path
     """
     t0 = time.perf_counter()
     if executor not in EXECUTORS:
-        raise InputError(None, f"unknown executor {executor!r}; use {' or '.join(EXECUTORS)}")
-    if not landmarks:
-        raise InputError(None, f"landmarks must be {', '.join(LANDMARK_MODES)} or a file-name template")
+        raise UsageError(None, f"unknown executor {executor!r}; use {' or '.join(EXECUTORS)}")
+    check_landmark_option(landmarks)
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise UsageError(None, f"workers must be a whole number of at least 1, got {workers!r}")
+    check_output_dir(out_root)
     flame = _resolve_model(model)
     digest = value_digest(flame)
     out_root = Path(out_root)
-    options = dict(landmarks=landmarks, auto_landmarks=auto_landmarks, require_texture=require_texture,
+    options = dict(landmarks=landmarks, auto_landmarks=auto_landmarks, landmark_convention=landmark_convention,
+                   require_texture=require_texture,
                    torch_threads=torch_threads, fit_settings=fit_settings, refine_settings=refine_settings)
     sources = []
     for name, raw in jobs:
@@ -414,7 +494,7 @@ def build(jobs: Sequence[tuple[str, str | os.PathLike]], out_root: str | os.Path
 
 
 def build_subset(source: str, raw_dir: str | os.PathLike, out_root: str | os.PathLike,
-                 model: FlameModel | str | os.PathLike | None = None, *, only: Mapping[str, str] | None = None,
+                 model: FlameModel | str | os.PathLike, *, only: Mapping[str, str] | None = None,
                  **options: Any) -> BuildReport:
     """Register every scan of a raw release into ``out_root/<SUBSET>/`` (see the module docstring).
 
@@ -422,15 +502,19 @@ def build_subset(source: str, raw_dir: str | os.PathLike, out_root: str | os.Pat
         source: MICA subset name (``"FRGC"``, ``"BU-3DFE"``, ...; :func:`onflame.sources.get_source`).
         raw_dir: the release's root folder.
         out_root: the MICA root to write into.
-        model: a :class:`FlameModel` with landmark embedding and masks, a model file (its embedding and
-            masks found beside it), or None for onflame's procedural head.
+        model: a :class:`FlameModel` with landmark embedding and masks, or a model file (its embedding and
+            masks found beside it); :func:`onflame.synthetic.head.make_head_model` gives onflame's
+            procedural head.
         only: actor -> stem to keep (:func:`onflame.sources.mica_subjects` of MICA's image list).
         workers: processes (local) or CPUs of a local Ray (default: the cores available).
         executor: ``"local"`` (process pool) or ``"ray"``; ``address``: the Ray cluster (None: start one here).
         landmarks: ``"auto"`` (a landmark file beside each scan, ``<scan stem>.lmk51.npy``, or shipped by the
             release, else ``auto_landmarks``), ``"none"``, or a file-name template with ``{actor}``, ``{stem}``,
-            ``{subset}`` (points in the scan's units and axes).
+            ``{subset}`` (any landmark file onflame reads: ``.npy``, ``.txt``, ``.pp``, ``.ljson``, ``.bnd``,
+            ``.lnd``, ``.land``; points in the scan's units and axes).
         auto_landmarks: :func:`onflame.registration.register`'s mode for scans without landmarks.
+        landmark_convention: the landmark files' convention (``auto``, ``mica``, ``flame``, ...; see
+            :func:`onflame.registration.register`).
         require_texture: fail scans whose texture image is missing (default: a warning).
         retry_failed: also redo scans that failed on bad input last time (default: only if their input changed).
         torch_threads: torch threads per worker (fixed so that results do not depend on the worker count).
@@ -441,31 +525,10 @@ def build_subset(source: str, raw_dir: str | os.PathLike, out_root: str | os.Pat
         The :class:`BuildReport` (also written as ``build/summary.json`` and ``build/summary.txt``).
 
     Raises:
-        InputError: unknown source or executor, no raw folder or no scans in it, a build already running
-            on this subset, an unreadable model. Bad scans never raise: they are failed records.
+        UsageError: unknown executor, workers < 1, a landmark template with unknown fields, an output
+            root that cannot be written (all before any work).
+        InputError: unknown source, no raw folder or no scans in it, a build already running on this
+            subset, an unreadable model. Bad scans never raise: they are failed records.
     """
     name = get_source(source).name if source else source
     return build([(source, raw_dir)], out_root, model, only=None if only is None else {name: only}, **options)[name]
-
-
-def build_all_synthetic(out_dir: str | os.PathLike, model: FlameModel | None = None, n_actors: int = 1,
-                        **options: Any) -> dict[str, BuildReport]:
-    """Write the eight synthetic raw releases (:mod:`onflame.synthetic.raw_releases`) and build them.
-
-    Raw releases go to ``out_dir/raw/<SUBSET>/`` (with landmark sidecars), the FLAME meshes and parameters
-    they were made from to ``out_dir/truth/`` (a MICA root: the ground truth of the build), the MICA root to
-    ``out_dir/mica/``; ``model`` defaults to onflame's procedural head; ``options`` as for
-    :func:`build_subset`. Re-running rewrites the same raw files and builds nothing again.
-    """
-    from ..sources import SOURCES
-    from ..synthetic.head import make_head_model
-    from ..synthetic.raw_releases import write_raw_release, write_truth_root
-
-    model = model or make_head_model()
-    out_dir = Path(out_dir)
-    jobs, releases = [], []
-    for seed, name in enumerate(SOURCES):
-        releases.append(write_raw_release(name, out_dir / "raw" / name, model, n_actors=n_actors, seed=seed))
-        jobs.append((name, releases[-1].root))
-    write_truth_root(releases, out_dir / "truth")
-    return build(jobs, out_dir / "mica", model, **options)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import string
 import time
 import traceback
 from dataclasses import dataclass
@@ -27,10 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, OnflameError
+from ..errors import InputError, OnflameError, UsageError
 from ..fileio import write_json
 from ..flame.model import FlameModel
+from ..mesh.landmark_files import ScanLandmarks
 from ..registration.fit import FitSettings
+from ..registration.plausibility import check_scan_extent
 from ..registration.refine import RefineSettings
 from ..sources.base import METRES_PER_UNIT, ScanItem, landmark_sidecar
 from .layout import PARAMS_DIR, REGISTRATIONS_DIR
@@ -40,8 +43,33 @@ log = logging.getLogger(__name__)
 
 #: Build files inside a subset folder (manifest, summary, reports, rejected registrations).
 BUILD_DIR = "build"
+#: Lock file in ``BUILD_DIR`` that a build's workers hold (shared) while they live (see ``build._Lock``).
+WORKERS_LOCK = "workers.lock"
 #: ``--landmarks`` choices besides a file-name template.
 LANDMARK_MODES = ("auto", "none")
+#: The fields a landmark file-name template may use.
+TEMPLATE_FIELDS = ("actor", "stem", "subset")
+
+
+def check_landmark_option(landmarks: str) -> str:
+    """``landmarks`` if it is one of :data:`LANDMARK_MODES` or a file-name template that uses only
+    :data:`TEMPLATE_FIELDS` (``'lmk/{actor}/{stem}.npy'``); else :class:`UsageError` saying why."""
+    if landmarks in LANDMARK_MODES:
+        return landmarks
+    if not landmarks:
+        raise UsageError(None, f"--landmarks must be {', '.join(LANDMARK_MODES)} or a file-name template")
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(landmarks) if f is not None]
+    except ValueError as exc:  # unbalanced braces
+        raise UsageError(None, f"--landmarks template {landmarks!r}: {exc} (write a literal brace as {{{{ or }}}})") from None
+    unknown = [f for f in fields if f not in TEMPLATE_FIELDS]
+    if unknown:
+        raise UsageError(None, f"--landmarks template {landmarks!r} has unknown field(s) "
+                               f"{', '.join('{' + f + '}' for f in unknown)}; use {{actor}}, {{stem}} and {{subset}}")
+    if not fields:
+        raise UsageError(None, f"--landmarks {landmarks!r} is neither {' nor '.join(LANDMARK_MODES)} nor a template "
+                               "with {actor}, {stem} or {subset}: one file cannot hold every scan's landmarks")
+    return landmarks
 #: Record statuses: verdict ok -> registered, suspect -> suspect; failed verdicts and errors -> failed.
 STATUS = {"ok": "registered", "suspect": "suspect", "failed": "failed"}
 
@@ -55,8 +83,9 @@ class BuildTask:
         subset_dir: output folder ``ROOT/<SUBSET>``.
         landmarks: ``"auto"`` (a landmark file beside the scan or shipped by the release, else
             ``auto_landmarks``), ``"none"`` (no landmark files), or a file-name template with ``{actor}``,
-            ``{stem}`` and ``{subset}`` fields (``.npy``/``.txt`` (51 | 68, 3) or ``.land``; the scan's units
-            and axes) that must exist for every scan.
+            ``{stem}`` and ``{subset}`` fields (any landmark file :func:`read_landmark_file` reads; the
+            scan's units and axes) that must exist for every scan.
+        landmark_convention: the convention of the landmark files (``auto``: decided per scan by fitting).
         auto_landmarks: :func:`register`'s mode for scans without a landmark file (``auto``, ``detect``,
             ``geometry``).
         require_texture: a scan whose texture image is missing fails (otherwise it is a warning).
@@ -71,6 +100,7 @@ class BuildTask:
     subset_dir: str
     landmarks: str = "auto"
     auto_landmarks: str = "auto"
+    landmark_convention: str = "auto"
     require_texture: bool = False
     torch_threads: int = 1
     fit_settings: FitSettings | None = None
@@ -102,37 +132,29 @@ class BuildTask:
 
 # --- landmarks -----------------------------------------------------------------------------------------------
 
-def read_landmark_file(path: Path, scan_raw) -> np.ndarray | None:
-    """(51, 3) landmarks from a file, in the scan's units and axes; None for a ``.land`` of 2D image points.
+def read_landmark_file(path: Path, scan_raw) -> ScanLandmarks | None:
+    """Landmarks from a file, in the scan's units and axes; None for a ``.land`` of 2D image points.
 
-    ``.npy`` (no pickles) and text files hold (51, 3) or (68, 3) points (iBUG's 68 lose the 17 jaw-contour
-    points, as FLAME's 51 do); ``.land`` files hold vertex ids or 3D points
-    (:func:`onflame.mesh.facewarehouse.read_land`). Raises :class:`InputError` naming the file.
+    Any file :func:`onflame.mesh.landmark_files.read_landmarks` reads (``.npy``, ``.txt``, ``.pp``,
+    ``.ljson``, ``.bnd``, ``.lnd``), and FaceWarehouse's ``.land`` files of vertex ids or 3D points
+    (:func:`onflame.mesh.facewarehouse.read_land`; 7, 51 or 68 of them in iBUG order). Raises
+    :class:`InputError` naming the file.
     """
     from ..mesh.facewarehouse import landmarks_3d, read_land
+    from ..mesh.landmark_files import landmarks_from_array, read_landmarks
 
     if not path.is_file():
         raise InputError(path, "landmark file not found")
-    if path.suffix.lower() == ".land":
-        land = read_land(path)
-        if land.image_points is not None:  # FaceWarehouse's release: pixels in the photo, no depth
-            return None
-        lmk = landmarks_3d(land, scan_raw)
-    else:
-        try:
-            lmk = np.load(path, allow_pickle=False) if path.suffix.lower() == ".npy" else np.loadtxt(path, ndmin=2)
-        except (OSError, ValueError) as exc:
-            raise InputError(path, f"cannot read landmarks ({exc})") from None
-    lmk = np.asarray(lmk, dtype=np.float64)
-    if lmk.shape == (68, 3):
-        lmk = lmk[17:]
-    if lmk.shape != (51, 3) or not np.isfinite(lmk).all():
-        raise InputError(path, f"landmarks must be (51, 3) or (68, 3) finite points, got shape {lmk.shape}")
-    return lmk
+    if path.suffix.lower() != ".land":
+        return read_landmarks(path)
+    land = read_land(path)
+    if land.image_points is not None:  # FaceWarehouse's release: pixels in the photo, no depth
+        return None
+    return landmarks_from_array(landmarks_3d(land, scan_raw), str(path))
 
 
-def find_landmarks(task: BuildTask, scan_raw, flame_frame) -> tuple[np.ndarray | None, Path | None]:
-    """The scan's (51, 3) landmarks in metres and FLAME's axes (like ``flame_frame``, the scan as
+def find_landmarks(task: BuildTask, scan_raw, flame_frame) -> tuple[ScanLandmarks | None, Path | None]:
+    """The scan's landmarks in metres and FLAME's axes (like ``flame_frame``, the scan as
     :meth:`ScanItem.to_flame_frame` returns it) and the file they came from; ``(None, None)`` without one.
 
     ``scan_raw`` is the scan as read (its units and axes), for ``.land`` files that hold vertex ids.
@@ -142,7 +164,7 @@ def find_landmarks(task: BuildTask, scan_raw, flame_frame) -> tuple[np.ndarray |
         if raw is None:
             continue
         unit = flame_frame.meta.get("units_read") or task.item.units
-        return METRES_PER_UNIT[unit] * raw @ np.asarray(task.item.rotation).T, path
+        return raw.with_points(METRES_PER_UNIT[unit] * raw.points @ np.asarray(task.item.rotation).T), path
     return None, None
 
 
@@ -199,16 +221,20 @@ def run_task(task: BuildTask, model: FlameModel) -> dict:
     try:
         scan_raw = item.read(require_texture=task.require_texture)
         if item.texture_expected and scan_raw.texture is None:
-            record["warnings"].append(f"{item.scan_path}: texture image not found")
+            bad = scan_raw.meta.get("texture_problem")
+            record["warnings"].append(f"{bad[0]}: {bad[1]}; registered without texture" if bad
+                                      else f"{item.scan_path}: texture image not found")
         if isinstance(scan_raw.texture, Path) and scan_raw.texture.is_file():
             inputs.append(scan_raw.texture)
         scan = item.to_flame_frame(scan_raw)
         lmk, lmk_path = find_landmarks(task, scan_raw, scan)
         if lmk_path is not None:
             inputs.append(lmk_path)
+        check_scan_extent(scan.vertices, item.scan_path, f"{scan.meta.get('units_read')}, the release's")
         record["timings_s"]["read"] = time.perf_counter() - t0
         reg = register(scan, model, landmarks=lmk, units="m", auto_landmarks=task.auto_landmarks,
-                       fit_settings=task.fit_settings, refine_settings=task.refine_settings)
+                       landmark_convention=task.landmark_convention, fit_settings=task.fit_settings,
+                       refine_settings=task.refine_settings)
     except OnflameError as exc:
         record.update(error=str(exc), reasons=[str(exc)], retry=not isinstance(exc, InputError))
         reg = None

@@ -10,6 +10,9 @@ Its ``run`` returns True if it was interrupted (Ctrl-C), False when every task h
   workers at once; atomic writes keep every file whole either way). A worker that dies (a crash in
   native code, the out-of-memory killer) breaks the pool: the scans that were running are tried again
   one by one in a fresh worker, so only the one that kills its worker fails ("worker process died").
+  Workers die with the build, however it ends (``kill -9`` included): on Linux the kernel kills them
+  when their parent dies (``PR_SET_PDEATHSIG``), elsewhere they check their parent before each task;
+  while they live they hold their subsets' ``build/workers.lock``, which a new build waits for.
 - :class:`RayExecutor`: the same tasks as Ray tasks (one CPU each) on ``ray.init(address=...)``: an
   existing cluster (``"auto"`` or ``"ray://host:10001"``), or with no address a single-node Ray started
   on this machine. The model is put once in Ray's object store.
@@ -17,10 +20,12 @@ Its ``run`` returns True if it was interrupted (Ctrl-C), False when every task h
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
 import signal
+import sys
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -28,7 +33,12 @@ from typing import Callable, Iterable, Iterator
 
 from ..errors import InputError
 from ..flame.model import FlameModel
-from .build_task import BuildTask, failure_record, run_task
+from .build_task import BUILD_DIR, WORKERS_LOCK, BuildTask, failure_record, run_task
+
+try:
+    import fcntl
+except ImportError:  # Windows: no workers' lock (see onflame.dataset.build._Lock)
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +64,61 @@ def available_cores() -> int:
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 _WORKER: tuple[FlameModel, Runner] | None = None
+#: The build's process id, in a worker: the worker ends when its parent is no longer that process.
+_PARENT_PID: int | None = None
+#: Descriptors of the subsets' ``build/workers.lock`` files this worker holds (shared) while it lives.
+_HELD_LOCKS: dict[str, int] = {}
+#: Linux's ``prctl`` option that sends the calling process a signal when its parent dies.
+_PR_SET_PDEATHSIG = 1
 
 
-def _init_worker(model: FlameModel, runner: Runner) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """Make this worker end when the build that started it ends, however it ends (``kill -9`` included).
+
+    On Linux the kernel sends it SIGKILL when its parent dies (``prctl(PR_SET_PDEATHSIG)``, through
+    ctypes: Python has no binding); elsewhere :func:`_run_in_worker` checks the parent before each task.
+    A parent that died before the request took effect is caught by the check that follows it.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError) as exc:  # no libc prctl: the check between tasks remains
+            log.debug("prctl(PR_SET_PDEATHSIG) unavailable: %s", exc)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _init_worker(model: FlameModel, runner: Runner, parent_pid: int | None = None) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the main process decides what stops
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    global _WORKER
+    global _WORKER, _PARENT_PID
     _WORKER = (model, runner)
+    if parent_pid is not None:
+        _PARENT_PID = parent_pid
+        _die_with_parent(parent_pid)
+
+
+def _hold_workers_lock(task: BuildTask) -> None:
+    """Hold the task's subset's ``build/workers.lock`` (shared) until this worker ends, so that a new build
+    of the subset waits for it (see ``onflame.dataset.build._Lock``)."""
+    if fcntl is None or task.subset_dir in _HELD_LOCKS:
+        return
+    path = os.path.join(task.subset_dir, BUILD_DIR, WORKERS_LOCK)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_SH)  # the build only holds it exclusively while it checks, before any task
+    except OSError as exc:
+        log.debug("%s: cannot hold the workers' lock: %s", path, exc)
+        return
+    _HELD_LOCKS[task.subset_dir] = fd
 
 
 def _run_in_worker(task: BuildTask) -> dict:
     assert _WORKER is not None, "worker not initialised"
+    _hold_workers_lock(task)
+    if _PARENT_PID is not None and os.getppid() != _PARENT_PID:  # the build is gone: write nothing more
+        os._exit(1)
     model, runner = _WORKER
     return runner(task, model)
 
@@ -105,7 +159,7 @@ class LocalPool:
 
     def _pool(self, model: FlameModel, workers: int) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(model, self.runner))
+                                   initializer=_init_worker, initargs=(model, self.runner, os.getpid()))
 
     def run(self, tasks: Iterable[BuildTask], model: FlameModel, on_record: OnRecord) -> bool:
         queue = deque(tasks)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..fileio import write_npz, write_text
+from ..fileio import check_output_file, write_npz, write_text
 from ..flame.params import MICA_KEYS
 from .layout import MicaRoot, open_root
 
@@ -41,15 +41,15 @@ def export_params(root: str | os.PathLike | MicaRoot, out: str | os.PathLike) ->
     """Write all subjects' parameters of ``root`` to ``out`` (``.npz`` or ``.csv``; see the module docstring).
 
     Returns ``{"subjects": N written, "subsets": {name: count}, "out": path, "skipped": ["file: problem", ...]}``.
-    Raises :class:`InputError` for an unknown output suffix or a root that cannot be opened.
+    Raises :class:`~onflame.errors.UsageError` for an output that cannot be written (an unknown suffix, a
+    folder, a folder without write access), before reading anything, and :class:`InputError` for a root
+    that cannot be opened.
     """
-    out = Path(out)
-    if out.suffix.lower() not in EXPORT_SUFFIXES:
-        raise InputError(out, f"unknown export format {out.suffix!r} (use {' or '.join(EXPORT_SUFFIXES)})")
+    out = check_output_file(out, EXPORT_SUFFIXES)
     mica = root if isinstance(root, MicaRoot) else open_root(root)
     ids: list[tuple[str, str, str]] = []
     rows: dict[str, list[np.ndarray]] = {k: [] for k in MICA_KEYS}
-    skipped = [str(exc) for exc in mica.problems]
+    skipped = [str(exc) for exc in mica.problems] + [str(exc) for s in mica.subsets.values() for exc in s.problems]
     subsets: dict[str, int] = {}
     try:
         for subject in mica.subjects():

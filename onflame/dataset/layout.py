@@ -13,7 +13,8 @@ STIRLING``), either a folder or the downloaded ``<SUBSET>.zip``::
 
 A subject is one parameter file; its registration is the mesh with the same actor and name. Zip subsets
 are read in place (members are read into memory; a registration goes through a temporary file for the
-mesh reader); :func:`extract_subset` unpacks one safely. Paths of zip members are written
+mesh reader); members that extraction would refuse (absolute paths, ``..``, symbolic links) are left
+out and listed in :attr:`Subset.problems`. :func:`extract_subset` unpacks one safely. Paths of zip members are written
 ``<zip>/<member>`` in messages.
 """
 from __future__ import annotations
@@ -56,6 +57,7 @@ class _FolderStore:
     def __init__(self, root: Path):
         self.root = root
         self.location = root
+        self.problems: list[InputError] = []
 
     def label(self, rel: str) -> str:
         return str(self.root / rel)
@@ -92,10 +94,18 @@ class _ZipStore:
         self.location = zip_path
         self.zf = zf
         self.prefix = prefix
-        # rel path -> member name, for regular files under the prefix
-        self.members = {_norm(i.filename)[len(prefix):]: i.filename for i in zf.infolist()
-                        if not i.is_dir() and _norm(i.filename).startswith(prefix)
-                        and not _norm(i.filename).startswith(_JUNK)}
+        # rel path -> member name, for regular files under the prefix; members extraction would refuse
+        # (absolute, '..', drive letter, symbolic link) are left out and reported, as extraction refuses them
+        self.members: dict[str, str] = {}
+        self.problems: list[InputError] = []
+        for info in zf.infolist():
+            name = _norm(info.filename)
+            why = _unsafe_reason(info)
+            if why:
+                self.problems.append(InputError(f"{zip_path}/{info.filename}",
+                                                f"unsafe zip member ({why}): left out (extraction refuses this zip)"))
+            elif not info.is_dir() and name.startswith(prefix) and not name.startswith(_JUNK):
+                self.members[name[len(prefix):]] = info.filename
 
     def label(self, rel: str) -> str:
         return f"{self.location}/{self.prefix}{rel}"
@@ -245,6 +255,8 @@ class Subset:
         self.location: Path = store.location
         self.image_list = image_list
         self._index: tuple[dict, dict] | None = None
+        #: files of the subset left out because they cannot be read safely (unsafe zip members)
+        self.problems: list[InputError] = list(store.problems)
 
     def __repr__(self) -> str:
         return f"Subset({self.name!r}, {str(self.location)!r})"
@@ -339,7 +351,7 @@ class MicaRoot:
 
                 entry["image_list"] = summarise_image_paths(subset.read_image_paths())
             out["subsets"][name] = entry
-        out["problems"] = [str(p) for p in self.problems]
+        out["problems"] = [str(p) for p in self.problems] + [str(p) for s in self.subsets.values() for p in s.problems]
         return out
 
     def close(self) -> None:

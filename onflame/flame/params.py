@@ -14,14 +14,13 @@ registration adds e.g. the scan-to-model transform).
 from __future__ import annotations
 
 import os
-import zipfile
 from dataclasses import dataclass, field
 from typing import IO, Any, Mapping
 
 import numpy as np
 
 from ..errors import InputError
-from ..fileio import write_npz
+from ..fileio import read_npz, write_npz
 
 N_SHAPE = 300
 N_EXPRESSION = 100
@@ -156,9 +155,4 @@ def read_params(source: str | os.PathLike | IO[bytes], name: str | None = None) 
     Raises :class:`InputError` naming the file for unreadable files and bad contents.
     """
     label = name or (str(source) if isinstance(source, (str, os.PathLike)) else getattr(source, "name", "<npz>"))
-    try:
-        with np.load(source, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise InputError(label, f"not a readable .npz ({type(exc).__name__}: {exc})") from None
-    return params_from_arrays(arrays, label)
+    return params_from_arrays(read_npz(source, label), label)

@@ -20,6 +20,7 @@ valid, one when three are. Triangles with an edge much longer than the grid spac
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import re
 import zlib
@@ -31,6 +32,8 @@ from ..errors import InputError
 from .images import image_size
 from .mesh import Mesh
 from .numbers import parse_numbers
+
+log = logging.getLogger(__name__)
 
 #: X, Y and Z of a pixel without a measurement.
 INVALID = -999999.0
@@ -55,8 +58,9 @@ def read_abs(path: str | os.PathLike, photo: str | os.PathLike | None | bool = T
     Args:
         path: ``.abs`` or ``.abs.gz`` file.
         photo: the capture's colour photo: True looks for ``<capture>.ppm`` (or ``.png``/``.jpg``) beside
-            the file and goes on without texture if there is none; a path names it (it must exist and
-            decode); False/None reads geometry only.
+            the file and goes on without texture if there is none or it does not decode (then
+            ``meta["texture_problem"]`` says why); a path names it (it must exist and decode); False/None
+            reads geometry only.
         max_edge: drop triangles with an edge longer than this (mm); default ``max_edge_factor`` times
             the median distance between valid horizontal neighbours.
         max_edge_factor: see ``max_edge``.
@@ -90,7 +94,16 @@ def read_abs(path: str | os.PathLike, photo: str | os.PathLike | None | bool = T
     texture = _photo(path, photo)
     meta = {"grid_shape": (R, C), "pixel_index": used}
     if texture is not None:
-        meta["photo_size"] = image_size(texture)
+        try:
+            meta["photo_size"] = image_size(texture)
+        except InputError as exc:
+            if photo is not True:  # a photo the caller named must decode
+                raise
+            # the photo found beside the file is treated as every reader treats a texture that does not
+            # decode: read on without it (see onflame.mesh.read_mesh)
+            log.warning("%s: photo %s; reading without texture", path, exc)
+            meta["texture_problem"] = (exc.path, exc.problem)
+            texture = None
     return Mesh(xyz[used], faces, uv if texture is not None else None, faces.copy() if texture is not None else None,
                 texture, None, str(path), meta)
 

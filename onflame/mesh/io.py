@@ -26,30 +26,54 @@ MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf", ".wrl", ".abs"
 
 
 def read_mesh(path: str | os.PathLike) -> Mesh:
-    """Read a triangle mesh (OBJ with optional MTL texture, PLY, STL, OFF, GLB).
+    """Read a triangle mesh (OBJ with optional MTL texture, PLY, STL, OFF, GLB, VRML, FRGC range images).
+
+    A texture image that does not decode is treated like a missing one, whatever the format: the mesh
+    is returned without it, a warning is logged, and ``meta["texture_problem"]`` holds ``(image path,
+    problem)`` (:meth:`onflame.sources.ScanItem.read` turns it into an error with ``require_texture``).
 
     Raises :class:`InputError` naming the file if it is missing, unreadable, empty or malformed.
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(path, "no such file")
+        raise InputError(path, "no such file" if not path.exists() else "not a regular file")
     suffix = path.suffix.lower()
-    if suffix == ".obj":
-        mesh = read_obj(path)
-    elif suffix == ".wrl":
-        from .wrl import read_wrl
+    try:
+        if suffix == ".obj":
+            mesh = read_obj(path)
+        elif suffix == ".wrl":
+            from .wrl import read_wrl
 
-        mesh = read_wrl(path)
-    elif path.name.lower().endswith((".abs", ".abs.gz")):
-        from .frgc_abs import read_abs
+            mesh = read_wrl(path)
+        elif path.name.lower().endswith((".abs", ".abs.gz")):
+            from .frgc_abs import read_abs
 
-        mesh = read_abs(path)
-    elif suffix in MESH_SUFFIXES:
-        mesh = _read_with_trimesh(path)
-    else:
-        raise InputError(path, f"unknown mesh format {suffix!r} (known: {', '.join(MESH_SUFFIXES)})")
+            mesh = read_abs(path)
+        elif suffix in MESH_SUFFIXES:
+            mesh = _read_with_trimesh(path)
+        else:
+            raise InputError(path, f"unknown mesh format {suffix!r} (known: {', '.join(MESH_SUFFIXES)})")
+    except InputError:
+        raise
+    except (ValueError, OverflowError, IndexError, TypeError, MemoryError, RecursionError) as exc:
+        # a reader's parsing failure it did not name itself: still this file's problem, in one line
+        raise InputError(path, f"malformed {suffix or 'mesh'} file ({type(exc).__name__}: {exc})") from None
     check_mesh(mesh, path)
+    if mesh.texture is not None and "texture_problem" not in mesh.meta:
+        drop_unreadable_texture(mesh, path)
     return mesh
+
+
+def drop_unreadable_texture(mesh: Mesh, path: str | os.PathLike) -> None:
+    """Decode ``mesh.texture``; if it does not decode, read on without it (see :func:`read_mesh`)."""
+    from .images import image_size
+
+    try:
+        image_size(mesh.texture)
+    except InputError as exc:
+        log.warning("%s: texture %s; reading without texture", path, exc)
+        mesh.meta["texture_problem"] = (exc.path, exc.problem)
+        mesh.texture = None
 
 
 def check_mesh(mesh: Mesh, path: str | os.PathLike | None = None) -> None:
@@ -82,12 +106,12 @@ def read_obj(path: str | os.PathLike) -> Mesh:
         elif line.startswith("mtllib"):
             mtllibs.append(line[6:].strip())
     try:
-        vdata = _rows(v_lines, path, "v")
+        vdata = _rows(v_lines, path, "v", 3)
         vertices = vdata[:, :3]
         colors = vdata[:, 3:6] if vdata.shape[1] >= 6 else None
-        uv = _rows(vt_lines, path, "vt")[:, :2] if vt_lines else None
+        uv = _rows(vt_lines, path, "vt", 2)[:, :2] if vt_lines else None
         faces, face_uv = _faces(f_lines, len(vertices), 0 if uv is None else len(uv), path)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise InputError(path, f"malformed OBJ ({exc})") from None
     if colors is not None and colors.max() > 1.0:
         colors = colors / 255.0
@@ -95,16 +119,18 @@ def read_obj(path: str | os.PathLike) -> Mesh:
     return Mesh(vertices, faces, uv, face_uv, texture, colors, str(path))
 
 
-def _rows(lines: list[str], path: Path, what: str) -> np.ndarray:
+def _rows(lines: list[str], path: Path, what: str, need: int) -> np.ndarray:
+    """(N, K) numbers of ``lines``, K >= ``need`` (ragged lines are cut to the shortest)."""
     if not lines:
-        return np.zeros((0, 3))
+        return np.zeros((0, need))
     flat = np.array(" ".join(lines).split(), dtype=np.float64)
     width = flat.size / len(lines)
-    if width != int(width):  # ragged: some lines have extra values (colours, w) -> per-line slow path
+    if width != int(width) or width < need:  # ragged: some lines have extra values (colours, w) -> per line
         rows = [ln.split() for ln in lines]
         n = min(len(r) for r in rows)
-        if n < 2:
-            raise ValueError(f"a '{what}' line has fewer than 2 values")
+        if n < need:
+            line = next(ln for ln in lines if len(ln.split()) == n)
+            raise ValueError(f"a '{what}' line has {n} value(s), needs {need}: {what} {line.strip()[:60]!r}")
         return np.array([r[:n] for r in rows], dtype=np.float64)
     return flat.reshape(len(lines), int(width))
 

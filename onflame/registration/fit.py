@@ -34,6 +34,7 @@ from ..flame.model import FlameModel
 from ..flame.params import FlameParams
 from ..geometry import rigid_fit, vertex_normals
 from .correspond import ScanIndex
+from .landmarks import LandmarkSet
 
 #: Pose entries (of FLAME's 15) that fitting estimates: global, neck, jaw rotation.
 FREE_POSE = 9
@@ -166,15 +167,15 @@ class Linearization:
             jac = JACOBIAN_DTYPE
             self.skin_rot = torch.einsum("vj,jab->vab", W, A[0, :, :, :3]).numpy().astype(jac)    # (V, 3, 3)
             self.skin_dJ = (W @ dt_dJ.reshape(J, -1)).reshape(V, 3, nJ).numpy().astype(jac)       # (V, 3, 3J)
-            # rotation/translation columns by forward differences, one batched pass (shape computed once)
-            n = 1 + FREE_POSE + 3
+            # rotation columns by forward differences, one batched pass (shape computed once); a
+            # translation moves every vertex by itself: its columns are the identity
+            n = 1 + FREE_POSE
             pose = _t(st.pose).expand(n, -1).clone()
-            trans = _t(st.trans).expand(n, -1).clone()
-            pose[1 : 1 + FREE_POSE, :FREE_POSE] += torch.eye(FREE_POSE, dtype=pose.dtype) * _FD_STEP
-            trans[1 + FREE_POSE :] += torch.eye(3, dtype=pose.dtype) * _FD_STEP
-            verts = _posed(flame, v_shaped, joints, pose, trans).numpy()                   # (n, V, 3)
+            pose[1:, :FREE_POSE] += torch.eye(FREE_POSE, dtype=pose.dtype) * _FD_STEP
+            verts = _posed(flame, v_shaped, joints, pose, _t(st.trans).expand(n, -1)).numpy()   # (n, V, 3)
         self.v = verts[0]
-        self.d_pose = ((verts[1:] - verts[0]) / _FD_STEP).astype(jac)                          # (12, V, 3)
+        d_trans = np.broadcast_to(np.eye(3, dtype=jac)[:, None, :], (3, V, 3))
+        self.d_pose = np.concatenate([((verts[1:] - verts[0]) / _FD_STEP).astype(jac), d_trans])  # (12, V, 3)
 
     def rows(self, idx: np.ndarray, direction: np.ndarray) -> np.ndarray:
         """Directional derivatives ``dᵀ ∂v_i/∂θ`` (K, P) for vertices ``idx`` (K,) and ``direction`` (K, 3).
@@ -222,14 +223,16 @@ def point_term(lin: Linearization, idx: np.ndarray, targets: np.ndarray, weight:
 
 
 def landmark_term(lin: Linearization, corners: np.ndarray, bary: np.ndarray, targets: np.ndarray,
-                  weight: float) -> Term:
-    """Residuals of surface points (triangle ``corners`` (L, 3), ``bary`` (L, 3)) to ``targets`` (L, 3)."""
+                  weight: float | np.ndarray) -> Term:
+    """Residuals of surface points (triangle ``corners`` (L, 3), ``bary`` (L, 3)) to ``targets`` (L, 3),
+    weighted by ``weight`` (scalar or (L,))."""
     L = len(corners)
     flat = corners.ravel()
     Jl = np.stack([(lin.rows(flat, np.broadcast_to(np.eye(3)[a], (3 * L, 3))).reshape(L, 3, -1)
                     * bary[:, :, None]).sum(1) for a in range(3)], 1)             # (L, xyz, P)
     residual = lambda v: (np.einsum("lc,lca->la", bary, v[corners]) - targets).ravel()  # noqa: E731
-    return Term(Jl.reshape(-1, Jl.shape[2]), residual(lin.v), np.full(3 * len(corners), weight), residual)
+    weights = np.repeat(np.broadcast_to(np.asarray(weight, dtype=np.float64), (L,)), 3)
+    return Term(Jl.reshape(-1, Jl.shape[2]), residual(lin.v), weights, residual)
 
 
 def gauss_newton_step(st: FitState, terms: list[Term], prior: np.ndarray, damping: float) -> FitState:
@@ -313,7 +316,6 @@ class FitSettings:
 
     Attributes:
         stages: the schedule.
-        landmark_sigma: landmark click uncertainty (m).
         expression_prior: prior weight on expression coefficients.
         neck_prior: prior weight on the neck rotation (radians²); a face scan cannot tell a neck turn from
             a global one, so the neck stays near rest unless the data insist.
@@ -344,7 +346,6 @@ class FitSettings:
         Stage(300, 0.004, 1.0, 1.0, 3, misfit=True),
         Stage(300, 0.0025, 1.0, 1.0, 5, sigma=0.00025, misfit=True),
     )
-    landmark_sigma: float = 0.0015
     expression_prior: float = 1.0
     neck_prior: float = 1e5
     scan_to_model: float = 0.5
@@ -371,7 +372,7 @@ def _prior_vector(flame: FLAME, n_active: int, shape_prior: float, expression_pr
     return p
 
 
-def fit_scan(flame: FLAME, index: ScanIndex, region: np.ndarray, landmarks: np.ndarray | None = None,
+def fit_scan(flame: FLAME, index: ScanIndex, region: np.ndarray, landmarks: LandmarkSet | None = None,
              settings: FitSettings | None = None, state: FitState | None = None) -> FitState:
     """Fit FLAME to a scan already rigidly aligned to the template (model frame, metres).
 
@@ -380,7 +381,8 @@ def fit_scan(flame: FLAME, index: ScanIndex, region: np.ndarray, landmarks: np.n
         index: the scan.
         region: (V,) weights of model vertices allowed to match scan points (0 where a scan never has
             data, e.g. eyeballs).
-        landmarks: (51, 3) target landmarks in the model frame, or None.
+        landmarks: landmarks with targets in the model frame, or None; each weighs
+            ``stage.landmark_weight / sigma²`` (its own sigma).
         settings: weights and schedule.
         state: start values (zeros if None).
     """
@@ -394,7 +396,9 @@ def fit_scan(flame: FLAME, index: ScanIndex, region: np.ndarray, landmarks: np.n
     sample = rng.choice(len(index.points), size=min(s.scan_samples, len(index.points)), replace=False)
     scan_pts, scan_nrm = index.points[sample], index.normals[sample]
     cand = np.flatnonzero(region > 0)
-    lmk = flame.static51_corners
+    if landmarks is not None:
+        lmk_corners, lmk_bary = landmarks.corners(faces), landmarks.points.bary
+        lmk_bary = lmk_bary / lmk_bary.sum(1, keepdims=True)  # MICA stores them in float32
     noise = index.noise() if s.misfit_gain > 0 else 0.0
     for stage in s.stages:
         radius = stage.radius
@@ -425,9 +429,9 @@ def fit_scan(flame: FLAME, index: ScanIndex, region: np.ndarray, landmarks: np.n
             if ok.any():
                 w = s.scan_to_model * region[jj[ok]] / sigma**2
                 terms.append(_robust(plane_term(lin, jj[ok], scan_pts[ok], scan_nrm[ok], w), s.robust_scale))
-            if landmarks is not None and lmk is not None:
-                terms.append(landmark_term(lin, lmk.numpy(), flame.static51_bary.numpy(), landmarks,
-                                           stage.landmark_weight / s.landmark_sigma**2))
+            if landmarks is not None:
+                terms.append(landmark_term(lin, lmk_corners, lmk_bary, landmarks.targets,
+                                           stage.landmark_weight / landmarks.sigma**2))
             st, damping = _levenberg_marquardt_step(flame, st, terms, prior, damping)
     return st
 

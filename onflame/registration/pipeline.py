@@ -30,13 +30,19 @@ from ..flame.model import FlameModel
 from ..flame.params import FlameParams
 from ..geometry import apply_rigid, vertex_normals
 from ..mesh import Mesh, check_mesh, read_mesh
+from ..mesh.landmark_files import ScanLandmarks, landmarks_from_array, read_landmarks
 from .autolandmarks import choose_landmarks
 from .correspond import ScanIndex
+from .landmarks import (RIGID_IBUG, LandmarkSet, agreeing, clicks_to_sets, convention_mismatch, convention_residuals,
+                        landmark_outliers, outlier_reason, resolve_convention)
 from .fit import FitSettings, FitState, fit_mesh_vertices, fit_scan, make_layer, unexplained, vertices
+from .plausibility import check_landmarks_against_scan, check_scan_extent
 from .quality import UNANCHORED, Quality, assess
 from .refine import RefineSettings, refine
 from .rigid import align_by_geometry, align_with_landmarks, trimmed_icp
+from .eyes import place_eyeballs
 from .threads import single_threaded_blas
+from .unfold import unfold
 from .units import UNITS, detect_units
 
 #: Region weights for matching model vertices to scan data; regions not listed get ``DEFAULT_WEIGHT``.
@@ -57,11 +63,15 @@ class Registration:
         mesh: the registration, FLAME topology, metres, in the scan's frame.
         params: FLAME parameters with FLAME(params) ≈ ``mesh`` (scan frame, metres). ``params.extras``
             holds ``units`` (str), ``scale_to_m`` (float: metres per scan unit), ``scan_to_flame`` (4, 4):
-            the rigid transform from the scan's frame (in metres) to FLAME's canonical frame, and
-            ``verdict``.
+            the rigid transform from the scan's frame (in metres) to FLAME's canonical frame,
+            ``verdict``, ``landmark_source`` (given / detected / geometry) and ``landmark_convention``.
         fit: (V, 3) the FLAME fit before refinement (scan frame, metres).
         quality: measured numbers and the verdict.
         timings: seconds per step.
+        landmarks: (N, 3) the registration's positions of the landmarks it used (scan frame, metres).
+        landmark_info: where the landmarks came from: ``source``, ``convention`` (and each candidate's
+            residual when it was chosen by fitting), ``outliers``, the detector's details.
+        scan: the scan, in metres.
     """
 
     mesh: Mesh
@@ -112,38 +122,40 @@ def _eyeballs(model: FlameModel) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
-def _as_landmarks(landmarks: np.ndarray | str | os.PathLike | None, path: str) -> np.ndarray | None:
-    if landmarks is None:
-        return None
+def _as_clicks(landmarks: "ScanLandmarks | np.ndarray | str | os.PathLike | None") -> ScanLandmarks | None:
+    """The user's landmarks as :class:`ScanLandmarks` (scan units): a file of any kind
+    :func:`~onflame.mesh.landmark_files.read_landmarks` reads, an array in iBUG order, or as they are."""
+    if landmarks is None or isinstance(landmarks, ScanLandmarks):
+        return landmarks
     if isinstance(landmarks, (str, os.PathLike)):
-        try:
-            landmarks = np.loadtxt(landmarks) if str(landmarks).endswith(".txt") else np.load(landmarks, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise InputError(landmarks, f"cannot read landmarks ({exc})") from None
-    lmk = np.asarray(landmarks, dtype=np.float64)
-    if lmk.shape == (68, 3):  # iBUG-68: FLAME's 51 are the 68 without the 17 jaw-contour points
-        lmk = lmk[17:]
-    if lmk.shape != (51, 3) or not np.isfinite(lmk).all():
-        raise InputError(path, f"landmarks must be (51, 3) or (68, 3) finite points, got {lmk.shape}")
-    return lmk
+        return read_landmarks(landmarks)
+    return landmarks_from_array(landmarks, "<landmarks>")
 
 
 @single_threaded_blas
-def register(scan: Mesh | str | os.PathLike, model: FlameModel, landmarks: np.ndarray | str | None = None,
+def register(scan: Mesh | str | os.PathLike, model: FlameModel,
+             landmarks: ScanLandmarks | np.ndarray | str | os.PathLike | None = None,
              units: str = "auto", fit_settings: FitSettings | None = None,
-             refine_settings: RefineSettings | None = None, auto_landmarks: str = "auto") -> Registration:
+             refine_settings: RefineSettings | None = None, auto_landmarks: str = "auto",
+             landmark_convention: str = "auto") -> Registration:
     """Register a raw face scan to FLAME.
 
     Args:
         scan: a :class:`Mesh` or a mesh file path, in any units, orientation and position.
-        model: the FLAME model, with region masks and a 51-point landmark embedding if landmarks are given.
-        landmarks: (51, 3) or (68, 3) landmark positions on the scan, in the scan's units and frame, or a
-            ``.npy``/``.txt`` file of them; None to detect them or align from geometry (``auto_landmarks``).
+        model: the FLAME model, with region masks and a landmark embedding if landmarks are used.
+        landmarks: landmarks on the scan in its units and frame: a file (``.npy``/``.txt``/``.pp``/
+            ``.ljson``/``.bnd``/``.lnd``, :mod:`onflame.mesh.landmark_files`), a (51, 3) / (68, 3) / (7, 3)
+            array in iBUG order, or :class:`ScanLandmarks`; None to detect them or align from geometry
+            (``auto_landmarks``).
         units: ``"auto"`` (detect from size), ``"m"``, ``"cm"`` or ``"mm"``.
         auto_landmarks: without ``landmarks``: ``"auto"`` finds them with a 2D face detector on renders of
             the scan (:mod:`.autolandmarks`) and falls back to the geometry-only start if that fails;
             ``"detect"``: detection or an error; ``"geometry"``: geometry only. The report's
             ``landmarks`` entry says which path was taken.
+        landmark_convention: which of the model's conventions the given landmarks were made in:
+            ``"auto"`` decides by fitting (:mod:`.landmarks`), or a family / name (``"mica"``,
+            ``"flame51"``...). The report's ``landmarks.convention`` and the npz's
+            ``landmark_convention`` say which was used.
 
     Returns:
         :class:`Registration` in the scan's frame, metres.
@@ -159,36 +171,47 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel, landmarks: np.nd
     check_mesh(scan, path)
     if scan.n_faces == 0:
         raise InputError(path, "scan has no triangles (a point cloud); registration needs a surface")
-    lmk = _as_landmarks(landmarks, path)
-    if lmk is not None and model.landmarks.static51 is None:
-        raise InputError(model.source or None, "model has no 51-point landmark embedding; cannot use landmarks")
+    clicks = _as_clicks(landmarks)
 
-    unit, k = _resolve_units(scan.vertices, lmk, units, path)
+    unit, k = _resolve_units(scan.vertices, None if clicks is None else clicks.points, units, path)
     pts_m = scan.vertices * k
-    lmk_m = None if lmk is None else lmk * k
+    check_scan_extent(pts_m, path, f"{unit}, {'detected' if units == 'auto' else 'as given'}")
     index_scan = ScanIndex.build(pts_m, scan.faces)
+    if clicks is not None:  # before anything is placed or sized by them
+        check_landmarks_against_scan(clicks.points * k, index_scan, clicks.source or path)
     timings["prepare"] = time.perf_counter() - t0
     t_lmk = time.perf_counter()
-    lmk_m, landmark_info = choose_landmarks(scan, pts_m, lmk_m, auto_landmarks, model.landmarks.static51 is not None,
-                                            normals=index_scan.normals)
+    forced = resolve_convention(model, landmark_convention) if clicks is not None else None
+    if clicks is not None:
+        sets = clicks_to_sets(clicks.with_points(clicks.points * k), model)
+        landmark_info = {"source": "given", "file": clicks.source, "layout": clicks.layout, "points": len(sets[0])}
+    else:
+        found, landmark_info = choose_landmarks(scan, pts_m, None, auto_landmarks, model.landmarks.static51 is not None,
+                                                normals=index_scan.normals)
+        sets = [] if found is None else [_detected_set(found, model)]
     timings["landmarks"] = time.perf_counter() - t_lmk
+    detected = landmark_info.get("source") == "detected"
 
     # 2. rigid start (x_scan = R x_model + t) and 3. FLAME fit in the model frame
     t1 = time.perf_counter()
     flame = make_layer(model)
     weights = region_weights(model)
     settings = fit_settings or FitSettings()
-    if landmark_info.get("source") == "detected":
-        # a detector's points sit a few mm from FLAME's embedding (convention, not noise): trust them less,
-        # and do not hand them the surface's weight where the model misfits (real head of the benchmark:
-        # 2.49 mm median per-vertex error with detected landmarks as they are, 2.93 with the misfit gain)
-        settings = replace(settings, landmark_sigma=max(settings.landmark_sigma, DETECTED_LANDMARK_SIGMA),
-                           misfit_gain=0.0)
+    if detected:
+        # a detector's points sit a few mm from FLAME's embedding (convention, not noise): they carry a
+        # larger sigma, and do not get the surface's weight where the model misfits (real head of the
+        # benchmark: 2.49 mm median per-vertex error with detected landmarks as they are, 2.93 with the gain)
+        settings = replace(settings, misfit_gain=0.0)
     with torch.no_grad():
         rest = flame()
+    rest_v = rest.vertices[0].numpy()
+    # with several candidate conventions, the points they all agree on start the fit; the rest decide
+    shared = agreeing(sets, rest_v, model.faces) if len(sets) > 1 else None
+    if shared is not None and shared.all():  # the conventions coincide on the clicked points
+        sets, shared = [next(s for s in sets if s.convention == forced) if forced else sets[0]], None
+    lmk = None if not sets else sets[0] if shared is None else sets[0].select(shared)
     face = _face_vertices(model)
-    candidates = _rigid_candidates(rest, model.faces, weights, lmk_m, index_scan,
-                                   detected=landmark_info.get("source") == "detected")
+    candidates = _rigid_candidates(rest_v, model.faces, weights, lmk, index_scan, detected=detected)
     timings["rigid"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
@@ -197,63 +220,82 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel, landmarks: np.nd
     def start(R: np.ndarray, t: np.ndarray) -> tuple:
         # the first stages of the FLAME fit from one rigid start, and how well they explain the scan
         index = index_scan.to_frame(R, t)
-        lmk_model = None if lmk_m is None else (lmk_m - t) @ R
-        state = fit_scan(flame, index, weights, lmk_model, head)
-        score = unexplained(vertices(flame, state), index, weights) if len(candidates) > 1 or lmk_m is None else 0.0
-        return score, R, t, index, lmk_model, state
+        state = fit_scan(flame, index, weights, None if lmk is None else lmk.in_frame(R, t), head)
+        score = unexplained(vertices(flame, state), index, weights) if len(candidates) > 1 or lmk is None else 0.0
+        return score, R, t, index, state
 
     # with several starts, the FLAME fit's ability to explain the scan decides
     best = min((start(R, t) for R, t in candidates), key=lambda c: c[0])
-    if lmk_m is None:
-        best = _search_around(start, best, rest.vertices[0].numpy()[weights > 0].mean(0))
-    _, R, t, index, lmk_model, state = best
+    if lmk is None:
+        best = _search_around(start, best, rest_v[weights > 0].mean(0))
+    _, R, t, index, state = best
+    lmk_model = None  # the landmarks the rest of the fit uses, in the model frame
+    mismatch = None
+    if sets:
+        moved = [s.in_frame(R, t) for s in sets]
+        lmk_model = moved[0]
+        if shared is not None:  # the fitted face tells which convention the clicks were made in
+            residuals = convention_residuals(moved, vertices(flame, state), model.faces, ~shared)
+            used = forced or min(residuals, key=residuals.get)
+            lmk_model = next(s for s in moved if s.convention == used)
+            landmark_info["convention_residuals_mm"] = residuals
+            mismatch = convention_mismatch(used, residuals)
+        landmark_info["convention"] = lmk_model.convention
+        landmark_info["convention_chosen_by"] = "user" if forced else "fit" if shared is not None else "model"
     state = fit_scan(flame, index, weights, lmk_model, tail, state)
     fit_v = vertices(flame, state)
     timings["fit"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
-    lmk_pull = None
-    if lmk_model is not None:
-        emb = model.landmarks.static51
-        lmk_pull = (model.faces[emb.face_idx], emb.bary, lmk_model)
     rsettings = refine_settings or RefineSettings()
-    if landmark_info.get("source") == "detected":
+    if detected:
         # a detector's points are a few mm off FLAME's: they would pull the detail phase off its place (real
         # head of the benchmark: 2.38 mm median per-vertex error without them, 2.47 with 0.09 × the weight)
         rsettings = replace(rsettings, detail_landmarks=0.0)
-    reg_v, refine_info = refine(fit_v, model.faces, index, weights, _eyeballs(model), rsettings, lmk_pull)
+    reg_v, refine_info = refine(fit_v, model.faces, index, weights, _eyeballs(model), rsettings, lmk_model)
     timings["refine"] = time.perf_counter() - t3
 
-    # 5. parameters for the final mesh, in the scan frame (metres)
-    t4 = time.perf_counter()
-    reg_scan = apply_rigid(reg_v, R, t)
     refit = partial(fit_mesh_vertices, flame, iters=2, max_vertices=2500)
-    final = refit(reg_scan, state=_to_scan_frame(flame, state, R, t))
-    timings["refit"] = time.perf_counter() - t4
+    final = _to_scan_frame(flame, state, R, t)  # the parameters refits start from (scan frame)
+    timings["refit"] = 0.0
     if rsettings.second_pass and refine_info["detail_rounds"] == 0:
         # the refinement charges displacements from the fit: from the parameters refitted to its result,
         # nearer the face, a second short one is less pulled by the first fit's errors
+        t4 = time.perf_counter()
+        final = refit(apply_rigid(reg_v, R, t), state=final)
         t5 = time.perf_counter()
         again = replace(rsettings, stiffness=rsettings.second_pass, detail_rounds=0,
                         radius=rsettings.radius[-1:] * len(rsettings.second_pass))
         fit_v = (vertices(flame, final) - t) @ R  # the fit the registration now falls back to
-        reg_v, second = refine(fit_v, model.faces, index, weights, _eyeballs(model), again, lmk_pull)
+        reg_v, second = refine(fit_v, model.faces, index, weights, _eyeballs(model), again, lmk_model)
         refine_info["rounds"] += second["rounds"]
-        reg_scan = apply_rigid(reg_v, R, t)
-        t6 = time.perf_counter()
-        final = refit(reg_scan, state=final)
-        timings["refine"] += t6 - t5
-        timings["refit"] += time.perf_counter() - t6
+        timings["refit"] += t5 - t4
+        timings["refine"] += time.perf_counter() - t5
+
+    # 5. folds repaired, eyeballs behind the lids; then the parameters for the final mesh (scan frame, metres)
+    t6 = time.perf_counter()
+    reg_v, last = _unfolded(reg_v, model, flame, state, fit_v)
+    reg_v, surface_info = _behind_lids(reg_v, fit_v, model, state)
+    surface_info.update(folds=last["left"], folds_repaired=last["folded"] - last["left"])
+    timings["finish"] = time.perf_counter() - t6
+    t7 = time.perf_counter()
+    reg_scan = apply_rigid(reg_v, R, t)
+    final = refit(reg_scan, state=final)
+    timings["refit"] += time.perf_counter() - t7
 
     # 6. quality (model frame and scan frame differ by a rigid motion: distances are the same)
-    reg_lmk = None
-    if model.landmarks.static51 is not None:
-        reg_lmk = model.landmarks.static51.locate(reg_scan, model.faces)
-    quality = assess(reg_v, fit_v, model.faces, index, face, lmk_model,
-                     None if reg_lmk is None else (reg_lmk - t) @ R)
+    reg_lmk = None if lmk_model is None else lmk_model.locate(reg_v, model.faces)
+    quality = assess(reg_v, fit_v, model.faces, index, face, None if lmk_model is None else lmk_model.targets, reg_lmk)
     quality.numbers["refine_rounds"] = len(refine_info["rounds"])
     quality.numbers["refine_detail_rounds"] = refine_info["detail_rounds"]  # > 0: detail beyond the FLAME fit
-    if lmk_m is None:  # measured on simulated scans: geometry-only starts land 1-8 mm off with a perfect surface fit
+    quality.numbers.update(surface_info)
+    if lmk_model is not None:
+        outliers = landmark_outliers(lmk_model, reg_lmk)
+        landmark_info["outliers"] = outliers
+        for reason in (mismatch, outlier_reason(outliers, len(lmk_model), lmk_model.source)):
+            if reason is not None:
+                quality = quality.suspect(reason)
+    else:  # measured on simulated scans: geometry-only starts land 1-8 mm off with a perfect surface fit
         quality = quality.suspect(UNANCHORED)
     timings["total"] = time.perf_counter() - t0
 
@@ -261,10 +303,43 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel, landmarks: np.nd
     to_flame = np.eye(4)
     to_flame[:3, :3], to_flame[:3, 3] = R.T, -R.T @ t
     params.extras.update(units=np.array(unit), scale_to_m=np.array(k), scan_to_flame=to_flame,
-                         verdict=np.array(quality.verdict))
+                         verdict=np.array(quality.verdict), landmark_source=np.array(landmark_info["source"]),
+                         landmark_convention=np.array(landmark_info.get("convention", "")))
     mesh = Mesh(reg_scan, model.faces, source=path, meta={"units": "m"})
-    return Registration(mesh, params, apply_rigid(fit_v, R, t), quality, timings, reg_lmk, landmark_info,
-                        scan.with_vertices(pts_m))
+    return Registration(mesh, params, apply_rigid(fit_v, R, t), quality, timings,
+                        None if reg_lmk is None else apply_rigid(reg_lmk, R, t), landmark_info, scan.with_vertices(pts_m))
+
+
+def _unfolded(v: np.ndarray, model: FlameModel, flame, state: FitState,
+              fit: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+    """``v`` (V, 3, model frame) with its folds against the template posed as ``state`` repaired: filled from the
+    ``fit`` (V, 3) if given, else the fitted identity without expression, else the template
+    (:mod:`.unfold`). Returns the vertices and the unfold's numbers."""
+    identity = vertices(flame, FitState(state.shape, np.zeros_like(state.expression), state.pose, state.trans))
+    template = vertices(flame, FitState(np.zeros_like(state.shape), np.zeros_like(state.expression), state.pose,
+                                        state.trans))
+    rest = ([] if fit is None else [fit]) + [identity, template]
+    return unfold(v, model.faces, template, rest, fixed=_eyeballs(model))
+
+
+def _behind_lids(reg_v: np.ndarray, fit_v: np.ndarray, model: FlameModel, state: FitState) -> tuple[np.ndarray, dict]:
+    """The eyeballs moved with their lids and behind them (:mod:`.eyes`), and the numbers for the report."""
+    eyeballs = [model.masks[n] for n in ("left_eyeball", "right_eyeball") if n in model.masks]
+    if not eyeballs or "eye_region" not in model.masks:
+        return reg_v, {}
+    lids = np.setdiff1d(model.masks["eye_region"], np.concatenate(eyeballs))
+    forward = Rotation.from_rotvec(state.pose[:3]).apply([0.0, 0.0, 1.0])
+    out, eyes = place_eyeballs(reg_v, fit_v, model.faces, eyeballs, lids, forward)
+    return out, {"eyeball_setback_mm": max(e["setback_mm"] for e in eyes["eyeballs"]),
+                 "eyeball_piercing_vertices": sum(e["piercing"] for e in eyes["eyeballs"])}
+
+
+def _detected_set(found: np.ndarray, model: FlameModel) -> LandmarkSet:
+    """A detector's FLAME-51 points (metres, scan frame) on the model's default 51-point convention."""
+    pts = model.landmarks.static51
+    ibug = np.arange(17, 68)
+    return LandmarkSet(pts, found, np.full(51, DETECTED_LANDMARK_SIGMA), model.landmarks.default_family or "default",
+                       "detected", ibug, np.isin(ibug, RIGID_IBUG))
 
 
 def _resolve_units(points: np.ndarray, landmarks: np.ndarray | None, units: str, path: str) -> tuple[str, float]:
@@ -279,29 +354,28 @@ def _resolve_units(points: np.ndarray, landmarks: np.ndarray | None, units: str,
     raise InputError(None, f"unknown units {units!r}; use auto, m, cm or mm")
 
 
-def _rigid_candidates(rest, faces: np.ndarray, weights: np.ndarray, lmk_m: np.ndarray | None,
+def _rigid_candidates(rest_v: np.ndarray, faces: np.ndarray, weights: np.ndarray, lmk: LandmarkSet | None,
                       index_scan: ScanIndex, detected: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Rigid starts ``x_scan = R x_model + t`` for the mean head ``rest`` (a FLAME output).
+    """Rigid starts ``x_scan = R x_model + t`` for the mean head ``rest_v`` (V, 3).
 
-    With ``detected`` landmarks the landmark alignment is joined by the same start refined by ICP on
-    the face: a detector's points sit several millimetres from FLAME's (4-7 mm on the benchmark's
-    renders) and can tilt the start by degrees, which the fit then cannot undo; the FLAME fit decides.
-    Measured on simulated in-model scans with detected landmarks (seeds 1-10): seed 6 0.46 → 0.20 mm,
-    seed 7 0.19 → 0.17 mm, the others unchanged.
+    With landmarks, the points that do not move with expression (brows, nose, eyes; the mouth and jaw
+    would tilt the start) are aligned. With ``detected`` landmarks that alignment is joined by the same
+    start refined by ICP on the face: a detector's points sit several millimetres from FLAME's (4-7 mm on
+    the benchmark's renders) and can tilt the start by degrees, which the fit then cannot undo; the FLAME
+    fit decides. Measured on simulated in-model scans with detected landmarks (seeds 1-10): seed 6
+    0.46 → 0.20 mm, seed 7 0.19 → 0.17 mm, the others unchanged.
     """
-    tmpl = rest.vertices[0].numpy()
-    tmpl_n = vertex_normals(tmpl, faces)
+    tmpl_n = vertex_normals(rest_v, faces)
     # the front of the head, as a frontal scanner sees it
     front = np.flatnonzero((tmpl_n[:, 2] > 0.2) & (weights > 0))
-    if lmk_m is not None:
-        # brows, nose and eyes only: the mouth and jaw move with expression and would tilt the start
-        stable = slice(0, 31)
-        start = align_with_landmarks(rest.landmarks[0].numpy()[stable], lmk_m[stable])
+    if lmk is not None:
+        stable = lmk.rigid_points()
+        start = align_with_landmarks(stable.locate(rest_v, faces), stable.targets)
         if not detected:
             return [start]
-        R, t, _ = trimmed_icp(tmpl[front], tmpl_n[front], index_scan, *start, iters=20, max_dist=0.015)
+        R, t, _ = trimmed_icp(rest_v[front], tmpl_n[front], index_scan, *start, iters=20, max_dist=0.015)
         return [start, (R, t)]
-    return [(R, t) for R, t, _ in align_by_geometry(tmpl[front], tmpl_n[front], index_scan, keep=4)]
+    return [(R, t) for R, t, _ in align_by_geometry(rest_v[front], tmpl_n[front], index_scan, keep=4)]
 
 
 #: Turns (degrees) tried about each axis around the best geometry-only start, coarse then fine.
@@ -339,23 +413,32 @@ def _to_scan_frame(flame, state: FitState, R: np.ndarray, t: np.ndarray) -> FitS
 
 
 def save_registration(reg: Registration, out_dir: str | os.PathLike, name: str, picture: bool = True) -> dict:
-    """Write ``<name>.npz`` (MICA keys + extras), ``<name>.obj``, ``<name>_report.json`` and, with
-    ``picture``, ``<name>_report.png`` (scan and registration side by side, scan-to-mesh error heat map)."""
-    from ..fileio import write_json
+    """Write ``<name>.npz`` (MICA keys + extras), ``<name>.obj``, with ``picture`` ``<name>_report.png``
+    (scan and registration side by side, scan-to-mesh error heat map), and ``<name>_report.json``.
+
+    The files appear together or not at all (:func:`onflame.fileio.written_together`): all are written to
+    temporaries first and renamed at the end, the report last, so a report means the set is complete.
+    Returns ``{"params", "mesh", ["picture",] "report"}`` paths.
+    """
+    from ..fileio import write_json, written_together
     from ..mesh import write_obj
 
     out = Path(out_dir)
-    paths = {"params": out / f"{name}.npz", "mesh": out / f"{name}.obj", "report": out / f"{name}_report.json"}
-    reg.params.save(paths["params"])
-    write_obj(paths["mesh"], reg.mesh)
-    write_json(paths["report"], reg.report())
+    paths = {"params": out / f"{name}.npz", "mesh": out / f"{name}.obj"}
     if picture and reg.scan is not None:
-        from .report import save_report_picture, scan_to_mesh_distances_mm
-
         paths["picture"] = out / f"{name}_report.png"
-        dist = scan_to_mesh_distances_mm(reg.scan.vertices, reg.mesh)
-        save_report_picture(paths["picture"], reg.scan, reg.mesh, dist, reg.params.extras["scan_to_flame"],
-                            title=f"{name}: {reg.verdict}")
+    paths["report"] = out / f"{name}_report.json"
+    with written_together(*paths.values()) as temps:
+        tmp = dict(zip(paths, temps))
+        reg.params.save(tmp["params"])
+        write_obj(tmp["mesh"], reg.mesh)
+        if "picture" in tmp:
+            from .report import save_report_picture, scan_to_mesh_distances_mm
+
+            dist = scan_to_mesh_distances_mm(reg.scan.vertices, reg.mesh)
+            save_report_picture(tmp["picture"], reg.scan, reg.mesh, dist, reg.params.extras["scan_to_flame"],
+                                title=f"{name}: {reg.verdict}")
+        write_json(tmp["report"], reg.report())
     return {k: str(v) for k, v in paths.items()}
 
 
@@ -397,6 +480,7 @@ def fit_mesh(mesh: Mesh | str | os.PathLike, model: FlameModel, units: str = "m"
         raise InputError(path, f"has {mesh.n_vertices} vertices; the model's topology has {model.n_vertices}")
     units, k = _resolve_units(mesh.vertices, None, units, path)
     target = mesh.vertices * k
+    check_scan_extent(target, path, units)
     flame = make_layer(model)
     state = fit_mesh_vertices(flame, target, iters=iters)
     v = vertices(flame, state)

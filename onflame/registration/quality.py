@@ -5,7 +5,8 @@ Numbers (millimetres unless named otherwise):
 - scan→registration distance for scan points in the face: the registration should lie on the scan;
 - coverage: share of the model's face vertices that found scan data within 2 mm;
 - landmark residuals: registration landmarks vs the given clicks (when landmarks were given);
-- mesh quality: triangles flipped relative to the FLAME fit, degenerate triangles.
+- mesh quality: triangles flipped relative to the FLAME fit (the refinement's own doing), degenerate
+  triangles; the pipeline adds ``folds``, triangles flipped against FLAME's template posed as the fit.
 
 None of these sees a registration that lies on the scan with its vertices slid along the surface (the
 nose's vertices on the cheek). Landmarks are what pins them; a registration started from geometry

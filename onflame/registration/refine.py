@@ -55,6 +55,7 @@ import scipy.sparse.linalg as spla
 
 from ..geometry import face_normals, median_edge_length, vertex_adjacency, vertex_normals
 from .correspond import ScanIndex
+from .landmarks import LandmarkSet
 
 
 @dataclass
@@ -154,8 +155,7 @@ def _solve_spd(A: sp.spmatrix, rhs: np.ndarray) -> np.ndarray:
 
 
 def refine(fit: np.ndarray, faces: np.ndarray, index: ScanIndex, region: np.ndarray, fixed: np.ndarray,
-           settings: RefineSettings | None = None,
-           landmarks: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, dict]:
+           settings: RefineSettings | None = None, landmarks: LandmarkSet | None = None) -> tuple[np.ndarray, dict]:
     """Refine FLAME-fit vertices ``fit`` (V, 3) towards the scan.
 
     Args:
@@ -164,9 +164,9 @@ def refine(fit: np.ndarray, faces: np.ndarray, index: ScanIndex, region: np.ndar
         index: the scan.
         region: (V,) weights of vertices allowed to follow scan data (0: never).
         fixed: vertex indices held exactly at the fit (eyeballs).
-        landmarks: optional ``(corners (L, 3), bary (L, 3), targets (L, 3))``: surface points that should
-            land on given positions (metres, the scan's frame). They move the surface along itself, which
-            the normal-only data term cannot.
+        landmarks: optional surface points that should land on their targets (metres, the scan index's
+            frame), each weighted by :meth:`LandmarkSet.weights` (1 for a click of 1.5 mm). They move the
+            surface along itself, which the normal-only data term cannot.
 
     Returns:
         ``(vertices (V, 3), info)``; ``info`` has per-round matched counts, how many vertices were held
@@ -181,9 +181,9 @@ def refine(fit: np.ndarray, faces: np.ndarray, index: ScanIndex, region: np.ndar
     cand = np.flatnonzero(region > 0)
     lmk_system = None
     if landmarks is not None and s.landmark_weight > 0:
-        corners, bary, targets = landmarks
-        B = _landmark_matrix(corners, bary, V)
-        lmk_system = (s.landmark_weight * (B.T @ B)[free][:, free], s.landmark_weight * (B.T @ (targets - B @ fit)))
+        B, W = _landmark_matrix(landmarks, faces, V)
+        lmk_system = (s.landmark_weight * (B.T @ W @ B)[free][:, free],
+                      s.landmark_weight * (B.T @ W @ (landmarks.targets - B @ fit)))
     tau = s.tangential * tangential_share(fit, faces, region, index.spacing)
     info["tangential"] = tau
     schedule = [(a, r, tau) for a, r in zip(s.stiffness, s.radius)]
@@ -213,10 +213,12 @@ def _around(faces: np.ndarray, flipped: np.ndarray) -> np.ndarray:
     return np.unique(faces[np.isin(faces, np.unique(faces[flipped])).any(1)])
 
 
-def _landmark_matrix(corners: np.ndarray, bary: np.ndarray, n_vertices: int) -> sp.csr_matrix:
-    """(L, V) barycentric interpolation of the surface points (triangle ``corners`` (L, 3), ``bary`` (L, 3))."""
+def _landmark_matrix(landmarks: LandmarkSet, faces: np.ndarray, n_vertices: int) -> tuple[sp.csr_matrix, sp.dia_matrix]:
+    """(L, V) barycentric interpolation of the landmarks' surface points, and their (L, L) diagonal weights."""
+    corners, bary = landmarks.corners(faces), landmarks.points.bary
     rows = np.repeat(np.arange(len(corners)), 3)
-    return sp.csr_matrix((bary.ravel(), (rows, corners.ravel())), shape=(len(corners), n_vertices))
+    B = sp.csr_matrix((bary.ravel(), (rows, corners.ravel())), shape=(len(corners), n_vertices))
+    return B, sp.diags(landmarks.weights())
 
 
 def _offset_spread(cur: np.ndarray, faces: np.ndarray, index: ScanIndex, cand: np.ndarray, radius: float) -> float:
@@ -300,8 +302,7 @@ DETAIL_STIFFEN = 10.0
 
 def follow_detail(cur: np.ndarray, fit: np.ndarray, faces: np.ndarray, index: ScanIndex, region: np.ndarray,
                   fixed: np.ndarray, settings: RefineSettings | None = None,
-                  landmarks: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-                  info: dict | None = None) -> np.ndarray:
+                  landmarks: LandmarkSet | None = None, info: dict | None = None) -> np.ndarray:
     """As-similar-as-possible deformation of the FLAME fit onto scan detail beyond the FLAME space.
 
     Minimises over the vertices x (V, 3), starting from ``cur``:
@@ -322,7 +323,7 @@ def follow_detail(cur: np.ndarray, fit: np.ndarray, faces: np.ndarray, index: Sc
     Args:
         cur: (V, 3) start (the bending rounds' result), metres.
         fit: (V, 3) the FLAME fit: the shape whose edges are kept.
-        landmarks: ``(corners (L, 3), bary (L, 3), targets (L, 3))`` as for :func:`refine`.
+        landmarks: as for :func:`refine`.
         info: updated with ``detail_rounds``.
 
     Returns:
@@ -344,10 +345,9 @@ def follow_detail(cur: np.ndarray, fit: np.ndarray, faces: np.ndarray, index: Sc
     constant = s.anchor * sp.eye(3 * V, format="csr")
     constant_rhs = s.anchor * fit.ravel()
     if landmarks is not None and s.detail_landmarks > 0:
-        corners, bary, targets = landmarks
-        B = _landmark_matrix(corners, bary, V)
-        constant = constant + s.detail_landmarks * sp.kron(B.T @ B, eye3, format="csr")
-        constant_rhs = constant_rhs + s.detail_landmarks * (B.T @ targets).ravel()
+        B, W = _landmark_matrix(landmarks, faces, V)
+        constant = constant + s.detail_landmarks * sp.kron(B.T @ W @ B, eye3, format="csr")
+        constant_rhs = constant_rhs + s.detail_landmarks * (B.T @ W @ landmarks.targets).ravel()
     cand = np.flatnonzero(region > 0)
     fit_normals = face_normals(fit, faces)
     fit_edges = fit[i] - fit[j]

@@ -13,8 +13,16 @@ from ..errors import InputError
 #: Metres per unit.
 UNITS = {"m": 1.0, "cm": 0.01, "mm": 0.001}
 #: Typical RMS distance of head-scan points from their centroid (m), and of 51 landmarks from theirs.
-_TYPICAL_SCAN_RMS = 0.08
-_TYPICAL_LANDMARK_RMS = 0.04
+TYPICAL_SCAN_RMS = 0.08
+TYPICAL_LANDMARK_RMS = 0.04
+
+
+def rms_radius(points: np.ndarray) -> float:
+    """Robust RMS radius of ``points`` (N, 3): the root of the median squared distance from the median point
+    (stray points do not move it)."""
+    with np.errstate(over="ignore", invalid="ignore"):  # absurd coordinates are refused by the caller
+        centred = points - np.median(points, axis=0)
+        return float(np.sqrt(np.median((centred**2).sum(1))))
 
 
 def detect_units(points: np.ndarray, landmarks: np.ndarray | None = None) -> tuple[str, float]:
@@ -27,9 +35,8 @@ def detect_units(points: np.ndarray, landmarks: np.ndarray | None = None) -> tup
         InputError: the size fits no unit within a factor of 4 (not a head, or corrupt data).
     """
     ref = landmarks if landmarks is not None and len(landmarks) >= 5 else points
-    typical = _TYPICAL_LANDMARK_RMS if ref is landmarks else _TYPICAL_SCAN_RMS
-    centred = ref - np.median(ref, axis=0)
-    rms = float(np.sqrt(np.median((centred**2).sum(1))))
+    typical = TYPICAL_LANDMARK_RMS if ref is landmarks else TYPICAL_SCAN_RMS
+    rms = rms_radius(ref)
     if not np.isfinite(rms) or rms <= 0:
         raise InputError(None, "cannot measure the scan's size (degenerate or NaN points)")
     best = min(UNITS, key=lambda u: abs(np.log(rms * UNITS[u] / typical)))

@@ -90,10 +90,12 @@ class ScanItem:
         """The scan as stored (its units and axes).
 
         Raises :class:`InputError` naming the scan if it cannot be read, or, with ``require_texture``,
-        if its texture image is missing.
+        if its texture image is missing (naming the scan) or does not decode (naming the image).
         """
         mesh = read_mesh(self.scan_path)
         if require_texture and self.texture_expected and mesh.texture is None:
+            if "texture_problem" in mesh.meta:  # an image that is there but does not decode: name it
+                raise InputError(*mesh.meta["texture_problem"])
             raise InputError(self.scan_path, "texture image not found (the release ships one per scan)")
         return mesh
 

@@ -37,7 +37,7 @@ def run_demo(out: Path, json_output: bool = False) -> int:
     from ..flame.params import read_params
     from ..mesh import read_mesh, write_ply
     from ..registration import fit_mesh, register, save_registration
-    from ..dataset.build import build_all_synthetic
+    from .raw_releases import build_all_synthetic
     from ..dataset.build_task import BUILD_DIR
     from .flame_files import save_flame_pkl, save_landmark_files
     from .head import make_head_model

@@ -139,4 +139,5 @@ def build_landmarks(mesh: HeadMesh, masks: dict[str, np.ndarray], n_head_faces: 
     full = _on_mesh(tm, np.concatenate([contours[0], interior]))
     dynamic = _on_mesh(tm, contours)
     static = SurfacePoints(full.face_idx[17:].copy(), full.bary[17:].copy())
-    return LandmarkEmbedding(static51=static, full68=full, dynamic=dynamic)
+    # the head's points are written as both FLAME's and MICA's files (flame_files), so it carries both names
+    return LandmarkEmbedding({"mica51": static, "mica68": full, "flame51": static, "flame68": full}, dynamic)

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from ..fileio import atomic_open, write_json
+from ..errors import InputError, UsageError
+from ..fileio import atomic_open, check_output_dir, write_json
 from .align import align_face
 from .photos import output_names, read_photo, select_photos
 from .rules import PhotoRules, photo_rules
@@ -306,8 +306,10 @@ def prepare_subset(root: str | os.PathLike, subset: str, photos: str | os.PathLi
         detector_options: passed to the detector (e.g. ``model_dir`` for insightface).
         progress: show a tqdm progress bar.
 
-    Returns a :class:`PrepareReport`. Raises :class:`InputError` when the photo folder is missing and
-    :class:`~onflame.detection.DetectorUnavailable` when the detector cannot run; a bad photo only adds a record.
+    Returns a :class:`PrepareReport`. Raises :class:`~onflame.errors.UsageError` for workers < 1, a score
+    outside [0, 1] or a root that cannot be written, :class:`InputError` when the photo folder is missing
+    and :class:`~onflame.detection.DetectorUnavailable` when the detector cannot run; a bad photo only adds
+    a record. ``subset`` may be any name here (the command line takes MICA's eight).
     """
     from tqdm import tqdm
 
@@ -315,7 +317,11 @@ def prepare_subset(root: str | os.PathLike, subset: str, photos: str | os.PathLi
     from ..detection import get_detector
 
     t0 = time.perf_counter()
-    root, photos = Path(root), Path(photos)
+    if not isinstance(workers, int) or workers < 1:
+        raise UsageError(None, f"workers must be a whole number of at least 1, got {workers!r}")
+    if min_score is not None and not 0.0 <= min_score <= 1.0:  # NaN fails too
+        raise UsageError(None, f"min_score must be a score from 0 to 1, got {min_score!r}")
+    root, photos = check_output_dir(root), Path(photos)
     rules = (rules or photo_rules(subset)).with_overrides(min_score=min_score)
     selection = select_photos(photos, rules)
     detector_options = dict(detector_options or {})

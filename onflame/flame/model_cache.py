@@ -1,0 +1,67 @@
+"""A pickle-free copy of a FLAME ``.pkl``, kept beside it, so that later runs skip the pickle.
+
+Reading FLAME's ``generic_model.pkl`` (75 MB, chumpy objects inside) takes a third of a second or more;
+the same arrays in an uncompressed ``.npz`` load several times faster. The first :func:`load_cached`
+of a ``.pkl`` writes ``.<name>.onflame.npz`` beside it (or, where that folder is read-only, into
+``$XDG_CACHE_HOME/onflame/models/``, default ``~/.cache``); later loads use it while the ``.pkl``'s
+size and modification time are those it was made from. ``ONFLAME_MODEL_CACHE=0`` turns caching off.
+The copy is read with ``allow_pickle=False``: it can hold arrays only.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def cache_paths(path: Path) -> list[Path]:
+    """Where the copy of model file ``path`` may lie: beside it, then in the user's cache folder."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "onflame" / "models"
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24]
+    return [path.with_name(f".{path.name}.onflame.npz"), base / f"{digest}.npz"]
+
+
+def _stamp(path: Path, n_expression: int) -> dict[str, np.ndarray]:
+    st = path.stat()
+    return {"cache_of": np.array(str(path.resolve())), "cache_size": np.array(st.st_size),
+            "cache_mtime_ns": np.array(st.st_mtime_ns), "cache_n_expression": np.array(n_expression)}
+
+
+def _fresh(copy: Path, stamp: dict[str, np.ndarray]) -> bool:
+    try:
+        with np.load(copy, allow_pickle=False) as z:
+            return all(k in z.files and z[k] == v for k, v in stamp.items())
+    except Exception:  # noqa: BLE001  a broken copy is only a miss: the pickle is read again
+        return False
+
+
+def load_cached(path: Path, n_expression: int, load_pickle: Callable[[], "FlameModel"],
+                load_npz: Callable[[Path], "FlameModel"], save: Callable[..., None]) -> "FlameModel":
+    """The model of ``path`` from its copy when it is fresh, else from ``load_pickle()`` (then copied).
+
+    ``load_npz(copy)`` reads a copy, ``save(model, copy, **stamp)`` writes one (atomically); failing to
+    write one (read-only folders, a full disk) only costs the next run the pickle again.
+    """
+    if os.environ.get("ONFLAME_MODEL_CACHE", "1") == "0":
+        return load_pickle()
+    stamp = _stamp(path, n_expression)
+    candidates = cache_paths(path)
+    for copy in candidates:
+        if copy.is_file() and _fresh(copy, stamp):
+            model = load_npz(copy)
+            model.source = str(path)
+            return model
+    model = load_pickle()
+    for copy in candidates:
+        try:
+            save(model, copy, **stamp)
+            break
+        except OSError as exc:
+            log.debug("cannot cache %s at %s: %s", path, copy, exc)
+    return model

@@ -1,0 +1,370 @@
+"""3D landmark files as labs have them, read into iBUG-68 indices.
+
+Every reader returns :class:`ScanLandmarks`: the points in the file's own units and frame (a scan's
+landmarks follow the scan's units) and, for each point, the iBUG-68 index it stands for, so one
+registration can use 51 clicks, 68, NoW's 7 or BU-3DFE's 83 alike.
+
+=========  ==================================================================================================
+suffix     content
+=========  ==================================================================================================
+``.npy``   (51, 3) or (68, 3) floats in iBUG order (also with a leading axis of 1); no pickles
+``.txt``   one point per line, ``x y z`` or ``index x y z`` (spaces, tabs or commas), 7, 51 or 68 lines
+``.pp``    MeshLab's picked points (XML ``<point x= y= z= name= active=/>``): 7, 51 or 68 points in order
+``.ljson`` menpo's LJSON (versions 1-3): labelled groups; the labels (``jaw``/``chin``, ``left_eyebrow``/
+           ``leyebrow``, ``nose``, ``left_eye``/``leye``, ``mouth``…, menpo's image-side names) say which
+           iBUG points each group holds, whatever order the groups are stored in
+``.bnd``   BU-3DFE's 83 points (``index x y z`` or ``x y z`` lines): the 15 it shares with iBUG-68
+           (eye corners, brow ends, mouth corners and lip middles, chin), found within each of its groups
+           by their place on the face, since BU-3DFE's point numbering inside a group is not iBUG's
+``.lnd``   FG2018 / Stirling: ``index x y z`` lines (mm): 7, 51 or 68 points
+=========  ==================================================================================================
+
+Seven points are NoW's and FG2018's: right eye outer, right eye inner, left eye inner, left eye outer,
+nose bottom, right mouth corner, left mouth corner (iBUG 36, 39, 42, 45, 33, 48, 54). "Right" is the
+subject's right, which iBUG draws on the image's left.
+
+Every file is checked the same way: a known point count, finite numbers, and left and right the right way
+round (the nose must stand out of the face that the eyes and mouth span; a mirrored file fails that).
+Errors name the file and the problem (:class:`~onflame.errors.InputError`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+#: Landmark files larger than this are not landmark files (a few hundred points take a few kB).
+MAX_BYTES = 4 << 20
+#: NoW's / FG2018's seven points as iBUG-68 indices.
+NOW7 = np.array([36, 39, 42, 45, 33, 48, 54])
+#: iBUG-68 indices a file of N points in order holds.
+ORDERED_LAYOUTS = {7: NOW7, 51: np.arange(17, 68), 68: np.arange(68)}
+#: Suffixes :func:`read_landmarks` reads.
+LANDMARK_SUFFIXES = (".npy", ".txt", ".pp", ".ljson", ".bnd", ".lnd")
+
+# iBUG-68 groups, for labelled formats and the handedness check
+_RIGHT_EYE, _LEFT_EYE = np.arange(36, 42), np.arange(42, 48)
+_MOUTH, _NOSE = np.arange(48, 68), np.arange(27, 36)
+#: menpo's LJSON labels (image-side names: "left" is the image's left, the subject's right) -> iBUG-68.
+_LJSON_LABELS = {
+    "jaw": np.arange(0, 17), "chin": np.arange(0, 17),
+    "lefteyebrow": np.arange(17, 22), "leyebrow": np.arange(17, 22),
+    "righteyebrow": np.arange(22, 27), "reyebrow": np.arange(22, 27),
+    "nose": np.arange(27, 36), "uppernose": np.arange(27, 31), "lowernose": np.arange(31, 36),
+    "lefteye": _RIGHT_EYE, "leye": _RIGHT_EYE, "righteye": _LEFT_EYE, "reye": _LEFT_EYE,
+    "mouth": _MOUTH, "outermouth": np.arange(48, 60), "innermouth": np.arange(60, 68),
+}
+
+
+@dataclass
+class ScanLandmarks:
+    """Landmarks on a scan.
+
+    Attributes:
+        points: (N, 3) float64 positions in the scan's units and frame.
+        ibug: (N,) int64 iBUG-68 index of each point (0-16 jaw contour, 17-26 brows, 27-35 nose, 36-47
+            eyes, 48-67 mouth).
+        source: the file read, or a description.
+        layout: what the file held (``"ibug68"``, ``"ibug51"``, ``"now7"``, ``"bu3dfe83"``, ``"ljson"``).
+    """
+
+    points: np.ndarray
+    ibug: np.ndarray
+    source: str = ""
+    layout: str = ""
+
+    def __len__(self) -> int:
+        return len(self.ibug)
+
+    def select(self, keep: np.ndarray) -> "ScanLandmarks":
+        """The landmarks where the (N,) bool ``keep`` is set."""
+        return ScanLandmarks(self.points[keep], self.ibug[keep], self.source, self.layout)
+
+    def with_points(self, points: np.ndarray) -> "ScanLandmarks":
+        """The same landmarks moved to ``points`` (N, 3) (another unit or frame)."""
+        return ScanLandmarks(np.asarray(points, dtype=np.float64), self.ibug, self.source, self.layout)
+
+
+def landmarks_from_array(points: np.ndarray, source: str = "<array>") -> ScanLandmarks:
+    """:class:`ScanLandmarks` from a (7 | 51 | 68, 3) array in iBUG order (a leading axis of 1 is dropped).
+
+    Raises:
+        InputError: another shape, or values that are not finite numbers, naming ``source``.
+    """
+    a = np.asarray(points)
+    if a.dtype.kind not in "iuf":
+        raise InputError(source, f"landmarks hold {a.dtype} values, not numbers")
+    a = a.astype(np.float64)
+    if a.ndim == 3 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != 2 or a.shape[1] != 3 or a.shape[0] not in ORDERED_LAYOUTS:
+        raise InputError(source, f"landmarks must be 7, 51 or 68 points of (x, y, z), got an array of shape {a.shape}")
+    names = {7: "now7", 51: "ibug51", 68: "ibug68"}
+    return checked(ScanLandmarks(a, ORDERED_LAYOUTS[a.shape[0]].copy(), str(source), names[a.shape[0]]))
+
+
+def read_landmarks(path: str | os.PathLike) -> ScanLandmarks:
+    """Read a landmark file of any kind in the module's table (by its suffix).
+
+    Raises:
+        InputError: missing, empty, oversized or malformed file, an unknown suffix, a wrong point count,
+            NaN or infinite values, or left and right swapped; the message names the file.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in LANDMARK_SUFFIXES:
+        raise InputError(path, f"unknown landmark file type {suffix!r}; use one of {', '.join(LANDMARK_SUFFIXES)}")
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise InputError(path, f"cannot read landmarks ({exc.strerror or exc})") from None
+    if not path.is_file():
+        raise InputError(path, "not a file")
+    if size == 0:
+        raise InputError(path, "empty landmark file")
+    if size > MAX_BYTES:
+        raise InputError(path, f"{size} bytes is too large for a landmark file (at most {MAX_BYTES})")
+    if suffix == ".npy":
+        return _read_npy(path)
+    try:
+        text = path.read_text(encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise InputError(path, "not a text file (bytes that are not UTF-8)") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot read landmarks ({exc.strerror or exc})") from None
+    reader = {".txt": _read_table, ".lnd": _read_table, ".pp": _read_pp, ".ljson": _read_ljson, ".bnd": _read_bnd}[suffix]
+    return checked(reader(text, path))
+
+
+def checked(lmk: ScanLandmarks) -> ScanLandmarks:
+    """``lmk`` if its points are finite, its iBUG indices valid and distinct, and left and right are the
+    right way round; else :class:`InputError` naming its source."""
+    src = lmk.source or "<landmarks>"
+    if not np.isfinite(lmk.points).all():
+        bad = np.flatnonzero(~np.isfinite(lmk.points).all(1))
+        raise InputError(src, f"landmarks {', '.join(map(str, bad[:5]))} are not finite numbers (NaN or inf)")
+    if len(np.unique(lmk.ibug)) != len(lmk.ibug) or lmk.ibug.min(initial=0) < 0 or lmk.ibug.max(initial=0) > 67:
+        raise InputError(src, "landmark indices must be distinct iBUG-68 indices 0-67")
+    spread = np.ptp(lmk.points, axis=0).max() if len(lmk) else 0.0
+    if len(lmk) and spread == 0.0:
+        raise InputError(src, "all landmarks are the same point")
+    side = handedness(lmk)
+    if side is not None and side < 0:
+        raise InputError(src, "left and right are swapped: the subject's right eye (iBUG 36-41) lies on the "
+                              "subject's left side of the face (the nose points into the head)")
+    return lmk
+
+
+def handedness(lmk: ScanLandmarks) -> float | None:
+    """+1 if the subject's right eye lies on the subject's right (as iBUG's order says), -1 if mirrored,
+    None when the file lacks the points to tell (both eyes, the mouth and the nose).
+
+    The face's frame from its points: x from the right eye to the left eye, up from the mouth to the eyes,
+    facing = x × up; the nose must stand out along facing. Mirrored labels flip x, hence facing, and the
+    nose then points into the head.
+    """
+    where = {int(i): k for k, i in enumerate(lmk.ibug)}
+
+    def mean(idx: np.ndarray) -> np.ndarray | None:
+        rows = [where[i] for i in idx if i in where]
+        return lmk.points[rows].mean(0) if rows else None
+
+    right, left, mouth, nose = mean(_RIGHT_EYE), mean(_LEFT_EYE), mean(_MOUTH), mean(_NOSE)
+    if right is None or left is None or mouth is None or nose is None:
+        return None
+    x = left - right
+    up = (left + right) / 2 - mouth
+    facing = np.cross(x, up)
+    norm = np.linalg.norm(facing)
+    if norm == 0:
+        return None
+    plane = (left + right + mouth) / 3
+    out = float((nose - plane) @ facing / norm)
+    if abs(out) < 1e-3 * np.linalg.norm(x):  # a flat set of points (2D clicks with z = 0): cannot tell
+        return None
+    return 1.0 if out > 0 else -1.0
+
+
+# --- readers -------------------------------------------------------------------------------------------------
+
+def _read_npy(path: Path) -> ScanLandmarks:
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            # the header alone first: the size is known before anything is allocated
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = header(fh)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(path, f"not a .npy array ({exc})") from None
+    if dtype.hasobject:
+        raise InputError(path, "holds Python objects (a pickle), not landmark numbers; onflame does not load those")
+    if int(np.prod(shape)) > 68 * 3:
+        raise InputError(path, f"landmarks must be 7, 51 or 68 points of (x, y, z), got an array of shape {shape}")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(path, f"not a readable .npy array ({exc})") from None
+    return landmarks_from_array(arr, str(path))
+
+
+def _numbers(line: str, path: Path, lineno: int) -> list[float]:
+    try:
+        return [float(t) for t in re.split(r"[\s,;]+", line.strip()) if t]
+    except ValueError:
+        raise InputError(path, f"line {lineno}: {line.strip()[:40]!r} is not a row of numbers") from None
+
+
+def _read_table(text: str, path: Path) -> ScanLandmarks:
+    """``x y z`` or ``index x y z`` rows; comment lines (``#``) and blank lines are skipped."""
+    rows = [(n, _numbers(line, path, n)) for n, line in enumerate(text.splitlines(), 1)
+            if line.strip() and not line.lstrip().startswith("#")]
+    widths = {len(r) for _, r in rows}
+    if not rows or not widths <= {3, 4} or len(widths) != 1:
+        bad = next((n for n, r in rows if len(r) not in (3, 4)), None)
+        raise InputError(path, f"landmark rows must be 'x y z' or 'index x y z'" + (f" (line {bad})" if bad else ""))
+    a = np.array([r for _, r in rows])
+    if a.shape[1] == 4:  # an index column: order the points by it
+        idx = a[:, 0]
+        if not np.array_equal(idx, np.round(idx)) or len(np.unique(idx)) != len(idx):
+            raise InputError(path, "the first column of 'index x y z' rows must hold distinct integers")
+        a = a[np.argsort(idx, kind="stable"), 1:]
+    return landmarks_from_array(a, str(path))
+
+
+def _parse_xml(text: str, path: Path) -> ET.Element:
+    if "<!ENTITY" in text:  # no entity expansion: picked-point files never need it
+        raise InputError(path, "XML entities are not allowed in a picked-points file")
+    try:
+        return ET.fromstring(text)
+    except ET.ParseError as exc:
+        raise InputError(path, f"not valid XML ({exc})") from None
+
+
+def _read_pp(text: str, path: Path) -> ScanLandmarks:
+    """MeshLab's picked points: every ``<point>``, in file order (inactive ones are refused, not skipped:
+    the order is what says which landmark each point is)."""
+    root = _parse_xml(text, path)
+    pts = []
+    for k, el in enumerate(root.iter("point")):
+        try:
+            pts.append([float(el.attrib[c]) for c in "xyz"])
+        except (KeyError, ValueError):
+            raise InputError(path, f"point {k + 1} ({el.attrib.get('name', '?')}) lacks a numeric x, y or z") from None
+        if el.attrib.get("active", "1") == "0":
+            raise InputError(path, f"point {k + 1} ({el.attrib.get('name', '?')}) is not active (not placed)")
+    if not pts:
+        raise InputError(path, "no <point> elements: not a MeshLab picked-points file")
+    return landmarks_from_array(np.array(pts), str(path))
+
+
+def _read_ljson(text: str, path: Path) -> ScanLandmarks:
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise InputError(path, "not an LJSON document (a JSON object)")
+    if isinstance(doc.get("groups"), dict):  # version 3: named groups, take the one with iBUG labels
+        groups = [g for g in doc["groups"].values() if isinstance(g, dict)]
+        group = next((g for g in groups if _labels(g)), groups[0] if groups else None)
+    else:
+        group = doc
+    if group is None or not isinstance(group.get("landmarks"), dict) or "points" not in group["landmarks"]:
+        raise InputError(path, "no landmarks.points in the LJSON document")
+    raw = group["landmarks"]["points"]
+    try:
+        pts = np.array([[np.nan] * 3 if p is None else p for p in raw], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(path, "landmarks.points is not a list of (x, y, z) numbers") from None
+    if pts.ndim != 2 or pts.shape[1] != 3:
+        raise InputError(path, f"landmarks.points must be (N, 3) 3D points, got shape {pts.shape}")
+    labels = _labels(group)
+    if not labels:  # no labels: the points are in iBUG order
+        return landmarks_from_array(pts, str(path))
+    ibug = np.full(len(pts), -1)
+    for name, mask in labels:
+        want = _LJSON_LABELS.get(re.sub(r"[^a-z]", "", name.lower()))
+        if want is None:
+            continue
+        if len(mask) != len(want) or max(mask, default=-1) >= len(pts) or min(mask, default=0) < 0:
+            raise InputError(path, f"label {name!r} has {len(mask)} points; iBUG-68's {name} has {len(want)}")
+        ibug[list(mask)] = want
+    keep = ibug >= 0
+    if keep.sum() < 4:
+        raise InputError(path, "none of the LJSON labels are iBUG-68 groups (jaw/chin, eyebrows, nose, eyes, mouth)")
+    return ScanLandmarks(pts[keep], ibug[keep], str(path), "ljson")
+
+
+def _labels(group: dict) -> list[tuple[str, list[int]]]:
+    labels = group.get("labels")
+    if not isinstance(labels, list):
+        return []
+    return [(str(lb.get("label", "")), [int(i) for i in lb.get("mask", [])]) for lb in labels
+            if isinstance(lb, dict) and isinstance(lb.get("mask"), list)]
+
+
+#: BU-3DFE's 83 points by group (its own numbering, as menpo's labeller has it).
+_BU_GROUPS = {"eye_a": range(0, 8), "eye_b": range(8, 16), "brow_a": range(16, 26), "brow_b": range(26, 36),
+              "nose": range(36, 48), "outer_mouth": range(48, 60), "inner_mouth": range(60, 68), "jaw": range(68, 83)}
+
+
+def _read_bnd(text: str, path: Path) -> ScanLandmarks:
+    """BU-3DFE ``.bnd``: 83 points; the iBUG points it shares are picked by position within each group."""
+    rows = [_numbers(line, path, n) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if any(len(r) not in (3, 4) for r in rows):
+        raise InputError(path, "BU-3DFE rows must be 'x y z' or 'index x y z'")
+    a = np.array([r[-3:] for r in rows])
+    if len(a) != 83:
+        raise InputError(path, f"a BU-3DFE .bnd holds 83 points, found {len(a)}")
+    if not np.isfinite(a).all():
+        raise InputError(path, "landmarks are not finite numbers (NaN or inf)")
+    g = {k: a[list(r)] for k, r in _BU_GROUPS.items()}
+    # which of the two eye/brow groups is the subject's right: the one that makes the nose stand out
+    for right, left in (("a", "b"), ("b", "a")):
+        eye_r, eye_l = g[f"eye_{right}"].mean(0), g[f"eye_{left}"].mean(0)
+        x = eye_l - eye_r
+        up = (eye_l + eye_r) / 2 - g["outer_mouth"].mean(0)
+        facing = np.cross(x, up)
+        if (g["nose"].mean(0) - (eye_l + eye_r + g["outer_mouth"].mean(0)) / 3) @ facing > 0:
+            break
+    else:
+        raise InputError(path, "cannot tell the face's left from its right (the nose does not stand out of the face)")
+    x /= np.linalg.norm(x)
+    up -= (up @ x) * x
+    up /= np.linalg.norm(up)
+    out: dict[int, np.ndarray] = {}
+
+    def ends(points: np.ndarray, lo: int, hi: int) -> None:  # the group's extremes from the right to the left
+        along = points @ x
+        out[lo], out[hi] = points[np.argmin(along)], points[np.argmax(along)]
+
+    def middles(points: np.ndarray, top: int, bottom: int) -> None:  # the points nearest the middle, above and below
+        along = points @ x
+        mid = (along.min() + along.max()) / 2
+        height = points @ up
+        corner_line = (height[np.argmin(along)] + height[np.argmax(along)]) / 2
+        for sel, idx in ((height > corner_line, top), (height < corner_line, bottom)):
+            cand = np.flatnonzero(sel)
+            if cand.size:
+                best = cand[np.argmin(np.abs(along[cand] - mid))]
+                if abs(along[best] - mid) < 0.1 * (along.max() - along.min()):
+                    out[idx] = points[best]
+
+    ends(g[f"eye_{right}"], 36, 39)
+    ends(g[f"eye_{left}"], 42, 45)
+    ends(g[f"brow_{right}"], 17, 21)
+    ends(g[f"brow_{left}"], 22, 26)
+    ends(g["outer_mouth"], 48, 54)
+    middles(g["outer_mouth"], 51, 57)
+    ends(g["inner_mouth"], 60, 64)
+    middles(g["inner_mouth"], 62, 66)
+    out[8] = g["jaw"][np.argmin(g["jaw"] @ up)]  # the chin: the jaw line's lowest point
+    ibug = np.array(sorted(out))
+    return ScanLandmarks(np.array([out[i] for i in ibug]), ibug, str(path), "bu3dfe83")

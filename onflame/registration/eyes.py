@@ -1,0 +1,106 @@
+"""Eyeballs of a registration: kept behind the lids.
+
+A scan never shows the eyeballs' full surface, so the refinement holds FLAME's eyeballs where the fit put
+them while the lids follow the scan. Where the scan's eyes sit deeper, or its lids are narrower, than
+the fit's, the eyeball then stands out through the lids. :func:`place_eyeballs` finds such an eyeball
+(more of its vertices in front of the lid skin than in the fit itself, which is the model's own
+consistent state), moves it rigidly with the ring of lid skin around it (the rotation and translation
+that ring made from the fit to the registration), and if it still pierces, sets it back along the face's
+axis, a quarter millimetre at a time, until it pierces no more than in the fit. Eyeballs that do not
+pierce stay at the fit, so the registration stays what its FLAME parameters give there.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..geometry import rigid_fit
+
+#: Lid skin vertices whose motion an eyeball follows: the ones within this distance (m) of the eyeball.
+LID_RING_M = 0.006
+#: Step and largest distance (m) an eyeball is set back when its surface still pierces the lids.
+SETBACK_STEP_M = 0.00025
+MAX_SETBACK_M = 0.004
+
+
+def piercing(vertices: np.ndarray, faces: np.ndarray, eyeball: np.ndarray, lid_faces: np.ndarray) -> np.ndarray:
+    """(K,) bool over ``eyeball`` vertex indices: vertices in front of the lid skin.
+
+    A vertex pierces when the segment from it to the eyeball's centre crosses a lid triangle
+    (``lid_faces`` (L, 3)); vertices behind the skin, or seen through the eye opening, reach the centre
+    without crossing it.
+    """
+    if len(lid_faces) == 0 or len(eyeball) == 0:
+        return np.zeros(len(eyeball), bool)
+    pts = vertices[eyeball]
+    centre = pts.mean(0)
+    tri = vertices[lid_faces]
+    reach = np.linalg.norm(pts - centre, axis=1).max()
+    near = np.linalg.norm(tri - centre, axis=2).min(1) <= reach  # only these can meet a segment to the centre
+    return segments_cross_triangles(pts, np.broadcast_to(centre, pts.shape), tri[near])
+
+
+def segments_cross_triangles(start: np.ndarray, end: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """(K,) bool: segments ``start`` → ``end`` (K, 3) that cross any of ``triangles`` (L, 3, 3).
+
+    Möller–Trumbore on every segment-triangle pair, in blocks. Written out because a few hundred
+    segments against a thousand triangles take milliseconds this way, while a ray query through
+    trimesh first costs its import and an r-tree (0.4 s of a 2 s command-line registration).
+    """
+    a, e1, e2 = triangles[:, 0], triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0]
+    out = np.zeros(len(start), bool)
+    for lo in range(0, len(start), 256):
+        o, d = start[lo:lo + 256, None, :], (end - start)[lo:lo + 256, None, :]   # (k, 1, 3)
+        p = np.cross(d, e2)                                                       # (k, L, 3)
+        det = (e1 * p).sum(-1)
+        ok = np.abs(det) > 1e-18
+        inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
+        s = o - a
+        u = (s * p).sum(-1) * inv
+        q = np.cross(s, e1)
+        v = (d * q).sum(-1) * inv
+        t = (e2 * q).sum(-1) * inv
+        hit = ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > 0) & (t < 1)
+        out[lo:lo + 256] = hit.any(1)
+    return out
+
+
+def place_eyeballs(reg: np.ndarray, fit: np.ndarray, faces: np.ndarray, eyeballs: list[np.ndarray],
+                   lids: np.ndarray, forward: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Keep each eyeball of a registration behind its lids (see the module docstring).
+
+    Args:
+        reg: (V, 3) the registration (metres), eyeballs still at the fit's place.
+        fit: (V, 3) the FLAME fit it was refined from.
+        faces: (F, 3) triangles.
+        eyeballs: vertex indices of each eyeball.
+        lids: vertex indices of the skin around the eyes (FLAME's ``eye_region`` without the eyeballs).
+        forward: (3,) unit direction the face looks (the eyeballs are set back against it).
+
+    Returns:
+        ``(vertices (V, 3), info)``; ``info``: per eyeball the ``moved_mm`` (mean shift of its vertices),
+        ``setback_mm`` and ``piercing`` (vertices in front of the lids beyond the fit's own).
+    """
+    out = reg.copy()
+    lid_set = np.zeros(len(reg), bool)
+    lid_set[lids] = True
+    lid_faces = faces[lid_set[faces].all(1)]
+    info = []
+    for eye in eyeballs:
+        if len(eye) == 0:
+            continue
+        allowed = int(piercing(fit, faces, eye, lid_faces).sum())  # the model's own lid margin
+        pierce = piercing(out, faces, eye, lid_faces)
+        setback = 0.0
+        if pierce.sum() > allowed:
+            centre = fit[eye].mean(0)
+            reach = np.linalg.norm(fit[eye] - centre, axis=1).max() + LID_RING_M
+            ring = lids[np.linalg.norm(fit[lids] - centre, axis=1) < reach]
+            if len(ring) >= 6:
+                R, t, _ = rigid_fit(fit[ring], reg[ring])
+                out[eye] = fit[eye] @ R.T + t
+            while (pierce := piercing(out, faces, eye, lid_faces)).sum() > allowed and setback < MAX_SETBACK_M:
+                out[eye] -= SETBACK_STEP_M * forward
+                setback += SETBACK_STEP_M
+        info.append({"moved_mm": round(float(np.linalg.norm(out[eye] - fit[eye], axis=1).mean()) * 1000, 3),
+                     "setback_mm": round(setback * 1000, 2), "piercing": max(0, int(pierce.sum()) - allowed)})
+    return out, {"eyeballs": info}

@@ -1,0 +1,129 @@
+"""Repair triangles of a registration that face the other way than the same triangles of the template.
+
+A face has no folds: no triangle of a registration should turn by more than 90° from where FLAME's
+template has it. Folds still arise where a scan gives no data and the fit's expression bases fold the
+skin (lids, nostrils, lip corners), or where a refinement pulls neighbouring vertices across each
+other. :func:`unfold` finds each folded patch and replaces its vertices' displacement from an unfolded
+rest shape (the fitted identity without expression) by the smoothest displacement that matches the
+patch's surroundings: a harmonic fill, one sparse least-squares solve on the patch's edges. The rest
+shape brings the orientation, the surroundings the place. Each fold is filled on its own; a patch
+that stays folded grows by a ring and is filled again, and a fold that no patch of up to
+:data:`MAX_RINGS` rings resolves is left as it was (a fill never makes a mesh worse). Vertices outside
+the patches do not move.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from scipy.sparse.csgraph import connected_components
+
+from ..geometry import face_normals, vertex_adjacency
+
+#: Rings a patch grows by, at most. Folds that need more are deep folds of the fit's own expression
+#: (the synthetic test model's lids fold so at random expressions, and its heads' truths with them);
+#: filling those moved hundreds of vertices by millimetres, so they are left and reported.
+MAX_RINGS = 3
+
+
+#: A triangle counts as folded when its normal is within this cosine of facing against the reference's:
+#: a margin, so that a triangle left standing on edge (89°) does not become a fold against a reference
+#: posed a little differently (the final parameters' pose, a rigid alignment).
+FOLD_COS = 0.1
+
+
+def flipped_against(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray, margin: float = FOLD_COS) -> np.ndarray:
+    """(F,) bool: triangles of ``vertices`` (V, 3) whose normals point against (cosine below ``margin``)
+    the same triangles' of ``reference`` (V, 3), both in one frame (degenerate triangles count too)."""
+    return (face_normals(vertices, faces) * face_normals(reference, faces)).sum(1) <= margin
+
+
+def unfold(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray, rest: list[np.ndarray],
+           fixed: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+    """Remove folds (triangles flipped against ``reference``) from ``vertices``.
+
+    Args:
+        vertices: (V, 3) the mesh to repair (metres).
+        faces: (F, 3) triangles.
+        reference: (V, 3) the orientation to keep: FLAME's template, posed as the registration.
+        rest: unfolded shapes (V, 3) to fill patches from, in the order tried (e.g. the fitted identity
+            without expression, then the posed template); same frame as ``vertices``.
+        fixed: vertex indices that must not move (they are left out of every patch).
+
+    Returns:
+        ``(vertices (V, 3), info)``; ``info``: ``folded`` (triangles flipped before), ``left`` (after),
+        ``moved`` (vertices moved), ``rings`` (the largest patch growth used).
+    """
+    v = np.array(vertices, dtype=np.float64)
+    V = len(v)
+    A = vertex_adjacency(faces, V).tocsr()
+    movable = np.ones(V, bool)
+    if fixed is not None:
+        movable[np.asarray(fixed, dtype=np.int64)] = False
+    bad = flipped_against(v, faces, reference)
+    info = {"folded": int(bad.sum()), "left": int(bad.sum()), "moved": 0, "rings": 0}
+    if not bad.any():
+        return v, info
+    # one fold at a time (the corners of connected flipped triangles), twice: filling one can free another
+    moved = np.zeros(V, bool)
+    for _ in range(2):
+        corners = np.zeros(V, bool)
+        corners[np.unique(faces[bad])] = True
+        n, label = connected_components(A[corners][:, corners], directed=False)
+        members = np.flatnonzero(corners)
+        for k in range(n):
+            seed = np.zeros(V, bool)
+            seed[members[label == k]] = True
+            filled, rings = _fill_fold(v, faces, reference, rest, A, seed, movable, bad)
+            if filled is not None:
+                moved |= np.abs(filled - v).sum(1) > 0
+                v, bad = filled, flipped_against(filled, faces, reference)
+                info["rings"] = max(info["rings"], rings)
+        if not bad.any():
+            break
+    info.update(left=int(bad.sum()), moved=int(moved.sum()))
+    return v, info
+
+
+def _fill_fold(v: np.ndarray, faces: np.ndarray, reference: np.ndarray, rest: list[np.ndarray], A: sp.csr_matrix,
+               seed: np.ndarray, movable: np.ndarray, bad: np.ndarray) -> tuple[np.ndarray | None, int]:
+    """The smallest fill (fewest rings around a fold's corners ``seed`` (V,) bool, the first rest shape
+    first) that unfolds the fold's triangles and flips none that ``bad`` (F,) does not already hold;
+    ``(None, 0)`` if none up to :data:`MAX_RINGS` does."""
+    own = bad & seed[faces].any(1)
+    for shape in rest:
+        patch = seed.copy()
+        for rings in range(1, MAX_RINGS + 1):
+            patch |= (A @ patch.astype(np.float64)) > 0
+            out = _harmonic_fill(v, shape, A, patch & movable)
+            around = patch[faces].any(1)  # the only triangles the fill can turn
+            after = flipped_against(out, faces[around], reference)
+            if not (after & (own[around] | ~bad[around])).any():
+                return out, rings
+    return None, 0
+
+
+def _harmonic_fill(v: np.ndarray, rest: np.ndarray, A: sp.csr_matrix, patch: np.ndarray) -> np.ndarray:
+    """``v`` with the displacement from ``rest`` harmonic over the ``patch`` (V,) bool vertices: the
+    least-squares solution of ``x_i − x_j = rest_i − rest_j + (d_i − d_j)`` on the patch's edges with
+    every vertex outside the patch held, i.e. Δd = 0 inside."""
+    members = np.flatnonzero(patch)
+    if members.size == 0:
+        return v
+    col = np.full(len(v), -1)
+    col[members] = np.arange(len(members))
+    upper = sp.triu(A, k=1).tocoo()
+    touching = patch[upper.row] | patch[upper.col]
+    ei, ej = upper.row[touching], upper.col[touching]
+    rows = np.arange(len(ei))
+    in_i, in_j = col[ei] >= 0, col[ej] >= 0  # endpoints inside the patch are unknowns, the others held
+    D = sp.csr_matrix((np.r_[np.ones(in_i.sum()), -np.ones(in_j.sum())],
+                       (np.r_[rows[in_i], rows[in_j]], np.r_[col[ei][in_i], col[ej][in_j]])),
+                      shape=(len(ei), len(members)))
+    goal = rest[ei] - rest[ej]
+    rhs = goal - np.where(in_i[:, None], 0.0, v[ei]) + np.where(in_j[:, None], 0.0, v[ej])
+    out = v.copy()
+    # the held part of the displacement enters through rhs; D x = goal on the patch's edges
+    out[members] = spla.spsolve((D.T @ D).tocsc(), D.T @ rhs)
+    return out

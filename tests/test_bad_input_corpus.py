@@ -1,0 +1,607 @@
+"""Bad input through every command: one line naming the file at fault, the right exit code, nothing else.
+
+A table of cases (:class:`Case`): how to make the input (code, no binary blobs in the repository), the
+command line, the expected exit code and the file the one ``onflame: <file>: <problem>`` line must name.
+Every case also asserts: no traceback, no temporary or partial output file, and that no pickle payload
+ran (each malicious file would create the marker file). Cases run in-process through
+:func:`onflame.cli.main`; a few also run as a real ``onflame`` process (:data:`SUBPROCESS`).
+
+Exit codes: 0 success, 1 failure (bad input, failed items), 2 bad usage (options, output locations).
+"""
+from __future__ import annotations
+
+import errno
+import io
+import os
+import pickle
+import stat
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from conftest import FLAME_FIX
+from onflame.cli import main
+from onflame.flame import FlameParams
+from onflame.flame.model import save_model
+from onflame.mesh import Mesh, write_obj
+
+
+
+# --- what the inputs are made of -----------------------------------------------------------------------------
+
+@dataclass
+class Ctx:
+    """Shared material: the session's synthetic FLAME model (FLAME topology, metres) and its landmarks."""
+
+    model_path: Path
+    readonly: Path | None     # a folder nobody may write into (None where the machine has none: root, no /sys)
+    vertices: np.ndarray      # (5023, 3) the template, metres
+    faces: np.ndarray         # (9976, 3)
+    landmarks: np.ndarray     # (51, 3) on the template, metres
+    marker: Path              # a payload that ran would create this file
+
+    def head(self, path: Path, scale: float = 1.0, shift: float = 0.0) -> Path:
+        """The template as an OBJ scan, in ``1/scale`` metres (scale 1000: millimetres)."""
+        write_obj(path, Mesh(self.vertices * scale + shift, self.faces), precision=9)
+        return path
+
+
+class _Payload:
+    """Pickles to ``os.system('touch <marker>')``: a reader that runs it leaves the marker."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class _Call:
+    """Pickles to ``func(*args)`` (any module-level callable)."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return (self.func, self.args)
+
+
+def _npy_header(shape: tuple, descr: str = "<f8") -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+def _object_npy(payload: bytes) -> bytes:
+    """A ``.npy`` of a 0-d object array whose pickle is ``payload`` (as MICA's image lists are stored)."""
+    return _npy_header((), "|O") + payload
+
+
+def _npy_bytes(arr) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _params_npz() -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **FlameParams.zeros().to_arrays())
+    return buf.getvalue()
+
+
+def _huge_member_npz() -> bytes:
+    """An ``.npz`` whose ``betas`` member's header claims 10^11 float64 (745 GiB) over 24 bytes."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("betas.npy", _npy_header((10**11,)) + bytes(24))
+        zf.writestr("pose.npy", _npy_bytes(np.zeros(15)))
+        zf.writestr("trans.npy", _npy_bytes(np.zeros(3)))
+    return buf.getvalue()
+
+
+def _write(path: Path, data: bytes | str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def _obj_text(vertices: str, faces: str = "f 1 2 3\n") -> str:
+    return vertices + faces
+
+
+TRIANGLE = "v 0 0 0\nv 0.1 0 0\nv 0 0.1 0\n"
+
+
+def _plane(ctx: Ctx, path: Path) -> Path:
+    """A flat 20 cm square in metres, 30 x 30 vertices: head-sized, but no depth."""
+    n = 30
+    x, y = np.meshgrid(np.linspace(-0.1, 0.1, n), np.linspace(-0.1, 0.1, n))
+    v = np.stack([x.ravel(), y.ravel(), np.zeros(n * n)], 1)
+    i = np.arange(n * n).reshape(n, n)
+    a, b, c, d = i[:-1, :-1].ravel(), i[:-1, 1:].ravel(), i[1:, :-1].ravel(), i[1:, 1:].ravel()
+    write_obj(path, Mesh(v, np.concatenate([np.stack([a, c, b], 1), np.stack([b, c, d], 1)])))
+    return path
+
+
+def _mica_tree(ctx: Ctx, root: Path, subset: str = "BU3DFE") -> Path:
+    """A valid one-subject MICA subset folder: zero parameters and the template as registration."""
+    FlameParams.zeros().save(root / subset / "FLAME_parameters" / "A1" / "s1.npz")
+    write_obj(root / subset / "registrations" / "A1" / "s1.obj", Mesh(ctx.vertices, ctx.faces))
+    return root
+
+
+def _zip_with(ctx: Ctx, path: Path, extra: Callable[[zipfile.ZipFile], None]) -> Path:
+    """A subset zip holding one valid subject, plus whatever ``extra`` adds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / "reg.obj"
+    write_obj(tmp, Mesh(ctx.vertices, ctx.faces))
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("FLAME_parameters/A1/s1.npz", _params_npz())
+        zf.write(tmp, "registrations/A1/s1.obj")
+        extra(zf)
+    tmp.unlink()
+    return path
+
+
+def _symlink_member(zf: zipfile.ZipFile) -> None:
+    info = zipfile.ZipInfo("FLAME_parameters/A2/s2.npz")
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    zf.writestr(info, "/etc/passwd")
+
+
+def _stirling_release(ctx: Ctx, raw: Path) -> None:
+    """A Stirling release of two scans: a malformed OBJ, and a good head whose texture does not decode."""
+    _write(raw / "scans" / "F" / "F1001_N.obj", "v 0 0\nv 1 1\nf 1 2 3\n")
+    obj = ctx.head(raw / "scans" / "F" / "F1002_N.obj", 1000.0)
+    uv = "".join("vt 0.5 0.5\n" for _ in range(3))
+    faces = "".join(f"f {a}/1 {b}/2 {c}/3\n" for a, b, c in ctx.faces[:10] + 1)
+    text = obj.read_text().split("f ", 1)[0]
+    _write(obj, "mtllib F1002_N.mtl\n" + text + uv + "usemtl m\n" + faces)
+    _write(obj.with_suffix(".mtl"), "newmtl m\nmap_Kd F1002_N.bmp\n")
+    _write(obj.with_suffix(".bmp"), b"BM" + bytes(40))  # a bitmap header and nothing else
+
+
+def _lmk(ctx: Ctx, d: Path, arr: np.ndarray, name: str = "lmk.npy") -> None:
+    np.save(d / name, np.asarray(arr))
+
+
+# --- the table ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input.
+
+    Attributes:
+        id: the case's name.
+        make: ``make(ctx, d)`` writes the inputs into the case's folder ``d``.
+        argv: the command line; ``{d}`` is the case's folder, ``{model}`` the model file.
+        code: the expected exit code.
+        names: the file(s) (``{d}``/``{model}`` formatted) the error line(s) must name, one line each.
+        says: a word or phrase the line must contain ("" for any).
+        xfail: why the case is expected to fail for now (strict: it turns red when it starts passing).
+    """
+
+    id: str
+    make: Callable[[Ctx, Path], object]
+    argv: str
+    code: int
+    names: tuple[str, ...] | str
+    says: str = ""
+    xfail: str | None = None
+
+
+def _nothing(ctx: Ctx, d: Path) -> None:
+    pass
+
+
+M = "--model {model}"
+CASES = [
+    # --- info: pickles, arrays and archives ------------------------------------------------------------------
+    Case("info-missing-file", _nothing, "info {d}/nope.pkl", 1, "{d}/nope.pkl", "no such file"),
+    Case("info-truncated-pickle", lambda c, d: _write(d / "t.pkl", b"\x80\x02}q\x00(X"), "info {d}/t.pkl", 1, "{d}/t.pkl"),
+    Case("info-empty-pickle", lambda c, d: _write(d / "e.pkl", b""), "info {d}/e.pkl", 1, "{d}/e.pkl", "empty"),
+    Case("info-pickle-runs-os-system", lambda c, d: _write(d / "evil.pkl", pickle.dumps(_Payload(c.marker), 2)),
+         "info {d}/evil.pkl", 1, "{d}/evil.pkl", "refused pickle global"),
+    Case("info-npy-object-runs-os-system", lambda c, d: _write(d / "evil.npy", _object_npy(pickle.dumps(_Payload(c.marker), 2))),
+         "info {d}/evil.npy", 1, "{d}/evil.npy", "refused pickle global"),
+    Case("info-pickle-calls-ndarray-1e11", lambda c, d: _write(d / "big.pkl", pickle.dumps(_Call(np.ndarray, (10**11,)), 2)),
+         "info {d}/big.pkl", 1, "{d}/big.pkl", "ndarray"),
+    Case("info-pickle-reconstructs-1e11", lambda c, d: _write(d / "big.pkl", pickle.dumps(
+        _Call(np.ndarray.__reduce__(np.zeros(1))[0], np.ndarray, (10**11,), b"d"), 2)),
+         "info {d}/big.pkl", 1, "{d}/big.pkl", "larger than"),
+    Case("info-pkl-link-to-dev-zero", lambda c, d: os.symlink("/dev/zero", d / "zero.pkl"),
+         "info {d}/zero.pkl", 1, "{d}/zero.pkl", "more than"),
+    Case("info-npy-header-claims-1e11", lambda c, d: _write(d / "h.npy", _npy_header((10**11,)) + bytes(24)),
+         "info {d}/h.npy", 1, "{d}/h.npy", "header announces"),
+    Case("info-npy-truncated", lambda c, d: _write(d / "t.npy", _npy_bytes(np.zeros(100))[:-80]),
+         "info {d}/t.npy", 1, "{d}/t.npy", "bytes follow"),
+    Case("info-npy-zero-bytes", lambda c, d: _write(d / "z.npy", b""), "info {d}/z.npy", 1, "{d}/z.npy", "empty"),
+    Case("info-npy-not-numpy", lambda c, d: _write(d / "x.npy", "hello"), "info {d}/x.npy", 1, "{d}/x.npy"),
+    Case("info-npy-under-npz-name", lambda c, d: _write(d / "p.npz", _npy_bytes(np.zeros(400))),
+         "info {d}/p.npz", 1, "{d}/p.npz", ".npy array saved under an .npz name"),
+    Case("info-npz-member-claims-1e11", lambda c, d: _write(d / "p.npz", _huge_member_npz()),
+         "info {d}/p.npz", 1, "{d}/p.npz", "betas"),
+    Case("info-npz-garbage", lambda c, d: _write(d / "p.npz", b"PK\x03\x04garbage"), "info {d}/p.npz", 1, "{d}/p.npz"),
+    Case("info-npz-missing-keys", lambda c, d: _write(d / "p.npz", _zip_bytes({"x.npy": _npy_bytes(1)})),
+         "info {d}/p.npz", 1, "{d}/p.npz", "missing key"),
+    Case("info-pickle-of-a-list", lambda c, d: _write(d / "l.pkl", pickle.dumps([1, 2, 3], 2)),
+         "info {d}/l.pkl", 1, "{d}/l.pkl", "list"),
+    Case("info-unknown-suffix", lambda c, d: _write(d / "x.xyz", "1 2 3"), "info {d}/x.xyz", 1, "{d}/x.xyz", "unknown"),
+    Case("info-folder-without-subsets", lambda c, d: (d / "empty").mkdir(), "info {d}/empty", 1, "{d}/empty", "no MICA subsets"),
+    Case("info-zip-not-a-zip", lambda c, d: _write(d / "BP4D.zip", "not a zip"), "info {d}/BP4D.zip", 1, "{d}/BP4D.zip", "zip"),
+    # --- info: meshes ---------------------------------------------------------------------------------------
+    Case("obj-face-index-beyond-int64", lambda c, d: _write(d / "m.obj", _obj_text(TRIANGLE, "f 1 2 99999999999999999999999\n")),
+         "info {d}/m.obj", 1, "{d}/m.obj", "malformed OBJ"),
+    Case("obj-v-lines-with-two-numbers", lambda c, d: _write(d / "m.obj", _obj_text("v 0 0\nv 1 0\nv 0 1\n")),
+         "info {d}/m.obj", 1, "{d}/m.obj", "needs 3"),
+    Case("obj-nan-vertex", lambda c, d: _write(d / "m.obj", _obj_text("v nan 0 0\nv 1 0 0\nv 0 1 0\n")),
+         "info {d}/m.obj", 1, "{d}/m.obj", "NaN"),
+    Case("obj-face-index-out-of-range", lambda c, d: _write(d / "m.obj", _obj_text(TRIANGLE, "f 1 2 7\n")),
+         "info {d}/m.obj", 1, "{d}/m.obj", "out of range"),
+    Case("obj-face-index-zero", lambda c, d: _write(d / "m.obj", _obj_text(TRIANGLE, "f 0 1 2\n")),
+         "info {d}/m.obj", 1, "{d}/m.obj", "out of range"),
+    Case("obj-empty", lambda c, d: _write(d / "m.obj", ""), "info {d}/m.obj", 1, "{d}/m.obj", "no vertices"),
+    Case("obj-text-garbage", lambda c, d: _write(d / "m.obj", "v a b c\nf 1 1 1\n"), "info {d}/m.obj", 1, "{d}/m.obj"),
+    Case("obj-is-a-folder", lambda c, d: (d / "m.obj").mkdir(), "info {d}/m.obj", 1, "{d}/m.obj"),
+    Case("ply-garbage", lambda c, d: _write(d / "m.ply", "ply\nformat ascii 1.0\nelement vertex 3\nend_header\n1 2\n"),
+         "info {d}/m.ply", 1, "{d}/m.ply"),
+    Case("wrl-garbage", lambda c, d: _write(d / "m.wrl", "#VRML V2.0 utf8\nShape { geometry IndexedFaceSet { coord"),
+         "info {d}/m.wrl", 1, "{d}/m.wrl"),
+    Case("abs-truncated", lambda c, d: _write(d / "04200d74.abs", "3 rows\n3 columns\npixels (flag X Y Z):\n1 1 1\n"),
+         "info {d}/04200d74.abs", 1, "{d}/04200d74.abs", "truncated"),
+    # --- register: scans whose coordinates are no head ------------------------------------------------------
+    Case("register-flat-plane", lambda c, d: _plane(c, d / "plane.obj"),
+         f"register {{d}}/plane.obj {M} --out {{d}}/out", 1, "{d}/plane.obj", "flat"),
+    Case("register-units-cm-on-a-mm-head", lambda c, d: c.head(d / "s.obj", 1000.0),
+         f"register {{d}}/s.obj {M} --out {{d}}/out --units cm", 1, "{d}/s.obj", "wrong units"),
+    Case("register-units-mm-on-a-metre-head", lambda c, d: c.head(d / "s.obj"),
+         f"register {{d}}/s.obj {M} --out {{d}}/out --units mm", 1, "{d}/s.obj", "wrong units"),
+    Case("register-vertex-at-1e30", lambda c, d: _write(d / "s.obj", c.head(d / "s.obj").read_text() + "v 1e30 0 0\n"),
+         f"register {{d}}/s.obj {M} --out {{d}}/out", 1, "{d}/s.obj", "1e+30 m from the centre"),
+    Case("register-point-cloud", lambda c, d: _write(d / "s.obj", "".join(f"v {x:.5f} {y:.5f} {z:.5f}\n" for x, y, z in c.vertices)),
+         f"register {{d}}/s.obj {M} --out {{d}}/out", 1, "{d}/s.obj", "no triangles"),
+    Case("register-missing-scan", _nothing, f"register {{d}}/s.obj {M} --out {{d}}/out", 1, "{d}/s.obj", "no such file"),
+    Case("register-obj-face-index-beyond-int64", lambda c, d: _write(d / "s.obj", _obj_text(TRIANGLE, "f 1 2 99999999999999999999\n")),
+         f"register {{d}}/s.obj {M} --out {{d}}/out", 1, "{d}/s.obj", "malformed OBJ"),
+    Case("register-two-bad-scans-goes-on", lambda c, d: (_plane(c, d / "a.obj"), _write(d / "b.obj", "v 0 0\n")),
+         f"register {{d}}/a.obj {{d}}/b.obj {M} --out {{d}}/out", 1, ("{d}/a.obj", "{d}/b.obj")),
+    # --- register: landmarks that do not belong to the scan (item 9) -----------------------------------------
+    Case("register-landmarks-10-m-away", lambda c, d: (c.head(d / "s.obj"), _lmk(c, d, c.landmarks + [10.0, 0, 0])),
+         f"register {{d}}/s.obj {M} --out {{d}}/out --landmarks {{d}}/lmk.npy", 1, "{d}/lmk.npy", "not on the scan"),
+    Case("register-landmarks-10-m-away-units-given", lambda c, d: (c.head(d / "s.obj"), _lmk(c, d, c.landmarks + [10.0, 0, 0])),
+         f"register {{d}}/s.obj {M} --out {{d}}/out --landmarks {{d}}/lmk.npy --units m", 1, "{d}/lmk.npy", "not on the scan"),
+    Case("register-landmarks-in-mm-scan-in-m", lambda c, d: (c.head(d / "s.obj"), _lmk(c, d, c.landmarks * 1000)),
+         f"register {{d}}/s.obj {M} --out {{d}}/out --landmarks {{d}}/lmk.npy --units m", 1, "{d}/lmk.npy", "wrong units"),
+    Case("register-landmarks-in-mm-decide-units", lambda c, d: (c.head(d / "s.obj"), _lmk(c, d, c.landmarks * 1000)),
+         f"register {{d}}/s.obj {M} --out {{d}}/out --landmarks {{d}}/lmk.npy", 1, "{d}/s.obj", "wrong units"),
+    Case("register-one-landmark-misplaced", lambda c, d: (c.head(d / "s.obj"), _lmk(c, d, c.landmarks + np.eye(51, 3)[:, ::-1] * 0.2)),
+         f"register {{d}}/s.obj {M} --out {{d}}/out --landmarks {{d}}/lmk.npy", 1, "{d}/lmk.npy", "landmark 0"),
+    Case("register-landmarks-all-zero-units-given", lambda c, d: (c.head(d / "s.obj"), _lmk(c, d, np.zeros((51, 3)))),
+         f"register {{d}}/s.obj {M} --out {{d}}/out --landmarks {{d}}/lmk.npy --units m", 1, "{d}/lmk.npy"),
+    Case("register-landmarks-need-one-scan", lambda c, d: _lmk(c, d, c.landmarks),
+         f"register {{d}}/a.obj {{d}}/b.obj {M} --out {{d}}/out --landmarks {{d}}/lmk.npy", 2, (), "exactly one scan"),
+    # --- register: malformed landmark files, named -------------------------------------------------------------------------
+    Case("register-landmarks-all-zero", lambda c, d: (c.head(d / "s.obj"), _lmk(c, d, np.zeros((51, 3)))),
+         f"register {{d}}/s.obj {M} --out {{d}}/out --landmarks {{d}}/lmk.npy", 1, "{d}/lmk.npy"),
+    Case("register-landmarks-of-strings", lambda c, d: (c.head(d / "s.obj"), _lmk(c, d, np.full((51, 3), "x"))),
+         f"register {{d}}/s.obj {M} --out {{d}}/out --landmarks {{d}}/lmk.npy", 1, "{d}/lmk.npy"),
+    Case("register-landmarks-zero-byte-npy", lambda c, d: (c.head(d / "s.obj"), _write(d / "lmk.npy", b"")),
+         f"register {{d}}/s.obj {M} --out {{d}}/out --landmarks {{d}}/lmk.npy", 1, "{d}/lmk.npy"),
+    Case("register-landmarks-wrong-shape", lambda c, d: (c.head(d / "s.obj"), _lmk(c, d, c.landmarks[:50])),
+         f"register {{d}}/s.obj {M} --out {{d}}/out --landmarks {{d}}/lmk.npy", 1, "{d}/lmk.npy"),
+    Case("register-landmarks-nan", lambda c, d: (c.head(d / "s.obj"), _lmk(c, d, np.where(np.eye(51, 3) > 0, np.nan, c.landmarks))),
+         f"register {{d}}/s.obj {M} --out {{d}}/out --landmarks {{d}}/lmk.npy", 1, "{d}/lmk.npy", "NaN"),
+    # --- register: the model and its files -----------------------------------------------------------------
+    Case("register-model-runs-os-system", lambda c, d: (c.head(d / "s.obj"), _write(d / "m" / "generic_model.pkl", pickle.dumps(_Payload(c.marker), 2))),
+         "register {d}/s.obj --model {d}/m/generic_model.pkl --out {d}/out", 1, "{d}/m/generic_model.pkl", "refused"),
+    Case("register-model-link-to-dev-zero", lambda c, d: (c.head(d / "s.obj"), (d / "m").mkdir(), os.symlink("/dev/zero", d / "m" / "generic_model.pkl")),
+         "register {d}/s.obj --model {d}/m/generic_model.pkl --out {d}/out", 1, "{d}/m/generic_model.pkl", "more than"),
+    Case("register-embedding-triangles-out-of-range", lambda c, d: (c.head(d / "s.obj"), _write(d / "emb.pkl", pickle.dumps(
+        {"lmk_face_idx": np.full(51, 10**6), "lmk_b_coords": np.full((51, 3), 1 / 3)}, 2))),
+         f"register {{d}}/s.obj {M} --embedding {{d}}/emb.pkl --out {{d}}/out", 1, "{d}/emb.pkl", "out of range"),
+    # --- register: where the outputs go -----------------------------------------------------------------------
+    Case("register-out-is-a-file", lambda c, d: (c.head(d / "s.obj"), _write(d / "out", "x")),
+         f"register {{d}}/s.obj {M} --out {{d}}/out", 2, "{d}/out", "not a folder"),
+    Case("register-out-below-a-file", lambda c, d: (c.head(d / "s.obj"), _write(d / "f", "x")),
+         f"register {{d}}/s.obj {M} --out {{d}}/f/out", 2, "{d}/f/out", "is a file"),
+    Case("register-out-read-only", lambda c, d: c.head(d / "s.obj"), f"register {{d}}/s.obj {M} --out {{ro}}/out", 2,
+         "{ro}/out", "cannot write"),
+    Case("register-units-unknown", _nothing, f"register {{d}}/s.obj {M} --out {{d}}/out --units km", 2, (), "--units"),
+    # --- fit-mesh ----------------------------------------------------------------------------------------------
+    Case("fit-mesh-wrong-vertex-count", lambda c, d: _plane(c, d / "m.obj"), f"fit-mesh {{d}}/m.obj {M} --out {{d}}/out",
+         1, "{d}/m.obj", "vertices"),
+    Case("fit-mesh-vertex-at-1e30", lambda c, d: write_obj(d / "m.obj", Mesh(np.vstack([c.vertices[:-1], [[1e30, 0, 0]]]), c.faces)),
+         f"fit-mesh {{d}}/m.obj {M} --out {{d}}/out", 1, "{d}/m.obj", "1e+30 m from the centre"),
+    Case("fit-mesh-units-mm-on-metres", lambda c, d: c.head(d / "m.obj"), f"fit-mesh {{d}}/m.obj {M} --out {{d}}/out --units mm",
+         1, "{d}/m.obj", "wrong units"),
+    Case("fit-mesh-out-is-a-file", lambda c, d: (c.head(d / "m.obj"), _write(d / "out", "x")),
+         f"fit-mesh {{d}}/m.obj {M} --out {{d}}/out", 2, "{d}/out", "not a folder"),
+    # --- validate and export: MICA roots ---------------------------------------------------------------------
+    Case("validate-missing-root", _nothing, "validate {d}/mica", 1, "{d}/mica", "no such"),
+    Case("validate-npy-under-npz-name", lambda c, d: (_mica_tree(c, d / "mica"), _write(d / "mica/BU3DFE/FLAME_parameters/A1/s1.npz", _npy_bytes(np.zeros(400)))),
+         "validate {d}/mica", 1, "{d}/mica/BU3DFE/FLAME_parameters/A1/s1.npz", ".npy array"),
+    Case("validate-npz-member-claims-1e11", lambda c, d: (_mica_tree(c, d / "mica"), _write(d / "mica/BU3DFE/FLAME_parameters/A1/s1.npz", _huge_member_npz())),
+         "validate {d}/mica", 1, "{d}/mica/BU3DFE/FLAME_parameters/A1/s1.npz", "header announces"),
+    Case("validate-zip-member-with-dotdot", lambda c, d: _zip_with(c, d / "mica" / "BU3DFE.zip", lambda zf: zf.writestr("../evil.npz", _params_npz())),
+         "validate {d}/mica", 1, "{d}/mica/BU3DFE.zip/../evil.npz", "'..'"),
+    Case("validate-zip-member-symlink", lambda c, d: _zip_with(c, d / "mica" / "BU3DFE.zip", _symlink_member),
+         "validate {d}/mica", 1, "{d}/mica/BU3DFE.zip/FLAME_parameters/A2/s2.npz", "symbolic link"),
+    Case("validate-model-runs-os-system", lambda c, d: (_mica_tree(c, d / "mica"), _write(d / "evil.pkl", pickle.dumps(_Payload(c.marker), 2))),
+         "validate {d}/mica --model {d}/evil.pkl", 1, "{d}/evil.pkl", "refused"),
+    Case("validate-image-list-runs-os-system", lambda c, d: (_mica_tree(c, d / "mica"), _write(d / "mica/image_paths/BU3DFE.npy", _object_npy(pickle.dumps(_Payload(c.marker), 2)))),
+         "validate {d}/mica", 1, "{d}/mica/image_paths/BU3DFE.npy", "refused"),
+    Case("export-npy-under-npz-name", lambda c, d: (_mica_tree(c, d / "mica"), _write(d / "mica/BU3DFE/FLAME_parameters/A1/s1.npz", _npy_bytes(np.zeros(400)))),
+         "export {d}/mica --out {d}/all.npz", 1, "{d}/mica/BU3DFE/FLAME_parameters/A1/s1.npz", ".npy array"),
+    Case("export-zip-member-with-dotdot", lambda c, d: _zip_with(c, d / "mica" / "BU3DFE.zip", lambda zf: zf.writestr("FLAME_parameters/../../x.npz", _params_npz())),
+         "export {d}/mica --out {d}/all.csv", 1, "{d}/mica/BU3DFE.zip/FLAME_parameters/../../x.npz", "'..'"),
+    Case("export-out-is-a-folder", lambda c, d: (_mica_tree(c, d / "mica"), (d / "all.npz").mkdir()),
+         "export {d}/mica --out {d}/all.npz", 2, "{d}/all.npz", "is a folder"),
+    Case("export-out-unknown-format", lambda c, d: _mica_tree(c, d / "mica"), "export {d}/mica --out {d}/all.txt", 2, "{d}/all.txt", "format"),
+    Case("export-out-below-a-file", lambda c, d: (_mica_tree(c, d / "mica"), _write(d / "f", "x")),
+         "export {d}/mica --out {d}/f/all.npz", 2, "{d}/f/all.npz", "is a file"),
+    # --- build: options refused by the parser, inputs refused before any work -------------------------------
+    Case("build-workers-0", _nothing, "build --source FRGC --raw {d} --out {d}/mica --workers 0", 2, (), "--workers"),
+    Case("build-workers-negative", _nothing, "build --source FRGC --raw {d} --out {d}/mica --workers -3", 2, (), "--workers"),
+    Case("build-workers-not-a-number", _nothing, "build --source FRGC --raw {d} --out {d}/mica --workers two", 2, (), "--workers"),
+    Case("build-landmarks-unknown-field", _nothing, "build --source FRGC --raw {d} --out {d}/mica --landmarks {{nope}}/{{stem}}.npy",
+         2, (), "{nope}"),
+    Case("build-landmarks-positional-field", _nothing, "build --source FRGC --raw {d} --out {d}/mica --landmarks lmk/{{0}}.npy", 2, (), "{0}"),
+    Case("build-landmarks-unbalanced-brace", _nothing, "build --source FRGC --raw {d} --out {d}/mica --landmarks lmk/{{actor.npy", 2, (), "--landmarks"),
+    Case("build-landmarks-attribute-access", _nothing, "build --source FRGC --raw {d} --out {d}/mica --landmarks {{actor.__class__}}.npy",
+         2, (), "unknown field"),
+    Case("build-source-unknown", _nothing, "build --source NOPE --raw {d} --out {d}/mica", 2, (), "unknown source"),
+    Case("build-raw-missing", _nothing, f"build --source FRGC --raw {{d}}/raw --out {{d}}/mica {M} --json", 1, "{d}/raw", "no such folder"),
+    Case("build-out-is-a-file", lambda c, d: _write(d / "mica", "x"), f"build --source FRGC --raw {{d}} --out {{d}}/mica {M}", 2,
+         "{d}/mica", "not a folder"),
+    Case("build-bad-scans-go-on", lambda c, d: _stirling_release(c, d / "raw"),
+         f"build --source STIRLING --raw {{d}}/raw --out {{d}}/mica {M} --workers 1 --require-texture --json", 1,
+         ("{d}/raw/scans/F/F1001_N.obj", "{d}/raw/scans/F/F1002_N.bmp"), "cannot read image"),
+    Case("build-out-read-only", _nothing, f"build --source FRGC --raw {{d}} --out {{ro}}/mica {M}", 2, "{ro}/mica", "cannot write"),
+    Case("build-image-list-runs-os-system", lambda c, d: _write(d / "list.npy", _object_npy(pickle.dumps(_Payload(c.marker), 2))),
+         f"build --source FRGC --raw {{d}} --out {{d}}/mica --image-list {{d}}/list.npy {M}", 1, "{d}/list.npy", "refused"),
+    Case("build-image-list-not-a-dict", lambda c, d: _write(d / "list.npy", _object_npy(pickle.dumps([1, 2], 2))),
+         f"build --source FRGC --raw {{d}} --out {{d}}/mica --image-list {{d}}/list.npy {M}", 1, "{d}/list.npy", "expected a dict"),
+    # --- prepare ------------------------------------------------------------------------------------------------
+    Case("prepare-subset-unknown", _nothing, "prepare {d}/root --subset NOPE --photos {d}", 2, (), "unknown subset"),
+    Case("prepare-min-score-nan", _nothing, "prepare {d}/root --subset FLORENCE --photos {d} --min-score nan", 2, (), "--min-score"),
+    Case("prepare-min-score-above-1", _nothing, "prepare {d}/root --subset FLORENCE --photos {d} --min-score 1.5", 2, (), "--min-score"),
+    Case("prepare-workers-0", _nothing, "prepare {d}/root --subset FLORENCE --photos {d} --workers 0", 2, (), "--workers"),
+    Case("prepare-photos-missing", _nothing, "prepare {d}/root --subset FLORENCE --photos {d}/photos", 1, "{d}/photos", "not found"),
+    Case("prepare-root-is-a-file", lambda c, d: _write(d / "root", "x"), "prepare {d}/root --subset FLORENCE --photos {d}", 2,
+         "{d}/root", "not a folder"),
+    # --- image-paths diff ---------------------------------------------------------------------------------------
+    Case("diff-list-runs-os-system", lambda c, d: (_write(d / "a.npy", _object_npy(pickle.dumps(_Payload(c.marker), 2))),
+                                                 _write(d / "b.npy", _object_npy(pickle.dumps({}, 2)))),
+         "image-paths diff {d}/a.npy {d}/b.npy", 1, "{d}/a.npy", "refused"),
+    Case("diff-list-link-to-dev-zero", lambda c, d: os.symlink("/dev/zero", d / "a.npy"), "image-paths diff {d}/a.npy {d}/a.npy",
+         1, "{d}/a.npy", "more than"),
+    Case("diff-list-header-claims-1e11", lambda c, d: _write(d / "a.npy", _npy_header((10**11,)) + bytes(8)),
+         "image-paths diff {d}/a.npy {d}/a.npy", 1, "{d}/a.npy", "header announces"),
+    Case("diff-list-missing", _nothing, "image-paths diff {d}/a.npy {d}/b.npy", 1, "{d}/a.npy", "cannot read"),
+    Case("diff-list-of-wrong-values", lambda c, d: _write(d / "a.npy", _object_npy(pickle.dumps({"A": 3}, 2))),
+         "image-paths diff {d}/a.npy {d}/a.npy", 1, "{d}/a.npy", "expected (image list, npz path)"),
+    # --- demo and the parser ---------------------------------------------------------------------------------
+    Case("demo-out-is-a-file", lambda c, d: _write(d / "demo", "x"), "demo --out {d}/demo", 2, "{d}/demo", "not a folder"),
+    Case("unknown-command", _nothing, "frobnicate {d}", 2, (), "invalid choice"),
+    Case("missing-argument", _nothing, "register", 2, (), "required"),
+]
+
+
+def _zip_bytes(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+# --- running a case ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory, flame_model) -> Ctx:
+    folder = tmp_path_factory.mktemp("corpus")
+    model_path = folder / "model.npz"
+    save_model(flame_model, model_path)
+    v, f = flame_model.v_template, flame_model.faces
+    lmk = flame_model.landmarks.static51.locate(v, f)
+    return Ctx(model_path, _readonly_folder(folder), v, f, lmk, folder / "PAYLOAD_RAN")
+
+
+def _readonly_folder(base: Path) -> Path | None:
+    """A folder this process cannot write into: a 0o555 folder, or for root (who writes anywhere) a
+    read-only system folder."""
+    ro = base / "readonly"
+    ro.mkdir()
+    ro.chmod(0o555)
+    if not os.access(ro, os.W_OK):
+        return ro
+    sys_kernel = Path("/sys/kernel")
+    try:
+        (sys_kernel / ".onflame-probe").open("w").close()
+    except OSError:
+        return sys_kernel if sys_kernel.is_dir() else None
+    return None
+
+
+def _argv(case: Case, d: Path, ctx: Ctx) -> list[str]:
+    return [a.format(d=d, model=ctx.model_path, ro=ctx.readonly) for a in case.argv.split()]
+
+
+def _names(case: Case, d: Path, ctx: Ctx) -> list[str]:
+    names = (case.names,) if isinstance(case.names, str) else case.names
+    return [n.format(d=d, model=ctx.model_path, ro=ctx.readonly) for n in names]
+
+
+def check_outcome(case: Case, d: Path, ctx: Ctx, code: int, out: str, err: str) -> None:
+    """The assertions every case makes (see the module docstring)."""
+    assert "Traceback" not in out + err, err
+    assert code == case.code, f"exit code {code}, expected {case.code}; stderr: {err}"
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    names = _names(case, d, ctx)
+    assert len(lines) == max(1, len(names)), f"expected {max(1, len(names))} line(s) on stderr, got: {lines}"
+    for line, name in zip(lines, names or [None]):
+        assert line.startswith("onflame: "), line
+        if name is not None:
+            assert line.startswith(f"onflame: {name}: "), f"the line should name {name}: {line}"
+    if case.says:
+        assert any(case.says in ln for ln in lines), f"{case.says!r} not in {lines}"
+    left = [str(p.relative_to(d)) for p in d.rglob("*") if ".tmp" in p.name or ".onflame-probe" in p.name]
+    assert not left, f"temporary files left: {left}"
+    outputs = [p for p in (d / "out").rglob("*") if p.is_file()] if (d / "out").is_dir() else []
+    assert not outputs, f"a failed command left outputs: {outputs}"
+    assert not ctx.marker.exists(), "a pickle payload ran"
+
+
+def _params(case: Case):
+    marks = [pytest.mark.xfail(strict=True, reason=case.xfail)] if case.xfail else []
+    return pytest.param(case, id=case.id, marks=marks)
+
+
+@pytest.mark.parametrize("case", [_params(c) for c in CASES])
+def test_bad_input(case: Case, ctx: Ctx, tmp_path: Path, capsys):
+    if "{ro}" in case.argv and ctx.readonly is None:
+        pytest.skip("no read-only folder on this machine")
+    d = tmp_path / "case"
+    d.mkdir()
+    case.make(ctx, d)
+    code = main(_argv(case, d, ctx))
+    captured = capsys.readouterr()
+    check_outcome(case, d, ctx, code, captured.out, captured.err)
+
+
+def test_corpus_size():
+    """The bar: at least 60 cases, each with its own name."""
+    assert len(CASES) >= 60 and len({c.id for c in CASES}) == len(CASES)
+
+
+#: Cases that also run as a real process: the installed entry point, its exit status and streams.
+SUBPROCESS = ("obj-face-index-beyond-int64", "info-pickle-runs-os-system", "build-workers-0", "register-flat-plane")
+
+
+@pytest.mark.parametrize("case_id", SUBPROCESS)
+def test_bad_input_in_a_process(case_id: str, ctx: Ctx, tmp_path: Path):
+    case = next(c for c in CASES if c.id == case_id)
+    d = tmp_path / "case"
+    d.mkdir()
+    case.make(ctx, d)
+    proc = subprocess.run([sys.executable, "-m", "onflame.cli", *_argv(case, d, ctx)], capture_output=True,
+                          text=True, timeout=300)
+    check_outcome(case, d, ctx, proc.returncode, proc.stdout, proc.stderr)
+
+
+# --- cases that need a registration ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def failed_registration(ctx):
+    """A real registration of the template as a scan (millimetres) with its 51 landmarks shuffled: they lie
+    on the scan, so every input check passes, but no face fits them."""
+    from onflame.flame import load_model
+    from onflame.registration import register
+
+    model = load_model(ctx.model_path)
+    lmk = ctx.landmarks[np.random.default_rng(0).permutation(51)] * 1000
+    return register(Mesh(ctx.vertices * 1000, ctx.faces, source="shuffled.obj"), model, landmarks=lmk)
+
+
+def test_a_failed_verdict_exits_1_with_every_output(ctx, failed_registration, tmp_path, capsys, monkeypatch):
+    import onflame.registration
+
+    reg = failed_registration
+    assert reg.verdict == "failed" and any("landmark_median_mm" in r for r in reg.quality.reasons)
+    ctx.head(tmp_path / "shuffled.obj", 1000.0)
+    monkeypatch.setattr(onflame.registration, "register", lambda *a, **k: reg)  # the registration above
+    code = main(["register", str(tmp_path / "shuffled.obj"), "--model", str(ctx.model_path), "--out", str(tmp_path / "out"),
+                 "--picture"])
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert code == 1 and len(lines) == 1 and lines[0].startswith(f"onflame: {tmp_path / 'shuffled.obj'}: registration failed")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "shuffled.npz", "shuffled.obj", "shuffled_report.json", "shuffled_report.png"]
+
+
+def test_a_full_disk_leaves_no_part_of_the_set(ctx, failed_registration, tmp_path, capsys, monkeypatch):
+    """The disk fills while the mesh is written (the parameters are already out): none of the four files
+    appears, no temporary stays, and the line names the file that could not be written."""
+    import onflame.registration
+
+    monkeypatch.setattr(onflame.registration, "register", lambda *a, **k: failed_registration)
+    ctx.head(tmp_path / "s.obj", 1000.0)
+    real_fsync, calls = os.fsync, []
+
+    def fsync(fd):
+        calls.append(fd)
+        if len(calls) == 2:  # the second file: the mesh
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    code = main(["register", str(tmp_path / "s.obj"), "--model", str(ctx.model_path), "--out", str(tmp_path / "out")])
+    lines = capsys.readouterr().err.splitlines()
+    assert code == 1 and len(calls) == 2
+    assert len(lines) == 1 and lines[0] == f"onflame: {tmp_path / 'out' / 's.obj'}: {os.strerror(errno.ENOSPC)}"
+    assert not list((tmp_path / "out").iterdir()), "a part of the output set was left"
+
+
+def test_a_batch_goes_on_after_a_bad_scan(ctx, failed_registration, tmp_path, capsys, monkeypatch):
+    import onflame.registration
+
+    real = onflame.registration.register
+    monkeypatch.setattr(onflame.registration, "register",
+                        lambda scan, *a, **k: failed_registration if Path(scan).name == "good.obj" else real(scan, *a, **k))
+    _plane(ctx, tmp_path / "bad.obj")
+    ctx.head(tmp_path / "good.obj", 1000.0)
+    code = main(["register", str(tmp_path / "bad.obj"), str(tmp_path / "good.obj"), "--model", str(ctx.model_path),
+                 "--out", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert code == 1 and lines[0].startswith(f"onflame: {tmp_path / 'bad.obj'}: flat")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.npz", "good.obj", "good_report.json"]
+
+
+# --- the top level's last net ----------------------------------------------------------------------------------
+
+def test_an_unforeseen_error_is_one_line_and_debug_shows_it(tmp_path, capsys, monkeypatch):
+    import onflame.info
+
+    def broken(path):
+        raise ZeroDivisionError("a bug nobody foresaw")
+
+    monkeypatch.setattr(onflame.info, "describe", broken)
+    target = _write(tmp_path / "x.pkl", b"")
+    assert main(["info", str(target)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"onflame: {target}: unexpected ZeroDivisionError: a bug nobody foresaw; "
+                     "rerun with --debug for the traceback"]
+    with pytest.raises(ZeroDivisionError):  # --debug: the exception propagates (a process prints its traceback)
+        main(["--debug", "info", str(target)])
+
+
+# --- a texture that does not decode is a missing texture, whatever the format (item 10) ---------------------------
+
+def test_a_corrupt_texture_is_read_past_or_named_the_same_for_obj_and_frgc(ctx, tmp_path, caplog):
+    from onflame.errors import InputError
+    from onflame.sources import get_source
+
+    _stirling_release(ctx, tmp_path / "stirling")
+    frgc = tmp_path / "frgc" / "nd1" / "Fall2003range"
+    x, y = np.meshgrid(np.linspace(-50, 50, 4), np.linspace(50, -50, 4))
+    blocks = [np.ones(16), x.ravel(), y.ravel(), np.zeros(16)]  # flags, X, Y, Z: a flat 4 x 4 range image
+    _write(frgc / "04200d74.abs", "4 rows\n4 columns\npixels (flag X Y Z):\n"
+           + "".join(" ".join(f"{v:g}" for v in b) + "\n" for b in blocks))
+    _write(frgc / "04200d74.ppm", b"P6\n4 4\n255\n" + bytes(10))  # the header promises 48 bytes
+    items = {"STIRLING": get_source("STIRLING").find_scans(tmp_path / "stirling")[1],
+             "FRGC": get_source("FRGC").find_scans(tmp_path / "frgc")[0]}
+    image = {"STIRLING": items["STIRLING"].scan_path.with_suffix(".bmp"), "FRGC": frgc / "04200d74.ppm"}
+    for name, item in items.items():
+        mesh = item.read()  # read past, with a warning naming the image
+        assert mesh.texture is None and mesh.meta["texture_problem"][0] == str(image[name]), name
+        assert any(str(image[name]) in r.getMessage() for r in caplog.records), name
+        with pytest.raises(InputError) as ei:  # required: an error naming the image
+            item.read(require_texture=True)
+        assert ei.value.path == str(image[name]) and "cannot read image" in ei.value.problem, name
