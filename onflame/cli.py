@@ -239,11 +239,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .fileio import check_output_dir
+
     labels = args.label or [Path(p).resolve().name or str(p) for p in args.pred]
     if len(labels) != len(args.pred) or len(set(labels)) != len(labels):
-        print(f"onflame evaluate: give one distinct --label per --pred ({len(args.pred)} folders, labels: "
-              f"{', '.join(labels)})", file=sys.stderr)
-        return 2
+        raise UsageError(None, f"give one distinct --label per --pred ({len(args.pred)} folder(s); labels: "
+                               f"{', '.join(labels)})")
+    check_output_dir(args.out)
+    if getattr(args, "check_alignment", None) is not None:
+        check_output_dir(args.check_alignment)
     preds = list(zip(labels, args.pred))
     echo = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
     if args.protocol_kind == "now":
@@ -258,17 +262,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         scans: dict[str, Path] = {}
         for spec in args.scans or []:
             subset, sep, folder = spec.rpartition("=")
-            if not sep:
-                if not args.subset or "," in args.subset:
-                    print("onflame evaluate flame: --scans DIR needs --subset S (one subset), or write --scans S=DIR",
-                          file=sys.stderr)
-                    return 2
-                subset = args.subset
-            scans[subset.upper()] = Path(folder)
+            if not sep and (not args.subset or "," in args.subset):
+                raise UsageError(spec, "--scans DIR needs --subset with one subset; or write --scans SUBSET=DIR")
+            scans[(subset if sep else args.subset).upper()] = Path(folder)
         model = masks = embedding = None
         if args.model is not None:
             model = _model(args)
-        else:
+        else:  # the root's model.npz, with these masks / landmarks if given
             from .flame import load_landmark_embedding, load_masks
 
             masks = load_masks(args.masks) if args.masks else None
@@ -282,6 +282,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         print(report.format_table())
         print(f"\nwrote {args.out}: " + ", ".join(Path(v).name for v in report.outputs.values()))
+    for lines in report.failures.values():
+        for line in lines:
+            _say_error(None, line)
     return report.exit_code
 
 
@@ -453,12 +456,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help=COMMANDS["evaluate"][1])
     kinds = p.add_subparsers(dest="protocol_kind", required=True)
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--pred", type=Path, nargs="+", required=True, help="prediction folder(s), one per method")
     common.add_argument("--label", nargs="+", help="method names, one per --pred (default: the folder names)")
     common.add_argument("--out", type=Path, default=Path("onflame-evaluation"),
                         help="output folder: results JSON, table, cumulative curves (default ./onflame-evaluation)")
-    common.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    common.add_argument("--workers", type=_at_least_one, default=1, help="processes (default 1)")
     common.add_argument("--protocol", default="now", choices=["now", "fg2018"],
                         help="scan crop radius factor: now 1.4, fg2018 (Stirling/ESRC) 1.2")
     common.add_argument("--json", action="store_true")

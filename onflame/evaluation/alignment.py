@@ -95,7 +95,6 @@ def refine_to_surface(points: np.ndarray, surface: SurfaceDistance, start: Simil
     energy = float(((T.scale * dist) ** 2).sum())
     rms0 = np.sqrt(energy / max(len(q), 1))
     n_params = 7 if scale else 6
-    damping = 1e-9
     it = 0
     for it in range(1, max_iterations + 1):
         x = T.apply(closest)  # closest points on the placed surface
@@ -110,9 +109,11 @@ def refine_to_surface(points: np.ndarray, surface: SurfaceDistance, start: Simil
         if scale:
             J[:, 6] = (n * arm).sum(1)
         b = (n * r).sum(1)
-        A = J.T @ J
-        g = J.T @ b
-        step = np.linalg.solve(A + damping * np.trace(A) / n_params * np.eye(n_params), g)
+        # least squares on unit-scaled columns, directions the points cannot see (a sphere's rotations
+        # about its centre, a plane's sliding) cut off by rcond rather than taken at random
+        norm = np.linalg.norm(J, axis=0)
+        norm[norm == 0] = 1.0
+        step = np.linalg.lstsq(J / norm, b, rcond=1e-7)[0] / norm
         improved = False
         for _ in range(12):  # halve the step until the true objective goes down
             cand = _compose(T, step, pivot, scale)

@@ -44,7 +44,7 @@ def _csv_field(text: str) -> str:
 
 def plot_curves(path: str | os.PathLike, thresholds_mm: np.ndarray, curves: Mapping[str, np.ndarray],
                 title: str, xlabel: str = "error (mm)") -> None:
-    """A PNG with one cumulative curve per method (legend: label and median)."""
+    """A PNG with one cumulative curve per method (the legend names them)."""
     # a bare Figure on the Agg canvas: no pyplot state, no window, no display needed
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -330,7 +330,7 @@ def evaluate_flame(preds: list[tuple[str, str | os.PathLike]], ref: str | os.Pat
         subset: evaluate only these subsets (comma-separated).
         scans: subset -> its raw release folder, for the scan-to-mesh variant.
         workers: processes for the scan-to-mesh variant.
-        echo: called with progress and failure lines.
+        echo: called with progress lines.
 
     Returns:
         A :class:`FlameReport`. Raises :class:`InputError` for a missing folder, an unknown subset, or no
@@ -401,7 +401,6 @@ def evaluate_flame(preds: list[tuple[str, str | os.PathLike]], ref: str | os.Pat
                 except OnflameError as exc:
                     item.error = str(exc)
                     failures[label].append(str(exc))
-                    say(f"failed: {exc}")
             scan_item = scan_items.get((sub, actor, name))
             if scan_item is not None and pending:
                 from . import now_landmarks
@@ -417,7 +416,6 @@ def evaluate_flame(preds: list[tuple[str, str | os.PathLike]], ref: str | os.Pat
                 it = task_items[i]
                 if dist is None:
                     failures[it.label].append(f"{it.file}: scan-to-mesh: {details}")
-                    say(f"failed: {it.file}: scan-to-mesh: {details}")
                 else:
                     it.scan_distances, it.scan = dist, details
     return _report(preds, items, failures, missing, regions, ref, out, settings, subset, scans,

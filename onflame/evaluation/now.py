@@ -335,7 +335,7 @@ def evaluate_now(preds: list[tuple[str, str | os.PathLike]], gt: str | os.PathLi
         image_list: another image list instead.
         workers: processes.
         check_alignment: a folder for each image's cropped scan and aligned prediction (PLY, mm).
-        echo: called with a progress line now and then, and with each failure.
+        echo: called with a progress line after each batch of images.
 
     Returns:
         A :class:`NowReport`. Raises :class:`InputError` only for a missing ``gt`` / prediction folder or
@@ -365,9 +365,6 @@ def evaluate_now(preds: list[tuple[str, str | os.PathLike]], gt: str | os.PathLi
     for batch in run_parallel(_run_chunk, tasks, workers,
                               on_broken=lambda task, why: [ItemResult(it, error=f"{it.pred_mesh}: {why}") for it in task[0]]):
         results.extend(batch)
-        for r in batch:
-            if r.error:
-                say(f"failed: {r.error}")
         say(f"{len(results)}/{len(items)} images scored")
     return _report(preds, results, listing, gt, out, settings, time.perf_counter() - t0)
 

@@ -118,16 +118,16 @@ def check_prediction_landmarks(pred: Mesh, landmarks7: np.ndarray, target: ScanT
     size = now_landmarks.outer_eye_distance(landmarks7)
     if not size > 0:
         raise InputError(where, "the outer eye corners coincide")
-    problem = now_landmarks.orientation_problem(landmarks7, pred.vertices)
-    if problem is None:
-        problem = now_landmarks.order_problem(landmarks7, target.landmarks)
-    if problem:
-        raise InputError(where, problem)
     if pred.n_faces:
         off = SurfaceDistance(pred.vertices, pred.faces).distances(landmarks7)
         if np.median(off) > 0.25 * size:
             raise InputError(where, f"the landmarks lie {np.median(off):.3g} off the mesh (median; outer eye "
                              f"distance {size:.3g}): another unit or another mesh's landmarks?")
+    problem = now_landmarks.orientation_problem(landmarks7, pred.vertices)
+    if problem is None:
+        problem = now_landmarks.order_problem(landmarks7, target.landmarks)
+    if problem:
+        raise InputError(where, problem)
 
 
 def score_prediction(target: ScanTarget, pred: Mesh, landmarks7: np.ndarray, metrical: bool = False,
