@@ -82,13 +82,15 @@ def refine_to_surface(points: np.ndarray, surface: SurfaceDistance, start: Simil
         start: initial placement (e.g. :func:`fit_landmarks`).
         scale: also fit a uniform scale.
         max_iterations: Gauss-Newton steps at most.
-        tolerance: stop when a step lowers the objective by less than this fraction.
+        tolerance: stop when a step lowers the objective by less than this fraction (or moves no point by
+            more than a millionth of the points' RMS distance from their centre).
 
     Returns:
         A :class:`RefineResult`.
     """
     q = np.asarray(points, dtype=np.float64)
     pivot = q.mean(0)  # rotate and scale about the points' centre: a well-conditioned 7×7 system
+    reach = float(np.sqrt(((q - pivot) ** 2).sum(1).mean()))  # the points' size: steps below 1e-6 of it end it
     fn = face_normals(surface.vertices, surface.faces)
     T = start
     dist, closest, face = surface.query(T.invert_points(q))
@@ -126,8 +128,9 @@ def refine_to_surface(points: np.ndarray, surface: SurfaceDistance, start: Simil
         if not improved:
             break
         gain = (energy - e2) / max(energy, 1e-300)
+        moved = float(np.abs(cand.invert_points(q) - T.invert_points(q)).max()) * cand.scale
         T, energy, dist, closest, face = cand, e2, d2, c2, f2
-        if gain < tolerance:
+        if gain < tolerance or moved < 1e-6 * reach:
             break
     return RefineResult(T, float(rms0), float(np.sqrt(energy / max(len(q), 1))), it)
 
