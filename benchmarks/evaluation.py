@@ -33,6 +33,7 @@ from scipy.spatial.transform import Rotation
 from onflame.evaluation import now_landmarks
 from onflame.evaluation.distance import SurfaceDistance
 from onflame.evaluation.now import NowSettings, evaluate_now
+from onflame.evaluation.report import format_rows
 from onflame.evaluation.scan_to_mesh import prepare_scan
 from onflame.flame import load_landmark_embedding
 from onflame.mesh import Mesh, read_mesh, write_obj
@@ -41,13 +42,6 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 FLAME_FIX = SHARED / "fixtures" / "flame"
 JAMES = SHARED / "fixtures" / "scans" / "3dmd_james" / "james.obj"
 NOW_SIZE = 2000  # predictions in a NoW-size run
-
-
-def table(rows: list[tuple]) -> str:
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    out = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
-    out.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(out)
 
 
 def time_distances(points: np.ndarray, mesh: Mesh) -> tuple[float, float, float]:
@@ -130,7 +124,7 @@ def main() -> None:
     rows.append((f"NoW image: cropped scan ({scan.n_vertices} vertices) -> FLAME prediction", target.mesh.n_vertices,
                  pred.n_faces, f"{t_o * 1e3:.0f}", f"{t_t * 1e3:.0f}", f"{t_t / t_o:.1f}x", f"{diff:.1e}"))
     print("Point-to-surface distances (same points, same run):\n")
-    print(table(rows))
+    print(format_rows([tuple(map(str, r)) for r in rows]))
 
     with tempfile.TemporaryDirectory() as tmp:
         gt, pred_dir = write_tree(Path(tmp), template, emb, args.subjects, args.images, args.subdivisions)
@@ -146,7 +140,7 @@ def main() -> None:
                          f"{rep.stats['bench']['all']['median_mm']:.3f}"))
         print(f"\nonflame evaluate now on a NoW-format tree ({args.subjects} scans of {scan.n_vertices} vertices, "
               f"crop ~{target.mesh.n_vertices} points; reading, cropping, alignment, refinement and writing included):\n")
-        print(table(rows))
+        print(format_rows([tuple(map(str, r)) for r in rows]))
     print("\nNoW's now_evaluation: not run (needs psbody-mesh, which is not on PyPI and builds only from source "
           "with Boost; Eigen 3.4.0; a compiled sbody; Python 3.8 / numpy 1.19).")
 

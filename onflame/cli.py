@@ -230,6 +230,23 @@ def cmd_image_paths(args: argparse.Namespace) -> int:
     return EXIT_OK if diff["same"] else EXIT_FAILED
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    result = write_report(args.root, args.out, subsets=args.subset, model=args.model, workers=args.workers,
+                          heatmaps=not args.no_heatmaps, progress=not args.json)
+    if args.json:
+        _print_json(result.to_dict())
+        return 0
+    for name, c in result.counts.items():
+        print(f"{name}: {c['subjects']} subjects: registered {c['ok']}, suspect {c['suspect']}, failed {c['failed']}"
+              + (f", no build record {c['unknown']}" if c["unknown"] else ""))
+    print(f"pictures drawn {result.drawn}, reused {result.cached}; {len(result.problems)} problem(s) shown in the "
+          f"report; {result.seconds:.1f} s")
+    print(result.index.resolve())
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .fileio import check_output_dir
     from .synthetic.demo import run_demo
@@ -297,6 +314,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "build": (cmd_build, "register every scan of a raw source release into a MICA subset (resumable, parallel, Ray)"),
     "prepare": (cmd_prepare, "detect, align and list a subset's photos: MICA's arcface_input and image list"),
     "image-paths": (cmd_image_paths, "compare two MICA image lists (image-paths diff A.npy B.npy)"),
+    "report": (cmd_report, "write a static site to review a built root: gallery, subject pages, statistics, outliers"),
     "demo": (cmd_demo, "run the main job on the embedded synthetic default"),
     "evaluate": (cmd_evaluate, "score face reconstructions: the NoW protocol (evaluate now), or FLAME meshes against "
                                "a MICA root (evaluate flame)"),
@@ -449,6 +467,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("a", type=Path)
     d.add_argument("b", type=Path)
     d.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("report", help=COMMANDS["report"][1])
+    p.add_argument("root", type=Path, help="MICA root (onflame build's output, or MICA's folders or zips)")
+    p.add_argument("--subset", nargs="+", action="extend", help="subsets to include (default: all)")
+    p.add_argument("--out", type=Path, default=Path("onflame-report"), help="site folder (default ./onflame-report); "
+                                                                           "a second run reuses its pictures")
+    p.add_argument("--model", type=Path, help="FLAME model of the registrations, to compare them with FLAME(params) "
+                                              "(default: the root's model.npz if it has one)")
+    p.add_argument("--workers", type=int, help="drawing processes (default: all cores)")
+    p.add_argument("--no-heatmaps", action="store_true", help="do not read the build's scans for heat maps")
+    p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("demo", help=COMMANDS["demo"][1])
     p.add_argument("--out", type=Path, default=Path("onflame-demo"), help="output folder (default ./onflame-demo)")

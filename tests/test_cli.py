@@ -72,8 +72,11 @@ def test_demo_runs_end_to_end_and_validates(tmp_path, capsys):
     capsys.readouterr()
     assert main(["validate", str(out / "mica"), "--json"]) == 0
     assert _json(capsys)["ok"] is True
-    # a second run keeps every file and still succeeds
+    assert (out / "report" / "index.html").is_file()
+    # a second run keeps every file and still succeeds; its report draws no picture again
     assert main(["demo", "--out", str(out)]) == 0
+    report = json.loads((out / "demo_summary.json").read_text())["report"]
+    assert (report["drawn"], report["reused"]) == (0, 24)
 
 
 def test_fit_mesh_on_the_real_registration(tmp_path, capsys, flame_pkl):

@@ -304,6 +304,10 @@ class Subset:
         """Rel paths of the files under folder ``top`` of the subset (recursive, sorted)."""
         return self._store.files(top)
 
+    def read_bytes(self, rel: str) -> bytes:
+        """The bytes of a file inside the subset (:class:`InputError` naming it if it cannot be read)."""
+        return self._store.read_bytes(rel)
+
     def read_image_paths(self) -> ImagePaths | None:
         """The subset's image list, or None if it has none (:class:`InputError` if it is unreadable)."""
         return None if self.image_list is None else read_image_paths(self.image_list)

@@ -14,8 +14,8 @@
 4. training inputs: render photos of one subset's subjects, detect and ArcFace-align them, write
    MICA's ``arcface_input`` and ``image_paths`` list, and load one training batch (needs the ``detect``
    extra; skipped with a note otherwise);
-5. validate the dataset (registration vs FLAME(params) in mm, image lists against files) and export
-   all parameters to one file.
+5. validate the dataset (registration vs FLAME(params) in mm, image lists against files), export
+   all parameters to one file, and write the browsable report of the tree (``onflame report``).
 
 Everything is deterministic and re-runnable: files that exist are kept.
 """
@@ -39,6 +39,7 @@ def run_demo(out: Path, json_output: bool = False) -> int:
     from ..flame.params import read_params
     from ..mesh import read_mesh, write_ply
     from ..registration import fit_mesh, register, save_registration
+    from ..report import write_report
     from .raw_releases import build_all_synthetic
     from ..dataset.build_task import BUILD_DIR
     from .flame_files import save_flame_pkl, save_landmark_files
@@ -119,6 +120,11 @@ def run_demo(out: Path, json_output: bool = False) -> int:
     if not json_output:
         print()
         print(report.format_table())
+    site = write_report(root, out / "report")
+    steps["report"] = {"index": str(site.index), "drawn": site.drawn, "reused": site.cached,
+                       "seconds": round(site.seconds, 2)}
+    say(f"\nreport: {sum(c['subjects'] for c in site.counts.values())} subjects, pictures drawn {site.drawn} "
+        f"(reused {site.cached}) in {site.seconds:.1f} s; open {site.index.resolve()}")
     steps["seconds"] = round(time.perf_counter() - t0, 2)
     write_json(out / "demo_summary.json", steps)
     if json_output:

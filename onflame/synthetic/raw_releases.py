@@ -101,21 +101,23 @@ class RawRelease:
 
 
 def write_raw_release(source_name: str, out_dir: str | os.PathLike, model: FlameModel, n_actors: int = 2,
-                      seed: int = 0) -> RawRelease:
+                      seed: int = 0, facts: list[tuple[str, str, tuple[str, ...]]] | None = None) -> RawRelease:
     """Write a miniature raw release of ``source_name`` into ``out_dir`` (the release's root).
 
     Args:
         source_name: a MICA subset name (``"FRGC"``, ``"BU3DFE"``, ...; see :func:`onflame.sources.get_source`).
         out_dir: folder to write (created).
         model: FLAME model the heads are made from.
-        n_actors: actors to write (at most 3: the MICA subjects in :data:`MICA_FACTS`).
+        n_actors: actors to write (at most as many as there are facts: 3 MICA subjects in :data:`MICA_FACTS`).
         seed: random seed; the same seed writes the same files.
+        facts: ``(actor, capture stem, photo names)`` to write instead of MICA's subjects in :data:`MICA_FACTS`
+            (e.g. many made-up actors for a benchmark; the names must follow the source's layout).
 
     Returns:
         What was written, with each scan's generating FLAME mesh (metres, FLAME's frame).
     """
     name = get_source(source_name).name
-    facts = MICA_FACTS[name]
+    facts = MICA_FACTS[name] if facts is None else list(facts)
     if not 1 <= n_actors <= len(facts):
         raise ValueError(f"n_actors must be 1..{len(facts)} for {name}")
     root = Path(out_dir)

@@ -1,0 +1,349 @@
+"""The report's pictures of one subject, drawn with onflame's own rasteriser (:mod:`onflame.render`).
+
+For each subject with a mesh (its registration, or the build's rejected one):
+
+- ``thumb``: front and side of the registration and, where the build's report names a scan that can
+  still be read, the scan coloured by its distance to the registration (one strip, ``THUMB`` px high);
+- ``views``: the registration from five directions (right profile to left profile), ``VIEW`` px each;
+- ``heat``: the scan → registration distance map, front and side, larger;
+- ``fit``: the registration coloured by its per-vertex distance to FLAME(params), front and side.
+
+Meshes are drawn in FLAME's frame (the parameters' ``scan_to_flame`` when the registration lies in a
+scan's frame), so "front" is the face's front whatever the scanner's axes. JPEG keeps a thousand
+subjects' pictures near 100 MB (shaded renders compress poorly as PNG).
+
+Distances from the scan to the registration: :func:`scan_distances_mm`.
+"""
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..fileio import write_bytes, write_json
+from ..mesh import Mesh, read_mesh
+from ..render import colormap, framing, render_mesh
+
+#: Bump when the pictures change: it is part of every cache key.
+PICTURES_VERSION = "1"
+#: Panel sizes (pixels): gallery thumbnails, subject-page views.
+THUMB = 150
+VIEW = 256
+#: Colour scales (mm): scan → registration (as the build's report picture), registration → FLAME(params).
+HEAT_MAX_MM = 5.0
+FIT_MAX_MM = 2.0
+#: Light at zero, dark red at the top: on a page of a thousand thumbnails the few bad ones stand out.
+CMAP = "YlOrRd"
+#: Spacing (m) of the points sampled on the registration's triangles that scan points are measured against.
+SAMPLE_SPACING_M = 0.002
+#: Viewing directions as yaw about FLAME's +y (degrees; 0 = front, +90 = the subject's left profile).
+VIEW_YAWS = (-90.0, -40.0, 0.0, 40.0, 90.0)
+SIDE_YAW = 90.0
+#: The pictures a subject may have.
+KINDS = ("thumb", "views", "heat", "fit")
+_JPEG_QUALITY = 88
+#: Listed photos larger than this are re-encoded at 448 px at most (aligned crops are copied as they are).
+_PHOTO_BYTES = 200_000
+_REG_ALBEDO = (0.75, 0.75, 0.78)
+
+
+@dataclass
+class ScanSpec:
+    """Where the build's scan is and how it was placed: ``x = scale * rotation @ x_file`` (metres, the
+    registration's frame; :meth:`onflame.sources.ScanItem.to_flame_frame`)."""
+
+    path: str
+    rotation: np.ndarray
+    scale: float
+
+
+@dataclass
+class PictureJob:
+    """One subject's pictures to draw (picklable: it crosses to a worker process).
+
+    Attributes:
+        key: the content key (:mod:`.cache`); outputs are ``<out>/img/<key[:2]>/<key>-<kind>.jpg``.
+        label: the mesh's path, for messages.
+        mesh_path: a readable mesh file, or None with ``mesh_bytes`` (a zip member) and ``mesh_suffix``.
+        to_flame: (4, 4) registration frame → FLAME's frame, or None (already FLAME's).
+        params_vertices: (V, 3) FLAME(params) in the registration's frame (metres), or None.
+        scan: the build's scan, or None.
+    """
+
+    key: str
+    label: str
+    out: str
+    mesh_path: str | None = None
+    mesh_bytes: bytes | None = None
+    mesh_suffix: str = ".obj"
+    to_flame: np.ndarray | None = None
+    params_vertices: np.ndarray | None = None
+    scan: ScanSpec | None = None
+
+
+@dataclass
+class PictureResult:
+    """What a job drew: image paths relative to the site (``img/..``), numbers, notes and problems."""
+
+    key: str
+    images: dict[str, str] = field(default_factory=dict)
+    numbers: dict[str, float | None] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"key": self.key, "images": self.images, "numbers": self.numbers, "notes": self.notes,
+                "problems": self.problems, "seconds": round(self.seconds, 3)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PictureResult":
+        return cls(d["key"], dict(d.get("images") or {}), dict(d.get("numbers") or {}), list(d.get("notes") or []),
+                   list(d.get("problems") or []), float(d.get("seconds") or 0.0))
+
+
+def image_rel(key: str, kind: str) -> str:
+    """Site-relative path of a subject's picture."""
+    return f"img/{key[:2]}/{key}-{kind}.jpg"
+
+
+def result_path(out: str | os.PathLike, key: str) -> Path:
+    """Where a job's result is kept (written last: its presence means the job finished)."""
+    return Path(out) / ".cache" / "results" / key[:2] / f"{key}.json"
+
+
+def yaw_direction(yaw_deg: float) -> np.ndarray:
+    """(3,) unit vector from the head towards a camera turned ``yaw_deg`` about FLAME's +y from the front."""
+    a = np.deg2rad(yaw_deg)
+    return np.array([np.sin(a), 0.0, np.cos(a)])
+
+
+def surface_samples(vertices: np.ndarray, faces: np.ndarray, spacing: float) -> tuple[np.ndarray, np.ndarray]:
+    """Points on a mesh's triangles at most ``spacing`` apart, and their triangle's unit normal.
+
+    Each triangle gets a barycentric grid fine enough for its longest edge. Written here because
+    ``trimesh.remesh.subdivide_to_size`` (which merges shared points) takes 0.28 s on a FLAME-sized head
+    where this takes 0.02 s, and the KD-tree does not mind points shared by neighbours.
+
+    Returns:
+        ``(points (S, 3), normals (S, 3))`` in the mesh's unit.
+    """
+    v = np.asarray(vertices, dtype=np.float64)
+    tri = v[np.asarray(faces)]
+    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True) + 1e-30
+    steps = np.maximum(1, np.ceil(np.linalg.norm(tri - np.roll(tri, 1, axis=1), axis=2).max(1) / spacing)).astype(int)
+    points, point_normals = [], []
+    for n in np.unique(steps):  # a few distinct grid sizes
+        i, j = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
+        keep = i + j <= n
+        bary = np.column_stack([i[keep], j[keep], n - i[keep] - j[keep]]) / n   # (P, 3)
+        sel = steps == n
+        points.append(np.einsum("pk,fkc->fpc", bary, tri[sel]).reshape(-1, 3))
+        point_normals.append(np.repeat(normals[sel], len(bary), axis=0))
+    return np.concatenate(points), np.concatenate(point_normals)
+
+
+def scan_distances_mm(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
+                      spacing: float = SAMPLE_SPACING_M, cap_mm: float | None = None) -> np.ndarray:
+    """(N,) distance (mm) from scan points (N, 3) to a mesh (V, 3)/(F, 3), all metres.
+
+    Each point is measured to its nearest sample of the mesh's surface (:func:`surface_samples`): along
+    that triangle's normal where the point lies over the surface (its offset across the normal within
+    ``spacing``), else straight (a point beyond the mesh's border). Exact on flat surfaces; on the demo's
+    simulated 51k-point scan, 0.08 mm from trimesh's exact closest points at the 95th percentile (0.7 mm at
+    most, on a 0-5 mm colour scale), in 0.17 s instead of 1.5 s (13.5 s for 300k points):
+    a thousand scans must stay within minutes. ``cap_mm``: farther points get that value (a KD-tree query
+    far from every sample is slow, and the colour scale ends anyway).
+    """
+    from scipy.spatial import cKDTree
+
+    samples, normals = surface_samples(vertices, faces, spacing)
+    points = np.asarray(points, dtype=np.float64)
+    bound = np.inf if cap_mm is None else cap_mm / 1000.0
+    d, j = cKDTree(samples).query(points, distance_upper_bound=bound)
+    out = np.full(len(points), np.inf if cap_mm is None else float(cap_mm))
+    hit = np.isfinite(d)
+    along = np.abs(((points[hit] - samples[j[hit]]) * normals[j[hit]]).sum(1))
+    across = np.sqrt(np.maximum(d[hit] ** 2 - along**2, 0.0))
+    out[hit] = np.where(across <= spacing, along, d[hit]) * 1000.0
+    return out
+
+
+def _to_frame(vertices: np.ndarray, to_flame: np.ndarray | None) -> np.ndarray:
+    if to_flame is None:
+        return np.asarray(vertices, dtype=np.float64)
+    A = np.asarray(to_flame, dtype=np.float64)
+    return vertices @ A[:3, :3].T + A[:3, 3]
+
+
+def _panel(vertices: np.ndarray, faces: np.ndarray, frame_points: np.ndarray, yaw: float, size: int,
+           colors: np.ndarray | None = None, ambient: float = 0.25) -> np.ndarray:
+    """(size, size, 3) uint8: ``vertices`` seen from ``yaw``, framed on ``frame_points`` (both FLAME's frame)."""
+    cam = framing(frame_points, yaw_direction(yaw), [0.0, 1.0, 0.0], size, margin=0.04)
+    kw = {"albedo": _REG_ALBEDO} if colors is None else {"colors": colors, "ambient": ambient}
+    return render_mesh(vertices, faces, cam, **kw).image
+
+
+def _jpeg(path: Path, panels: list[np.ndarray]) -> None:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.hstack(panels)).save(buf, format="JPEG", quality=_JPEG_QUALITY)
+    write_bytes(path, buf.getvalue())
+
+
+def _read_job_mesh(job: PictureJob) -> Mesh:
+    if job.mesh_path is not None:
+        mesh = read_mesh(job.mesh_path)
+    else:
+        with tempfile.TemporaryDirectory(prefix="onflame-report-") as tmp:
+            local = Path(tmp) / f"mesh{job.mesh_suffix}"
+            local.write_bytes(job.mesh_bytes or b"")
+            try:
+                mesh = read_mesh(local)
+            except InputError as exc:
+                raise InputError(job.label, exc.problem) from None
+    if mesh.n_vertices == 0 or mesh.n_faces == 0:
+        raise InputError(job.label, "mesh has no triangles")
+    return mesh
+
+
+def _read_scan(spec: ScanSpec) -> Mesh:
+    mesh = read_mesh(spec.path)
+    return mesh.transformed(rotation=np.asarray(spec.rotation, dtype=np.float64), scale=float(spec.scale))
+
+
+def draw_subject(job: PictureJob) -> PictureResult:
+    """Draw one subject's pictures into ``job.out`` and keep the result beside them (see the module docstring).
+
+    Never raises for bad input: an unreadable mesh or scan becomes a problem line in the result.
+    """
+    t0 = time.perf_counter()
+    res = PictureResult(job.key)
+    out = Path(job.out)
+    try:
+        mesh = _read_job_mesh(job)
+    except InputError as exc:
+        res.problems.append(str(exc))
+        return _finish(res, out, t0)
+    reg = _to_frame(mesh.vertices, job.to_flame)
+    faces = mesh.faces
+    front = _panel(reg, faces, reg, 0.0, VIEW)
+    side = _panel(reg, faces, reg, SIDE_YAW, VIEW)
+    views = [front if y == 0.0 else side if y == SIDE_YAW else _panel(reg, faces, reg, y, VIEW) for y in VIEW_YAWS]
+    _jpeg(out / image_rel(job.key, "views"), views)
+    res.images["views"] = image_rel(job.key, "views")
+    thumbs = [_shrink(front, THUMB), _shrink(side, THUMB)]
+
+    if job.scan is not None:
+        try:
+            scan = _read_scan(job.scan)
+            dist = scan_distances_mm(scan.vertices, mesh.vertices, faces, cap_mm=2 * HEAT_MAX_MM)
+            pts = _to_frame(scan.vertices, job.to_flame)
+            colors = colormap(dist, 0.0, HEAT_MAX_MM, CMAP)
+            heat = [_panel(pts, scan.faces, reg, y, VIEW, colors, ambient=0.55) for y in (0.0, SIDE_YAW)]
+            _jpeg(out / image_rel(job.key, "heat"), heat)
+            res.images["heat"] = image_rel(job.key, "heat")
+            thumbs.append(_shrink(heat[0], THUMB))
+        except InputError as exc:
+            res.notes.append(f"no heat map: {exc}")
+        except OSError as exc:
+            res.notes.append(f"no heat map: {job.scan.path}: {exc.strerror or exc}")
+    _jpeg(out / image_rel(job.key, "thumb"), thumbs)
+    res.images["thumb"] = image_rel(job.key, "thumb")
+
+    if job.params_vertices is not None:
+        pv = np.asarray(job.params_vertices, dtype=np.float64)
+        if pv.shape != mesh.vertices.shape:
+            res.problems.append(f"{job.label}: {mesh.n_vertices} vertices, the model has {len(pv)}: "
+                                "FLAME(params) cannot be compared (another model? pass --model)")
+        else:
+            d = np.linalg.norm(pv - mesh.vertices, axis=1) * 1000.0
+            res.numbers["params_mean_mm"] = float(d.mean())
+            res.numbers["params_max_mm"] = float(d.max())
+            colors = colormap(d, 0.0, FIT_MAX_MM, CMAP)
+            fit = [_panel(reg, faces, reg, y, VIEW, colors, ambient=0.55) for y in (0.0, SIDE_YAW)]
+            _jpeg(out / image_rel(job.key, "fit"), fit)
+            res.images["fit"] = image_rel(job.key, "fit")
+    return _finish(res, out, t0)
+
+
+def _shrink(image: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS))
+
+
+def _finish(res: PictureResult, out: Path, t0: float) -> PictureResult:
+    res.seconds = time.perf_counter() - t0
+    write_json(result_path(out, res.key), res.to_dict())
+    return res
+
+
+def photo_rel(digest: str, suffix: str) -> str:
+    """Site-relative path of a copied photo (its own suffix) or of an ArcFace blob drawn as PNG (``.png``)."""
+    return f"img/photos/{digest[:2]}/{digest}{suffix.lower()}"
+
+
+@dataclass
+class PhotoJob:
+    """A listed photo to copy into the site, or an ArcFace blob to draw there: from ``path`` or ``data``."""
+
+    out: str
+    target: str
+    label: str
+    blob: bool
+    path: str | None = None
+    data: bytes | None = None
+
+
+def copy_photo(job: PhotoJob) -> None:
+    """Copy a listed photo as it is, or draw an ArcFace ``.npy`` blob (float32 (3, 112, 112),
+    ``(pixel - 127.5) / 127.5``) as a PNG. :class:`InputError` naming the file if it cannot be read."""
+    from PIL import Image
+
+    try:
+        data = job.data if job.data is not None else Path(job.path or "").read_bytes()
+    except OSError as exc:
+        raise InputError(job.label, f"cannot read ({exc.strerror or exc})") from None
+    if job.blob:
+        try:
+            arr = np.load(io.BytesIO(data), allow_pickle=False)
+            if arr.ndim != 3 or arr.shape[0] != 3:
+                raise ValueError(f"shape {arr.shape}, expected (3, H, W)")
+            img = np.clip(np.asarray(arr, dtype=np.float32).transpose(1, 2, 0) * 127.5 + 127.5, 0, 255)
+        except (OSError, ValueError, EOFError) as exc:
+            raise InputError(job.label, f"not an ArcFace input array ({exc})") from None
+        buf = io.BytesIO()
+        Image.fromarray(img.astype(np.uint8)).save(buf, format="PNG")
+        data = buf.getvalue()
+    elif len(data) > _PHOTO_BYTES:  # a full photo (an images/ folder), not a 224 px crop: made smaller
+        data = _smaller(data, job.label)
+    write_bytes(Path(job.out) / job.target, data)
+
+
+def _smaller(data: bytes, label: str) -> bytes:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            fmt = im.format or "JPEG"
+            im = im.convert("RGB")
+            im.thumbnail((448, 448))
+            buf = io.BytesIO()
+            im.save(buf, format=fmt, **({"quality": _JPEG_QUALITY} if fmt == "JPEG" else {}))
+    except (OSError, ValueError, UnidentifiedImageError) as exc:
+        raise InputError(label, f"unreadable image ({exc})") from None
+    return buf.getvalue()
+
+
+def run_job(job: PictureJob | PhotoJob) -> PictureResult | None:
+    """A worker's entry point: draw a subject's pictures or put a photo in the site."""
+    return draw_subject(job) if isinstance(job, PictureJob) else copy_photo(job)
