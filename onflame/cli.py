@@ -274,6 +274,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         report = evaluate_now(preds, args.gt, args.out, settings, split=args.split, image_list=args.image_list,
                               workers=args.workers, check_alignment=args.check_alignment, echo=echo)
     else:
+        from .dataset.layout import SUBSETS
         from .evaluation.flame_topology import FlameSettings, evaluate_flame
 
         scans: dict[str, Path] = {}
@@ -281,7 +282,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             subset, sep, folder = spec.rpartition("=")
             if not sep and (not args.subset or "," in args.subset):
                 raise UsageError(spec, "--scans DIR needs --subset with one subset; or write --scans SUBSET=DIR")
-            scans[(subset if sep else args.subset).upper()] = Path(folder)
+            subset = (subset if sep else args.subset).upper()
+            if subset not in SUBSETS:
+                raise UsageError(spec, f"unknown subset {subset!r} (MICA's are {', '.join(SUBSETS)})")
+            scans[subset] = Path(folder)
         model = masks = embedding = None
         if args.model is not None:
             model = _model(args)
@@ -484,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("evaluate", help=COMMANDS["evaluate"][1])
-    kinds = p.add_subparsers(dest="protocol_kind", required=True)
+    kinds = p.add_subparsers(dest="protocol_kind", metavar="now|flame", required=True)
     common = _Parser(add_help=False)
     common.add_argument("--pred", type=Path, nargs="+", required=True, help="prediction folder(s), one per method")
     common.add_argument("--label", nargs="+", help="method names, one per --pred (default: the folder names)")

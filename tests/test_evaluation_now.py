@@ -264,7 +264,7 @@ def test_bad_landmarks_fail_their_image_alone_with_the_file_named(head, tmp_path
     assert "NaN" in lines["nan"]
     assert "off the mesh" in lines["other_unit"]
     assert "no predicted mesh" in lines["missing"]
-    assert all(ln.startswith("onflame: ") for ln in err if "images scored" not in ln)
+    assert all(ln.startswith("onflame: ") for ln in err if "images done" not in ln)
     data = json.loads((tmp_path / "out" / "now_results.json").read_text())
     label = "pred"
     assert data["stats"][label]["all"]["images"] == 1 and len(data["failures"][label]) == 7

@@ -141,7 +141,6 @@ class FlameItem:
     key: str
     file: str
     errors: np.ndarray | None = None
-    regions: dict = field(default_factory=dict)
     scan: dict | None = None
     scan_distances: np.ndarray | None = None
     error: str | None = None
@@ -359,6 +358,11 @@ def evaluate_flame(preds: list[tuple[str, str | os.PathLike]], ref: str | os.Pat
         regions = region_indices(masks)
     except KeyError:
         raise InputError(None, "the region masks have no 'face' region") from None
+    top = max(int(idx.max()) for idx in regions.values() if len(idx))
+    odd = next((r for r in references if len(r.vertices) <= top), None)
+    if odd is not None:
+        raise InputError(odd.source, f"{len(odd.vertices)} vertices, but the region masks index vertex {top}: "
+                         "the masks belong to another topology (give the model the reference was made with)")
     layer = None
     refs_by_key = {r.key: r for r in references}
     by_subset: dict[str, list[tuple[str, str]]] = {}
@@ -366,7 +370,8 @@ def evaluate_flame(preds: list[tuple[str, str | os.PathLike]], ref: str | os.Pat
         by_subset.setdefault(r.subset, []).append((r.actor, r.name))
     if scans and (embedding is None or (embedding.full68 is None and embedding.static51 is None)):
         raise InputError(None, "the scan-to-mesh variant needs FLAME's landmark embedding (--model or --embedding)")
-    scan_items = _scan_items({k.upper(): Path(v) for k, v in (scans or {}).items()}) if scans else {}
+    scans_by_subset = {k.upper(): Path(v) for k, v in (scans or {}).items()}
+    scan_items = _scan_items(scans_by_subset) if scans_by_subset else {}
     similarity = settings.align == "similarity"
 
     items: dict[str, list[FlameItem]] = {}
@@ -394,7 +399,6 @@ def evaluate_flame(preds: list[tuple[str, str | os.PathLike]], ref: str | os.Pat
                     if v.shape != r.vertices.shape:
                         raise InputError(path, f"{len(v)} vertices; the reference {r.source} has {len(r.vertices)}")
                     aligned, item.errors = align_and_measure(v, r.vertices, regions["face"], similarity)
-                    item.regions = {n: float(np.median(item.errors[idx])) for n, idx in regions.items()}
                     items[label].append(item)
                     pending.append((len(task_items), aligned * 1000.0))
                     task_items.append(item)
@@ -402,6 +406,8 @@ def evaluate_flame(preds: list[tuple[str, str | os.PathLike]], ref: str | os.Pat
                     item.error = str(exc)
                     failures[label].append(str(exc))
             scan_item = scan_items.get((sub, actor, name))
+            if scan_item is None and sub in scans_by_subset and pending:
+                failures[label].append(f"{scans_by_subset[sub]}: scan-to-mesh: no raw scan of {r.key} found there")
             if scan_item is not None and pending:
                 from . import now_landmarks
 

@@ -365,7 +365,7 @@ def evaluate_now(preds: list[tuple[str, str | os.PathLike]], gt: str | os.PathLi
     for batch in run_parallel(_run_chunk, tasks, workers,
                               on_broken=lambda task, why: [ItemResult(it, error=f"{it.pred_mesh}: {why}") for it in task[0]]):
         results.extend(batch)
-        say(f"{len(results)}/{len(items)} images scored")
+        say(f"{len(results)}/{len(items)} images done")
     return _report(preds, results, listing, gt, out, settings, time.perf_counter() - t0)
 
 

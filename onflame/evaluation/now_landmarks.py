@@ -62,7 +62,8 @@ def read_landmarks(path: str | os.PathLike) -> np.ndarray:
         try:
             lmk = np.load(path, allow_pickle=False) if suffix == ".npy" else np.loadtxt(path, ndmin=2)
         except (OSError, ValueError, EOFError) as exc:
-            raise InputError(path, f"cannot read landmarks ({exc})") from None
+            what = "not a numeric .npy array" if suffix == ".npy" else f"not 7 rows of x y z ({exc})"
+            raise InputError(path, f"cannot read landmarks: {what}") from None
         lmk = np.asarray(lmk)
         if not (np.issubdtype(lmk.dtype, np.floating) or np.issubdtype(lmk.dtype, np.integer)):
             raise InputError(path, f"landmarks have dtype {lmk.dtype}, expected numbers")
