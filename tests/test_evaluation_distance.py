@@ -6,8 +6,8 @@ import time
 import numpy as np
 import pytest
 import trimesh
-
 from conftest import SHARED
+
 from onflame.evaluation.alignment import Similarity, fit_landmarks, refine_to_surface
 from onflame.evaluation.distance import SurfaceDistance, point_to_surface
 from onflame.mesh import read_mesh

@@ -8,7 +8,6 @@ fit), here recomputed independently with scipy's rotation fit.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,7 +83,7 @@ def test_build_registrations_against_their_truths_give_the_benchmarks_numbers(tr
 
 
 def test_parameter_files_similarity_and_several_methods(tree, tmp_path, capsys):
-    root, model, releases = tree
+    root, _, releases = tree
     scaled = tmp_path / "scaled"
     R = Rotation.from_rotvec([0.1, -0.2, 0.05]).as_matrix()
     for release in releases:
@@ -109,7 +108,7 @@ def test_parameter_files_similarity_and_several_methods(tree, tmp_path, capsys):
 
 
 def test_per_image_predictions_unmatched_and_wrong_files(tree, tmp_path, capsys):
-    root, model, releases = tree
+    root, _, releases = tree
     pred = tmp_path / "pred"
     scan = releases[0].scans[0]
     for k in range(3):  # several predictions of one actor (one per photo), against its only capture
@@ -145,7 +144,7 @@ def test_scan_to_mesh_variant_with_the_raw_releases(tree, tmp_path):
 
 
 def test_bad_usage_and_missing_masks(tree, tmp_path, capsys):
-    root, model, releases = tree
+    root, _, releases = tree
     base = ["evaluate", "flame", "--pred", str(root / "mica"), "--out", str(tmp_path / "o")]
     assert main(base + ["--ref", str(root / "truth"), "--scans", str(root / "raw" / "FRGC")]) == 2
     assert "--subset" in capsys.readouterr().err

@@ -141,7 +141,7 @@ def test_crop_keeps_exactly_the_points_inside_the_stated_ball():
 
 
 def test_a_prediction_moved_by_a_known_similarity_scores_zero(head_tree, tmp_path):
-    gt, pred, entries = head_tree
+    gt, pred, _ = head_tree
     report = evaluate_now([("same head", pred)], gt, tmp_path / "out")
     assert report.exit_code == 0 and not report.failures["same head"], report.failures
     assert report.stats["same head"]["all"]["images"] == 3
@@ -167,7 +167,7 @@ def test_metrical_scores_the_scale(head, tmp_path):
     write_list(gt, ["S/selfie/exact.jpg", "S/selfie/big.jpg"])
     metrical = evaluate_now([("m", pred)], gt, tmp_path / "metrical", NowSettings(metrical=True, pred_unit="m"))
     free = evaluate_now([("m", pred)], gt, tmp_path / "free", NowSettings())
-    by_image = lambda rep: {it["image"].split("/")[-1]: it for it in rep.items["m"]}  # noqa: E731
+    by_image = lambda rep: {it["image"].split("/")[-1]: it for it in rep.items["m"]}
     assert by_image(metrical)["exact"]["median_mm"] < 1e-5
     assert by_image(metrical)["big"]["median_mm"] > 0.5  # 5 % of a head is millimetres, spread by the fit
     assert by_image(free)["big"]["median_mm"] < 1e-5     # a similarity forgives it
@@ -359,7 +359,7 @@ def test_two_methods_give_one_table_and_one_plot_in_parallel(head, head_tree, tm
 
 
 def test_rerun_redoes_only_changed_images_and_check_alignment_writes_meshes(head, head_tree, tmp_path):
-    gt, pred0, entries = head_tree
+    gt, _, entries = head_tree
     pred = tmp_path / "pred"
     for k, entry in enumerate(entries):
         subject, challenge, image = entry.split("/")
@@ -369,7 +369,7 @@ def test_rerun_redoes_only_changed_images_and_check_alignment_writes_meshes(head
     subject, challenge, image = entries[1].split("/")
     mesh, lmk = moved(*head, scale=1.0, seed=1)
     write_pred(pred, subject, challenge, image, mesh.with_vertices(mesh.vertices * 1.02), lmk * 1.02)
-    import onflame.evaluation.now as now
+    from onflame.evaluation import now
 
     seen = []
     real = now.score_prediction

@@ -391,8 +391,9 @@ def evaluate_flame(preds: list[tuple[str, str | os.PathLike]], ref: str | os.Pat
                 item = FlameItem(label, r.key, str(path))
                 try:
                     if path.suffix.lower() == ".npz" and layer is None and model is not None:
-                        from ..flame.layer import FLAME
                         import torch
+
+                        from ..flame.layer import FLAME
 
                         layer = FLAME(model, dtype=torch.float64)
                     v = _prediction_vertices(path, settings, layer)
@@ -409,14 +410,17 @@ def evaluate_flame(preds: list[tuple[str, str | os.PathLike]], ref: str | os.Pat
             if scan_item is None and sub in scans_by_subset and pending:
                 failures[label].append(f"{scans_by_subset[sub]}: scan-to-mesh: no raw scan of {r.key} found there")
             if scan_item is not None and pending:
-                from . import now_landmarks
+                from .now_landmarks import from_flame
 
-                lm = lambda v: now_landmarks.from_flame(v, r.faces, embedding)  # noqa: E731
-                tasks.append(_ScanTask(scan_item, r.vertices * 1000.0, r.faces, lm(r.vertices * 1000.0),
-                                       tuple((i, v, lm(v)) for i, v in pending), not similarity, settings.protocol))
+                ref_mm = r.vertices * 1000.0
+                tasks.append(_ScanTask(scan_item, ref_mm, r.faces, from_flame(ref_mm, r.faces, embedding),
+                                       tuple((i, v, from_flame(v, r.faces, embedding)) for i, v in pending),
+                                       not similarity, settings.protocol))
     if tasks:
         say(f"scan-to-mesh: {sum(len(t.predictions) for t in tasks)} predictions on {len(tasks)} scans")
-        broken = lambda task, why: [(i, None, f"{task.scan_item.scan_path}: {why}") for i, _, _ in task.predictions]  # noqa: E731
+        def broken(task: _ScanTask, why: str) -> list:
+            return [(i, None, f"{task.scan_item.scan_path}: {why}") for i, _, _ in task.predictions]
+
         for batch in run_parallel(_run_scan_task, tasks, workers, on_broken=broken):
             for i, dist, details in batch:
                 it = task_items[i]

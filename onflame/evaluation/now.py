@@ -39,9 +39,9 @@ from ..fileio import write_json, write_npz, write_text
 from ..mesh import read_mesh, write_ply
 from . import now_landmarks
 from .curves import cumulative_percentage, curve_axis
-from .report import format_rows, mm, safe_name, write_curve_files
 from .metrics import summary_mm
 from .parallel import run_parallel
+from .report import format_rows, mm, safe_name, write_curve_files
 from .scan_to_mesh import ScanTarget, check_prediction_landmarks, prepare_scan, score_prediction
 
 log = logging.getLogger(__name__)
