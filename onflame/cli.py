@@ -509,7 +509,10 @@ def build_parser() -> argparse.ArgumentParser:
     e = kinds.add_parser("flame", parents=[common], help="FLAME-topology meshes or parameter files against a MICA root")
     e.add_argument("--ref", type=Path, required=True, help="MICA root whose registrations are the reference")
     e.add_argument("--subset", help="only these subsets (comma-separated)")
-    model_args(e)
+    e.add_argument("--model", type=Path, help="FLAME model (.pkl or onflame .npz): layer for parameter files, masks, "
+                                              "landmarks; default: the reference root's model.npz (or a prediction root's)")
+    e.add_argument("--embedding", type=Path, nargs="+", help="landmark embedding file(s); default: the model's")
+    e.add_argument("--masks", type=Path, help="FLAME_masks.pkl; default: the model's")
     e.add_argument("--align", default="rigid", choices=["rigid", "similarity"], help="alignment on the face region")
     e.add_argument("--pred-unit", default="m", choices=["m", "cm", "mm"], help="predicted meshes' unit (default m)")
     e.add_argument("--pred-files", default="auto", choices=["auto", "meshes", "params"],
