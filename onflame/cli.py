@@ -258,6 +258,60 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.out), json_output=args.json)
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .fileio import check_output_dir
+
+    labels = args.label or [Path(p).resolve().name or str(p) for p in args.pred]
+    if len(labels) != len(args.pred) or len(set(labels)) != len(labels):
+        raise UsageError(None, f"give one distinct --label per --pred ({len(args.pred)} folder(s); labels: "
+                               f"{', '.join(labels)})")
+    check_output_dir(args.out)
+    if getattr(args, "check_alignment", None) is not None:
+        check_output_dir(args.check_alignment)
+    preds = list(zip(labels, args.pred))
+    echo = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
+    if args.protocol_kind == "now":
+        from .evaluation.now import NowSettings, evaluate_now
+
+        settings = NowSettings(metrical=args.metrical, pred_unit=args.pred_unit, protocol=args.protocol)
+        report = evaluate_now(preds, args.gt, args.out, settings, split=args.split, image_list=args.image_list,
+                              workers=args.workers, check_alignment=args.check_alignment, echo=echo)
+    else:
+        from .dataset.layout import SUBSETS
+        from .evaluation.flame_topology import FlameSettings, evaluate_flame
+
+        scans: dict[str, Path] = {}
+        for spec in args.scans or []:
+            subset, sep, folder = spec.rpartition("=")
+            if not sep and (not args.subset or "," in args.subset):
+                raise UsageError(spec, "--scans DIR needs --subset with one subset; or write --scans SUBSET=DIR")
+            subset = (subset if sep else args.subset).upper()
+            if subset not in SUBSETS:
+                raise UsageError(spec, f"unknown subset {subset!r} (MICA's are {', '.join(SUBSETS)})")
+            scans[subset] = Path(folder)
+        model = masks = embedding = None
+        if args.model is not None:
+            model = _model(args)
+        else:  # the root's model.npz, with these masks / landmarks if given
+            from .flame import load_landmark_embedding, load_masks
+
+            masks = load_masks(args.masks) if args.masks else None
+            embedding = load_landmark_embedding(*args.embedding) if args.embedding else None
+        settings = FlameSettings(align=args.align, pred_unit=args.pred_unit, pred_files=args.pred_files,
+                                 protocol=args.protocol)
+        report = evaluate_flame(preds, args.ref, args.out, model=model, masks=masks, embedding=embedding,
+                                settings=settings, subset=args.subset, scans=scans, workers=args.workers, echo=echo)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(report.format_table())
+        print(f"\nwrote {args.out}: " + ", ".join(Path(v).name for v in report.outputs.values()))
+    for lines in report.failures.values():
+        for line in lines:
+            _say_error(None, line)
+    return report.exit_code
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "info": (cmd_info, "summarise a model, embedding, masks, params npz, image list or dataset root"),
     "validate": (cmd_validate, "check a MICA dataset root and report every problem with its file"),
@@ -269,6 +323,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "image-paths": (cmd_image_paths, "compare two MICA image lists (image-paths diff A.npy B.npy)"),
     "report": (cmd_report, "write a static site to review a built root: gallery, subject pages, statistics, outliers"),
     "demo": (cmd_demo, "run the main job on the embedded synthetic default"),
+    "evaluate": (cmd_evaluate, "score face reconstructions: the NoW protocol (evaluate now), or FLAME meshes against "
+                               "a MICA root (evaluate flame)"),
 }
 
 
@@ -433,6 +489,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help=COMMANDS["demo"][1])
     p.add_argument("--out", type=Path, default=Path("onflame-demo"), help="output folder (default ./onflame-demo)")
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("evaluate", help=COMMANDS["evaluate"][1])
+    kinds = p.add_subparsers(dest="protocol_kind", metavar="now|flame", required=True)
+    common = _Parser(add_help=False)
+    common.add_argument("--pred", type=Path, nargs="+", required=True, help="prediction folder(s), one per method")
+    common.add_argument("--label", nargs="+", help="method names, one per --pred (default: the folder names)")
+    common.add_argument("--out", type=Path, default=Path("onflame-evaluation"),
+                        help="output folder: results JSON, table, cumulative curves (default ./onflame-evaluation)")
+    common.add_argument("--workers", type=_at_least_one, default=1, help="processes (default 1)")
+    common.add_argument("--protocol", default="now", choices=["now", "fg2018"],
+                        help="scan crop radius factor: now 1.4, fg2018 (Stirling/ESRC) 1.2")
+    common.add_argument("--json", action="store_true")
+    e = kinds.add_parser("now", parents=[common], help="the NoW protocol: <pred>/<subject>/<challenge>/<image>.obj + 7 landmarks")
+    e.add_argument("--gt", type=Path, required=True, help="NoW dataset folder: scans/, scans_lmks_onlypp/, image lists")
+    e.add_argument("--split", default="validation", choices=["validation", "test"], help="image list imagepaths<split>.txt")
+    e.add_argument("--image-list", type=Path, help="another image list (<subject>/<challenge>/<image> per line)")
+    e.add_argument("--metrical", action="store_true", help="rigid alignment: the prediction's scale is scored")
+    e.add_argument("--pred-unit", default="auto", choices=["auto", "m", "cm", "mm"],
+                   help="predictions' unit with --metrical (auto: from the eye-corner distance)")
+    e.add_argument("--check-alignment", type=Path, help="write each image's cropped scan and aligned prediction here")
+    e = kinds.add_parser("flame", parents=[common], help="FLAME-topology meshes or parameter files against a MICA root")
+    e.add_argument("--ref", type=Path, required=True, help="MICA root whose registrations are the reference")
+    e.add_argument("--subset", help="only these subsets (comma-separated)")
+    e.add_argument("--model", type=Path, help="FLAME model (.pkl or onflame .npz): layer for parameter files, masks, "
+                                              "landmarks; default: the reference root's model.npz (or a prediction root's)")
+    e.add_argument("--embedding", type=Path, nargs="+", help="landmark embedding file(s); default: the model's")
+    e.add_argument("--masks", type=Path, help="FLAME_masks.pkl; default: the model's")
+    e.add_argument("--align", default="rigid", choices=["rigid", "similarity"], help="alignment on the face region")
+    e.add_argument("--pred-unit", default="m", choices=["m", "cm", "mm"], help="predicted meshes' unit (default m)")
+    e.add_argument("--pred-files", default="auto", choices=["auto", "meshes", "params"],
+                   help="which predictions to score where a subject has a mesh and a parameter file")
+    e.add_argument("--scans", nargs="+", metavar="[SUBSET=]RAW",
+                   help="raw release folder(s) for the scan-to-mesh variant (read as onflame build reads them)")
     return ap
 
 

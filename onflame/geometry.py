@@ -157,7 +157,12 @@ def count_flipped(faces: np.ndarray, before: np.ndarray, after: np.ndarray) -> i
     return int(((face_normals(before, faces) * face_normals(after, faces)).sum(1) < 0).sum())
 
 
+def triangle_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(F,) triangle areas (the vertices' unit squared)."""
+    fn = np.cross(vertices[faces[:, 1]] - vertices[faces[:, 0]], vertices[faces[:, 2]] - vertices[faces[:, 0]])
+    return 0.5 * np.linalg.norm(fn, axis=1)
+
+
 def count_degenerate(vertices: np.ndarray, faces: np.ndarray, min_area: float = 1e-12) -> int:
     """Triangles with area below ``min_area`` (m²)."""
-    fn = np.cross(vertices[faces[:, 1]] - vertices[faces[:, 0]], vertices[faces[:, 2]] - vertices[faces[:, 0]])
-    return int((0.5 * np.linalg.norm(fn, axis=1) < min_area).sum())
+    return int((triangle_areas(vertices, faces) < min_area).sum())

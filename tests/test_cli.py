@@ -59,6 +59,10 @@ def test_demo_runs_end_to_end_and_validates(tmp_path, capsys):
     reg = summary["registration"]
     assert reg["units"] == "mm" and reg["verdict"] == "ok"
     assert reg["per_vertex_error_vs_truth"]["median_mm"] < 1.0
+    scored = summary["evaluation"]  # the build's 24 registrations against the meshes their scans came from
+    assert scored["registrations"] == 24 and not scored["failures"]
+    assert scored["per_vertex_error_face"]["median_mm"] < 0.5
+    assert (out / "evaluation" / "cumulative_face.png").read_bytes()[:4] == b"\x89PNG"
     batch = summary["training_inputs"].get("batch")
     if batch is not None:  # the detect extra is installed: photos were aligned and a batch loaded
         assert batch["image"][1:] == [4, 3, 224, 224] and batch["pose_params"][1:] == [4, 6]

@@ -25,7 +25,16 @@ def per_vertex_error(registration: np.ndarray, truth: np.ndarray, region: np.nda
 
 
 def error_summary(err_m: np.ndarray) -> dict[str, float]:
-    """Median, mean, 95th percentile and max of errors given in metres, as millimetres."""
-    mm = np.asarray(err_m) * 1000.0
-    return {"median_mm": float(np.median(mm)), "mean_mm": float(mm.mean()),
-            "p95_mm": float(np.percentile(mm, 95)), "max_mm": float(mm.max())}
+    """:func:`summary_mm` of errors given in metres."""
+    return summary_mm(np.asarray(err_m) * 1000.0)
+
+
+def summary_mm(err_mm: np.ndarray) -> dict[str, float]:
+    """Median, mean, standard deviation, 95th percentile and max of errors in millimetres (NaN if empty),
+    and their count ``n``. The standard deviation is the population one (``ddof=0``), as NoW's."""
+    mm = np.asarray(err_mm, dtype=np.float64).ravel()
+    if mm.size == 0:
+        nan = float("nan")
+        return {"median_mm": nan, "mean_mm": nan, "std_mm": nan, "p95_mm": nan, "max_mm": nan, "n": 0}
+    return {"median_mm": float(np.median(mm)), "mean_mm": float(mm.mean()), "std_mm": float(mm.std()),
+            "p95_mm": float(np.percentile(mm, 95)), "max_mm": float(mm.max()), "n": int(mm.size)}

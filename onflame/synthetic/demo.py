@@ -6,7 +6,9 @@
 2. write miniature raw releases of the eight source datasets in their native formats (FRGC range
    images, BU-3DFE and Florence VRML, Stirling OBJ with broken mtl lines, turned LYHM scans,
    FaceWarehouse quad meshes, ...; MICA's actor ids and capture names) and build the MICA tree from
-   them with ``onflame build`` (every scan registered, resumable, all cores);
+   them with ``onflame build`` (every scan registered, resumable, all cores); score the registrations
+   against the FLAME meshes the scans were made from (``onflame evaluate flame``: per-vertex error by
+   region, cumulative error plot in ``evaluation/``);
 3. simulate a raw scan (millimetres, random pose, holes, noise, 51 landmark clicks) of one subject
    and register it to the model, then refit the parameters of its registration (``fit-mesh``);
 4. training inputs: render photos of one subset's subjects, detect and ArcFace-align them, write
@@ -76,6 +78,18 @@ def run_demo(out: Path, json_output: bool = False) -> int:
         for line in r.problems:
             say(f"      ERROR {line}")
 
+    # 2, continued: the build's registrations scored against the FLAME meshes its raw scans were made from
+    from ..evaluation.flame_topology import evaluate_flame
+
+    scored = evaluate_flame([("onflame build", root)], out / "truth", out / "evaluation", model=model)
+    face = scored.rows["onflame build"]["all"]["face"]
+    steps["evaluation"] = {"truth": str(out / "truth"), "registrations": scored.rows["onflame build"]["all"]["items"],
+                           "per_vertex_error_face": face, "regions": scored.rows["onflame build"]["all"]["regions"],
+                           "failures": scored.failures["onflame build"], "outputs": scored.outputs}
+    say(f"      evaluate: {steps['evaluation']['registrations']} registrations vs their truths -> per-vertex error in "
+        f"the face median {face['median_mm']:.2f} mm (mean {face['mean_mm']:.2f}, p95 {face['p95_mm']:.2f}); "
+        f"cumulative plot -> {scored.outputs['curve_face_png']}")
+
     # 3. a raw scan of one subject, registered back
     truth = read_mesh(root / "BU3DFE" / "registrations" / "F0001" / "F0001_NE00WH_RAW.obj").vertices
     eyes = np.concatenate([model.masks["left_eyeball"], model.masks["right_eyeball"]])
@@ -118,7 +132,7 @@ def run_demo(out: Path, json_output: bool = False) -> int:
     else:
         print(f"\ndone in {steps['seconds']} s; summary: {out / 'demo_summary.json'}")
     _ = read_params(paths["params"])  # the written parameters read back through the validating reader
-    return 0 if report.ok and steps["build"]["exit_code"] == 0 else 1
+    return 0 if report.ok and steps["build"]["exit_code"] == 0 and not steps["evaluation"]["failures"] else 1
 
 
 def _training_inputs(out: Path, root: Path, model, say) -> dict:

@@ -22,7 +22,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ import torch
 from ..fileio import atomic_open, write_bytes, write_text
 from ..flame.layer import FLAME
 from ..flame.model import FlameModel
+from ..flame.params import N_EXPRESSION, N_SHAPE, FlameParams
 from ..mesh import Mesh, write_obj
 from ..sources import get_source
 from ..sources.base import LANDMARK_SIDECAR_SUFFIXES, METRES_PER_UNIT, scan_stem
@@ -75,6 +76,7 @@ class RawScan:
         truth: (V, 3) the whole generating FLAME mesh, metres, FLAME's frame.
         faces: (F, 3) FLAME's triangles.
         landmarks: (51, 3) its static landmarks (metres), if the model has the embedding.
+        params: the FLAME parameters that make ``truth``.
     """
 
     actor: str
@@ -83,6 +85,7 @@ class RawScan:
     truth: np.ndarray
     faces: np.ndarray
     landmarks: np.ndarray | None
+    params: FlameParams | None = None
 
 
 @dataclass
@@ -128,8 +131,25 @@ def write_raw_release(source_name: str, out_dir: str | os.PathLike, model: Flame
         path = writer(root, actor, stem, photos, head, heads, rng)
         if head.landmarks is not None:
             _write_landmark_sidecar(path, head.landmarks, get_source(name))
-        scans.append(RawScan(actor, stem, path, head.truth, head.faces, head.landmarks))
+        scans.append(RawScan(actor, stem, path, head.truth, head.faces, head.landmarks, head.params))
     return RawRelease(name, root, scans)
+
+
+def write_truth_root(releases: Iterable[RawRelease], root: str | os.PathLike) -> Path:
+    """The releases' generating FLAME meshes and parameters as a MICA root: what a perfect build would give.
+
+    Writes ``root/<SUBSET>/registrations/<actor>/<stem>.obj`` (metres, FLAME's frame and origin, as the
+    scans) and ``FLAME_parameters/<actor>/<stem>.npz``, so ``onflame evaluate flame --ref root`` scores a
+    build of the releases against the truth.
+    """
+    root = Path(root)
+    for release in releases:
+        for scan in release.scans:
+            write_obj(root / release.source / "registrations" / scan.actor / f"{scan.stem}.obj",
+                      Mesh(scan.truth, scan.faces), precision=9)
+            if scan.params is not None:
+                scan.params.save(root / release.source / "FLAME_parameters" / scan.actor / f"{scan.stem}.npz")
+    return root
 
 
 def _write_landmark_sidecar(scan_path: Path, landmarks_m: np.ndarray, source) -> Path:
@@ -150,6 +170,7 @@ class _Head:
     faces: np.ndarray
     landmarks: np.ndarray | None
     exclude: np.ndarray
+    params: FlameParams | None = None
 
     def front(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """What a frontal scanner sees: (vertices (N, 3) in shuffled order, triangles), metres."""
@@ -178,7 +199,11 @@ class _Heads:
         with torch.no_grad():
             out = self.layer(shape=shape, expression=expr)
         lmk = None if out.landmarks is None else out.landmarks[0].double().numpy()
-        return _Head(out.vertices[0].double().numpy(), self.faces, lmk, self.exclude)
+        betas = np.zeros(N_SHAPE + N_EXPRESSION)
+        betas[: self.layer.n_shape] = shape[0].double().numpy()
+        betas[N_SHAPE: N_SHAPE + self.layer.n_expression] = expr[0].double().numpy()
+        params = FlameParams.from_mica(betas, np.zeros(15), np.zeros(3))
+        return _Head(out.vertices[0].double().numpy(), self.faces, lmk, self.exclude, params)
 
 
 # --- files --------------------------------------------------------------------------------------------------
@@ -426,8 +451,9 @@ def build_all_synthetic(out_dir: str | os.PathLike, model: FlameModel | None = N
                         **options: Any) -> dict:
     """Write the eight synthetic raw releases and build them (:func:`onflame.dataset.build.build`).
 
-    Raw releases go to ``out_dir/raw/<SUBSET>/`` (with landmark sidecars), the MICA root to ``out_dir/mica/``;
-    ``model`` defaults to onflame's procedural head; ``options`` as for
+    Raw releases go to ``out_dir/raw/<SUBSET>/`` (with landmark sidecars), the FLAME meshes and parameters
+    they were made from to ``out_dir/truth/`` (:func:`write_truth_root`: the build's ground truth), the MICA
+    root to ``out_dir/mica/``; ``model`` defaults to onflame's procedural head; ``options`` as for
     :func:`onflame.dataset.build_subset`. Re-running rewrites the same raw files and builds nothing again.
 
     Returns:
@@ -439,8 +465,9 @@ def build_all_synthetic(out_dir: str | os.PathLike, model: FlameModel | None = N
 
     model = model or make_head_model()
     out_dir = Path(out_dir)
-    jobs = []
+    jobs, releases = [], []
     for seed, name in enumerate(SOURCES):
-        release = write_raw_release(name, out_dir / "raw" / name, model, n_actors=n_actors, seed=seed)
-        jobs.append((name, release.root))
+        releases.append(write_raw_release(name, out_dir / "raw" / name, model, n_actors=n_actors, seed=seed))
+        jobs.append((name, releases[-1].root))
+    write_truth_root(releases, out_dir / "truth")
     return build(jobs, out_dir / "mica", model, **options)

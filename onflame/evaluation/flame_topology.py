@@ -1,0 +1,470 @@
+"""FLAME-topology evaluation: predicted FLAME meshes (or parameter files) against a MICA root's registrations.
+
+Both sides have FLAME's vertices, so the error is per vertex: the prediction is aligned to the reference
+registration on the face region (rigidly, or by a similarity), and each vertex's distance to its
+reference is measured in mm, per region of ``FLAME_masks`` (face, nose, eyes, lips, forehead, and the
+cheeks: the face without the other four). With the raw scans (``scans``: a subset's raw release, read
+through its :mod:`onflame.sources` module in the frame ``onflame build`` registers in), the NoW-style
+scan-to-mesh error is measured too (:mod:`.scan_to_mesh`: the scan cropped around the reference's 7
+landmarks, the prediction placed by landmarks and refined on the scan).
+
+Predictions are found under ``PRED`` by their path: ``[<SUBSET>/][registrations/ | FLAME_parameters/]
+<actor>/<name>.obj|.ply|.npz`` (a MICA root works as it is). A file whose name is not a reference capture
+of its actor scores against the actor's only capture (per-image predictions such as MICA's:
+``<actor>/<image>.ply``); with ``pred_files="auto"`` a subject's meshes win over its parameter files.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+import numpy as np
+
+from ..errors import InputError, OnflameError
+from ..fileio import write_json, write_npz, write_text
+from ..geometry import apply_rigid, rigid_fit
+from ..mesh import Mesh, read_mesh
+from .curves import cumulative_percentage, curve_axis
+from .metrics import summary_mm
+from .parallel import run_parallel
+from .report import format_rows, mm, safe_name, write_curve_files
+
+#: Table regions -> FLAME_masks names (``cheeks`` is the face without the other regions).
+REGIONS = {"face": "face", "nose": "nose", "eyes": "eye_region", "lips": "lips", "forehead": "forehead"}
+MM_PER_UNIT = {"m": 1000.0, "cm": 10.0, "mm": 1.0}
+PRED_SUFFIXES = (".obj", ".ply", ".npz")
+#: Folders of a MICA subset that hold no predictions.
+_NOT_PREDICTIONS = {"build", "arcface_input", "images", "image_paths"}
+
+
+def region_indices(masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Vertex indices per table region from FLAME's masks (needs at least ``face``)."""
+    out = {name: np.asarray(masks[key], np.int64) for name, key in REGIONS.items() if key in masks}
+    if "face" not in out:
+        raise KeyError("face")
+    others = [out[n] for n in ("nose", "eyes", "lips", "forehead") if n in out]
+    out["cheeks"] = np.setdiff1d(out["face"], np.concatenate(others)) if others else out["face"]
+    return out
+
+
+@dataclass(frozen=True)
+class FlameSettings:
+    """How FLAME-topology predictions are scored.
+
+    Attributes:
+        align: ``rigid`` (metrical: scale is scored) or ``similarity``.
+        pred_unit: the predicted meshes' unit (parameter files give metres).
+        pred_files: ``auto`` (meshes where a subject has both), ``meshes`` or ``params``.
+        protocol: crop of the scan-to-mesh variant: ``now`` (1.4) or ``fg2018`` (1.2).
+    """
+
+    align: str = "rigid"
+    pred_unit: str = "m"
+    pred_files: str = "auto"
+    protocol: str = "now"
+
+
+@dataclass
+class Reference:
+    """One reference subject: its key ``SUBSET/actor/name`` and registration (metres)."""
+
+    subset: str
+    actor: str
+    name: str
+    vertices: np.ndarray
+    faces: np.ndarray
+    source: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.subset}/{self.actor}/{self.name}"
+
+
+def match_predictions(pred: Path, references: dict[str, list[tuple[str, str]]], pred_files: str = "auto"
+                      ) -> tuple[dict[tuple[str, str, str], list[Path]], list[str]]:
+    """Prediction files under ``pred`` for each reference subject.
+
+    Args:
+        pred: the prediction folder.
+        references: subset -> ``(actor, name)`` of its reference subjects.
+        pred_files: ``auto``, ``meshes`` or ``params``.
+
+    Returns:
+        ``({(subset, actor, name): [files]}, [one line per file that matches no subject])``.
+    """
+    subsets = {s.upper(): s for s in references}
+    by_actor: dict[str, list[tuple[str, str, str]]] = {}
+    for subset, pairs in references.items():
+        for actor, name in pairs:
+            by_actor.setdefault(actor, []).append((subset, actor, name))
+    found: dict[tuple[str, str, str], list[Path]] = {}
+    unmatched: list[str] = []
+    for path in sorted(p for p in pred.rglob("*") if p.is_file() and p.suffix.lower() in PRED_SUFFIXES):
+        parts = list(PurePosixPath(path.relative_to(pred).as_posix()).parts)
+        if parts == ["model.npz"] or path.name.startswith("."):
+            continue  # a MICA root's model file; temporaries
+        subset = subsets.get(parts[0].upper()) if len(parts) > 1 else None
+        if subset is not None:
+            parts = parts[1:]
+        if parts[0] in _NOT_PREDICTIONS:
+            continue
+        if parts[0] in ("registrations", "FLAME_parameters") and len(parts) > 2:
+            parts = parts[1:]
+        actor = parts[0] if len(parts) > 1 else path.stem
+        name = str(PurePosixPath(*parts[1:]).with_suffix("")) if len(parts) > 1 else None
+        cands = [c for c in by_actor.get(actor, []) if subset is None or c[0] == subset]
+        exact = [c for c in cands if c[2] == name]
+        if exact or len(cands) == 1:
+            found.setdefault((exact or cands)[0], []).append(path)
+        elif cands:
+            unmatched.append(f"{path}: actor {actor} has {len(cands)} reference captures and none is named {name!r}")
+        else:
+            unmatched.append(f"{path}: no reference subject for actor {actor!r}"
+                             + (f" in {subset}" if subset else ""))
+    for key, files in found.items():
+        meshes = [p for p in files if p.suffix.lower() != ".npz"]
+        params = [p for p in files if p.suffix.lower() == ".npz"]
+        found[key] = {"meshes": meshes, "params": params}.get(pred_files, meshes or params)
+    return {k: v for k, v in found.items() if v}, unmatched
+
+
+# --- one prediction -------------------------------------------------------------------------------------------
+
+@dataclass
+class FlameItem:
+    """One prediction's outcome: per-vertex errors (mm, all vertices) after the face-region alignment."""
+
+    label: str
+    key: str
+    file: str
+    errors: np.ndarray | None = None
+    scan: dict | None = None
+    scan_distances: np.ndarray | None = None
+    error: str | None = None
+
+
+def align_and_measure(pred_m: np.ndarray, ref_m: np.ndarray, face: np.ndarray, similarity: bool
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Align ``pred_m`` (V, 3) to ``ref_m`` (V, 3) on ``face`` and measure.
+
+    Returns:
+        ``(aligned prediction (V, 3) in the reference's unit, per-vertex distances (V,) in mm)``.
+    """
+    R, t, s = rigid_fit(pred_m[face], ref_m[face], scale=similarity)
+    aligned = apply_rigid(pred_m, R, t, s)
+    return aligned, np.linalg.norm(aligned - ref_m, axis=1) * 1000.0
+
+
+def _prediction_vertices(path: Path, settings: FlameSettings, layer) -> np.ndarray:
+    if path.suffix.lower() == ".npz":
+        from ..flame.params import read_params
+
+        if layer is None:
+            raise InputError(path, "a parameter file needs the FLAME model (--model, or a root with model.npz)")
+        import torch
+
+        with torch.no_grad():
+            return layer(read_params(path)).vertices[0].numpy().astype(np.float64)
+    return read_mesh(path).vertices / 1000.0 * MM_PER_UNIT[settings.pred_unit]
+
+
+# --- scan-to-mesh tasks ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _ScanTask:
+    scan_item: object  # onflame.sources.ScanItem
+    reference_mm: np.ndarray
+    faces: np.ndarray
+    landmarks_mm: np.ndarray
+    predictions: tuple  # ((index, aligned vertices mm, landmarks mm), ...)
+    metrical: bool
+    protocol: str
+
+
+def _run_scan_task(task: _ScanTask) -> list[tuple[int, np.ndarray | None, dict | str]]:
+    """Score one scan's predictions: ``[(index, distances mm or None, details or error line)]``."""
+    from .distance import SurfaceDistance
+    from .scan_to_mesh import prepare_scan, score_prediction
+
+    try:
+        scan = task.scan_item.load()
+        scan = scan.with_vertices(scan.vertices * 1000.0)
+        scan.source = str(task.scan_item.scan_path)
+        target = prepare_scan(scan, task.landmarks_mm, task.protocol)
+        off = SurfaceDistance(task.reference_mm, task.faces).distances(target.points[target.sample])
+        if np.median(off) > 10.0:
+            raise InputError(task.scan_item.scan_path, f"the scan lies {np.median(off):.1f} mm (median) from its "
+                             "registration: it is not in the frame the registration was made in")
+    except OnflameError as exc:
+        return [(i, None, str(exc)) for i, _, _ in task.predictions]
+    out = []
+    for i, vertices, lmk in task.predictions:
+        try:
+            score = score_prediction(target, Mesh(vertices, task.faces), lmk, task.metrical)
+            out.append((i, score.distances.astype(np.float32), score.details()))
+        except OnflameError as exc:
+            out.append((i, None, str(exc)))
+    return out
+
+
+def _scan_items(scans: dict[str, Path]) -> dict[tuple[str, str, str], object]:
+    from ..sources import get_source
+
+    out = {}
+    for subset, raw in scans.items():
+        for item in get_source(subset).find_scans(raw):
+            out[(subset, item.actor, item.stem)] = item
+    return out
+
+
+# --- the run --------------------------------------------------------------------------------------------------
+
+@dataclass
+class FlameReport:
+    """A FLAME-topology evaluation of one or more methods.
+
+    Attributes:
+        labels: method names.
+        rows: label -> group (``SUBSET`` or ``all``) -> numbers: ``items``, ``face`` (:func:`summary_mm`),
+            per-region medians and means, ``scan`` (summary of scan-to-mesh distances, when measured).
+        subjects: label -> subject key -> the same numbers for that subject's predictions.
+        failures: label -> one line per prediction that could not be scored (or matched).
+        missing: label -> reference subjects without a prediction.
+        outputs, settings, seconds: what was written and how it ran.
+    """
+
+    labels: list[str]
+    rows: dict[str, dict[str, dict]]
+    subjects: dict[str, dict[str, dict]]
+    failures: dict[str, list[str]]
+    missing: dict[str, list[str]]
+    outputs: dict[str, str]
+    settings: dict
+    seconds: float
+    curves: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every prediction found was matched and scored, else 1."""
+        return 1 if any(self.failures.values()) else 0
+
+    def to_dict(self) -> dict:
+        return {"settings": self.settings, "labels": self.labels, "groups": self.rows, "subjects": self.subjects,
+                "failures": self.failures, "missing": self.missing, "outputs": self.outputs, "seconds": self.seconds}
+
+    def format_table(self) -> str:
+        """One row per method and subset (and ``all``): per-vertex error medians in mm by region."""
+        scan = any(r.get("scan") for g in self.rows.values() for r in g.values())
+        head = ("method", "subset", "items", "face median", "mean", "p95", "nose", "eyes", "lips", "forehead",
+                "cheeks") + (("scan median", "scan mean") if scan else ())
+        rows = [head]
+        for label in self.labels:
+            for group, r in self.rows[label].items():
+                f = r["face"]
+                cells = (label, group, str(r["items"]), mm(f["median_mm"]), mm(f["mean_mm"]), mm(f["p95_mm"]),
+                         *(mm(r["regions"].get(n, {}).get("median_mm")) for n in ("nose", "eyes", "lips", "forehead", "cheeks")))
+                if scan:
+                    s = r.get("scan") or {}
+                    cells += (mm(s.get("median_mm")), mm(s.get("mean_mm")))
+                rows.append(cells)
+        return format_rows(rows)
+
+
+def _load_references(ref: Path, subset: str | None) -> tuple[list[Reference], Path | None]:
+    from ..dataset import open_root
+
+    with open_root(ref) as root:
+        names = list(root.subsets)
+        if subset is not None:
+            wanted = {s.upper() for s in subset.split(",")}
+            names = [n for n in names if n.upper() in wanted]
+            if not names:
+                raise InputError(ref, f"no subset {subset!r} (found: {', '.join(root.subsets) or 'none'})")
+        refs = []
+        for name in names:
+            for subject in root.subsets[name].subjects():
+                if subject.registration_path is None:
+                    continue
+                mesh = subject.registration()
+                refs.append(Reference(subject.subset, subject.actor, subject.name, mesh.vertices, mesh.faces,
+                                      subject.registration_path))
+        return refs, root.model_file
+
+
+def _group_numbers(items: list[FlameItem], regions: dict[str, np.ndarray]) -> dict:
+    err = [it.errors for it in items]
+    out: dict = {"items": len(items)}
+    out["face"] = summary_mm(np.concatenate([e[regions["face"]] for e in err]) if err else np.zeros(0))
+    out["regions"] = {}
+    for name, idx in regions.items():
+        s = summary_mm(np.concatenate([e[idx] for e in err]) if err else np.zeros(0))
+        out["regions"][name] = {"median_mm": s["median_mm"], "mean_mm": s["mean_mm"]}
+    d = [it.scan_distances for it in items if it.scan_distances is not None]
+    if d:
+        out["scan"] = {**summary_mm(np.concatenate(d)), "items": len(d)}
+    return out
+
+
+def evaluate_flame(preds: list[tuple[str, str | os.PathLike]], ref: str | os.PathLike, out: str | os.PathLike,
+                   model=None, masks: dict | None = None, embedding=None,
+                   settings: FlameSettings = FlameSettings(), subset: str | None = None,
+                   scans: dict[str, str | os.PathLike] | None = None, workers: int = 1,
+                   echo: Callable[[str], None] | None = None) -> FlameReport:
+    """Evaluate FLAME-topology predictions against a MICA root's registrations and write the outputs.
+
+    Args:
+        preds: ``(label, prediction folder)`` per method.
+        ref: the MICA root (folders or subset zips) whose registrations are the reference.
+        out: output folder: ``flame_results.json``, ``flame_table.txt``, ``cumulative_face.png/.csv``
+            (per-vertex error in the face region, one curve per method), ``cumulative_scan.*`` with
+            scans, ``per_vertex_<label>.npz`` (errors (N, V) in mm, and the keys).
+        model: a :class:`~onflame.flame.FlameModel` (masks, landmark embedding, and the layer for parameter
+            files), a model file, or None for the reference root's own ``model.npz`` (else a prediction root's).
+        masks: FLAME's region masks, instead of the model's.
+        embedding: a :class:`~onflame.flame.LandmarkEmbedding` (scan-to-mesh variant), instead of the model's.
+        settings: :class:`FlameSettings`.
+        subset: evaluate only these subsets (comma-separated).
+        scans: subset -> its raw release folder, for the scan-to-mesh variant.
+        workers: processes for the scan-to-mesh variant.
+        echo: called with progress lines.
+
+    Returns:
+        A :class:`FlameReport`. Raises :class:`InputError` for a missing folder, an unknown subset, or no
+        model to take the region masks from.
+    """
+    from ..flame import FlameModel, load_model
+
+    t0 = time.perf_counter()
+    ref, out = Path(ref), Path(out)
+    say = echo or (lambda line: None)
+    preds = [(label, Path(p)) for label, p in preds]
+    for _, p in preds:
+        if not p.is_dir():
+            raise InputError(p, "no such prediction folder")
+    references, root_model = _load_references(ref, subset)
+    if root_model is None:  # a prediction root built by onflame names its model too
+        root_model = next((p / "model.npz" for _, p in preds if (p / "model.npz").is_file()), None)
+    if not isinstance(model, FlameModel) and (model or root_model) is not None:
+        model = load_model(model or root_model)
+    masks = masks if masks is not None else getattr(model, "masks", None)
+    embedding = embedding if embedding is not None else getattr(model, "landmarks", None)
+    if not masks:
+        raise InputError(ref, "no region masks: give --masks FLAME_masks.pkl or --model (FLAME_masks.pkl beside "
+                         "it), or use a root that carries its model.npz")
+    try:
+        regions = region_indices(masks)
+    except KeyError:
+        raise InputError(None, "the region masks have no 'face' region") from None
+    top = max(int(idx.max()) for idx in regions.values() if len(idx))
+    odd = next((r for r in references if len(r.vertices) <= top), None)
+    if odd is not None:
+        raise InputError(odd.source, f"{len(odd.vertices)} vertices, but the region masks index vertex {top}: "
+                         "the masks belong to another topology (give the model the reference was made with)")
+    layer = None
+    refs_by_key = {r.key: r for r in references}
+    by_subset: dict[str, list[tuple[str, str]]] = {}
+    for r in references:
+        by_subset.setdefault(r.subset, []).append((r.actor, r.name))
+    if scans and (embedding is None or (embedding.full68 is None and embedding.static51 is None)):
+        raise InputError(None, "the scan-to-mesh variant needs FLAME's landmark embedding (--model or --embedding)")
+    scans_by_subset = {k.upper(): Path(v) for k, v in (scans or {}).items()}
+    scan_items = _scan_items(scans_by_subset) if scans_by_subset else {}
+    similarity = settings.align == "similarity"
+
+    items: dict[str, list[FlameItem]] = {}
+    failures: dict[str, list[str]] = {}
+    missing: dict[str, list[str]] = {}
+    tasks: list[_ScanTask] = []
+    task_items: list[FlameItem] = []
+    for label, pred in preds:
+        found, unmatched = match_predictions(pred, by_subset, settings.pred_files)
+        failures[label] = list(unmatched)
+        missing[label] = sorted(r.key for r in references if (r.subset, r.actor, r.name) not in found)
+        items[label] = []
+        for (sub, actor, name), files in sorted(found.items()):
+            r = refs_by_key[f"{sub}/{actor}/{name}"]
+            pending = []
+            for path in files:
+                item = FlameItem(label, r.key, str(path))
+                try:
+                    if path.suffix.lower() == ".npz" and layer is None and model is not None:
+                        import torch
+
+                        from ..flame.layer import FLAME
+
+                        layer = FLAME(model, dtype=torch.float64)
+                    v = _prediction_vertices(path, settings, layer)
+                    if v.shape != r.vertices.shape:
+                        raise InputError(path, f"{len(v)} vertices; the reference {r.source} has {len(r.vertices)}")
+                    aligned, item.errors = align_and_measure(v, r.vertices, regions["face"], similarity)
+                    items[label].append(item)
+                    pending.append((len(task_items), aligned * 1000.0))
+                    task_items.append(item)
+                except OnflameError as exc:
+                    item.error = str(exc)
+                    failures[label].append(str(exc))
+            scan_item = scan_items.get((sub, actor, name))
+            if scan_item is None and sub in scans_by_subset and pending:
+                failures[label].append(f"{scans_by_subset[sub]}: scan-to-mesh: no raw scan of {r.key} found there")
+            if scan_item is not None and pending:
+                from .now_landmarks import from_flame
+
+                ref_mm = r.vertices * 1000.0
+                tasks.append(_ScanTask(scan_item, ref_mm, r.faces, from_flame(ref_mm, r.faces, embedding),
+                                       tuple((i, v, from_flame(v, r.faces, embedding)) for i, v in pending),
+                                       not similarity, settings.protocol))
+    if tasks:
+        say(f"scan-to-mesh: {sum(len(t.predictions) for t in tasks)} predictions on {len(tasks)} scans")
+        def broken(task: _ScanTask, why: str) -> list:
+            return [(i, None, f"{task.scan_item.scan_path}: {why}") for i, _, _ in task.predictions]
+
+        for batch in run_parallel(_run_scan_task, tasks, workers, on_broken=broken):
+            for i, dist, details in batch:
+                it = task_items[i]
+                if dist is None:
+                    failures[it.label].append(f"{it.file}: scan-to-mesh: {details}")
+                else:
+                    it.scan_distances, it.scan = dist, details
+    return _report(preds, items, failures, missing, regions, ref, out, settings, subset, scans,
+                   time.perf_counter() - t0)
+
+
+def _report(preds, items, failures, missing, regions, ref, out, settings, subset, scans, seconds) -> FlameReport:
+    labels = [label for label, _ in preds]
+    rows: dict = {}
+    subjects: dict = {}
+    x = curve_axis()
+    curves: dict = {"face": {}, "scan": {}}
+    outputs = {"json": str(out / "flame_results.json"), "table": str(out / "flame_table.txt")}
+    for label in labels:
+        mine = items[label]
+        groups = sorted({it.key.split("/")[0] for it in mine})
+        rows[label] = {g: _group_numbers([it for it in mine if it.key.split("/")[0] == g], regions) for g in groups}
+        rows[label]["all"] = _group_numbers(mine, regions)
+        subjects[label] = {k: _group_numbers([it for it in mine if it.key == k], regions)
+                           for k in sorted({it.key for it in mine})}
+        face = np.concatenate([it.errors[regions["face"]] for it in mine]) if mine else np.zeros(0)
+        curves["face"][label] = cumulative_percentage(face, x)
+        scan = [it.scan_distances for it in mine if it.scan_distances is not None]
+        if scan:
+            curves["scan"][label] = cumulative_percentage(np.concatenate(scan), x)
+        if mine:
+            per_vertex = out / f"per_vertex_{safe_name(label)}.npz"
+            write_npz(per_vertex, errors_mm=np.stack([it.errors for it in mine]).astype(np.float32),
+                      keys=np.array([it.key for it in mine]), files=np.array([it.file for it in mine]))
+            outputs[f"per_vertex_{label}"] = str(per_vertex)
+    outputs.update(write_curve_files(out, "face", x, curves["face"], "per-vertex error, face region"))
+    if curves["scan"]:
+        outputs.update(write_curve_files(out, "scan", x, curves["scan"], "scan-to-mesh error (NoW crop)"))
+    report = FlameReport(labels, rows, subjects, failures, missing, outputs,
+                         {**asdict(settings), "reference": str(ref), "subset": subset,
+                          "scans": {k: str(v) for k, v in (scans or {}).items()},
+                          "predictions": {label: str(p) for label, p in preds}}, round(seconds, 3),
+                         {k: v for k, v in curves.items() if v})
+    write_json(out / "flame_results.json", report.to_dict())
+    write_text(out / "flame_table.txt", report.format_table() + "\n")
+    return report
+

@@ -1,0 +1,142 @@
+"""NoW's 7 landmarks: reading them, taking them from a FLAME embedding, and checking their order.
+
+The order (NoW's, and iBUG-68's indices 36, 39, 42, 45, 33, 48, 54): right eye outer corner, right eye
+inner corner, left eye inner corner, left eye outer corner, nose bottom, right mouth corner, left mouth
+corner ("right" is the subject's right). Ground truth comes as MeshLab picked points (``.pp``),
+predictions as ``.npy`` (7, 3) or (1, 7, 3) or text (7 rows of x y z).
+
+A wrong order does not crash NoW's own evaluation, it mis-aligns the prediction and the score comes out
+far from what the method deserves. :func:`orientation_problem` and :func:`order_problem` catch it.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+NAMES = ("right eye outer corner", "right eye inner corner", "left eye inner corner", "left eye outer corner",
+         "nose bottom", "right mouth corner", "left mouth corner")
+#: iBUG-68 indices of the 7 points, in NoW's order.
+IBUG68 = (36, 39, 42, 45, 33, 48, 54)
+#: The same order with the subject's left and right exchanged.
+LEFT_RIGHT_SWAPPED = (3, 2, 1, 0, 4, 6, 5)
+#: Suffixes read by :func:`read_landmarks`.
+SUFFIXES = (".pp", ".npy", ".txt")
+
+
+def read_pp(path: str | os.PathLike) -> np.ndarray:
+    """The points (K, 3) of a MeshLab picked-points file, in file order."""
+    path = Path(path)
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError) as exc:
+        raise InputError(path, f"not a readable MeshLab .pp file ({exc})") from None
+    points = []
+    for el in root.iter("point"):
+        if el.get("active", "1") == "0":  # MeshLab keeps unticked points in the file; NoW's have none
+            continue
+        try:
+            points.append([float(el.get(k)) for k in ("x", "y", "z")])
+        except (TypeError, ValueError):
+            raise InputError(path, f"point {el.get('name', len(points) + 1)!r} lacks a numeric x, y or z") from None
+    return np.asarray(points, dtype=np.float64).reshape(-1, 3)
+
+
+def read_landmarks(path: str | os.PathLike) -> np.ndarray:
+    """NoW's 7 landmarks (7, 3) from ``.pp``, ``.npy`` ((7, 3) or (1, 7, 3)) or text.
+
+    Raises :class:`InputError` naming the file for a wrong count, NaN or an unreadable file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "landmark file not found")
+    suffix = path.suffix.lower()
+    if suffix == ".pp":
+        lmk = read_pp(path)
+    else:
+        try:
+            lmk = np.load(path, allow_pickle=False) if suffix == ".npy" else np.loadtxt(path, ndmin=2)
+        except (OSError, ValueError, EOFError) as exc:
+            what = "not a numeric .npy array" if suffix == ".npy" else f"not 7 rows of x y z ({exc})"
+            raise InputError(path, f"cannot read landmarks: {what}") from None
+        lmk = np.asarray(lmk)
+        if not (np.issubdtype(lmk.dtype, np.floating) or np.issubdtype(lmk.dtype, np.integer)):
+            raise InputError(path, f"landmarks have dtype {lmk.dtype}, expected numbers")
+        lmk = lmk.astype(np.float64)
+        if lmk.ndim == 3 and lmk.shape[0] == 1:
+            lmk = lmk[0]
+    if lmk.ndim != 2 or lmk.shape[1] != 3:
+        raise InputError(path, f"landmarks must be 7 points of x, y, z; got an array of shape {lmk.shape}")
+    if len(lmk) != 7:
+        hint = " (68 iBUG points? NoW takes indices 36, 39, 42, 45, 33, 48, 54 of them)" if len(lmk) == 68 else ""
+        raise InputError(path, f"{len(lmk)} landmarks, NoW needs 7{hint}")
+    if not np.isfinite(lmk).all():
+        raise InputError(path, "landmarks contain NaN or inf")
+    return lmk
+
+
+def from_flame(vertices: np.ndarray, faces: np.ndarray, embedding) -> np.ndarray:
+    """NoW's 7 landmarks (7, 3) of a FLAME-topology mesh, from a :class:`~onflame.flame.LandmarkEmbedding`
+    (its 68 points, or the 51 = iBUG-68 without the 17 jaw points). ValueError if it has neither."""
+    if embedding is not None and embedding.full68 is not None:
+        return embedding.full68.locate(vertices, faces)[list(IBUG68)]
+    if embedding is not None and embedding.static51 is not None:
+        return embedding.static51.locate(vertices, faces)[[i - 17 for i in IBUG68]]
+    raise ValueError("the model has no 51- or 68-point landmark embedding")
+
+
+def outer_eye_distance(lmk: np.ndarray) -> float:
+    """Distance between the outer eye corners (the points' unit): NoW's measure of a face's size."""
+    return float(np.linalg.norm(lmk[0] - lmk[3]))
+
+
+def orientation_problem(lmk: np.ndarray, points: np.ndarray) -> str | None:
+    """A message if the landmarks' right and left look exchanged relative to the surface ``points`` (N, 3).
+
+    With the subject's right-to-left axis ``e = outer left − outer right`` and the upward axis ``u`` from
+    the mouth to the nose bridge, ``e × u`` points out of the face. The nose bottom lies in front of the
+    centroid of a head or face surface, so ``(nose_bottom − centroid) · (e × u) < 0`` means the landmarks
+    describe the mirror image: left and right swapped.
+    """
+    e = lmk[3] - lmk[0]
+    up = (lmk[1] + lmk[2]) / 2 - (lmk[5] + lmk[6]) / 2
+    out = np.cross(e, up)
+    if np.dot(lmk[4] - np.asarray(points).mean(0), out) < 0:
+        return ("left and right are swapped: with these points the face would look into the head "
+                f"(expected order: {', '.join(NAMES)})")
+    return None
+
+
+_PERMUTATIONS = np.array(list(itertools.permutations(range(7))))
+
+
+def order_problem(lmk: np.ndarray, reference: np.ndarray) -> str | None:
+    """A message if another order of ``lmk`` (7, 3) fits ``reference`` (7, 3) much better than theirs.
+
+    Every one of the 5040 orders is fitted to the reference by a similarity (no reflection); if the given
+    order's residual is both large (RMS over a tenth of the outer-eye distance) and 4 times that of the
+    best order, the order contradicts the reference.
+    """
+    ref = reference - reference.mean(0)
+    src = lmk - lmk.mean(0)
+    a = src[_PERMUTATIONS]  # (P, 7, 3)
+    cov = np.einsum("ki,pkj->pij", ref, a)
+    U, S, Vt = np.linalg.svd(cov)
+    d = np.sign(np.linalg.det(U @ Vt))
+    trace = S[:, 0] + S[:, 1] + d * S[:, 2]
+    residual = (ref**2).sum() - trace**2 / (src**2).sum()  # Umeyama's minimum over rotation, scale, shift
+    best = int(np.argmin(residual))
+    given = residual[0]  # permutation 0 is the identity
+    size = outer_eye_distance(reference)
+    if best == 0 or given <= 4 * residual[best] or np.sqrt(max(given, 0.0) / 7) <= 0.1 * size:
+        return None
+    perm = tuple(int(i) for i in _PERMUTATIONS[best])
+    what = "left and right are swapped" if perm == LEFT_RIGHT_SWAPPED else f"they fit the scan in the order {list(perm)}"
+    return (f"landmark order contradicts the scan's ({what}; RMS {np.sqrt(max(given, 0) / 7):.1f} vs "
+            f"{np.sqrt(max(residual[best], 0) / 7):.1f} in the scan's unit after alignment; expected order: "
+            f"{', '.join(NAMES)})")
