@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import itertools
 import os
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
+from ..mesh.landmark_files import read_points
 
 NAMES = ("right eye outer corner", "right eye inner corner", "left eye inner corner", "left eye outer corner",
          "nose bottom", "right mouth corner", "left mouth corner")
@@ -29,47 +29,16 @@ LEFT_RIGHT_SWAPPED = (3, 2, 1, 0, 4, 6, 5)
 SUFFIXES = (".pp", ".npy", ".txt")
 
 
-def read_pp(path: str | os.PathLike) -> np.ndarray:
-    """The points (K, 3) of a MeshLab picked-points file, in file order."""
-    path = Path(path)
-    try:
-        root = ET.parse(path).getroot()
-    except (OSError, ET.ParseError) as exc:
-        raise InputError(path, f"not a readable MeshLab .pp file ({exc})") from None
-    points = []
-    for el in root.iter("point"):
-        if el.get("active", "1") == "0":  # MeshLab keeps unticked points in the file; NoW's have none
-            continue
-        try:
-            points.append([float(el.get(k)) for k in ("x", "y", "z")])
-        except (TypeError, ValueError):
-            raise InputError(path, f"point {el.get('name', len(points) + 1)!r} lacks a numeric x, y or z") from None
-    return np.asarray(points, dtype=np.float64).reshape(-1, 3)
-
-
 def read_landmarks(path: str | os.PathLike) -> np.ndarray:
-    """NoW's 7 landmarks (7, 3) from ``.pp``, ``.npy`` ((7, 3) or (1, 7, 3)) or text.
+    """NoW's 7 landmarks (7, 3) from ``.pp``, ``.npy`` ((7, 3) or (1, 7, 3)) or text
+    (:func:`onflame.mesh.landmark_files.read_points` parses them).
 
     Raises :class:`InputError` naming the file for a wrong count, NaN or an unreadable file.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "landmark file not found")
-    suffix = path.suffix.lower()
-    if suffix == ".pp":
-        lmk = read_pp(path)
-    else:
-        try:
-            lmk = np.load(path, allow_pickle=False) if suffix == ".npy" else np.loadtxt(path, ndmin=2)
-        except (OSError, ValueError, EOFError) as exc:
-            what = "not a numeric .npy array" if suffix == ".npy" else f"not 7 rows of x y z ({exc})"
-            raise InputError(path, f"cannot read landmarks: {what}") from None
-        lmk = np.asarray(lmk)
-        if not (np.issubdtype(lmk.dtype, np.floating) or np.issubdtype(lmk.dtype, np.integer)):
-            raise InputError(path, f"landmarks have dtype {lmk.dtype}, expected numbers")
-        lmk = lmk.astype(np.float64)
-        if lmk.ndim == 3 and lmk.shape[0] == 1:
-            lmk = lmk[0]
+    lmk = read_points(path)
     if lmk.ndim != 2 or lmk.shape[1] != 3:
         raise InputError(path, f"landmarks must be 7 points of x, y, z; got an array of shape {lmk.shape}")
     if len(lmk) != 7:

@@ -119,8 +119,35 @@ def read_landmarks(path: str | os.PathLike) -> ScanLandmarks:
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix not in LANDMARK_SUFFIXES:
-        raise InputError(path, f"unknown landmark file type {suffix!r}; use one of {', '.join(LANDMARK_SUFFIXES)}")
+    if suffix in ORDERED_SUFFIXES:
+        return landmarks_from_array(read_points(path), str(path))
+    text = _read_text(path, LANDMARK_SUFFIXES)
+    return checked({".ljson": _read_ljson, ".bnd": _read_bnd}[suffix](text, path))
+
+
+#: Suffixes of files whose points are in an order that says which landmark each is.
+ORDERED_SUFFIXES = (".npy", ".txt", ".lnd", ".pp")
+
+
+def read_points(path: str | os.PathLike) -> np.ndarray:
+    """The (N, 3) points of an ordered landmark file (``.npy``, ``.txt``, ``.lnd``, ``.pp``), in file
+    order, without checking what N is (:func:`read_landmarks` checks it; NoW's reader wants 7).
+
+    Raises:
+        InputError: missing, empty, oversized or unparsable file, naming it.
+    """
+    path = Path(path)
+    text = _read_text(path, ORDERED_SUFFIXES)
+    if text is None:
+        return _read_npy(path)
+    return _read_pp(text, path) if path.suffix.lower() == ".pp" else _read_table(text, path)
+
+
+def _read_text(path: Path, suffixes: tuple[str, ...]) -> str | None:
+    """The file's text after the checks every landmark file gets (None for ``.npy``, read as binary)."""
+    suffix = path.suffix.lower()
+    if suffix not in suffixes:
+        raise InputError(path, f"unknown landmark file type {suffix!r}; use one of {', '.join(suffixes)}")
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -132,15 +159,13 @@ def read_landmarks(path: str | os.PathLike) -> ScanLandmarks:
     if size > MAX_BYTES:
         raise InputError(path, f"{size} bytes is too large for a landmark file (at most {MAX_BYTES})")
     if suffix == ".npy":
-        return _read_npy(path)
+        return None
     try:
-        text = path.read_text(encoding="utf-8", errors="strict")
+        return path.read_text(encoding="utf-8", errors="strict")
     except UnicodeDecodeError:
         raise InputError(path, "not a text file (bytes that are not UTF-8)") from None
     except OSError as exc:
         raise InputError(path, f"cannot read landmarks ({exc.strerror or exc})") from None
-    reader = {".txt": _read_table, ".lnd": _read_table, ".pp": _read_pp, ".ljson": _read_ljson, ".bnd": _read_bnd}[suffix]
-    return checked(reader(text, path))
 
 
 def checked(lmk: ScanLandmarks) -> ScanLandmarks:
@@ -194,7 +219,7 @@ def handedness(lmk: ScanLandmarks) -> float | None:
 
 # --- readers -------------------------------------------------------------------------------------------------
 
-def _read_npy(path: Path) -> ScanLandmarks:
+def _read_npy(path: Path) -> np.ndarray:
     try:
         with open(path, "rb") as fh:
             version = np.lib.format.read_magic(fh)
@@ -205,13 +230,20 @@ def _read_npy(path: Path) -> ScanLandmarks:
         raise InputError(path, f"not a .npy array ({exc})") from None
     if dtype.hasobject:
         raise InputError(path, "holds Python objects (a pickle), not landmark numbers; onflame does not load those")
-    if int(np.prod(shape)) > 68 * 3:
+    if int(np.prod(shape)) > 83 * 3:
         raise InputError(path, f"landmarks must be 7, 51 or 68 points of (x, y, z), got an array of shape {shape}")
     try:
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(path, f"not a readable .npy array ({exc})") from None
-    return landmarks_from_array(arr, str(path))
+    if arr.dtype.kind not in "iuf":
+        raise InputError(path, f"landmarks hold {arr.dtype} values, not numbers")
+    arr = arr.astype(np.float64)
+    if arr.ndim == 3 and arr.shape[0] == 1:  # a batch of one, as some tools save it
+        arr = arr[0]
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise InputError(path, f"landmarks must be 7, 51 or 68 points of (x, y, z), got an array of shape {arr.shape}")
+    return arr
 
 
 def _numbers(line: str, path: Path, lineno: int) -> list[float]:
@@ -221,7 +253,7 @@ def _numbers(line: str, path: Path, lineno: int) -> list[float]:
         raise InputError(path, f"line {lineno}: {line.strip()[:40]!r} is not a row of numbers") from None
 
 
-def _read_table(text: str, path: Path) -> ScanLandmarks:
+def _read_table(text: str, path: Path) -> np.ndarray:
     """``x y z`` or ``index x y z`` rows; comment lines (``#``) and blank lines are skipped."""
     rows = [(n, _numbers(line, path, n)) for n, line in enumerate(text.splitlines(), 1)
             if line.strip() and not line.lstrip().startswith("#")]
@@ -235,7 +267,7 @@ def _read_table(text: str, path: Path) -> ScanLandmarks:
         if not np.array_equal(idx, np.round(idx)) or len(np.unique(idx)) != len(idx):
             raise InputError(path, "the first column of 'index x y z' rows must hold distinct integers")
         a = a[np.argsort(idx, kind="stable"), 1:]
-    return landmarks_from_array(a, str(path))
+    return a
 
 
 def _parse_xml(text: str, path: Path) -> ET.Element:
@@ -247,7 +279,7 @@ def _parse_xml(text: str, path: Path) -> ET.Element:
         raise InputError(path, f"not valid XML ({exc})") from None
 
 
-def _read_pp(text: str, path: Path) -> ScanLandmarks:
+def _read_pp(text: str, path: Path) -> np.ndarray:
     """MeshLab's picked points: every ``<point>``, in file order (inactive ones are refused, not skipped:
     the order is what says which landmark each point is)."""
     root = _parse_xml(text, path)
@@ -261,7 +293,7 @@ def _read_pp(text: str, path: Path) -> ScanLandmarks:
             raise InputError(path, f"point {k + 1} ({el.attrib.get('name', '?')}) is not active (not placed)")
     if not pts:
         raise InputError(path, "no <point> elements: not a MeshLab picked-points file")
-    return landmarks_from_array(np.array(pts), str(path))
+    return np.array(pts)
 
 
 def _read_ljson(text: str, path: Path) -> ScanLandmarks:
