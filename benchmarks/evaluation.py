@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Evaluation speed: onflame's point-to-surface distances beside trimesh's, and NoW-protocol throughput.
 
-1. Distances, same points, same run: onflame's :class:`onflame.evaluation.distance.SurfaceDistance`
+1. Distances, same points, same run: onflame's :class:`onflame.mesh.distance.SurfaceDistance`
    (libigl's AABB tree) against ``trimesh.proximity.closest_point`` (what a user without psbody-mesh would
    reach for), on the real 3dMD scan ``../shared/fixtures/scans/3dmd_james/james.obj`` (points scattered
    around it) and on one NoW-size image: the cropped points of a dense scan against a FLAME-topology
@@ -31,7 +31,7 @@ import trimesh
 from scipy.spatial.transform import Rotation
 
 from onflame.evaluation import now_landmarks
-from onflame.evaluation.distance import SurfaceDistance
+from onflame.mesh.distance import SurfaceDistance
 from onflame.evaluation.now import NowSettings, evaluate_now
 from onflame.evaluation.report import format_rows
 from onflame.evaluation.scan_to_mesh import prepare_scan

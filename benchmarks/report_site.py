@@ -1,6 +1,5 @@
 #!/usr/bin/env python3
-"""Seconds of ``onflame report`` on the demo's tree and on a larger synthetic build, first run and re-run;
-the heat maps' scan → registration distances beside trimesh's exact closest points.
+"""Seconds of ``onflame report`` on the demo's tree and on a larger synthetic build, first run and re-run.
 
 Trees (built once into ``--work``, resumably, by ``onflame build`` itself):
 
@@ -9,9 +8,8 @@ Trees (built once into ``--work``, resumably, by ``onflame build`` itself):
   landmark clicks scattered (the build calls them suspect) and two a truncated scan (failed).
 
 For each tree: a report into a fresh folder (every picture drawn, ``--workers`` processes), then the same
-report again (an unchanged root: nothing drawn). The peer for the heat maps' distances is trimesh's exact
-point-to-triangle closest points (what ``onflame register``'s report picture uses), timed on the same
-scans in this process.
+report again (an unchanged root: nothing drawn). No tool does this job to compare with; the heat maps'
+distances are :mod:`onflame.mesh.distance`'s, compared with trimesh's in ``benchmarks/evaluation.py``.
 
 usage: python benchmarks/report_site.py [--subjects 200] [--workers 2] [--work DIR]
 """
@@ -27,7 +25,7 @@ import numpy as np
 
 
 def demo_tree(work: Path, model, workers: int) -> Path:
-    from onflame.dataset.build import build_all_synthetic
+    from onflame.synthetic.raw_releases import build_all_synthetic
 
     build_all_synthetic(work / "demo", model, n_actors=3, workers=workers)
     return work / "demo" / "mica"
@@ -52,41 +50,6 @@ def synthetic_tree(work: Path, model, n: int, workers: int) -> Path:
 
 def site_bytes(out: Path) -> int:
     return sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-
-
-def distances_vs_trimesh(root: Path, subset: str, k: int = 20, subdivisions: int = 0) -> tuple[float, float, float, int]:
-    """(ours s, trimesh s, p95 |difference| mm, points) over the first ``k`` subjects' scans, each scan
-    subdivided ``subdivisions`` times (4x the points each time: real scanners give 50k-800k points)."""
-    import trimesh.remesh
-
-    from onflame.mesh import read_mesh
-    from onflame.registration.report import scan_to_mesh_distances_mm
-    from onflame.report.pictures import scan_distances_mm
-    from onflame.sources import get_source
-    from onflame.sources.base import METRES_PER_UNIT
-
-    rotation = get_source(subset).rotation
-    ours = peer = 0.0
-    diffs, points = [], 0
-    for rep_path in sorted((root / subset / "build" / "reports").rglob("*.json"))[:k]:
-        rep = json.loads(rep_path.read_text())
-        reg_path = root / subset / "registrations" / f"{rep['name']}.obj"
-        if rep.get("status") == "failed" or not reg_path.is_file():
-            continue
-        reg = read_mesh(reg_path)
-        scan = read_mesh(rep["scan"]).transformed(rotation=rotation, scale=METRES_PER_UNIT[rep["units_read"]])
-        v, f = scan.vertices, scan.faces
-        for _ in range(subdivisions):
-            v, f = trimesh.remesh.subdivide(v, f)
-        t0 = time.perf_counter()
-        a = scan_distances_mm(v, reg.vertices, reg.faces)
-        t1 = time.perf_counter()
-        b = scan_to_mesh_distances_mm(v, reg)
-        t2 = time.perf_counter()
-        ours, peer = ours + t1 - t0, peer + t2 - t1
-        diffs.append(np.abs(a - b))
-        points += len(v)
-    return ours, peer, float(np.percentile(np.concatenate(diffs), 95)), points
 
 
 def main() -> None:
@@ -120,11 +83,7 @@ def main() -> None:
     for r in [head] + rows:
         print("  ".join(str(c).rjust(w) for c, w in zip(r, widths)))
 
-    print("\nscan -> registration distances (heat maps), 20 scans of the synthetic tree:")
-    for sub in (0, 2):
-        ours, peer, p95, points = distances_vs_trimesh(trees[f"synthetic-{args.subjects}"], "BP4D", subdivisions=sub)
-        print(f"  {points / 20:8.0f} points per scan: onflame {ours / 20:.3f} s per scan, trimesh exact closest points "
-              f"{peer / 20:.3f} s ({peer / ours:.1f}x onflame's time); |difference| p95 {p95:.3f} mm")
+
 
 if __name__ == "__main__":
     main()

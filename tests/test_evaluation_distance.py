@@ -9,7 +9,7 @@ import trimesh
 from conftest import SHARED
 
 from onflame.evaluation.alignment import Similarity, fit_landmarks, refine_to_surface
-from onflame.evaluation.distance import SurfaceDistance, point_to_surface
+from onflame.mesh.distance import SurfaceDistance, point_to_surface
 from onflame.mesh import read_mesh
 
 JAMES = SHARED / "fixtures" / "scans" / "3dmd_james" / "james.obj"

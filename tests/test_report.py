@@ -21,7 +21,6 @@ from onflame.dataset.build import build
 from onflame.flame import FlameParams, read_params
 from onflame.mesh import read_mesh, write_obj
 from onflame.report import write_report
-from onflame.report.pictures import scan_distances_mm
 from onflame.synthetic.dataset import MICA_ACTORS, make_mica_dataset
 from onflame.synthetic.head import make_head_model
 from onflame.synthetic.raw_releases import write_raw_release
@@ -272,17 +271,6 @@ def test_zipped_subset(tmp_path, head):
     shutil.rmtree(root / "FLORENCE")
     result = write_report(root / "FLORENCE.zip", tmp_path / "site", workers=1)
     assert result.drawn == 2 and not [p for p in result.problems if "no build reports" not in p]
-
-
-def test_scan_distances_closed_form():
-    # a 10 cm square at z = 0 (metres), two triangles; points 2 mm off its inside, and one 8 cm beyond its edge
-    v = np.array([[-0.05, -0.05, 0], [0.05, -0.05, 0], [0.05, 0.05, 0], [-0.05, 0.05, 0]], dtype=float)
-    f = np.array([[0, 1, 2], [0, 2, 3]])
-    pts = np.array([[0.01, 0.02, 0.002], [-0.0312, 0.0071, -0.002], [0.13, 0.0, 0.0]])
-    d = scan_distances_mm(pts, v, f)
-    assert d[:2] == pytest.approx([2.0, 2.0], abs=1e-9)
-    assert d[2] == pytest.approx(80.0, abs=0.75)  # to the nearest sample of the edge x = 0.05
-    assert scan_distances_mm(pts, v, f, cap_mm=10.0) == pytest.approx([2.0, 2.0, 10.0], abs=1e-9)
 
 
 def test_cli_report(built, tmp_path, capsys):

@@ -15,7 +15,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from ..geometry import face_normals, rigid_fit
-from .distance import SurfaceDistance
+from ..mesh.distance import SurfaceDistance
 
 
 @dataclass(frozen=True)

@@ -186,7 +186,7 @@ class _ScanTask:
 
 def _run_scan_task(task: _ScanTask) -> list[tuple[int, np.ndarray | None, dict | str]]:
     """Score one scan's predictions: ``[(index, distances mm or None, details or error line)]``."""
-    from .distance import SurfaceDistance
+    from ..mesh.distance import SurfaceDistance
     from .scan_to_mesh import prepare_scan, score_prediction
 
     try:

@@ -24,14 +24,11 @@ DEFAULT_MAX_MM = 5.0
 
 
 def scan_to_mesh_distances_mm(scan_points_m: np.ndarray, mesh: Mesh) -> np.ndarray:
-    """(N,) distance in mm from each scan point (N, 3) (metres) to the nearest point of ``mesh``'s surface.
+    """(N,) distance in mm from each scan point (N, 3) (metres) to the nearest point of ``mesh``'s surface
+    (exact closest points: :mod:`onflame.mesh.distance`)."""
+    from ..mesh.distance import point_to_surface
 
-    Exact closest points on the triangles (trimesh's proximity query), a second or two for 50 000 points.
-    """
-    import trimesh.proximity
-
-    _, dist, _ = trimesh.proximity.closest_point(mesh.to_trimesh(), np.asarray(scan_points_m, dtype=np.float64))
-    return np.asarray(dist) * 1000.0
+    return point_to_surface(scan_points_m, mesh.vertices, mesh.faces) * 1000.0
 
 
 def _view(scan: Mesh, scan_to_flame: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
