@@ -88,8 +88,8 @@ def place_eyeballs(reg: np.ndarray, fit: np.ndarray, faces: np.ndarray, eyeballs
     for eye in eyeballs:
         if len(eye) == 0:
             continue
-        allowed = int(piercing(fit, faces, eye, lid_faces).sum())  # the model's own lid margin
         pierce = piercing(out, faces, eye, lid_faces)
+        allowed = int(piercing(fit, faces, eye, lid_faces).sum()) if pierce.any() else 0  # the model's own margin
         setback = 0.0
         if pierce.sum() > allowed:
             centre = fit[eye].mean(0)

@@ -263,7 +263,7 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel,
 
     # 5. folds repaired, eyeballs behind the lids; then the parameters for the final mesh (scan frame, metres)
     t6 = time.perf_counter()
-    reg_v, last = _unfolded(reg_v, model, flame, state, fit_v)
+    reg_v, last = _unfolded(reg_v, fit_v, model, flame, state)
     reg_v, surface_info = _behind_lids(reg_v, fit_v, model, state)
     surface_info.update(folds=last["left"], folds_repaired=last["folded"] - last["left"])
     timings["finish"] = time.perf_counter() - t6
@@ -302,16 +302,14 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel,
                         None if reg_lmk is None else apply_rigid(reg_lmk, R, t), landmark_info, scan.with_vertices(pts_m))
 
 
-def _unfolded(v: np.ndarray, model: FlameModel, flame, state: FitState,
-              fit: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
-    """``v`` (V, 3, model frame) with its folds against the template posed as ``state`` repaired: filled from the
-    ``fit`` (V, 3) if given, else the fitted identity without expression, else the template
-    (:mod:`.unfold`). Returns the vertices and the unfold's numbers."""
+def _unfolded(v: np.ndarray, fit: np.ndarray, model: FlameModel, flame, state: FitState) -> tuple[np.ndarray, dict]:
+    """``v`` (V, 3, model frame) with the folds it has beyond the ``fit``'s own (V, 3) repaired: folds
+    against the template posed as ``state``, filled from the fit, else the fitted identity without
+    expression, else the template (:mod:`.unfold`). Returns the vertices and the unfold's numbers."""
     identity = vertices(flame, FitState(state.shape, np.zeros_like(state.expression), state.pose, state.trans))
     template = vertices(flame, FitState(np.zeros_like(state.shape), np.zeros_like(state.expression), state.pose,
                                         state.trans))
-    rest = ([] if fit is None else [fit]) + [identity, template]
-    return unfold(v, model.faces, template, rest, fixed=_eyeballs(model))
+    return unfold(v, model.faces, template, [fit, identity, template], fixed=_eyeballs(model), keep_folds_of=fit)
 
 
 def _behind_lids(reg_v: np.ndarray, fit_v: np.ndarray, model: FlameModel, state: FitState) -> tuple[np.ndarray, dict]:

@@ -40,7 +40,7 @@ def flipped_against(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarr
 
 
 def unfold(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray, rest: list[np.ndarray],
-           fixed: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+           fixed: np.ndarray | None = None, keep_folds_of: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """Remove folds (triangles flipped against ``reference``) from ``vertices``.
 
     Args:
@@ -50,10 +50,12 @@ def unfold(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray, rest:
         rest: unfolded shapes (V, 3) to fill patches from, in the order tried (e.g. the fitted identity
             without expression, then the posed template); same frame as ``vertices``.
         fixed: vertex indices that must not move (they are left out of every patch).
+        keep_folds_of: (V, 3) a mesh whose own folds are left alone (the FLAME fit: a fold of its
+            expression is the model's, and filling one cost accuracy where it was the truth's too).
 
     Returns:
-        ``(vertices (V, 3), info)``; ``info``: ``folded`` (triangles flipped before), ``left`` (after),
-        ``moved`` (vertices moved), ``rings`` (the largest patch growth used).
+        ``(vertices (V, 3), info)``; ``info``: ``folded`` (triangles flipped before), ``left`` (after,
+        kept ones included), ``moved`` (vertices moved), ``rings`` (the largest patch growth used).
     """
     v = np.array(vertices, dtype=np.float64)
     V = len(v)
@@ -64,14 +66,15 @@ def unfold(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray, rest:
     if fixed is not None:
         movable[np.asarray(fixed, dtype=np.int64)] = False
     bad = flipped_against(v, faces, reference)
+    kept = np.zeros(len(faces), bool) if keep_folds_of is None else flipped_against(keep_folds_of, faces, reference)
     info = {"folded": int(bad.sum()), "left": int(bad.sum()), "moved": 0, "rings": 0}
-    if not bad.any():
+    if not (bad & ~kept).any():
         return v, info
     # one fold at a time (the corners of connected flipped triangles), twice: filling one can free another
     moved = np.zeros(V, bool)
     for _ in range(2):
         corners = np.zeros(V, bool)
-        corners[np.unique(faces[bad])] = True
+        corners[np.unique(faces[bad & ~kept])] = True
         n, label = connected_components(A[corners][:, corners], directed=False)
         members = np.flatnonzero(corners)
         for k in range(n):
@@ -82,7 +85,7 @@ def unfold(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray, rest:
                 moved |= np.abs(filled - v).sum(1) > 0
                 v, bad = filled, flipped_against(filled, faces, reference)
                 info["rings"] = max(info["rings"], rings)
-        if not bad.any():
+        if not (bad & ~kept).any():
             break
     info.update(left=int(bad.sum()), moved=int(moved.sum()))
     return v, info
