@@ -28,7 +28,7 @@ def test_distances_to_one_triangle_in_closed_form():
     assert SurfaceDistance(v, np.array([[0, 1, 1]])).distances(np.array([[2.0, 1.5, 0.0]]))[0] == pytest.approx(1.5)
 
 
-def test_point_to_surface_equals_trimesh_closest_point_on_a_real_scan_and_is_faster():
+def test_point_to_surface_equals_trimesh_closest_point_on_a_real_scan_printing_both_times():
     if not JAMES.is_file():
         pytest.skip(f"{JAMES} not found: ../shared must sit beside the project")
     scan = read_mesh(JAMES)  # millimetres
