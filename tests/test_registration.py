@@ -234,11 +234,9 @@ def test_scan_noise_is_read_from_the_scan_itself(flame_model, simulated, noise_m
 def test_a_real_face_the_model_cannot_explain_is_placed_by_its_landmarks(flame_model):
     """The real registration fixture, scanned: the synthetic test model cannot explain it (its best
     vertex-to-vertex fit is 1.08 mm off), so thousands of surface pairs must not outvote the landmarks
-    and let the face slide along the scan (2.36 mm median before the misfit-scaled data weight, 1.74 after),
-    and the refinement must follow the detail beyond the fit (scan to mesh 0.50 mm median before local
-    flip holds and detail rounds, 0.30 after, 0.24 with the bending regulariser). The detail phase moves
-    the surface along itself to the landmarks: 1.64 mm median per-vertex error and 0.25 mm scan to mesh
-    before it, 1.22 and 0.20 with it."""
+    and let the face slide along the scan, and the refinement must follow the detail beyond the fit
+    (its detail phase moves the surface along itself to the landmarks). Measured: 1.22 mm median
+    per-vertex error, 0.20 mm scan to mesh."""
     truth = read_mesh(FLAME_FIX / "registered_mesh.ply").vertices
     lm = flame_model.landmarks.static51.locate(truth, flame_model.faces)
     sim = simulate_scan(truth, flame_model.faces, lm, _eyeballs(flame_model), seed=100)
@@ -282,7 +280,7 @@ def test_the_detail_phase_slides_the_surface_along_itself_to_the_landmarks(flame
     out = follow_detail(v, v, F, index, region, _eyeballs(flame_model), RefineSettings(), lmk, info)
     residual_mm = np.linalg.norm(emb.locate(out, F) - targets, axis=1) * 1000
     assert info["detail_rounds"] == RefineSettings().detail_rounds
-    assert np.median(residual_mm) < 0.8  # 2.0 before
+    assert np.median(residual_mm) < 0.8
     face = flame_model.masks["face"]
     _, k = index.tree.query(out[face])
     off_mm = np.abs(((out[face] - v[k]) * index.normals[k]).sum(1)) * 1000
@@ -321,8 +319,7 @@ def test_a_dense_noisy_scan_registers_as_well_as_the_usual_one(flame_model, simu
     err_mm = per_vertex_error(reg.mesh.vertices, truth, face) * 1000
     usual_mm = per_vertex_error(registered.mesh.vertices, truth, face) * 1000
     assert np.median(err_mm) < 0.25
-    # measured 0.236 vs 0.181 mm (0.222 vs 0.177 before folds were repaired: 3 of this head's 65, which
-    # its truth has too, are filled)
+    # measured 0.236 vs 0.181 mm
     assert np.median(err_mm) < 1.35 * np.median(usual_mm)
 
 
