@@ -87,7 +87,7 @@ def main() -> None:
         rows.append(("serial register() loop (peer)", 1, n, s))
         for workers in (1, 2):
             n, s = onflame_build(sources, raw, tmp / f"build{workers}", model, workers, "local")
-            rows.append((f"onflame build, local pool", workers, n, s))
+            rows.append(("onflame build, local pool", workers, n, s))
         if args.ray:
             n, s = onflame_build(sources, raw, tmp / "ray", model, 2, "ray")
             rows.append(("onflame build, Ray (single node)", 2, n, s))

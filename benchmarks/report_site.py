@@ -16,7 +16,6 @@ usage: python benchmarks/report_site.py [--subjects 200] [--workers 2] [--work D
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
 from pathlib import Path

@@ -25,7 +25,6 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from conftest import FLAME_FIX
 from onflame.cli import main
 from onflame.flame import FlameParams
 from onflame.flame.model import save_model

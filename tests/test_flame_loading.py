@@ -4,7 +4,6 @@ from __future__ import annotations
 import importlib.util
 import pickle
 import re
-import zipfile
 
 import numpy as np
 import pytest

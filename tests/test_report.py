@@ -6,7 +6,6 @@ built by ``onflame build`` itself, with a few ArcFace crops and an image list fo
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil

@@ -19,7 +19,6 @@ the manifest and the summary.
 from __future__ import annotations
 
 import logging
-import os
 import string
 import time
 import traceback

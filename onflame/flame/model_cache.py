@@ -13,9 +13,12 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+
+if TYPE_CHECKING:  # the model module imports this one
+    from .model import FlameModel
 
 log = logging.getLogger(__name__)
 

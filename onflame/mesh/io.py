@@ -4,7 +4,8 @@ OBJ is read by onflame's own parser because trimesh splits vertices at texture s
 vertex count and order of FLAME-topology files) and is slow on multi-million-vertex scans; this one
 keeps vertex order, reads per-corner UVs and the ``.mtl`` texture, tolerates the malformed
 ``usemtl``/``newmtl`` lines some dataset releases contain, and parses with numpy rather than per line.
-PLY, STL, OFF and GLB go through trimesh (``process=False``, so order is kept).
+PLY is read by ``plyfile`` (:mod:`.ply`); STL, OFF and GLB go through trimesh (``process=False``, so order
+is kept).
 """
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..fileio import atomic_open, write_bytes
+from ..fileio import atomic_open
 from .mesh import Mesh
+from .ply import fan_corners, read_ply
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,8 @@ def read_mesh(path: str | os.PathLike) -> Mesh:
             from .wrl import read_wrl
 
             mesh = read_wrl(path)
+        elif suffix == ".ply":
+            mesh = read_ply(path)
         elif path.name.lower().endswith((".abs", ".abs.gz")):
             from .frgc_abs import read_abs
 
@@ -161,13 +165,7 @@ def _faces(lines: list[str], n_v: int, n_vt: int, path: Path) -> tuple[np.ndarra
     if has_vt and n_vt:
         ti = idx[:, 1]
         ti = np.where(ti < 0, ti + n_vt, ti - 1)
-    # fan-triangulate each polygon: corners (0, k, k+1)
-    starts = np.concatenate([[0], np.cumsum(tokens_per_line)[:-1]])
-    ntri = tokens_per_line - 2
-    poly = np.repeat(np.arange(len(lines)), ntri)
-    k = np.arange(ntri.sum()) - np.repeat(np.cumsum(ntri) - ntri, ntri)
-    base = starts[poly]
-    corners = np.stack([base, base + k + 1, base + k + 2], 1)
+    corners = fan_corners(tokens_per_line)
     faces = vi[corners]
     face_uv = None if ti is None else ti[corners]
     if face_uv is not None and (face_uv.min() < 0 or face_uv.max() >= n_vt):
@@ -254,12 +252,3 @@ def _write_rows(buf: _io.StringIO, tag: str, rows: np.ndarray, fmt: str, per_row
         return
     line_fmt = f"{tag} {fmt}\n" if per_row else f"{tag} " + " ".join([fmt] * rows.shape[1]) + "\n"
     buf.write((line_fmt * len(rows)) % tuple(rows.ravel()))
-
-
-def write_ply(path: str | os.PathLike, mesh: Mesh) -> None:
-    """Write ``mesh`` as binary PLY atomically (with vertex colours if it has them)."""
-    import trimesh
-
-    tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False,
-                         vertex_colors=None if mesh.colors is None else (mesh.colors * 255).astype(np.uint8))
-    write_bytes(path, trimesh.exchange.ply.export_ply(tm, encoding="binary"))

@@ -260,7 +260,7 @@ def _read_table(text: str, path: Path) -> np.ndarray:
     widths = {len(r) for _, r in rows}
     if not rows or not widths <= {3, 4} or len(widths) != 1:
         bad = next((n for n, r in rows if len(r) not in (3, 4)), None)
-        raise InputError(path, f"landmark rows must be 'x y z' or 'index x y z'" + (f" (line {bad})" if bad else ""))
+        raise InputError(path, "landmark rows must be 'x y z' or 'index x y z'" + (f" (line {bad})" if bad else ""))
     a = np.array([r for _, r in rows])
     if a.shape[1] == 4:  # an index column: order the points by it
         idx = a[:, 0]

@@ -111,16 +111,23 @@ _BASIS_CACHE: dict[tuple[int, bytes], tuple[torch.Tensor, np.ndarray, np.ndarray
 def _basis_rows(flame: FLAME, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Blendshapes as contiguous (3V, A) rows and joint blendshapes (3J, A) for coefficient columns ``active``.
 
-    Cached per layer and column set: a build registers many scans with the same model and stages.
+    Cached per layer and column set: a build registers many scans with the same model and stages. The
+    layer's (3V, C) basis is cast once; a column set is a gather from that copy (all columns: none).
     """
-    key = (id(flame), np.asarray(active, dtype=np.int64).tobytes(), JACOBIAN_DTYPE)
-    hit = _BASIS_CACHE.get(key)
-    if hit is None or hit[0] is not flame.blend_dirs:  # a new layer may reuse a freed layer's id
-        if len(_BASIS_CACHE) >= 6:
+    full = _BASIS_CACHE.get((id(flame), b"all"))
+    if full is None or full[0] is not flame.blend_basis:  # a new layer may reuse a freed layer's id
+        if len(_BASIS_CACHE) >= 8:
             _BASIS_CACHE.clear()
-        idx = torch.as_tensor(active)
-        rows = lambda dirs: dirs.T[:, idx].contiguous().numpy().astype(JACOBIAN_DTYPE)  # noqa: E731
-        hit = (flame.blend_dirs, rows(flame.blend_dirs), rows(flame.j_dirs))
+        full = (flame.blend_basis, flame.blend_basis.numpy().astype(JACOBIAN_DTYPE),
+                np.ascontiguousarray(flame.j_dirs.numpy().T, dtype=JACOBIAN_DTYPE))
+        _BASIS_CACHE[(id(flame), b"all")] = full
+    active = np.asarray(active, dtype=np.int64)
+    if len(active) == full[1].shape[1]:
+        return full[1], full[2]
+    key = (id(flame), active.tobytes())
+    hit = _BASIS_CACHE.get(key)
+    if hit is None or hit[0] is not flame.blend_basis:
+        hit = (flame.blend_basis, full[1][:, active], np.ascontiguousarray(full[2][:, active]))
         _BASIS_CACHE[key] = hit
     return hit[1], hit[2]
 
@@ -175,23 +182,25 @@ class Linearization:
             verts = _posed(flame, v_shaped, joints, pose, _t(st.trans).expand(n, -1)).numpy()   # (n, V, 3)
         self.v = verts[0]
         d_trans = np.broadcast_to(np.eye(3, dtype=jac)[:, None, :], (3, V, 3))
-        self.d_pose = np.concatenate([((verts[1:] - verts[0]) / _FD_STEP).astype(jac), d_trans])  # (12, V, 3)
+        d_pose = np.concatenate([((verts[1:] - verts[0]) / _FD_STEP).astype(jac), d_trans])        # (12, V, 3)
+        self.d_pose = np.ascontiguousarray(d_pose.transpose(1, 2, 0))                                # (V, 3, 12)
 
     def rows(self, idx: np.ndarray, direction: np.ndarray) -> np.ndarray:
         """Directional derivatives ``dᵀ ∂v_i/∂θ`` (K, P) for vertices ``idx`` (K,) and ``direction`` (K, 3).
 
         Columns are the active coefficients (see :func:`stage_columns`) then the 12 pose/translation
         columns. Projecting first (``Rᵀ d``) and only then touching the (3V, C) blendshape rows keeps the
-        cost at three row gathers per vertex instead of a (3 × 3) × (3 × C) product.
+        cost at one (3, C) gather and a (1 × 3) × (3 × C) product per vertex.
         """
         dirs, j_dirs = self.columns
-        direction = direction.astype(JACOBIAN_DTYPE)
-        u = np.einsum("kab,ka->kb", self.skin_rot[idx], direction)                   # (K, 3)
-        dc = u[:, 0, None] * dirs[3 * idx]
-        for b in (1, 2):
-            dc += u[:, b, None] * dirs[3 * idx + b]
-        dc += np.einsum("ka,kaj->kj", direction, self.skin_dJ[idx]) @ j_dirs
-        return np.concatenate([dc, np.einsum("ka,pka->kp", direction, self.d_pose[:, idx])], axis=1)
+        d = direction.astype(JACOBIAN_DTYPE)[:, None, :]                                     # (K, 1, 3)
+        C = dirs.shape[1]
+        u = np.matmul(d, self.skin_rot[idx])                                                 # (K, 1, 3)
+        out = np.empty((len(idx), C + 12), dtype=JACOBIAN_DTYPE)
+        out[:, :C] = np.matmul(u, dirs.reshape(-1, 3, C)[idx])[:, 0]  # one gather of each vertex's 3 rows
+        out[:, :C] += np.matmul(d, self.skin_dJ[idx])[:, 0] @ j_dirs
+        out[:, C:] = np.matmul(d, self.d_pose[idx])[:, 0]
+        return out
 
 
 
