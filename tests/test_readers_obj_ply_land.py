@@ -65,6 +65,38 @@ def test_obj_bad_input(tmp_path):
         read_mesh(obj)
 
 
+def test_ply_binary_colours_polygons_and_round_trip(tmp_path):
+    """Binary PLY as scanners write it: big-endian or little, colours as uchar, faces named
+    ``vertex_index``, quads (fan-split like OBJ's) and a round trip through :func:`write_ply`."""
+    import plyfile
+
+    from onflame.mesh import Mesh, write_ply
+
+    xyz = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [2, 0, 0]], float)
+    vertex = np.array([(*p, 10 * k, 20, 255) for k, p in enumerate(xyz)],
+                      dtype=[("x", ">f4"), ("y", ">f4"), ("z", ">f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    face = np.empty(2, dtype=[("vertex_index", object)])
+    face["vertex_index"] = [np.array([0, 1, 2, 3], np.int32), np.array([1, 4, 2], np.int32)]
+    ply = tmp_path / "quads.ply"
+    plyfile.PlyData([plyfile.PlyElement.describe(vertex, "vertex"), plyfile.PlyElement.describe(face, "face")],
+                    byte_order=">").write(str(ply))
+    m = read_mesh(ply)
+    np.testing.assert_allclose(m.vertices, xyz)
+    np.testing.assert_array_equal(m.faces, [[0, 1, 2], [0, 2, 3], [1, 4, 2]])
+    np.testing.assert_allclose(m.colors[:, 0], np.arange(5) * 10 / 255)
+    np.testing.assert_allclose(m.colors[:, 2], 1.0)
+    write_ply(tmp_path / "out.ply", m)
+    back = read_mesh(tmp_path / "out.ply")
+    np.testing.assert_array_equal(back.vertices, m.vertices)
+    np.testing.assert_array_equal(back.faces, m.faces)
+    np.testing.assert_allclose(back.colors, m.colors, atol=0.5 / 255)
+    write_ply(tmp_path / "plain.ply", Mesh(xyz, m.faces))
+    assert read_mesh(tmp_path / "plain.ply").colors is None
+    with pytest.raises(InputError, match="out of range"):
+        write_ply(tmp_path / "bad.ply", Mesh(xyz[:3], m.faces))
+        read_mesh(tmp_path / "bad.ply")
+
+
 def test_ply(tmp_path):
     ply = tmp_path / "s.ply"
     ply.write_text("ply\nformat ascii 1.0\nelement vertex 4\nproperty float x\nproperty float y\nproperty float z\n"

@@ -208,6 +208,46 @@ def test_cli_register_and_fit_mesh(tmp_path, flame_model, simulated):
     assert (tmp_path / "fit" / "truth.npz").is_file()
 
 
+def test_the_executable_registers_in_its_own_process_and_exits_with_the_code(tmp_path, flame_model, simulated):
+    """``onflame`` as a user runs it (:func:`onflame.cli.run`): it leaves without the interpreter's
+    teardown, so its printed line, its outputs and its exit code must all be there; a scan whose
+    registration fails exits 1 after the good one is written."""
+    import subprocess
+    import sys
+
+    from onflame.flame import save_model
+
+    _, _, scan = simulated
+    save_model(flame_model, tmp_path / "model.npz")
+    write_ply(tmp_path / "scan.ply", scan.scan)
+    np.save(tmp_path / "scan_lmk.npy", scan.landmarks)
+    cmd = [sys.executable, "-m", "onflame.cli", "register", str(tmp_path / "scan.ply"), "--model",
+           str(tmp_path / "model.npz"), "--landmarks", str(tmp_path / "scan_lmk.npy"), "--out", str(tmp_path / "out")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"{tmp_path / 'scan.ply'}: ok") and proc.stdout.endswith(".npz\n")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["scan.npz", "scan.obj", "scan_report.json"]
+    (tmp_path / "bad.ply").write_text("ply\nformat ascii 1.0\nend_header\n")
+    proc = subprocess.run([sys.executable, "-m", "onflame.cli", "register", str(tmp_path / "bad.ply"),
+                           str(tmp_path / "scan.ply"), "--model", str(tmp_path / "model.npz"),
+                           "--out", str(tmp_path / "out2")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"onflame: {tmp_path / 'bad.ply'}: ") and proc.stderr.count("\n") == 1
+    assert (tmp_path / "out2" / "scan.npz").is_file()
+
+
+def test_main_leaves_the_garbage_collector_as_it_found_it(tmp_path):
+    """Called from a library or a test, ``main`` never tunes the process's collector."""
+    import gc
+
+    from onflame.cli import main
+
+    assert main(["register", str(tmp_path / "missing.ply"), "--out", str(tmp_path / "o")]) == 1
+    assert gc.isenabled()
+    assert main(["register", str(tmp_path / "missing.ply"), "--out", str(tmp_path / "o")], owns_process=True) == 1
+    assert gc.isenabled()
+
+
 def test_geometry_only_registration_is_never_better_than_suspect(flame_model, simulated, registered):
     """Without landmarks nothing checks where vertices sit along the surface: the verdict says so. The
     search around the best rigid start still finds this head (its start alone: 3.5 mm median error)."""
