@@ -4,8 +4,8 @@ OBJ is read by onflame's own parser because trimesh splits vertices at texture s
 vertex count and order of FLAME-topology files) and is slow on multi-million-vertex scans; this one
 keeps vertex order, reads per-corner UVs and the ``.mtl`` texture, tolerates the malformed
 ``usemtl``/``newmtl`` lines some dataset releases contain, and parses with numpy rather than per line.
-PLY is read by ``plyfile`` (:mod:`.ply`); STL, OFF and GLB go through trimesh (``process=False``, so order
-is kept).
+Binary PLY is read by ``plyfile`` (:mod:`.ply`); ASCII PLY, STL, OFF and GLB go through trimesh
+(``process=False``, so order is kept).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import InputError
 from ..fileio import atomic_open
 from .mesh import Mesh
-from .ply import fan_corners, read_ply
+from .ply import fan_corners, is_ascii_ply, read_ply
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def read_mesh(path: str | os.PathLike) -> Mesh:
 
             mesh = read_wrl(path)
         elif suffix == ".ply":
-            mesh = read_ply(path)
+            mesh = _read_with_trimesh(path) if is_ascii_ply(path) else read_ply(path)
         elif path.name.lower().endswith((".abs", ".abs.gz")):
             from .frgc_abs import read_abs
 
