@@ -357,7 +357,7 @@ def test_flame_params_input(flame_model):
 def test_double_and_input_dtypes(flame_model):
     f32 = FLAME(flame_model)
     f64 = FLAME(flame_model).double()
-    assert f64.dtype == torch.float64 and f64.blend_dirs.dtype == torch.float64 and f64.faces.dtype == torch.long
+    assert f64.dtype == torch.float64 and f64.blend_basis.dtype == torch.float64 and f64.faces.dtype == torch.long
     shape, expression, pose, trans = random_inputs(3, 10, torch.float32)
     with torch.no_grad():
         a = f64(shape, expression, pose, trans)  # float32 inputs to a float64 layer

@@ -79,9 +79,6 @@ class FLAME(nn.Module):
         dirs = np.concatenate([model.shapedirs[:, :, :n_shape], model.exprdirs[:, :, :n_expression]], 2)
         f = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)  # noqa: E731
         self.register_buffer("v_template", f(model.v_template.reshape(-1)))        # (3V,)
-        # the blendshape basis in both layouts: on the CPU (MKL) the matrix products for B > 1 are fastest
-        # with (3V, C) rows, the matrix-vector product for B = 1 with (C, 3V) rows, each ~2x the other
-        self.register_buffer("blend_dirs", f(dirs.reshape(3 * V, -1).T))          # (C, 3V)
         self.register_buffer("blend_basis", f(dirs.reshape(3 * V, -1)))            # (3V, C)
         self.register_buffer("j_template", f((model.J_regressor @ model.v_template).reshape(-1)))  # (3J,)
         self.register_buffer("j_dirs", f(np.einsum("jv,vkc->cjk", model.J_regressor, dirs).reshape(dirs.shape[2], -1)))  # (C, 3J)
@@ -151,7 +148,7 @@ class FLAME(nn.Module):
         whole (V, 3, 4, B) array is 31 MB and skinning it through main memory takes twice as long.
         """
         B, V = coeffs.shape[0], self.n_vertices
-        basis = self.blend_dirs.t() if B == 1 else self.blend_basis                        # (3V, C)
+        basis = self.blend_basis                                                            # (3V, C)
         step = V if coeffs.device.type != "cpu" else max(1, _CHUNK_NUMBERS // (12 * B))
         chunks = []
         for s in range(0, V, step):

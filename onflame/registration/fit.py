@@ -161,7 +161,7 @@ class Linearization:
         self.columns = columns  # blendshape rows of the coefficients being solved for
         with torch.no_grad():
             coeffs = torch.cat([_t(st.shape), _t(st.expression)])[None]
-            v_shaped = (flame.v_template + coeffs @ flame.blend_dirs).view(V, 3)
+            v_shaped = torch.addmv(flame.v_template, flame.blend_basis, coeffs[0]).view(V, 3)
             joints = (flame.j_template + coeffs @ flame.j_dirs).view(J, 3)
             rot = lbs.axis_angle_to_matrix(_t(st.pose).view(1, J, 3))
             # skinning translations are linear in the joints (rotations fixed): exact differences
