@@ -166,3 +166,17 @@ def triangle_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 def count_degenerate(vertices: np.ndarray, faces: np.ndarray, min_area: float = 1e-12) -> int:
     """Triangles with area below ``min_area`` (m²)."""
     return int((triangle_areas(vertices, faces) < min_area).sum())
+
+
+def fan_triangles(counts: np.ndarray, starts: np.ndarray | None = None) -> np.ndarray:
+    """Fan triangulation of polygons with ``counts`` (P,) corners, the first at ``starts`` (P,) in a flat
+    corner list (default: one polygon after the other): (T, 3) positions in that list, corners
+    (0, k, k + 1) of each polygon. Polygons with fewer than 3 corners give no triangle."""
+    counts = np.asarray(counts, dtype=np.int64)
+    if starts is None:
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    ntri = np.maximum(counts - 2, 0)
+    poly = np.repeat(np.arange(len(counts)), ntri)
+    k = np.arange(ntri.sum()) - np.repeat(np.cumsum(ntri) - ntri, ntri)
+    base = np.asarray(starts, dtype=np.int64)[poly]
+    return np.stack([base, base + k + 1, base + k + 2], 1)

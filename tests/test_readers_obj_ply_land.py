@@ -92,9 +92,10 @@ def test_ply_binary_colours_polygons_and_round_trip(tmp_path):
     np.testing.assert_allclose(back.colors, m.colors, atol=0.5 / 255)
     write_ply(tmp_path / "plain.ply", Mesh(xyz, m.faces))
     assert read_mesh(tmp_path / "plain.ply").colors is None
-    with pytest.raises(InputError, match="out of range"):
-        write_ply(tmp_path / "bad.ply", Mesh(xyz[:3], m.faces))
+    write_ply(tmp_path / "bad.ply", Mesh(xyz[:3], m.faces))  # faces name vertices 3 and 4 of 3
+    with pytest.raises(InputError, match="out of range") as ei:
         read_mesh(tmp_path / "bad.ply")
+    assert str(ei.value).startswith(str(tmp_path / "bad.ply"))
 
 
 def test_ply(tmp_path):

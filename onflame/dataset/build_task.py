@@ -35,13 +35,11 @@ from ..registration.fit import FitSettings
 from ..registration.plausibility import check_scan_extent
 from ..registration.refine import RefineSettings
 from ..sources.base import METRES_PER_UNIT, ScanItem, landmark_sidecar
-from .layout import PARAMS_DIR, REGISTRATIONS_DIR
+from .layout import BUILD_DIR, PARAMS_DIR, REGISTRATIONS_DIR
 from .manifest import file_sha256, fingerprint
 
 log = logging.getLogger(__name__)
 
-#: Build files inside a subset folder (manifest, summary, reports, rejected registrations).
-BUILD_DIR = "build"
 #: Lock file in ``BUILD_DIR`` that a build's workers hold (shared) while they live (see ``build._Lock``).
 WORKERS_LOCK = "workers.lock"
 #: ``--landmarks`` choices besides a file-name template.

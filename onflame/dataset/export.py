@@ -48,7 +48,7 @@ def export_params(root: str | os.PathLike | MicaRoot, out: str | os.PathLike) ->
     mica = root if isinstance(root, MicaRoot) else open_root(root)
     ids: list[tuple[str, str, str]] = []
     rows: dict[str, list[np.ndarray]] = {k: [] for k in MICA_KEYS}
-    skipped = [str(exc) for exc in mica.problems] + [str(exc) for s in mica.subsets.values() for exc in s.problems]
+    skipped = [str(exc) for exc in mica.all_problems]
     subsets: dict[str, int] = {}
     try:
         for subject in mica.subjects():

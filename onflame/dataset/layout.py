@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 SUBSETS = ("BP4D", "BU3DFE", "D3DFACS", "FACEWAREHOUSE", "FLORENCE", "FRGC", "LYHM", "STIRLING")
 PARAMS_DIR = "FLAME_parameters"
 REGISTRATIONS_DIR = "registrations"
+#: A subset's build records: manifest, summary, per-scan reports, rejected registrations, locks.
+BUILD_DIR = "build"
 #: Image folders, in the order they are looked for (MICA reads ``arcface_input``).
 IMAGE_DIRS = ("arcface_input", "images")
 REGISTRATION_SUFFIXES = (".obj", ".ply")
@@ -330,6 +332,11 @@ class MicaRoot:
     subsets: dict[str, Subset]
     problems: list[InputError] = field(default_factory=list)
 
+    @property
+    def all_problems(self) -> list[InputError]:
+        """The root's problems, then each subset's (zip members left out as unsafe)."""
+        return self.problems + [p for s in self.subsets.values() for p in s.problems]
+
     def subjects(self) -> Iterator[Subject]:
         """Every subject of every subset."""
         for subset in self.subsets.values():
@@ -355,7 +362,7 @@ class MicaRoot:
 
                 entry["image_list"] = summarise_image_paths(subset.read_image_paths())
             out["subsets"][name] = entry
-        out["problems"] = [str(p) for p in self.problems] + [str(p) for s in self.subsets.values() for p in s.problems]
+        out["problems"] = [str(p) for p in self.all_problems]
         return out
 
     def close(self) -> None:

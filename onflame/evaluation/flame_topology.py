@@ -28,13 +28,12 @@ from ..fileio import write_json, write_npz, write_text
 from ..geometry import apply_rigid, rigid_fit
 from ..mesh import Mesh, read_mesh
 from .curves import cumulative_percentage, curve_axis
-from .metrics import summary_mm
+from .metrics import MM_PER_UNIT, summary_mm
 from .parallel import run_parallel
 from .report import format_rows, mm, safe_name, write_curve_files
 
 #: Table regions -> FLAME_masks names (``cheeks`` is the face without the other regions).
 REGIONS = {"face": "face", "nose": "nose", "eyes": "eye_region", "lips": "lips", "forehead": "forehead"}
-MM_PER_UNIT = {"m": 1000.0, "cm": 10.0, "mm": 1.0}
 PRED_SUFFIXES = (".obj", ".ply", ".npz")
 #: Folders of a MICA subset that hold no predictions.
 _NOT_PREDICTIONS = {"build", "arcface_input", "images", "image_paths"}
@@ -296,12 +295,12 @@ def _load_references(ref: Path, subset: str | None) -> tuple[list[Reference], Pa
 
 def _group_numbers(items: list[FlameItem], regions: dict[str, np.ndarray]) -> dict:
     err = [it.errors for it in items]
-    out: dict = {"items": len(items)}
-    out["face"] = summary_mm(np.concatenate([e[regions["face"]] for e in err]) if err else np.zeros(0))
-    out["regions"] = {}
+    out: dict = {"items": len(items), "face": None, "regions": {}}
     for name, idx in regions.items():
         s = summary_mm(np.concatenate([e[idx] for e in err]) if err else np.zeros(0))
         out["regions"][name] = {"median_mm": s["median_mm"], "mean_mm": s["mean_mm"]}
+        if name == "face":
+            out["face"] = s
     d = [it.scan_distances for it in items if it.scan_distances is not None]
     if d:
         out["scan"] = {**summary_mm(np.concatenate(d)), "items": len(d)}

@@ -39,7 +39,7 @@ from ..fileio import write_json, write_npz, write_text
 from ..mesh import read_mesh, write_ply
 from . import now_landmarks
 from .curves import cumulative_percentage, curve_axis
-from .metrics import summary_mm
+from .metrics import MM_PER_UNIT, summary_mm
 from .parallel import run_parallel
 from .report import format_rows, mm, safe_name, write_curve_files
 from .scan_to_mesh import ScanTarget, check_prediction_landmarks, prepare_scan, score_prediction
@@ -51,8 +51,6 @@ IMAGE_LISTS = {"validation": "imagepathsvalidation.txt", "test": "imagepathstest
 SCANS_DIR, LANDMARKS_DIR = "scans", "scans_lmks_onlypp"
 PRED_MESH_SUFFIXES = (".obj", ".ply")
 PRED_LANDMARK_SUFFIXES = (".npy", ".txt")
-#: Millimetres per unit of ``pred_unit``.
-MM_PER_UNIT = {"m": 1000.0, "cm": 10.0, "mm": 1.0}
 #: A typical outer-eye-corner distance (mm), for ``pred_unit="auto"``.
 TYPICAL_EYE_DISTANCE_MM = 95.0
 #: Bumped when a change alters the numbers, so cached per-image results are redone.
@@ -312,9 +310,8 @@ class NowReport:
                 s = self.stats[label].get(ch)
                 if s is None:
                     continue
-                failed = sum(1 for it in self.failures[label] if ch == "all" or f"/{ch}/" in it)
                 rows.append((label, ch, str(s["images"]), mm(s["median_mm"]), mm(s["mean_mm"]), mm(s["std_mm"]),
-                             str(failed) if ch == "all" else ""))
+                             str(len(self.failures[label])) if ch == "all" else ""))
         return format_rows(rows)
 
 
@@ -366,12 +363,12 @@ def evaluate_now(preds: list[tuple[str, str | os.PathLike]], gt: str | os.PathLi
                               on_broken=lambda task, why: [ItemResult(it, error=f"{it.pred_mesh}: {why}") for it in task[0]]):
         results.extend(batch)
         say(f"{len(results)}/{len(items)} images done")
-    return _report(preds, results, listing, gt, out, settings, time.perf_counter() - t0)
+    return _report(preds, items, results, listing, gt, out, settings, time.perf_counter() - t0)
 
 
-def _report(preds, results: list[ItemResult], listing: Path, gt: Path, out: Path, settings: NowSettings,
+def _report(preds, items: list, results: list[ItemResult], listing: Path, gt: Path, out: Path, settings: NowSettings,
             seconds: float) -> NowReport:
-    order = {(it.label, it.key): n for n, it in enumerate(r.item for r in results)}
+    order = {(it.label, it.key): n for n, it in enumerate(items)}  # the plan's order, not completion's
     results.sort(key=lambda r: order[(r.item.label, r.item.key)])
     labels = [label for label, _ in preds]
     present = {r.item.challenge for r in results}

@@ -17,16 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..mesh.landmark_files import read_points
+from ..mesh.landmark_files import NOW7, read_points
 
 NAMES = ("right eye outer corner", "right eye inner corner", "left eye inner corner", "left eye outer corner",
          "nose bottom", "right mouth corner", "left mouth corner")
 #: iBUG-68 indices of the 7 points, in NoW's order.
-IBUG68 = (36, 39, 42, 45, 33, 48, 54)
+IBUG68 = tuple(int(i) for i in NOW7)
 #: The same order with the subject's left and right exchanged.
 LEFT_RIGHT_SWAPPED = (3, 2, 1, 0, 4, 6, 5)
-#: Suffixes read by :func:`read_landmarks`.
-SUFFIXES = (".pp", ".npy", ".txt")
 
 
 def read_landmarks(path: str | os.PathLike) -> np.ndarray:

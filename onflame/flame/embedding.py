@@ -247,11 +247,10 @@ def landmark_embedding_from_dict(d: Mapping[str, Any], path: str | os.PathLike =
             raise InputError(path, f"not a landmark embedding (keys: {sorted(map(str, keys))})")
     except KeyError as exc:
         raise InputError(path, f"landmark embedding lacks key {exc}") from None
-    for n in (51, 68):
-        if n == 51 and len(conventions.get("mica51", ())) not in (0, 51):
-            raise InputError(path, f"static landmarks have {len(conventions['mica51'])} points; expected 51")
-        if n == 68 and len(conventions.get("mica68", ())) not in (0, 68):
-            raise InputError(path, f"full landmarks have {len(conventions['mica68'])} points; expected 68")
+    if len(conventions.get("mica51", ())) not in (0, 51):
+        raise InputError(path, f"static landmarks have {len(conventions['mica51'])} points; expected 51")
+    if len(conventions.get("mica68", ())) not in (0, 68):
+        raise InputError(path, f"full landmarks have {len(conventions['mica68'])} points; expected 68")
     origins = {name: str(path) for name in conventions}
     if dyn is not None:
         origins["dynamic"] = str(path)

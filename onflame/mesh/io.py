@@ -18,8 +18,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..fileio import atomic_open
+from ..geometry import fan_triangles
 from .mesh import Mesh
-from .ply import fan_corners, is_ascii_ply, read_ply
+from .ply import is_ascii_ply, read_ply
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ def _faces(lines: list[str], n_v: int, n_vt: int, path: Path) -> tuple[np.ndarra
     if has_vt and n_vt:
         ti = idx[:, 1]
         ti = np.where(ti < 0, ti + n_vt, ti - 1)
-    corners = fan_corners(tokens_per_line)
+    corners = fan_triangles(tokens_per_line)
     faces = vi[corners]
     face_uv = None if ti is None else ti[corners]
     if face_uv is not None and (face_uv.min() < 0 or face_uv.max() >= n_vt):

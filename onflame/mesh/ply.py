@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..fileio import write_bytes
+from ..geometry import fan_triangles
 from .mesh import Mesh
 
 #: Names PLY writers give the face list, the colour channels.
@@ -87,18 +88,7 @@ def _triangles(lists: np.ndarray) -> np.ndarray:
     if len(counts) and counts.min() < 3:
         raise ValueError("a PLY face has fewer than 3 corners")
     flat = np.concatenate(lists).astype(np.int64) if len(lists) else np.zeros(0, np.int64)
-    return flat[fan_corners(counts)]
-
-
-def fan_corners(counts: np.ndarray) -> np.ndarray:
-    """Fan triangulation of polygons with ``counts`` (P,) corners each, listed one after the other:
-    (T, 3) positions in that flat corner list, corners (0, k, k + 1) of each polygon."""
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    ntri = counts - 2
-    poly = np.repeat(np.arange(len(counts)), ntri)
-    k = np.arange(ntri.sum()) - np.repeat(np.cumsum(ntri) - ntri, ntri)
-    base = starts[poly]
-    return np.stack([base, base + k + 1, base + k + 2], 1)
+    return flat[fan_triangles(counts)]
 
 
 def write_ply(path: str | os.PathLike, mesh: Mesh) -> None:

@@ -27,6 +27,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import InputError
+from ..geometry import fan_triangles
 from .images import resolve_reference
 from .mesh import Mesh
 from .numbers import parse_numbers
@@ -389,12 +390,7 @@ def _fan(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         idx = np.append(idx, -1)
     ends = np.flatnonzero(idx < 0)
     starts = np.concatenate([[0], ends[:-1] + 1]) if len(ends) else np.zeros(0, np.int64)
-    n = ends - starts
-    ntri = np.maximum(n - 2, 0)
-    poly = np.repeat(np.arange(len(n)), ntri)
-    k = np.arange(ntri.sum()) - np.repeat(np.cumsum(ntri) - ntri, ntri)
-    base = starts[poly]
-    return np.stack([base, base + k + 1, base + k + 2], 1).astype(np.int64), idx
+    return fan_triangles(ends - starts, starts), idx
 
 
 def _combine(parts: list[_Part], path: Path, require_texture: bool) -> Mesh:

@@ -145,9 +145,9 @@ def coarse_views(vertices: np.ndarray, faces: np.ndarray,
     return views
 
 
-def _best_face(detections: list[Detection], dense: bool = False) -> Detection | None:
-    """The most confident detection that has landmarks (and dense points, if ``dense``)."""
-    usable = [d for d in detections if d.landmarks is not None and (not dense or d.dense is not None)]
+def _best_face(detections: list[Detection]) -> Detection | None:
+    """The most confident detection that has landmarks."""
+    usable = [d for d in detections if d.landmarks is not None]
     return max(usable, key=lambda d: d.score) if usable else None
 
 
@@ -217,19 +217,15 @@ def _seen_edge_on(r: Rendering, points: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ViewResult:
-    """One view around the face: its name, camera turn, the detector's score and the lifted dense points.
+    """One view around the face: its name, the detector's score and the lifted dense points.
 
     Attributes:
         dense: (N, 3) lifted dense points (scan frame, metres), NaN where not lifted or seen edge-on.
-        rendering: the image and z-buffer the points were found and lifted in.
     """
 
     name: str
-    yaw: float
-    pitch: float
     score: float
     dense: np.ndarray
-    rendering: Rendering = field(repr=False)
 
 
 @dataclass
@@ -241,8 +237,6 @@ class DetectedLandmarks:
         spread_m: (L,) each landmark's RMS distance, across the views, of that view's own estimate from
             ``landmarks`` (NaN where fewer than two views saw it).
         dense: (N, 3) the consensus of the detector's dense points (NaN where no two views agree).
-        dense_spread_m: (N,) their RMS distance from the consensus across the agreeing views.
-        dense_views: (N,) how many views agree on each dense point.
         info: JSON-ready account: ``detector``, ``views`` (renders drawn), ``views_used`` (names of the
             views around the face that found it), ``view_scores``, ``points_used`` (dense points the
             landmarks were made from that at least two views agree on), ``landmarks_from`` (the table or
@@ -255,8 +249,6 @@ class DetectedLandmarks:
     landmarks: np.ndarray | None
     spread_m: np.ndarray | None = None
     dense: np.ndarray | None = None
-    dense_spread_m: np.ndarray | None = None
-    dense_views: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
     from_table: bool = False
 
@@ -389,7 +381,7 @@ def detect_scan_landmarks(scan_vertices_m: np.ndarray, faces: np.ndarray, uv: np
             pts = np.full((N_DENSE, 3), np.nan)
             pts[IBUG51_OF_DENSE] = _lift(d, r, d.landmarks51)
         pts[_seen_edge_on(r, pts)] = np.nan
-        return ViewResult(name, yaw, pitch, float(d.score), pts, r)
+        return ViewResult(name, float(d.score), pts)
 
     results: list[ViewResult] = []
     first = around(*views[0])
@@ -406,7 +398,7 @@ def detect_scan_landmarks(scan_vertices_m: np.ndarray, faces: np.ndarray, uv: np
 
     # 3. consensus per dense point, 4. landmarks from it, and each view's own estimate for the spread
     samples = np.stack([res.dense for res in results])
-    dense, dense_spread, count, inlier = consensus(samples)
+    dense, _, count, inlier = consensus(samples)
     transfer = transfer or LandmarkTransfer.ibug(IBUG51_OF_DENSE, N_DENSE, name="detector's iBUG-51")
     agreed = count >= min(2, len(results))
     landmarks = transfer.apply(dense, agreed)
@@ -428,7 +420,7 @@ def detect_scan_landmarks(scan_vertices_m: np.ndarray, faces: np.ndarray, uv: np
         spread_median_mm=float(np.nanmedian(spread_mm)) if np.isfinite(spread_mm).any() else None,
         spread_max_mm=float(np.nanmax(spread_mm)) if np.isfinite(spread_mm).any() else None,
         facing=facing.tolist(), up=up.tolist())
-    return DetectedLandmarks(landmarks, spread, dense, dense_spread, count, info, not transfer.selects)
+    return DetectedLandmarks(landmarks, spread, dense, info, not transfer.selects)
 
 
 def _clustered(v: np.ndarray, f: np.ndarray, look: dict, cell: float) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from ..dataset.layout import PARAMS_DIR, REGISTRATIONS_DIR, Subset
+from ..dataset.layout import BUILD_DIR, PARAMS_DIR, REGISTRATIONS_DIR, Subset
 from ..errors import InputError
 from ..flame import FlameParams, read_params
 
-BUILD_DIR = "build"  # :data:`onflame.dataset.build_task.BUILD_DIR` (not imported: it pulls in registration)
 #: Verdict categories shown, best first: the build's statuses, and subjects no build recorded.
 VERDICTS = ("ok", "suspect", "failed", "unknown")
 #: Build status -> verdict category.
@@ -163,6 +162,7 @@ def collect_subset(subset: Subset, max_photos: int = 8) -> SubsetInfo:
         max_photos: listed photos kept per subject for its page.
     """
     info = SubsetInfo(subset.name, str(subset.location), subset)
+    info.problems.extend(str(p) for p in subset.problems)  # zip members left out as unsafe
     params, regs = _names(subset.params_files()), _names(subset.registration_files())
     reports = {str(PurePosixPath(rel).relative_to(f"{BUILD_DIR}/reports").with_suffix("")): rel
                for rel in subset.files(f"{BUILD_DIR}/reports") if rel.endswith(".json")}
