@@ -180,3 +180,23 @@ def fan_triangles(counts: np.ndarray, starts: np.ndarray | None = None) -> np.nd
     k = np.arange(ntri.sum()) - np.repeat(np.cumsum(ntri) - ntri, ntri)
     base = np.asarray(starts, dtype=np.int64)[poly]
     return np.stack([base, base + k + 1, base + k + 2], 1)
+
+
+def ray_triangle_t(origins: np.ndarray, dirs: np.ndarray, triangles: np.ndarray, eps: float = 0.0) -> np.ndarray:
+    """Möller–Trumbore: the parameter t at which rays ``origins + t dirs`` (..., 3) meet ``triangles``
+    (..., 3, 3), all broadcast against each other (e.g. (K, 1, 3) rays against (L, 3, 3) triangles give
+    (K, L)); ``inf`` where a ray misses (barycentric tolerance ``eps``; degenerate triangles miss)."""
+    a = triangles[..., 0, :]
+    e1, e2 = triangles[..., 1, :] - a, triangles[..., 2, :] - a
+    d = np.broadcast_to(dirs, np.broadcast_shapes(np.shape(dirs), e1.shape))
+    p = np.cross(d, e2)
+    det = (e1 * p).sum(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = 1.0 / det
+        s = origins - a
+        u = (s * p).sum(-1) * inv
+        q = np.cross(s, e1)
+        v = (d * q).sum(-1) * inv
+        t = (e2 * q).sum(-1) * inv
+    ok = (np.abs(det) > 1e-18) & (u >= -eps) & (v >= -eps) & (u + v <= 1 + eps) & np.isfinite(t)
+    return np.where(ok, t, np.inf)

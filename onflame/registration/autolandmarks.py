@@ -44,7 +44,7 @@ from ..flame.model import FlameModel
 from ..geometry import cluster_mean, cluster_vertices, face_normals, vertex_normals
 from ..mesh import Mesh
 from ..render import Rendering, framing, load_texture, render_mesh
-from .landmarks import RIGID_IBUG, LandmarkSet
+from .landmarks import LandmarkSet
 
 #: MediaPipe's dense points for iBUG-68's inner 51 (FLAME-51 order), and how many points it gives.
 IBUG51_OF_DENSE = MEDIAPIPE_TO_IBUG68[17:]
@@ -544,6 +544,5 @@ def detected_set(found: DetectedLandmarks, model: FlameModel) -> LandmarkSet:
     floors for its spread."""
     floor = DETECTED_SIGMA_FLOOR if found.from_table else UNMAPPED_SIGMA_FLOOR
     spread = np.where(np.isfinite(found.spread_m), found.spread_m, 3 * floor)
-    ibug = INNER51.copy()
     return LandmarkSet(model.landmarks.static51, found.landmarks, np.hypot(floor, spread),
-                       model.landmarks.default_family or "default", "detected", ibug, np.isin(ibug, RIGID_IBUG))
+                       model.landmarks.default_family or "default", "detected", INNER51.copy())

@@ -47,7 +47,6 @@ class LandmarkSet:
         convention: the model-side convention's name (``"mica"``, ``"flame"``, a detector's table ...).
         source: ``"given"`` (a file or array from the user) or ``"detected"``.
         ibug: (N,) iBUG-68 index of each point, or None for points without one.
-        rigid: (N,) bool, points that do not move with expression (used for the rigid start).
     """
 
     points: SurfacePoints
@@ -56,7 +55,6 @@ class LandmarkSet:
     convention: str
     source: str = "given"
     ibug: np.ndarray | None = None
-    rigid: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -69,7 +67,7 @@ class LandmarkSet:
         """The points where (N,) bool ``keep`` is set."""
         pick = lambda a: None if a is None else a[keep]  # noqa: E731
         return replace(self, points=SurfacePoints(self.points.face_idx[keep], self.points.bary[keep]),
-                       targets=self.targets[keep], sigma=self.sigma[keep], ibug=pick(self.ibug), rigid=pick(self.rigid))
+                       targets=self.targets[keep], sigma=self.sigma[keep], ibug=pick(self.ibug))
 
     def corners(self, faces: np.ndarray) -> np.ndarray:
         """(N, 3) model vertex indices of each point's triangle."""
@@ -84,8 +82,10 @@ class LandmarkSet:
         return (reference_sigma / self.sigma) ** 2
 
     def rigid_points(self) -> "LandmarkSet":
-        """The points flagged ``rigid`` (all of them when none are flagged)."""
-        return self if self.rigid is None or not self.rigid.any() else self.select(self.rigid)
+        """The points that do not move with expression (iBUG brows, nose, eyes; used for the rigid start),
+        or all of them when none is known to be."""
+        rigid = None if self.ibug is None else np.isin(self.ibug, RIGID_IBUG)
+        return self if rigid is None or not rigid.any() else self.select(rigid)
 
 
 def resolve_convention(model: FlameModel, convention: str) -> str | None:
@@ -128,7 +128,7 @@ def clicks_to_sets(clicks: ScanLandmarks, model: FlameModel, sigma: float = CLIC
         pts = model.landmarks.ibug_points(family, inner.ibug)
         if pts is not None:
             sets.append(LandmarkSet(pts, inner.points.copy(), np.full(len(inner), sigma), family, "given",
-                                    inner.ibug.copy(), np.isin(inner.ibug, RIGID_IBUG)))
+                                    inner.ibug.copy()))
     if not sets:
         raise InputError(model.source or None, "model has no landmark embedding for the given points")
     return sets

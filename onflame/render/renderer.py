@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from ..geometry import vertex_normals
+from ..geometry import ray_triangle_t, vertex_normals
 from .camera import Camera
 from .raster import Fragments, rasterize
 from .shading import SKIN_ALBEDO, lambert, load_texture, sample_texture
@@ -129,23 +129,10 @@ def _ray_triangle(origins: np.ndarray, dirs: np.ndarray, vertices: np.ndarray, f
                   cand: np.ndarray) -> np.ndarray:
     """(K, C) ray parameter where ray k meets candidate triangle ``cand[k, c]`` (``inf``: no hit or ``-1``).
 
-    Möller–Trumbore, vectorised over rays and candidates; edges count as hits (a small tolerance).
+    Vectorised over rays and candidates; edges count as hits (a small tolerance).
     """
     tri = vertices[faces[np.maximum(cand, 0)]]  # (K, C, 3, 3)
-    e1, e2 = tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0]
-    d = np.broadcast_to(dirs[:, None], e1.shape)
-    p = np.cross(d, e2)
-    det = (e1 * p).sum(-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inv = 1.0 / det
-        tv = origins[:, None] - tri[:, :, 0]
-        u = (tv * p).sum(-1) * inv
-        q = np.cross(tv, e1)
-        v = (d * q).sum(-1) * inv
-        s = (e2 * q).sum(-1) * inv
-    eps = 1e-9
-    ok = (cand >= 0) & (np.abs(det) > 1e-18) & (u >= -eps) & (v >= -eps) & (u + v <= 1 + eps) & np.isfinite(s)
-    return np.where(ok, s, np.inf)
+    return np.where(cand >= 0, ray_triangle_t(origins[:, None], dirs[:, None], tri, eps=1e-9), np.inf)
 
 
 def render_mesh(vertices: np.ndarray, faces: np.ndarray, camera: Camera, *, colors: np.ndarray | None = None,
