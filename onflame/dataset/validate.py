@@ -226,16 +226,8 @@ class _RegistrationChecker:
     def flush(self) -> None:
         if not self.pending or self.layer is None:
             return
-        import torch
-
-        L = self.layer
-        f = lambda rows: torch.as_tensor(np.stack(rows), dtype=torch.float64)  # noqa: E731
-        with torch.no_grad():
-            # params beyond the model's own coefficient counts cannot be evaluated; they are dropped
-            out = L(shape=f([p.shape[:L.n_shape] for _, p, _ in self.pending]),
-                    expression=f([p.expression[:L.n_expression] for _, p, _ in self.pending]),
-                    pose=f([p.pose for _, p, _ in self.pending]), trans=f([p.trans for _, p, _ in self.pending]))
-        d = np.linalg.norm(out.vertices.numpy() - np.stack([v for _, _, v in self.pending]), axis=-1) * 1000.0
+        verts = self.layer.vertices_of([p for _, p, _ in self.pending])
+        d = np.linalg.norm(verts - np.stack([v for _, _, v in self.pending]), axis=-1) * 1000.0
         self.means.extend(d.mean(1).tolist())
         worst = int(d.max(1).argmax())
         if self.max_mm is None or d[worst].max() > self.max_mm:

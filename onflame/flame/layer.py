@@ -111,6 +111,15 @@ class FLAME(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.v_template.dtype
 
+    def vertices_of(self, params: list[FlameParams]) -> np.ndarray:
+        """(B, V, 3) vertices of FLAME(params) for B parameter sets, as numpy, without gradients; shape
+        and expression coefficients beyond the layer's are dropped (they cannot be evaluated)."""
+        stacked = FlameParams(np.stack([p.shape[:self.n_shape] for p in params]),
+                              np.stack([p.expression[:self.n_expression] for p in params]),
+                              np.stack([p.pose for p in params]), np.stack([p.trans for p in params]))
+        with torch.no_grad():
+            return self(stacked).vertices.cpu().numpy()
+
     def forward(self, shape: Tensor | FlameParams | None = None, expression: Tensor | None = None,
                 pose: Tensor | None = None, trans: Tensor | None = None) -> FlameOutput:
         if isinstance(shape, FlameParams):

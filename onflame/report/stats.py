@@ -53,14 +53,7 @@ def flame_vertices(model: FlameModel, params: list[FlameParams], batch: int = 64
     from ..flame.layer import FLAME
 
     layer = FLAME(model, dtype=torch.float64)
-    out = []
-    for i in range(0, len(params), batch):
-        chunk = params[i:i + batch]
-        stacked = FlameParams(np.stack([p.shape[:layer.n_shape] for p in chunk]),
-                              np.stack([p.expression[:layer.n_expression] for p in chunk]),
-                              np.stack([p.pose for p in chunk]), np.stack([p.trans for p in chunk]))
-        with torch.no_grad():
-            out.append(layer(stacked).vertices.numpy())
+    out = [layer.vertices_of(params[i:i + batch]) for i in range(0, len(params), batch)]
     return np.concatenate(out) if out else np.zeros((0, model.n_vertices, 3))
 
 
