@@ -128,7 +128,7 @@ def piercing_eyeballs(v, model):
     eyes = [model.masks["left_eyeball"], model.masks["right_eyeball"]]
     lids = np.setdiff1d(model.masks["eye_region"], np.concatenate(eyes))
     lid_faces = model.faces[np.isin(model.faces, lids).all(1)]
-    return int(sum(piercing(v, model.faces, e, lid_faces).sum() for e in eyes))
+    return int(sum(piercing(v, e, lid_faces).sum() for e in eyes))
 
 
 def cli_seconds(pkl: Path, scan: Path, landmarks: Path, out: Path) -> float:

@@ -64,7 +64,8 @@ def read_mesh(path: str | os.PathLike) -> Mesh:
         # a reader's parsing failure it did not name itself: still this file's problem, in one line
         raise InputError(path, f"malformed {suffix or 'mesh'} file ({type(exc).__name__}: {exc})") from None
     check_mesh(mesh, path)
-    if mesh.texture is not None and "texture_problem" not in mesh.meta:
+    # a reader that decoded its texture already (FRGC's photo: ``photo_size``) or dropped it is not redone
+    if mesh.texture is not None and not {"texture_problem", "photo_size"} & mesh.meta.keys():
         drop_unreadable_texture(mesh, path)
     return mesh
 

@@ -22,7 +22,7 @@ SETBACK_STEP_M = 0.00025
 MAX_SETBACK_M = 0.004
 
 
-def piercing(vertices: np.ndarray, faces: np.ndarray, eyeball: np.ndarray, lid_faces: np.ndarray) -> np.ndarray:
+def piercing(vertices: np.ndarray, eyeball: np.ndarray, lid_faces: np.ndarray) -> np.ndarray:
     """(K,) bool over ``eyeball`` vertex indices: vertices in front of the lid skin.
 
     A vertex pierces when the segment from it to the eyeball's centre crosses a lid triangle
@@ -78,8 +78,8 @@ def place_eyeballs(reg: np.ndarray, fit: np.ndarray, faces: np.ndarray, eyeballs
     for eye in eyeballs:
         if len(eye) == 0:
             continue
-        pierce = piercing(out, faces, eye, lid_faces)
-        allowed = int(piercing(fit, faces, eye, lid_faces).sum()) if pierce.any() else 0  # the model's own margin
+        pierce = piercing(out, eye, lid_faces)
+        allowed = int(piercing(fit, eye, lid_faces).sum()) if pierce.any() else 0  # the model's own margin
         setback = 0.0
         if pierce.sum() > allowed:
             centre = fit[eye].mean(0)
@@ -88,7 +88,7 @@ def place_eyeballs(reg: np.ndarray, fit: np.ndarray, faces: np.ndarray, eyeballs
             if len(ring) >= 6:
                 R, t, _ = rigid_fit(fit[ring], reg[ring])
                 out[eye] = fit[eye] @ R.T + t
-            while (pierce := piercing(out, faces, eye, lid_faces)).sum() > allowed and setback < MAX_SETBACK_M:
+            while (pierce := piercing(out, eye, lid_faces)).sum() > allowed and setback < MAX_SETBACK_M:
                 out[eye] -= SETBACK_STEP_M * forward
                 setback += SETBACK_STEP_M
         info.append({"moved_mm": round(float(np.linalg.norm(out[eye] - fit[eye], axis=1).mean()) * 1000, 3),
