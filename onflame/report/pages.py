@@ -85,6 +85,10 @@ class _Site:
                  photos: dict[str, dict], run: dict):
         self.out, self.mica, self.infos, self.stats, self.photos, self.run = out, mica, infos, stats, photos, run
         self.env = _env()
+        # the subject pages' colour bars: the same on every page
+        ramp = colormap(np.linspace(0, 1, 11), 0, 1, pictures.CMAP)
+        self.heat_bar = charts.color_bar(ramp, pictures.HEAT_MAX_MM, "mm")
+        self.fit_bar = charts.color_bar(ramp, pictures.FIT_MAX_MM, "mm")
         self.written: set[Path] = set()
         self.folders = {}
         taken: set[str] = {"assets", "img"}
@@ -181,10 +185,7 @@ class _Site:
                   report_numbers=report_numbers, photos=photos, files=files, folder=folder,
                   prev=None if prev_s is None else self.subject_href(prev_s).split("/")[-1],
                   next=None if next_s is None else self.subject_href(next_s).split("/")[-1],
-                  heat_bar=charts.color_bar(colormap(np.linspace(0, 1, 11), 0, 1, pictures.CMAP),
-                                            pictures.HEAT_MAX_MM, "mm"),
-                  fit_bar=charts.color_bar(colormap(np.linspace(0, 1, 11), 0, 1, pictures.CMAP),
-                                           pictures.FIT_MAX_MM, "mm"))
+                  heat_bar=self.heat_bar, fit_bar=self.fit_bar)
 
     def statistics(self, info: SubsetInfo) -> None:
         st = self.stats[info.name]

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..fileio import write_bytes, write_json
+from ..fileio import read_npy, write_bytes, write_json
 from ..mesh import Mesh, read_mesh
 from ..mesh.distance import point_to_surface
 from ..render import colormap, framing, render_mesh
@@ -262,7 +262,7 @@ def copy_photo(job: PhotoJob) -> None:
         raise InputError(job.label, f"cannot read ({exc.strerror or exc})") from None
     if job.blob:
         try:
-            arr = np.load(io.BytesIO(data), allow_pickle=False)
+            arr = read_npy(data, job.label)  # sizes checked before allocating, no pickles
             if arr.ndim != 3 or arr.shape[0] != 3:
                 raise ValueError(f"shape {arr.shape}, expected (3, H, W)")
             img = np.clip(np.asarray(arr, dtype=np.float32).transpose(1, 2, 0) * 127.5 + 127.5, 0, 255)
