@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
 from . import safepickle
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from .flame.model import FlameModel
 
 
 def describe(path: str | os.PathLike) -> dict[str, Any]:
@@ -34,10 +37,11 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
         return _describe_npz(path)
     if suffix in (".pkl", ".npy"):
         obj = safepickle.load_npy_object(path) if suffix == ".npy" else safepickle.load(path)
-        summary = _describe_object(path, obj)
-        if summary["kind"] == "flame_model":
-            return _describe_model_with_assets(path)
-        return summary
+        if isinstance(obj, Mapping) and {"v_template", "shapedirs"} <= set(obj):  # unpickled once, read once
+            from .flame.model import model_from_dict
+
+            return _describe_model_with_assets(path, model_from_dict(obj, str(path)))
+        return _describe_object(path, obj)
     from .mesh import MESH_SUFFIXES, read_mesh
 
     if suffix in MESH_SUFFIXES or path.name.lower().endswith(".abs.gz"):
@@ -51,13 +55,14 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
 MODEL_NAMES = ("generic_model.pkl", "flame2023.pkl", "flame2023_no_jaw.pkl", "male_model.pkl", "female_model.pkl")
 
 
-def _describe_model_with_assets(path: Path) -> dict[str, Any]:
+def _describe_model_with_assets(path: Path, model: FlameModel | None = None) -> dict[str, Any]:
     """A model file's summary with the embeddings and masks found beside it, and how its landmark
-    conventions differ on its mean head (FLAME's and MICA's 51 points are not the same)."""
+    conventions differ on its mean head (FLAME's and MICA's 51 points are not the same); ``model``: the
+    model of ``path`` if already read."""
     from .flame.embedding import compare_conventions
     from .flame.model import load_model_with_assets
 
-    model = load_model_with_assets(path)
+    model = load_model_with_assets(path, model=model)
     summary = {"kind": "flame_model", **model.summary()}
     differ = compare_conventions(model.landmarks, model.v_template, model.faces)
     if differ:
@@ -67,15 +72,12 @@ def _describe_model_with_assets(path: Path) -> dict[str, Any]:
 
 def _describe_object(path: Path, obj: Any) -> dict[str, Any]:
     from .flame.embedding import landmark_embedding_from_dict
-    from .flame.model import model_from_dict
 
     if isinstance(obj, np.ndarray):
         return {"kind": "array", "path": str(path), "shape": list(obj.shape), "dtype": str(obj.dtype)}
     if not isinstance(obj, Mapping):
         raise InputError(path, f"holds a {type(obj).__name__}; not a FLAME or MICA file")
     keys = set(obj)
-    if {"v_template", "shapedirs"} <= keys:
-        return {"kind": "flame_model", **model_from_dict(obj, str(path)).summary()}
     if keys & {"lmk_face_idx", "static_lmk_faces_idx"}:
         return {"kind": "landmark_embedding", "path": str(path), **landmark_embedding_from_dict(obj, path).summary()}
     if obj and all(isinstance(v, tuple) and len(v) == 2 for v in obj.values()):

@@ -107,9 +107,12 @@ def test_ply(tmp_path):
     np.testing.assert_allclose(m.vertices, [[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]])
     np.testing.assert_array_equal(m.faces, [[0, 1, 2], [0, 2, 3]])
     ply.write_bytes(b"ply\nformat ascii 1.0\nelement vertex 4\nproperty float x\nend_header\n0\n")
-    with pytest.raises(InputError) as ei:
+    with pytest.raises(InputError, match="PLY vertices lack y, z") as ei:
         read_mesh(ply)
     assert str(ei.value).startswith(str(ply))
+    ply.write_bytes(b"ply\nformat ascii 1.0\nelement face 0\nproperty list uchar int vertex_indices\nend_header\n")
+    with pytest.raises(InputError, match="no 'vertex' element"):
+        read_mesh(ply)
 
 
 # --- FaceWarehouse .land -----------------------------------------------------------------------------------

@@ -259,17 +259,18 @@ MASK_NAMES = ("FLAME_masks.pkl",)
 
 
 def load_model_with_assets(path: str | os.PathLike, embedding: list[str | os.PathLike] | None = None,
-                           masks: str | os.PathLike | None = None) -> FlameModel:
+                           masks: str | os.PathLike | None = None, model: FlameModel | None = None) -> FlameModel:
     """Load a model and attach its landmark embeddings and region masks.
 
     Embedding and mask files are taken from the arguments, else from the model's folder under FLAME's and
     MICA's usual names (``landmark_embedding.npy``, ``flame_static_embedding*.pkl``, ``FLAME_masks.pkl``).
     Each embedding file's points keep their convention's name (``mica51``, ``flame51``, ...; see
-    :mod:`onflame.flame.embedding`); two files that disagree on one convention are an error.
+    :mod:`onflame.flame.embedding`); two files that disagree on one convention are an error. ``model``:
+    the model of ``path`` when the caller has read it already.
     """
     from .embedding import load_landmark_embedding, load_masks
 
-    model = load_model(path)
+    model = model if model is not None else load_model(path)
     folder = Path(path).parent
     emb_paths = list(embedding or []) or [folder / n for n in EMBEDDING_NAMES if (folder / n).is_file()]
     mask_path = masks if masks is not None else next((folder / n for n in MASK_NAMES if (folder / n).is_file()), None)

@@ -20,7 +20,7 @@ from ..errors import InputError
 from ..fileio import atomic_open
 from ..geometry import fan_triangles
 from .mesh import Mesh
-from .ply import is_ascii_ply, read_ply
+from .ply import check_vertex_header, ply_header, read_ply
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,12 @@ def read_mesh(path: str | os.PathLike) -> Mesh:
 
             mesh = read_wrl(path)
         elif suffix == ".ply":
-            mesh = _read_with_trimesh(path) if is_ascii_ply(path) else read_ply(path)
+            fmt, elements = ply_header(path)
+            if fmt == "ascii":
+                check_vertex_header(path, elements)
+                mesh = _read_with_trimesh(path)
+            else:
+                mesh = read_ply(path)
         elif path.name.lower().endswith((".abs", ".abs.gz")):
             from .frgc_abs import read_abs
 

@@ -204,17 +204,24 @@ def handedness(lmk: ScanLandmarks) -> float | None:
     right, left, mouth, nose = mean(_RIGHT_EYE), mean(_LEFT_EYE), mean(_MOUTH), mean(_NOSE)
     if right is None or left is None or mouth is None or nose is None:
         return None
-    x = left - right
-    up = (left + right) / 2 - mouth
-    facing = np.cross(x, up)
-    norm = np.linalg.norm(facing)
-    if norm == 0:
-        return None
-    plane = (left + right + mouth) / 3
-    out = float((nose - plane) @ facing / norm)
-    if abs(out) < 1e-3 * np.linalg.norm(x):  # a flat set of points (2D clicks with z = 0): cannot tell
+    out = nose_out(right, left, mouth, nose)
+    if abs(out) < 1e-3:  # a flat set of points (2D clicks with z = 0): cannot tell
         return None
     return 1.0 if out > 0 else -1.0
+
+
+def nose_out(right_eye: np.ndarray, left_eye: np.ndarray, mouth: np.ndarray, nose: np.ndarray) -> float:
+    """How far the nose (3,) stands out of the plane of the eyes and mouth (each (3,)) along the face's
+    facing, in eye distances: positive when ``right_eye`` is the subject's right (x from the right eye
+    to the left, up from the mouth to the eyes, facing = x × up), negative for mirrored labels; 0 when the
+    points give no frame."""
+    x = left_eye - right_eye
+    up = (left_eye + right_eye) / 2 - mouth
+    facing = np.cross(x, up)
+    norm = np.linalg.norm(facing) * np.linalg.norm(x)
+    if norm == 0:
+        return 0.0
+    return float((nose - (left_eye + right_eye + mouth) / 3) @ facing / norm)
 
 
 # --- readers -------------------------------------------------------------------------------------------------
@@ -359,16 +366,15 @@ def _read_bnd(text: str, path: Path) -> ScanLandmarks:
         raise InputError(path, "landmarks are not finite numbers (NaN or inf)")
     g = {k: a[list(r)] for k, r in _BU_GROUPS.items()}
     # which of the two eye/brow groups is the subject's right: the one that makes the nose stand out
-    for right, left in (("a", "b"), ("b", "a")):
-        eye_r, eye_l = g[f"eye_{right}"].mean(0), g[f"eye_{left}"].mean(0)
-        x = eye_l - eye_r
-        up = (eye_l + eye_r) / 2 - g["outer_mouth"].mean(0)
-        facing = np.cross(x, up)
-        if (g["nose"].mean(0) - (eye_l + eye_r + g["outer_mouth"].mean(0)) / 3) @ facing > 0:
-            break
-    else:
+    eye_a, eye_b, mouth = g["eye_a"].mean(0), g["eye_b"].mean(0), g["outer_mouth"].mean(0)
+    out_ab = nose_out(eye_a, eye_b, mouth, g["nose"].mean(0))
+    if out_ab == 0:
         raise InputError(path, "cannot tell the face's left from its right (the nose does not stand out of the face)")
+    right, left = ("a", "b") if out_ab > 0 else ("b", "a")
+    eye_r, eye_l = g[f"eye_{right}"].mean(0), g[f"eye_{left}"].mean(0)
+    x = eye_l - eye_r
     x /= np.linalg.norm(x)
+    up = (eye_l + eye_r) / 2 - mouth
     up -= (up @ x) * x
     up /= np.linalg.norm(up)
     out: dict[int, np.ndarray] = {}

@@ -5,7 +5,8 @@ that imports in milliseconds; reading a 50k-vertex scan through trimesh first co
 a tenth of a second or more of a one-scan ``onflame register``. Binary files whose faces are all
 triangles are read as one array (``known_list_len``); any other polygon list falls back to plyfile's
 per-face lists. ASCII PLY is parsed line by line in plyfile, three times slower than trimesh's
-vectorised parser: :func:`onflame.mesh.read_mesh` gives those to trimesh (:func:`is_ascii_ply`).
+vectorised parser: :func:`onflame.mesh.read_mesh` gives those to trimesh (:func:`ply_header` tells
+which, :func:`check_vertex_header` checks them first).
 """
 from __future__ import annotations
 
@@ -25,17 +26,38 @@ _FACE_LISTS = ("vertex_indices", "vertex_index")
 _COLOURS = (("red", "green", "blue"), ("r", "g", "b"), ("diffuse_red", "diffuse_green", "diffuse_blue"))
 
 
-def is_ascii_ply(path: str | os.PathLike) -> bool:
-    """Whether the PLY header of ``path`` declares ``format ascii`` (False for binary or no header)."""
+def ply_header(path: str | os.PathLike) -> tuple[str | None, dict[str, list[str]]]:
+    """``(format, {element: [property names]})`` from the PLY header of ``path`` (format None: no
+    ``format`` line in the first 4 kB). Only the header is read."""
     with open(path, "rb") as fh:
         head = fh.read(4096)
-    for line in head.split(b"\n")[:64]:
-        words = line.split()
-        if words[:1] == [b"format"]:
-            return words[1:2] == [b"ascii"]
-        if words[:1] == [b"end_header"]:
+    fmt, elements, current = None, {}, None
+    for line in head.split(b"\n")[:256]:
+        words = line.decode("ascii", "replace").split()
+        if words[:1] == ["format"] and len(words) > 1:
+            fmt = words[1]
+        elif words[:1] == ["element"] and len(words) > 1:
+            current = elements.setdefault(words[1], [])
+        elif words[:1] == ["property"] and current is not None and len(words) > 2:
+            current.append(words[-1])
+        elif words[:1] == ["end_header"]:
             break
-    return False
+    return fmt, elements
+
+
+def check_vertex_header(path: str | os.PathLike, elements: dict[str, list[str]]) -> None:
+    """Raise :class:`InputError` naming ``path`` when its header's ``elements`` (:func:`ply_header`) lack
+    what a mesh needs, a ``vertex`` element with x, y and z: said in words before another reader (trimesh
+    for ASCII) fails on it with a bare ``KeyError``."""
+    if "vertex" not in elements:
+        raise InputError(path, "PLY file has no 'vertex' element")
+    _check_xyz(path, elements["vertex"])
+
+
+def _check_xyz(path: str | os.PathLike, names: list[str] | tuple[str, ...]) -> None:
+    missing = [c for c in "xyz" if c not in names]
+    if missing:
+        raise InputError(path, f"PLY vertices lack {', '.join(missing)}")
 
 
 def read_ply(path: str | os.PathLike) -> Mesh:
@@ -57,9 +79,7 @@ def read_ply(path: str | os.PathLike) -> Mesh:
     if "vertex" not in names:
         raise InputError(path, "PLY file has no 'vertex' element")
     vertex = data["vertex"].data
-    missing = [c for c in "xyz" if c not in vertex.dtype.names]
-    if missing:
-        raise InputError(path, f"PLY vertices lack {', '.join(missing)}")
+    _check_xyz(path, vertex.dtype.names)
     vertices = np.stack([np.asarray(vertex[c], dtype=np.float64) for c in "xyz"], 1)
     colors = None
     for channels in _COLOURS:
