@@ -23,8 +23,13 @@ Detection time is the registration's ``landmarks`` step (render, detect, lift, c
 detector loaded beforehand (loading MediaPipe's graph, ~0.3 s, happens once per process), on the machine
 as it is (a shared one varies by ±25%).
 
+``--ceiling`` adds, per real-head scan, what the clicked path gives from the truth's own landmarks
+(exact: the floor) and from the detected landmarks given as clicks (the detected positions with the
+clicks' weights), and splits the detected landmarks' error into what every scan of the head shares (the
+bias of the detector and the dense table on this face) and what varies from scan to scan.
+
 usage: python benchmarks/registration_landmarks.py [--seeds 0 1 2 3 4 5] [--in-model 1 2] [--no-james]
-       [--model PKL]
+       [--model PKL] [--ceiling]
 """
 from __future__ import annotations
 
@@ -74,7 +79,7 @@ def detected_targets(reg) -> np.ndarray:
     return np.asarray(reg.params.extras["landmarks_detected"])
 
 
-def simulated_case(model, truth: np.ndarray, true_lmk: np.ndarray, seed: int) -> dict:
+def simulated_case(model, truth: np.ndarray, true_lmk: np.ndarray, seed: int, ceiling: bool = False) -> dict:
     eyes = np.concatenate([model.masks["left_eyeball"], model.masks["right_eyeball"]])
     face = model.masks["face"]
     sim = simulate_scan(truth, model.faces, true_lmk, eyes, seed=seed)
@@ -91,7 +96,15 @@ def simulated_case(model, truth: np.ndarray, true_lmk: np.ndarray, seed: int) ->
             row["detect_s"] = reg.timings["landmarks"]
             info = reg.landmark_info
             row.update(views=len(info["views_used"]), points=info["points_used"], spread=info["spread_median_mm"])
+            row["detected_truth_frame"] = sim.to_truth_frame(detected_targets(reg) * sim.scale)
+            row["detected_scan"] = detected_targets(reg) * sim.scale
     row["ratio"] = row["detected"] / row["clicked"]
+    if ceiling:
+        exact = (true_lmk @ sim.rotation.T + sim.translation) * sim.scale
+        for name, points in (("exact", exact), ("detected_as_clicks", row["detected_scan"])):
+            reg = register(sim.scan, model, landmarks=points, landmark_convention="mica")
+            err = per_vertex_error(sim.to_truth_frame(reg.mesh.vertices * sim.scale), truth, face) * 1000
+            row[name] = float(np.median(err))
     return row
 
 
@@ -126,6 +139,8 @@ def main() -> None:
     ap.add_argument("--in-model", type=int, nargs="*", default=[1, 2], help="in-model head seeds")
     ap.add_argument("--no-james", action="store_true", help="leave out the 3dMD capture")
     ap.add_argument("--model", type=Path, help="generic_model.pkl (default: the synthetic one, made now)")
+    ap.add_argument("--ceiling", action="store_true", help="also the clicked path from exact and from detected "
+                    "landmarks, and the detected landmarks' error split into shared bias and per-scan spread")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model = load_test_model(Path(tmp), args.model)
@@ -138,7 +153,7 @@ def main() -> None:
             + f" | {'views':>5} {'points':>6} {'spread':>6} {'detect s':>8}  verdicts")
     print(head)
     print("-" * len(head))
-    ratios, lmk_all = [], []
+    ratios, lmk_all, real_rows = [], [], []
 
     def show(case: str, row: dict, clicked: str, detected: str) -> None:
         lm = row["lmk"]
@@ -148,7 +163,8 @@ def main() -> None:
               f"{row['clicked_verdict']}/{row['detected_verdict']}", flush=True)
 
     for seed in args.seeds:
-        row = simulated_case(model, truth, emb.locate(truth, model.faces), seed)
+        row = simulated_case(model, truth, emb.locate(truth, model.faces), seed, args.ceiling)
+        real_rows.append(row)
         ratios.append(row["ratio"])
         lmk_all.append(row["lmk"]["all"])
         show(f"real {seed}", row, f"{row['clicked']:.2f}", f"{row['detected']:.2f}")
@@ -169,6 +185,18 @@ def main() -> None:
         in_model.append(row)
         show(f"in-model {seed}", row, f"{row['clicked']:.3f}", f"{row['detected']:.3f}")
     print()
+    if args.ceiling and real_rows:
+        print("ceiling, real head (per-vertex median mm, clicked path): "
+              + "; ".join(f"seed {s}: clicks {r['clicked']:.2f}, exact {r['exact']:.2f}, detected as clicks "
+                          f"{r['detected_as_clicks']:.2f}, detected {r['detected']:.2f}"
+                          for s, r in zip(args.seeds, real_rows)))
+        err = np.stack([r["detected_truth_frame"] for r in real_rows]) - emb.locate(truth, model.faces)  # (S, 51, 3)
+        bias = err.mean(0)
+        print(f"detected landmarks on the real head over {len(real_rows)} scans: error median "
+              f"{np.median(np.linalg.norm(err, axis=2)) * 1000:.2f} mm = shared bias median "
+              f"{np.median(np.linalg.norm(bias, axis=1)) * 1000:.2f} mm (per group "
+              + ", ".join(f"{g} {np.median(np.linalg.norm(bias[idx], axis=1)) * 1000:.2f}" for g, idx in GROUPS.items())
+              + f") + per-scan part median {np.median(np.linalg.norm(err - bias, axis=2)) * 1000:.2f} mm")
     if ratios:
         print(f"real head, {len(ratios)} scans: median ratio detected/clicked {np.median(ratios):.2f} "
               f"(range {min(ratios):.2f}-{max(ratios):.2f})")

@@ -16,6 +16,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import secrets
 import stat
 import tempfile
@@ -30,6 +31,12 @@ from .errors import InputError, UsageError
 #: Most bytes onflame reads whole into memory from one file or zip member (pickles, ``.npy``/``.npz``
 #: arrays). FLAME's largest model pickle (300 + 100 components) is about 60 MB.
 MAX_READ_BYTES = 256 * 2**20
+
+
+def safe_name(label: str, fallback: str = "_") -> str:
+    """``label`` as one file-name component: runs of anything but letters, digits, ``.``, ``_``, ``+``
+    and ``-`` become ``_``, leading and trailing dots and underscores go; ``fallback`` if nothing is left."""
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", label).strip("._") or fallback
 
 
 @contextlib.contextmanager

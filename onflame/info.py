@@ -90,8 +90,8 @@ def _describe_object(path: Path, obj: Any) -> dict[str, Any]:
 
 
 def _describe_npz(path: Path) -> dict[str, Any]:
-    from .flame.model import NPZ_FORMAT, load_model
     from .fileio import read_npz
+    from .flame.model import NPZ_FORMAT, load_model
     from .flame.params import params_from_arrays
 
     arrays = read_npz(path)

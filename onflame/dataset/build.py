@@ -47,8 +47,9 @@ from ..registration.fit import FitSettings
 from ..registration.refine import RefineSettings
 from ..sources import get_source
 from ..sources.base import ScanItem, Source
+from ..workers import available_cores
 from .build_task import BUILD_DIR, WORKERS_LOCK, BuildTask, check_landmark_option
-from .executors import EXECUTORS, available_cores, make_executor
+from .executors import EXECUTORS, make_executor
 from .layout import MODEL_FILE
 from .manifest import Manifest, value_digest
 from .validate import FLAME_VERTICES

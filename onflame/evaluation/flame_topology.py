@@ -27,10 +27,11 @@ from ..errors import InputError, OnflameError
 from ..fileio import write_json, write_npz, write_text
 from ..geometry import apply_rigid, rigid_fit
 from ..mesh import Mesh, read_mesh
+from ..units import METRES_PER_UNIT
 from .curves import cumulative_percentage, curve_axis
-from .metrics import MM_PER_UNIT, summary_mm
+from .metrics import summary_mm
 from .parallel import run_parallel
-from .report import format_rows, mm, safe_name, write_curve_files
+from .report import format_rows, method_name, mm, write_curve_files
 
 #: Table regions -> FLAME_masks names (``cheeks`` is the face without the other regions).
 REGIONS = {"face": "face", "nose": "nose", "eyes": "eye_region", "lips": "lips", "forehead": "forehead"}
@@ -167,7 +168,7 @@ def _prediction_vertices(path: Path, settings: FlameSettings, layer) -> np.ndarr
 
         with torch.no_grad():
             return layer(read_params(path)).vertices[0].numpy().astype(np.float64)
-    return read_mesh(path).vertices / 1000.0 * MM_PER_UNIT[settings.pred_unit]
+    return read_mesh(path).vertices * METRES_PER_UNIT[settings.pred_unit]
 
 
 # --- scan-to-mesh tasks ---------------------------------------------------------------------------------------
@@ -420,13 +421,15 @@ def evaluate_flame(preds: list[tuple[str, str | os.PathLike]], ref: str | os.Pat
         def broken(task: _ScanTask, why: str) -> list:
             return [(i, None, f"{task.scan_item.scan_path}: {why}") for i, _, _ in task.predictions]
 
-        for batch in run_parallel(_run_scan_task, tasks, workers, on_broken=broken):
+        def done(batch: list) -> None:
             for i, dist, details in batch:
                 it = task_items[i]
                 if dist is None:
                     failures[it.label].append(f"{it.file}: scan-to-mesh: {details}")
                 else:
                     it.scan_distances, it.scan = dist, details
+
+        run_parallel(_run_scan_task, tasks, workers, done, on_broken=broken)
     return _report(preds, items, failures, missing, regions, ref, out, settings, subset, scans,
                    time.perf_counter() - t0)
 
@@ -451,7 +454,7 @@ def _report(preds, items, failures, missing, regions, ref, out, settings, subset
         if scan:
             curves["scan"][label] = cumulative_percentage(np.concatenate(scan), x)
         if mine:
-            per_vertex = out / f"per_vertex_{safe_name(label)}.npz"
+            per_vertex = out / f"per_vertex_{method_name(label)}.npz"
             write_npz(per_vertex, errors_mm=np.stack([it.errors for it in mine]).astype(np.float32),
                       keys=np.array([it.key for it in mine]), files=np.array([it.file for it in mine]))
             outputs[f"per_vertex_{label}"] = str(per_vertex)

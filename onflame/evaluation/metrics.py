@@ -11,9 +11,6 @@ import numpy as np
 
 from ..geometry import apply_rigid, rigid_fit
 
-#: Millimetres per unit of a prediction (``pred_unit``).
-MM_PER_UNIT = {"m": 1000.0, "cm": 10.0, "mm": 1.0}
-
 
 def per_vertex_error(registration: np.ndarray, truth: np.ndarray, region: np.ndarray | None = None) -> np.ndarray:
     """Distances (K,) in the input units between corresponding vertices after a rigid fit on ``region``.

@@ -37,11 +37,12 @@ import numpy as np
 from ..errors import InputError, OnflameError
 from ..fileio import write_json, write_npz, write_text
 from ..mesh import read_mesh, write_ply
+from ..units import METRES_PER_UNIT, mm_per_unit
 from . import now_landmarks
 from .curves import cumulative_percentage, curve_axis
-from .metrics import MM_PER_UNIT, summary_mm
+from .metrics import summary_mm
 from .parallel import run_parallel
-from .report import format_rows, mm, safe_name, write_curve_files
+from .report import format_rows, method_name, mm, write_curve_files
 from .scan_to_mesh import ScanTarget, check_prediction_landmarks, prepare_scan, score_prediction
 
 log = logging.getLogger(__name__)
@@ -184,17 +185,17 @@ def _input_key(item: NowItem, settings: NowSettings) -> str:
 
 
 def item_file(out: Path, item: NowItem) -> Path:
-    return out / "items" / safe_name(item.label) / item.subject / item.challenge / f"{Path(item.image).stem}.npz"
+    return out / "items" / method_name(item.label) / item.subject / item.challenge / f"{Path(item.image).stem}.npz"
 
 
 def _pred_scale(settings: NowSettings, lmk: np.ndarray) -> tuple[float, str | None]:
     if not settings.metrical:
         return 1.0, None
     if settings.pred_unit != "auto":
-        return MM_PER_UNIT[settings.pred_unit], settings.pred_unit
+        return mm_per_unit(settings.pred_unit), settings.pred_unit
     d = now_landmarks.outer_eye_distance(lmk)
-    unit = min(MM_PER_UNIT, key=lambda u: abs(np.log(max(d, 1e-300) * MM_PER_UNIT[u] / TYPICAL_EYE_DISTANCE_MM)))
-    return MM_PER_UNIT[unit], unit
+    unit = min(METRES_PER_UNIT, key=lambda u: abs(np.log(max(d, 1e-300) * mm_per_unit(u) / TYPICAL_EYE_DISTANCE_MM)))
+    return mm_per_unit(unit), unit
 
 
 _SCANS: dict[tuple[str, str, str], ScanTarget | InputError] = {}
@@ -246,7 +247,7 @@ def evaluate_item(item: NowItem, settings: NowSettings, out: Path | None = None,
         if cache is not None:
             write_npz(cache, distances=d, key=np.array(key), details=np.array(json.dumps(details)))
         if check_alignment is not None:
-            base = check_alignment / safe_name(item.label) / item.subject / item.challenge / Path(item.image).stem
+            base = check_alignment / method_name(item.label) / item.subject / item.challenge / Path(item.image).stem
             write_ply(base.with_name(base.name + "_scan.ply"), target.mesh)
             write_ply(base.with_name(base.name + "_prediction.ply"), pred.with_vertices(score.transform.apply(pred.vertices)))
         return ItemResult(item, d, details)
@@ -359,10 +360,12 @@ def evaluate_now(preds: list[tuple[str, str | os.PathLike]], gt: str | os.PathLi
 
     results: list[ItemResult] = []
     say = echo or (lambda line: None)
-    for batch in run_parallel(_run_chunk, tasks, workers,
-                              on_broken=lambda task, why: [ItemResult(it, error=f"{it.pred_mesh}: {why}") for it in task[0]]):
+    def done(batch: list[ItemResult]) -> None:
         results.extend(batch)
         say(f"{len(results)}/{len(items)} images done")
+
+    run_parallel(_run_chunk, tasks, workers, done,
+                 on_broken=lambda task, why: [ItemResult(it, error=f"{it.pred_mesh}: {why}") for it in task[0]])
     return _report(preds, items, results, listing, gt, out, settings, time.perf_counter() - t0)
 
 

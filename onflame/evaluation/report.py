@@ -1,12 +1,12 @@
 """Shared pieces of evaluation reports: plain-text tables and the per-figure curve files."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
+from ..fileio import safe_name
 from .curves import plot_curves, write_curves_csv
 
 
@@ -27,9 +27,9 @@ def write_curve_files(out: Path, name: str, thresholds_mm: np.ndarray, curves: M
     return {f"curve_{name}_csv": str(csv), f"curve_{name}_png": str(png)}
 
 
-def safe_name(label: str) -> str:
-    """``label`` as one file-name component (a method's label names its files)."""
-    return re.sub(r"[^A-Za-z0-9._+-]+", "_", label).strip("._") or "method"
+def method_name(label: str) -> str:
+    """A method's ``label`` as the file-name component that names its files."""
+    return safe_name(label, "method")
 
 
 def mm(value: float) -> str:

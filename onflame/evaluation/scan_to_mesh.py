@@ -18,10 +18,10 @@ import numpy as np
 from ..errors import InputError
 from ..geometry import triangle_areas
 from ..mesh import Mesh
+from ..mesh.distance import SurfaceDistance
 from . import now_landmarks
 from .alignment import Similarity, fit_landmarks, refine_to_surface
 from .crop import RADIUS_FACTOR, crop_mesh, face_ball, inside_ball
-from ..mesh.distance import SurfaceDistance
 
 #: At most this many cropped scan points drive the refinement (a fixed, seeded sample); the final
 #: distances are measured at every point. A NoW scan's crop holds 50–200k points: on a 198k-point crop,

@@ -31,19 +31,28 @@ from ..flame.params import FlameParams
 from ..geometry import apply_rigid, vertex_normals
 from ..mesh import Mesh, check_mesh, read_mesh
 from ..mesh.landmark_files import ScanLandmarks, landmarks_from_array, read_landmarks
+from ..units import METRES_PER_UNIT
 from .autolandmarks import choose_landmarks, detection_record, views_disagree
 from .correspond import ScanIndex
-from .landmarks import (LandmarkSet, agreeing, clicks_to_sets, convention_mismatch, convention_residuals,
-                        landmark_outliers, outlier_reason, resolve_convention)
+from .eyes import place_eyeballs
 from .fit import FitSettings, FitState, fit_mesh_vertices, fit_scan, make_layer, unexplained, vertices
+from .landmarks import (
+    LandmarkSet,
+    agreeing,
+    clicks_to_sets,
+    convention_mismatch,
+    convention_residuals,
+    landmark_outliers,
+    outlier_reason,
+    resolve_convention,
+)
 from .plausibility import check_landmarks_against_scan, check_scan_extent
 from .quality import UNANCHORED, Quality, assess
 from .refine import RefineSettings, refine
 from .rigid import align_by_geometry, align_with_landmarks, trimmed_icp
-from .eyes import place_eyeballs
 from .threads import single_threaded_blas
 from .unfold import unfold
-from .units import UNITS, detect_units
+from .units import detect_units
 
 #: Region weights for matching model vertices to scan data; regions not listed get ``DEFAULT_WEIGHT``.
 REGION_WEIGHTS = {"face": 1.0, "forehead": 1.0, "nose": 1.0, "lips": 1.0, "eye_region": 1.0,
@@ -331,8 +340,8 @@ def _resolve_units(points: np.ndarray, landmarks: np.ndarray | None, units: str,
             return detect_units(points, landmarks)
         except InputError as exc:
             raise InputError(path, exc.problem) from None
-    if units in UNITS:
-        return units, UNITS[units]
+    if units in METRES_PER_UNIT:
+        return units, METRES_PER_UNIT[units]
     raise InputError(None, f"unknown units {units!r}; use auto, m, cm or mm")
 
 

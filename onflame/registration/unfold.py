@@ -16,7 +16,6 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
-
 from scipy.sparse.csgraph import connected_components
 
 from ..geometry import face_normals, vertex_adjacency

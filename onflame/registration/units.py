@@ -9,9 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
+from ..units import METRES_PER_UNIT
 
-#: Metres per unit.
-UNITS = {"m": 1.0, "cm": 0.01, "mm": 0.001}
 #: Typical RMS distance of head-scan points from their centroid (m), and of 51 landmarks from theirs.
 TYPICAL_SCAN_RMS = 0.08
 TYPICAL_LANDMARK_RMS = 0.04
@@ -39,7 +38,7 @@ def detect_units(points: np.ndarray, landmarks: np.ndarray | None = None) -> tup
     rms = rms_radius(ref)
     if not np.isfinite(rms) or rms <= 0:
         raise InputError(None, "cannot measure the scan's size (degenerate or NaN points)")
-    best = min(UNITS, key=lambda u: abs(np.log(rms * UNITS[u] / typical)))
-    if abs(np.log(rms * UNITS[best] / typical)) > np.log(4.0):
+    best = min(METRES_PER_UNIT, key=lambda u: abs(np.log(rms * METRES_PER_UNIT[u] / typical)))
+    if abs(np.log(rms * METRES_PER_UNIT[best] / typical)) > np.log(4.0):
         raise InputError(None, f"scan size {rms:.4g} (RMS radius) fits no unit m/cm/mm for a head")
-    return best, UNITS[best]
+    return best, METRES_PER_UNIT[best]

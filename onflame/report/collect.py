@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
 from ..dataset.layout import BUILD_DIR, PARAMS_DIR, REGISTRATIONS_DIR, Subset
 from ..errors import InputError
+from ..fileio import safe_name
 from ..flame import FlameParams, read_params
 
 #: Verdict categories shown, best first: the build's statuses, and subjects no build recorded.
@@ -135,11 +135,6 @@ class SubsetInfo:
         return {k: int(self.summary.get(k, 0)) for k in ("registered", "suspect", "failed")}
 
 
-def slugify(name: str) -> str:
-    """A file-name-safe stem for ``name`` (letters, digits, ``.``, ``_``, ``-``)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "_"
-
-
 def _read_json(subset: Subset, rel: str) -> tuple[Any, str | None]:
     """``(data, None)`` or ``(None, problem line)``."""
     try:
@@ -176,7 +171,7 @@ def collect_subset(subset: Subset, max_photos: int = 8) -> SubsetInfo:
         actor, _, stem = name.partition("/")
         s = SubjectInfo(subset.name, actor, stem, params_rel=params.get(name), registration_rel=regs.get(name),
                         rejected_rel=rejected.get(name), report_rel=reports.get(name))
-        s.slug = _unique(slugify(name.replace("/", "__")), slugs)
+        s.slug = _unique(safe_name(name.replace("/", "__")), slugs)
         _add_record(s, subset, records.get(name))
         _add_params(s, subset)
         info.subjects.append(s)

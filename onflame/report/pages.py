@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from ..dataset.layout import MicaRoot
-from ..fileio import write_bytes, write_text
+from ..fileio import safe_name, write_bytes, write_text
 from ..render import colormap
 from . import charts, pictures
-from .collect import VERDICTS, SubjectInfo, SubsetInfo, slugify
+from .collect import VERDICTS, SubjectInfo, SubsetInfo
 from .stats import SCALARS, SHAPE_SHOWN, SubsetStats, histogram
 
 #: Numbers on the gallery's cards, sortable and filterable: key, label, short label, unit, factor from stored
@@ -93,7 +93,7 @@ class _Site:
         self.folders = {}
         taken: set[str] = {"assets", "img"}
         for info in infos:
-            slug = slugify(info.name)
+            slug = safe_name(info.name)
             while slug.lower() in taken:
                 slug += "_"
             taken.add(slug.lower())

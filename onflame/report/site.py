@@ -13,12 +13,9 @@ file system without a server or network. Bad data never stops it: every problem 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -29,6 +26,7 @@ from ..dataset.layout import MicaRoot, Subset, open_root
 from ..errors import InputError
 from ..fileio import write_text
 from ..flame import FlameModel, load_model
+from ..workers import WorkerDied, available_cores, run_in_processes
 from . import pictures
 from .cache import DigestIndex, bytes_digest, value_key
 from .collect import SubjectInfo, SubsetInfo, collect_subset
@@ -120,7 +118,7 @@ def _scan_spec(s: SubjectInfo) -> tuple[pictures.ScanSpec | None, str | None]:
     if not path:
         return None, None
     from ..sources import get_source
-    from ..sources.base import METRES_PER_UNIT
+    from ..units import METRES_PER_UNIT
 
     try:
         source = get_source(s.subset)
@@ -209,24 +207,6 @@ def _attach_params_vertices(jobs: list[_Planned], model: FlameModel | None) -> N
         p.job.params_vertices = v
 
 
-def _cores() -> int:
-    """Cores this process may use (as :func:`onflame.dataset.executors.available_cores`, whose module
-    brings in registration and torch)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
-
-
-def _init_worker() -> None:
-    import signal
-
-    from threadpoolctl import threadpool_limits
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the main process decides what stops
-    threadpool_limits(1)  # one BLAS thread per worker: N workers on N cores
-
-
 def _failed(job: pictures.PictureJob, exc: BaseException) -> pictures.PictureResult:
     return pictures.PictureResult(job.key, problems=[f"{job.label}: pictures failed ({type(exc).__name__}: {exc})"])
 
@@ -243,36 +223,22 @@ def _outcome(job: Any) -> Any:
 
 
 def _run_jobs(work: list[_Work], workers: int, progress: Any) -> None:
-    """Run every job (in ``workers`` processes when there are enough) and hand each outcome to its callback."""
+    """Run every job (in ``workers`` processes when there are enough, :func:`onflame.workers.run_in_processes`)
+    and hand each outcome to its callback; a job whose worker died gets that as its exception."""
     if workers <= 1 or len(work) < _POOL_MIN_JOBS:
         for job, done in work:
             done(_outcome(job))
             progress.update(1)
         return
-    pending = list(reversed(work))
-    running: dict[Future, _Work] = {}
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
-    try:
-        while pending or running:
-            while pending and len(running) < 4 * workers:  # bounded: a picture job carries its FLAME(params) mesh
-                job, done = pending.pop()
-                running[pool.submit(_outcome, job)] = (job, done)
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                job, done = running.pop(fut)
-                done(fut.result())  # _outcome returns exceptions; only a broken pool raises here
-                progress.update(1)
-    except BrokenProcessPool:
-        # a worker died (out of memory on a huge scan, a crash in native code): the rest runs here
-        log.warning("a drawing process died; drawing the remaining %d item(s) in this process",
-                    len(pending) + len(running))
-        for job, done in list(running.values()) + pending[::-1]:
-            done(_outcome(job))
-            progress.update(1)
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown()
+
+    callbacks = {id(job): done for job, done in work}  # the callbacks stay here; the jobs travel
+
+    def outcome(job: Any, result: Any) -> None:
+        callbacks[id(job)](RuntimeError(result.reason) if isinstance(result, WorkerDied) else result)
+        progress.update(1)
+
+    if run_in_processes(_outcome, [job for job, _ in work], workers, outcome):
+        raise KeyboardInterrupt
 
 
 def _picture_work(planned: list[_Planned]) -> list[_Work]:
@@ -421,7 +387,7 @@ def write_report(root: str | os.PathLike, out: str | os.PathLike | None = None, 
         # disable=None: a bar only on a terminal (no carriage-return clutter in logs)
         with tqdm(total=len(work), desc="report", unit="picture", disable=None if progress else True,
                   file=sys.stderr) as bar:
-            _run_jobs(work, workers or _cores(), bar)
+            _run_jobs(work, workers or available_cores(), bar)
         result.drawn = sum(p.drawn for p in every)
         result.cached = len(every) - result.drawn
         stats: dict[str, SubsetStats] = {}

@@ -10,7 +10,7 @@ Each :class:`Source` finds a release's scans as :class:`ScanItem` s named as in 
 from __future__ import annotations
 
 from . import bp4d, bu3dfe, d3dfacs, facewarehouse, florence, frgc, lyhm, stirling
-from .base import METRES_PER_UNIT, ScanItem, Source, axis_rotation, mica_subjects
+from .base import ScanItem, Source, axis_rotation, mica_subjects
 
 #: MICA subset name -> source.
 SOURCES: dict[str, Source] = {m.SOURCE.name: m.SOURCE for m in (bp4d, bu3dfe, d3dfacs, facewarehouse, florence,
@@ -29,4 +29,4 @@ def get_source(name: str) -> Source:
     return SOURCES[key]
 
 
-__all__ = ["METRES_PER_UNIT", "SOURCES", "ScanItem", "Source", "axis_rotation", "get_source", "mica_subjects"]
+__all__ = ["SOURCES", "ScanItem", "Source", "axis_rotation", "get_source", "mica_subjects"]

@@ -18,12 +18,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..mesh import Mesh, read_mesh
+from ..units import METRES_PER_UNIT
 
 log = logging.getLogger(__name__)
-
-#: Metres per unit, for the units scanners write.
-METRES_PER_UNIT = {"m": 1.0, "cm": 0.01, "mm": 0.001}
-
 
 def axis_rotation(axis: str, degrees: float) -> np.ndarray:
     """(3, 3) right-handed rotation of points by ``degrees`` about ``"x"``, ``"y"`` or ``"z"``."""

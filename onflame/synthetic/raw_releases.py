@@ -33,7 +33,8 @@ from ..flame.model import FlameModel
 from ..flame.params import N_EXPRESSION, N_SHAPE, FlameParams
 from ..mesh import Mesh, write_obj
 from ..sources import get_source
-from ..sources.base import LANDMARK_SIDECAR_SUFFIXES, METRES_PER_UNIT, scan_stem
+from ..sources.base import LANDMARK_SIDECAR_SUFFIXES, scan_stem
+from ..units import METRES_PER_UNIT
 from ..sources.lyhm import ROTATION as LYHM_ROTATION
 from .scans import visible_faces
 

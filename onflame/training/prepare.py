@@ -16,11 +16,9 @@ from __future__ import annotations
 import io
 import json
 import logging
-import multiprocessing as mp
 import os
 import time
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ import numpy as np
 
 from ..errors import InputError, UsageError
 from ..fileio import atomic_open, check_output_dir, write_json
+from ..workers import WorkerDied, run_in_processes
 from .align import align_face
 from .photos import output_names, read_photo, select_photos
 from .rules import PhotoRules, photo_rules
@@ -193,23 +192,29 @@ def _process_batch(tasks: list[_Task]) -> list[PhotoRecord]:
 
 
 def _run_tasks(tasks: list[_Task], detector: Any, detector_name: str, detector_options: dict[str, Any],
-               workers: int, batch: int = 8) -> Iterator[PhotoRecord]:
+               workers: int, on_record: Callable[[PhotoRecord], None], batch: int = 8) -> None:
+    """``on_record`` for each photo's record, in this process or in ``workers`` processes (spawned:
+    MediaPipe's graph threads do not survive a fork), ``batch`` photos per task. A batch whose worker
+    dies is tried photo by photo; the photo that kills its worker is recorded unreadable."""
     if workers <= 1 or len(tasks) < 2:
         for task in tasks:
-            yield _process(task, detector)
+            on_record(_process(task, detector))
         return
-    # spawn: MediaPipe's graph threads do not survive fork; an executor (unlike multiprocessing.Pool)
-    # fails with BrokenProcessPool instead of restarting a worker that cannot start, forever
-    ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(detector_name, detector_options)) as pool:
-        futures = [pool.submit(_process_batch, tasks[i:i + batch]) for i in range(0, len(tasks), batch)]
-        try:
-            for future in as_completed(futures):
-                yield from future.result()
-        finally:
-            for future in futures:
-                future.cancel()
+
+    def outcome(chunk: list[_Task], records: list[PhotoRecord] | WorkerDied) -> None:
+        if not isinstance(records, WorkerDied):
+            for rec in records:
+                on_record(rec)
+        elif len(chunk) > 1:  # find the photo: each alone
+            _run_tasks(chunk, detector, detector_name, detector_options, workers, on_record, batch=1)
+        else:
+            on_record(PhotoRecord(chunk[0].actor, chunk[0].source, chunk[0].name, UNREADABLE,
+                                  detail=f"{records.reason} while reading it", signature=chunk[0].signature))
+
+    chunks = [tasks[i:i + batch] for i in range(0, len(tasks), batch)]
+    if run_in_processes(_process_batch, chunks, workers, outcome, initializer=_init_worker,
+                        initargs=(detector_name, detector_options)):
+        raise KeyboardInterrupt
 
 
 # -------------------------------------------------------------------------------------------- manifest
@@ -352,13 +357,16 @@ def prepare_subset(root: str | os.PathLike, subset: str, photos: str | os.PathLi
     processed = 0
     last_save = time.monotonic()
     with tqdm(total=len(tasks), unit="photo", desc=f"prepare {subset}", disable=not progress) as bar:
-        for rec in _run_tasks(tasks, det, detector if detector != "auto" else det_name, detector_options, workers):
+        def record(rec: PhotoRecord) -> None:
+            nonlocal processed, last_save
             records[(rec.actor, rec.source)] = rec
             processed += 1
             bar.update(1)
             if time.monotonic() - last_save > _SAVE_EVERY_S:
                 _save_manifest(manifest, subset, det_name, rules, (r for r in records.values() if r is not None))
                 last_save = time.monotonic()
+
+        _run_tasks(tasks, det, detector if detector != "auto" else det_name, detector_options, workers, record)
     if hasattr(det, "close"):
         det.close()
 
