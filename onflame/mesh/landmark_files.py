@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..fileio import npy_header, read_npy
 
 #: Landmark files larger than this are not landmark files (a few hundred points take a few kB).
 MAX_BYTES = 4 << 20
@@ -228,21 +229,15 @@ def nose_out(right_eye: np.ndarray, left_eye: np.ndarray, mouth: np.ndarray, nos
 
 def _read_npy(path: Path) -> np.ndarray:
     try:
-        with open(path, "rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            # the header alone first: the size is known before anything is allocated
-            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, dtype = header(fh)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InputError(path, f"not a .npy array ({exc})") from None
+        with open(path, "rb") as fh:  # the header alone first: what it announces is checked before reading
+            shape, _, dtype = npy_header(fh, path)
+    except OSError as exc:
+        raise InputError(path, f"cannot read landmarks ({exc.strerror or exc})") from None
     if dtype.hasobject:
         raise InputError(path, "holds Python objects (a pickle), not landmark numbers; onflame does not load those")
     if int(np.prod(shape)) > 83 * 3:
         raise InputError(path, f"landmarks must be 7, 51 or 68 points of (x, y, z), got an array of shape {shape}")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InputError(path, f"not a readable .npy array ({exc})") from None
+    arr = read_npy(path)
     if arr.dtype.kind not in "iuf":
         raise InputError(path, f"landmarks hold {arr.dtype} values, not numbers")
     arr = arr.astype(np.float64)
