@@ -94,12 +94,36 @@ def smoothed_vertex_normals(vertices: np.ndarray, faces: np.ndarray, scale: floa
     n = vertex_normals(vertices, faces)
     if len(faces) == 0 or scale <= 0:
         return n
-    passes = int(min(MAX_NORMAL_PASSES, np.floor((scale / max(median_edge_length(vertices, faces), 1e-12)) ** 2)))
+    return _unit(_diffused(n, vertices, faces, scale, MAX_NORMAL_PASSES))
+
+
+def _diffused(values: np.ndarray, vertices: np.ndarray, faces: np.ndarray, scale: float, max_passes: int) -> np.ndarray:
+    """Per-vertex ``values`` (V, ...) averaged with their neighbours' over about ``scale`` of surface:
+    ``⌊(scale / median edge)²⌋`` passes (at most ``max_passes``) of each vertex's mean with its neighbours."""
+    passes = int(min(max_passes, np.floor((scale / max(median_edge_length(vertices, faces), 1e-12)) ** 2)))
+    if passes == 0:
+        return values
     A = vertex_adjacency(faces, len(vertices)) + sp.identity(len(vertices), format="csr")
     A = sp.diags(1.0 / np.asarray(A.sum(1)).ravel()) @ A  # rows average: magnitudes stay bounded
     for _ in range(passes):
-        n = A @ n
-    return _unit(n)
+        values = A @ values
+    return values
+
+
+#: Most smoothing passes :func:`relief` makes per scale.
+MAX_RELIEF_PASSES = 400
+
+
+def relief(vertices: np.ndarray, faces: np.ndarray, fine: float, coarse: float) -> np.ndarray:
+    """(V,) how far (vertices' units) each vertex stands out of its surroundings: the surface smoothed
+    over ``fine`` (below: noise) minus the surface smoothed over ``coarse`` as well, along the coarse
+    surface's normals. Positive on ridges and bumps (lips, brow ridges, the nose), negative in creases
+    (the lip line, eye corners, nasolabial folds); independent of the tessellation."""
+    if len(faces) == 0:
+        return np.zeros(len(vertices))
+    fine_v = _diffused(np.asarray(vertices, dtype=np.float64), vertices, faces, fine, MAX_RELIEF_PASSES)
+    coarse_v = _diffused(fine_v, vertices, faces, coarse, MAX_RELIEF_PASSES)
+    return ((fine_v - coarse_v) * vertex_normals(coarse_v, faces)).sum(1)
 
 
 def cluster_vertices(vertices: np.ndarray, faces: np.ndarray,
