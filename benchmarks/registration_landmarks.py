@@ -28,7 +28,7 @@ as it is (a shared one varies by ±25%).
 clicks' weights), and splits the detected landmarks' error into what every scan of the head shares (the
 bias of the detector and the dense table on this face) and what varies from scan to scan.
 
-usage: python benchmarks/registration_landmarks.py [--seeds 0 1 2 3 4 5] [--in-model 1 2] [--no-james]
+usage: python benchmarks/registration_landmarks.py [--seeds 0 1 ... 11] [--in-model 1 2] [--no-james]
        [--model PKL] [--ceiling]
 """
 from __future__ import annotations
@@ -135,7 +135,7 @@ def james_case(model) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5], help="scan seeds of the real head")
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(range(12)), help="scan seeds of the real head")
     ap.add_argument("--in-model", type=int, nargs="*", default=[1, 2], help="in-model head seeds")
     ap.add_argument("--no-james", action="store_true", help="leave out the 3dMD capture")
     ap.add_argument("--model", type=Path, help="generic_model.pkl (default: the synthetic one, made now)")

@@ -430,14 +430,14 @@ def detect_scan_landmarks(scan_vertices_m: np.ndarray, faces: np.ndarray, uv: np
 #: and darkened in creases, ``1 + RELIEF_GAIN · tanh(relief / RELIEF_WIDTH_M)``, relief measured between
 #: ``RELIEF_SCALES_M`` (:func:`onflame.geometry.relief`). It draws the lip line, the lips' borders and
 #: the brow ridges, which Lambert shading alone leaves faint. With the dense table built from views drawn
-#: the same way, on six simulated scans of the benchmark's real head (``benchmarks/registration_landmarks.py``)
-#: (seeds 0-5) the median per-vertex error went from 1.46× to 1.21× the clicked one's, on seeds 6-11 from
-#: 1.32× to 1.18× (widths of 0.5 and 1 mm: 1.26× and 1.33× on seeds 0-5; both looks in every view: 1.33×);
-#: the detected landmarks' median error from 2.41 to 2.46 mm, 2.33 to 2.68 mm on seeds 6-11 (the brows
-#: further off, the mouth nearer). A coarse search drawn this way too found a wrong face on 2 of 12
-#: scans, so it keeps plain shading.
+#: the same way, on twelve simulated scans of the benchmark's real head (``benchmarks/registration_landmarks.py``)
+#: the median per-vertex error went from 1.36× the clicked one's (plain shading) to 1.21×, the detected
+#: landmarks' median error from 2.33 to 2.22 mm. A stronger relief (gain 0.35) gave 1.18× but
+#: 2.59 mm (the brows further off), 0.5 with 0.45 ambient light 1.16× but 3.4 mm; relief measured at
+#: 1 / 3 mm or 2 / 5 mm: 1.35× and 1.32×; every view drawn both ways: 1.33×. A coarse search drawn this
+#: way too found a wrong face on 2 of 12 scans, so it keeps plain shading.
 RELIEF_SCALES_M = (0.0015, 0.004)
-RELIEF_GAIN = 0.35
+RELIEF_GAIN = 0.25
 RELIEF_WIDTH_M = 0.0007
 
 
@@ -526,7 +526,7 @@ def choose_landmarks(scan: Mesh, points_m: np.ndarray, mode: str, model: FlameMo
 
 #: Median spread (mm) of the 51 landmarks across the views beyond which the views are said to disagree and
 #: the registration is ``suspect``. Agreeing views stay below it (``benchmarks/registration_landmarks.py``):
-#: 2.2–3.4 mm on simulated scans of the real head and 2.3–4.2 mm on in-model heads (untextured), 1.5 mm on
+#: 2.1–3.2 mm on simulated scans of the real head and 2.3–4.2 mm on in-model heads (untextured), 1.4 mm on
 #: the textured 3dMD capture.
 SPREAD_LIMIT_MM = 5.0
 
