@@ -94,19 +94,25 @@ def smoothed_vertex_normals(vertices: np.ndarray, faces: np.ndarray, scale: floa
     n = vertex_normals(vertices, faces)
     if len(faces) == 0 or scale <= 0:
         return n
-    return _unit(_diffused(n, vertices, faces, scale, MAX_NORMAL_PASSES))
+    passes = _passes(median_edge_length(vertices, faces), scale, MAX_NORMAL_PASSES)
+    return _unit(_smoothed(n, _neighbour_mean(faces, len(vertices)), passes)) if passes else n
 
 
-def _diffused(values: np.ndarray, vertices: np.ndarray, faces: np.ndarray, scale: float, max_passes: int) -> np.ndarray:
-    """Per-vertex ``values`` (V, ...) averaged with their neighbours' over about ``scale`` of surface:
-    ``⌊(scale / median edge)²⌋`` passes (at most ``max_passes``) of each vertex's mean with its neighbours."""
-    passes = int(min(max_passes, np.floor((scale / max(median_edge_length(vertices, faces), 1e-12)) ** 2)))
-    if passes == 0:
-        return values
-    A = vertex_adjacency(faces, len(vertices)) + sp.identity(len(vertices), format="csr")
-    A = sp.diags(1.0 / np.asarray(A.sum(1)).ravel()) @ A  # rows average: magnitudes stay bounded
+def _neighbour_mean(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
+    """(V, V) the mean of each vertex's value and its neighbours' (rows average: magnitudes stay bounded)."""
+    A = vertex_adjacency(faces, n_vertices) + sp.identity(n_vertices, format="csr")
+    return sp.diags(1.0 / np.asarray(A.sum(1)).ravel()) @ A
+
+
+def _passes(edge: float, scale: float, max_passes: int) -> int:
+    """Averaging passes that spread a value over about ``scale`` of a surface whose median edge is ``edge``,
+    as diffusion does: ``⌊(scale / edge)²⌋``, at most ``max_passes``."""
+    return int(min(max_passes, np.floor((scale / max(edge, 1e-12)) ** 2)))
+
+
+def _smoothed(values: np.ndarray, mean: sp.csr_matrix, passes: int) -> np.ndarray:
     for _ in range(passes):
-        values = A @ values
+        values = mean @ values
     return values
 
 
@@ -121,8 +127,9 @@ def relief(vertices: np.ndarray, faces: np.ndarray, fine: float, coarse: float) 
     (the lip line, eye corners, nasolabial folds); independent of the tessellation."""
     if len(faces) == 0:
         return np.zeros(len(vertices))
-    fine_v = _diffused(np.asarray(vertices, dtype=np.float64), vertices, faces, fine, MAX_RELIEF_PASSES)
-    coarse_v = _diffused(fine_v, vertices, faces, coarse, MAX_RELIEF_PASSES)
+    mean, edge = _neighbour_mean(faces, len(vertices)), median_edge_length(vertices, faces)
+    fine_v = _smoothed(np.asarray(vertices, dtype=np.float64), mean, _passes(edge, fine, MAX_RELIEF_PASSES))
+    coarse_v = _smoothed(fine_v, mean, _passes(edge, coarse, MAX_RELIEF_PASSES))
     return ((fine_v - coarse_v) * vertex_normals(coarse_v, faces)).sum(1)
 
 

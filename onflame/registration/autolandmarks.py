@@ -347,8 +347,6 @@ def detect_scan_landmarks(scan_vertices_m: np.ndarray, faces: np.ndarray, uv: np
         v, f, look = _clustered(v, f, look, RENDER_CELL_M)
         info["rendered_faces"] = len(f)
     cv, cf, coarse_look = (v, f, look) if len(f) <= COARSE_MAX_FACES else _clustered(v, f, look, COARSE_CELL_M)
-    if look["colors"] is None and look["texture"] is None:  # the views around the face show the skin's relief
-        look = {**look, "colors": relief_colors(v, f)}
 
     def render(verts, tris, look_, points, facing, up, px, margin) -> tuple[Detection | None, Rendering]:
         r = render_mesh(verts, tris, framing(points, facing, up, px, margin=margin), **look_)
@@ -370,6 +368,8 @@ def detect_scan_landmarks(scan_vertices_m: np.ndarray, faces: np.ndarray, uv: np
         return DetectedLandmarks(None, info={**info, "reason": "no face found in any view of the scan"})
     coarse_score, centre = best[0].score, best[1]
     facing, up = _face_frame(centre)
+    if look["colors"] is None and look["texture"] is None:  # the views around the face show the skin's relief
+        look = {**look, "colors": relief_colors(v, f)}
 
     # 2. views around the face, the frontal one first (again if its own frame turns out different)
     def around(name: str, yaw: float, pitch: float) -> ViewResult | None:
