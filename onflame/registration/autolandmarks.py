@@ -430,12 +430,12 @@ def detect_scan_landmarks(scan_vertices_m: np.ndarray, faces: np.ndarray, uv: np
 #: and darkened in creases, ``1 + RELIEF_GAIN · tanh(relief / RELIEF_WIDTH_M)``, relief measured between
 #: ``RELIEF_SCALES_M`` (:func:`onflame.geometry.relief`). It draws the lip line, the lips' borders and
 #: the brow ridges, which Lambert shading alone leaves faint. With the dense table built from views drawn
-#: the same way, on twelve simulated scans of the benchmark's real head (``benchmarks/registration_landmarks.py``)
-#: the median per-vertex error went from 1.36× the clicked one's (plain shading) to 1.21×, the detected
-#: landmarks' median error from 2.33 to 2.22 mm. A stronger relief (gain 0.35) gave 1.18× but
-#: 2.59 mm (the brows further off), 0.5 with 0.45 ambient light 1.16× but 3.4 mm; relief measured at
-#: 1 / 3 mm or 2 / 5 mm: 1.35× and 1.32×; every view drawn both ways: 1.33×. A coarse search drawn this
-#: way too found a wrong face on 2 of 12 scans, so it keeps plain shading.
+#: the same way, twelve simulated scans of the benchmark's real head (``benchmarks/registration_landmarks.py``)
+#: register with a median per-vertex error 1.21× the clicked one's and landmarks 2.22 mm off, against
+#: 1.36× and 2.33 mm with plain shading. A stronger relief (gain 0.35) gives 1.18× but 2.59 mm (the
+#: brows further off), 0.5 with 0.45 ambient light 1.16× but 3.4 mm; relief measured at 1 / 3 mm or
+#: 2 / 5 mm: 1.35× and 1.32×; every view drawn both ways: 1.33×. A coarse search drawn this way finds a
+#: wrong face on 2 of 12 scans, so it keeps plain shading.
 RELIEF_SCALES_M = (0.0015, 0.004)
 RELIEF_GAIN = 0.25
 RELIEF_WIDTH_M = 0.0007
