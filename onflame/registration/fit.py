@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-import torch
+import scipy.linalg
+from scipy.linalg.blas import ssyrk
 from scipy.spatial import cKDTree
 
-from ..flame import lbs
-from ..flame.layer import FLAME
 from ..flame.model import FlameModel
+from ..flame.numpy_flame import NumpyFlame, axis_angle_to_matrix, numpy_flame, skinning_transforms
 from ..flame.params import FlameParams
 from ..geometry import rigid_fit, vertex_normals
 from .correspond import ScanIndex
@@ -54,7 +54,7 @@ class FitState:
     history: list[float] = field(default_factory=list)
 
     @classmethod
-    def zeros(cls, flame: FLAME) -> "FitState":
+    def zeros(cls, flame: NumpyFlame) -> "FitState":
         return cls(np.zeros(flame.n_shape), np.zeros(flame.n_expression), np.zeros(3 * flame.n_joints), np.zeros(3))
 
     @property
@@ -72,32 +72,15 @@ class FitState:
         return FlameParams(self.shape.copy(), self.expression.copy(), self.pose.copy(), self.trans.copy())
 
 
-_LAYERS: dict[int, tuple[FlameModel, FLAME]] = {}
+def make_layer(model: FlameModel) -> NumpyFlame:
+    """The FLAME evaluation fitting uses: :class:`~onflame.flame.numpy_flame.NumpyFlame` (numpy, float64
+    posing; no torch on registration's path), kept for the last couple of models."""
+    return numpy_flame(model)
 
 
-def make_layer(model: FlameModel) -> FLAME:
-    """The FLAME layer used for fitting (float64: 0.1 mm residuals on a 0.2 m head need the precision).
-
-    Kept for the last couple of models, so registering many scans builds the layer (and the fitting
-    caches tied to it) once.
-    """
-    hit = _LAYERS.get(id(model))
-    if hit is None or hit[0] is not model:
-        if len(_LAYERS) >= 2:
-            _LAYERS.clear()
-        hit = (model, FLAME(model, dtype=torch.float64))
-        _LAYERS[id(model)] = hit
-    return hit[1]
-
-
-def _t(a: np.ndarray) -> torch.Tensor:
-    return torch.as_tensor(a, dtype=torch.float64)
-
-
-def vertices(flame: FLAME, st: FitState) -> np.ndarray:
+def vertices(flame: NumpyFlame, st: FitState) -> np.ndarray:
     """(V, 3) FLAME vertices for ``st``."""
-    with torch.no_grad():
-        return flame(_t(st.shape)[None], _t(st.expression)[None], _t(st.pose)[None], _t(st.trans)[None]).vertices[0].numpy()
+    return flame.vertices(st.shape, st.expression, st.pose, st.trans)
 
 
 #: Jacobians are float32: they only set each step's direction, and halving their memory traffic is what
@@ -105,47 +88,30 @@ def vertices(flame: FLAME, st: FitState) -> np.ndarray:
 #: Measured on simulated scans (seeds 1-8 and the real head): face errors within 0.05 mm of float64
 #: Jacobians and the fit 15-20% faster.
 JACOBIAN_DTYPE = np.float32
-_BASIS_CACHE: dict[tuple[int, bytes], tuple[torch.Tensor, np.ndarray, np.ndarray]] = {}
+_BASIS_CACHE: dict[tuple[int, bytes], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
 
-def _basis_rows(flame: FLAME, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _basis_rows(flame: NumpyFlame, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Blendshapes as contiguous (3V, A) rows and joint blendshapes (3J, A) for coefficient columns ``active``.
 
-    Cached per layer and column set: a build registers many scans with the same model and stages. The
-    layer's (3V, C) basis is cast once; a column set is a gather from that copy (all columns: none).
+    Cached per model and column set: a build registers many scans with the same model and stages (all
+    columns: the model's own arrays, no copy).
     """
-    full = _BASIS_CACHE.get((id(flame), b"all"))
-    if full is None or full[0] is not flame.blend_basis:  # a new layer may reuse a freed layer's id
+    active = np.asarray(active, dtype=np.int64)
+    if len(active) == flame.dirs.shape[1]:
+        key = (id(flame), b"all")
+    else:
+        key = (id(flame), active.tobytes())
+    hit = _BASIS_CACHE.get(key)
+    if hit is None or hit[0] is not flame.dirs:  # a new model may reuse a freed one's id
         if len(_BASIS_CACHE) >= 8:
             _BASIS_CACHE.clear()
-        full = (flame.blend_basis, flame.blend_basis.numpy().astype(JACOBIAN_DTYPE),
-                np.ascontiguousarray(flame.j_dirs.numpy().T, dtype=JACOBIAN_DTYPE))
-        _BASIS_CACHE[(id(flame), b"all")] = full
-    active = np.asarray(active, dtype=np.int64)
-    if len(active) == full[1].shape[1]:
-        return full[1], full[2]
-    key = (id(flame), active.tobytes())
-    hit = _BASIS_CACHE.get(key)
-    if hit is None or hit[0] is not flame.blend_basis:
-        hit = (flame.blend_basis, full[1][:, active], np.ascontiguousarray(full[2][:, active]))
+        every = key[1] == b"all"
+        dirs = flame.dirs if every else np.ascontiguousarray(flame.dirs[:, active])
+        j_dirs = np.ascontiguousarray((flame.j_dirs if every else flame.j_dirs[active]).T, dtype=JACOBIAN_DTYPE)
+        hit = (flame.dirs, dirs, j_dirs)
         _BASIS_CACHE[key] = hit
     return hit[1], hit[2]
-
-
-def _posed(flame: FLAME, v_shaped: torch.Tensor, joints: torch.Tensor, pose: torch.Tensor,
-           trans: torch.Tensor) -> torch.Tensor:
-    """FLAME's posing of one shaped head (V, 3) with joints (J, 3) under B poses (B, 3J) and translations (B, 3).
-
-    The same arithmetic as the layer's forward pass after the blendshapes, without recomputing the
-    blendshapes for every pose (the finite differences change only the pose).
-    """
-    B, J = pose.shape[0], flame.n_joints
-    rot = lbs.axis_angle_to_matrix(pose.view(B, J, 3))
-    feature = (rot[:, 1:] - torch.eye(3, dtype=rot.dtype)).reshape(B, -1)
-    v_posed = (v_shaped.reshape(1, -1) + feature @ flame.pose_basis.T).view(B, -1, 3)
-    A, _ = lbs.skinning_transforms(rot, joints.expand(B, J, 3), flame.parents, flame.levels)
-    T = torch.matmul(flame.weights, A.reshape(B, J, 12)).view(B, -1, 3, 4)               # (B, V, 3, 4)
-    return (T[..., :3] * v_posed.unsqueeze(-2)).sum(-1) + T[..., 3] + trans[:, None]
 
 
 class Linearization:
@@ -155,35 +121,32 @@ class Linearization:
     all 5023 vertices when a few thousand matched would waste most of the work.
     """
 
-    def __init__(self, flame: FLAME, st: FitState, columns: tuple[np.ndarray, np.ndarray]):
+    def __init__(self, flame: NumpyFlame, st: FitState, columns: tuple[np.ndarray, np.ndarray]):
         V, J = flame.n_vertices, flame.n_joints
         self.theta = st.theta
         self.columns = columns  # blendshape rows of the coefficients being solved for
-        with torch.no_grad():
-            coeffs = torch.cat([_t(st.shape), _t(st.expression)])[None]
-            v_shaped = torch.addmv(flame.v_template, flame.blend_basis, coeffs[0]).view(V, 3)
-            joints = (flame.j_template + coeffs @ flame.j_dirs).view(J, 3)
-            rot = lbs.axis_angle_to_matrix(_t(st.pose).view(1, J, 3))
-            # skinning translations are linear in the joints (rotations fixed): exact differences
-            nJ = 3 * J
-            jb = joints.expand(1 + nJ, J, 3).clone()
-            jb.view(1 + nJ, nJ)[1:] += torch.eye(nJ, dtype=jb.dtype) * 1e-3
-            A, _ = lbs.skinning_transforms(rot.expand(1 + nJ, J, 3, 3), jb, flame.parents, flame.levels)
-            dt_dJ = ((A[1:, :, :, 3] - A[0, :, :, 3]) / 1e-3).permute(1, 2, 0)            # (J, 3, 3J)
-            W = flame.weights
-            jac = JACOBIAN_DTYPE
-            self.skin_rot = torch.einsum("vj,jab->vab", W, A[0, :, :, :3]).numpy().astype(jac)    # (V, 3, 3)
-            self.skin_dJ = (W @ dt_dJ.reshape(J, -1)).reshape(V, 3, nJ).numpy().astype(jac)       # (V, 3, 3J)
-            # rotation columns by forward differences, one batched pass (shape computed once); a
-            # translation moves every vertex by itself: its columns are the identity
-            n = 1 + FREE_POSE
-            pose = _t(st.pose).expand(n, -1).clone()
-            pose[1:, :FREE_POSE] += torch.eye(FREE_POSE, dtype=pose.dtype) * _FD_STEP
-            verts = _posed(flame, v_shaped, joints, pose, _t(st.trans).expand(n, -1)).numpy()   # (n, V, 3)
+        v_shaped, joints = flame.shaped(flame.coefficients(st.shape, st.expression))
+        rot = axis_angle_to_matrix(st.pose.reshape(1, J, 3))
+        # skinning translations are linear in the joints (rotations fixed): exact differences
+        nJ = 3 * J
+        jb = np.repeat(joints[None], 1 + nJ, 0)
+        jb.reshape(1 + nJ, nJ)[1:] += np.eye(nJ) * 1e-3
+        A, _ = skinning_transforms(np.repeat(rot, 1 + nJ, 0), jb, flame.parents)
+        dt_dJ = ((A[1:, :, :, 3] - A[0, :, :, 3]) / 1e-3).transpose(1, 2, 0)                 # (J, 3, 3J)
+        W = flame.weights
+        jac = JACOBIAN_DTYPE
+        self.skin_rot = (W @ A[0, :, :, :3].reshape(J, 9)).reshape(V, 3, 3).astype(jac)      # (V, 3, 3)
+        self.skin_dJ = (W @ dt_dJ.reshape(J, -1)).reshape(V, 3, nJ).astype(jac)              # (V, 3, 3J)
+        # rotation columns by forward differences, one batched pass (shape computed once); a
+        # translation moves every vertex by itself: its columns are the identity
+        n = 1 + FREE_POSE
+        pose = np.repeat(st.pose[None], n, 0)
+        pose[1:, :FREE_POSE] += np.eye(FREE_POSE) * _FD_STEP
+        verts = flame.posed(v_shaped, joints, pose, np.repeat(st.trans[None], n, 0))         # (n, V, 3)
         self.v = verts[0]
         d_trans = np.broadcast_to(np.eye(3, dtype=jac)[:, None, :], (3, V, 3))
-        d_pose = np.concatenate([((verts[1:] - verts[0]) / _FD_STEP).astype(jac), d_trans])        # (12, V, 3)
-        self.d_pose = np.ascontiguousarray(d_pose.transpose(1, 2, 0))                                # (V, 3, 12)
+        d_pose = np.concatenate([((verts[1:] - verts[0]) / _FD_STEP).astype(jac), d_trans])  # (12, V, 3)
+        self.d_pose = np.ascontiguousarray(d_pose.transpose(1, 2, 0))                       # (V, 3, 12)
 
     def rows(self, idx: np.ndarray, direction: np.ndarray) -> np.ndarray:
         """Directional derivatives ``dᵀ ∂v_i/∂θ`` (K, P) for vertices ``idx`` (K,) and ``direction`` (K, 3).
@@ -193,15 +156,14 @@ class Linearization:
         cost at one (3, C) gather and a (1 × 3) × (3 × C) product per vertex.
         """
         dirs, j_dirs = self.columns
-        d = direction.astype(JACOBIAN_DTYPE)[:, None, :]                                     # (K, 1, 3)
+        d = direction.astype(JACOBIAN_DTYPE)
         C = dirs.shape[1]
-        u = np.matmul(d, self.skin_rot[idx])                                                 # (K, 1, 3)
+        u = np.einsum("ka,kab->kb", d, self.skin_rot[idx])                                   # (K, 3)
         out = np.empty((len(idx), C + 12), dtype=JACOBIAN_DTYPE)
-        out[:, :C] = np.matmul(u, dirs.reshape(-1, 3, C)[idx])[:, 0]  # one gather of each vertex's 3 rows
-        out[:, :C] += np.matmul(d, self.skin_dJ[idx])[:, 0] @ j_dirs
-        out[:, C:] = np.matmul(d, self.d_pose[idx])[:, 0]
+        out[:, :C] = np.einsum("kb,kbc->kc", u, dirs.reshape(-1, 3, C)[idx])  # one gather of each vertex's 3 rows
+        out[:, :C] += np.einsum("ka,kab->kb", d, self.skin_dJ[idx]) @ j_dirs
+        out[:, C:] = np.einsum("ka,kab->kb", d, self.d_pose[idx])
         return out
-
 
 
 @dataclass
@@ -248,24 +210,31 @@ def gauss_newton_step(st: FitState, terms: list[Term], prior: np.ndarray, dampin
     """Solve ``(H + damping diag(H)) δ = −(Σ JᵀW r + prior θ)``, ``H = Σ JᵀWJ + diag(prior)``; return the moved state.
 
     Only parameters in play (prior below ``FROZEN``) are solved for: early stages with few identity
-    components then cost a fraction of a full step. The products run in torch, whose BLAS is several
-    times faster than numpy's bundled one on these shapes.
+    components then cost a fraction of a full step. JᵀWJ is a symmetric rank-K update (BLAS ``syrk``,
+    half the work of a general product) in the Jacobian's float32 (see ``JACOBIAN_DTYPE``); the solve
+    is a float64 Cholesky.
     """
     theta = st.theta
     active = np.flatnonzero(prior < FROZEN)  # the terms' rows hold exactly these columns
-    rows = torch.from_numpy(np.concatenate([t.rows for t in terms]))
-    w = torch.from_numpy(np.concatenate([t.weight for t in terms]))
-    r = torch.from_numpy(np.concatenate([t.resid for t in terms]))
-    pa = torch.from_numpy(prior[active])
-    th = torch.from_numpy(theta[active])
-    # JᵀWJ and Jᵀr in the Jacobian's float32 (see JACOBIAN_DTYPE), the solve in float64
-    H = (rows.T @ (rows * w.to(rows.dtype)[:, None])).double()
-    H.diagonal().add_(pa).mul_(1.0 + damping)  # Marquardt: damping relative to each parameter's curvature
-    g = (rows.T @ (w * r).to(rows.dtype)).double() + pa * th
+    P = len(active)
+    H32 = np.zeros((P, P), dtype=JACOBIAN_DTYPE, order="F")
+    g = np.zeros(P)
+    for t in terms:
+        root_w = np.sqrt(t.weight).astype(JACOBIAN_DTYPE)
+        scaled = t.rows * root_w[:, None]                                                   # (K, P), C order
+        H32 = ssyrk(1.0, scaled.T, beta=1.0, c=H32, overwrite_c=True)  # upper triangle of Σ JᵀWJ
+        g += scaled.T @ (root_w * t.resid.astype(JACOBIAN_DTYPE))
+    H = np.triu(H32).astype(np.float64)
+    H += np.triu(H, 1).T
+    pa = prior[active]
+    H[np.diag_indices(P)] = (H.diagonal() + pa) * (1.0 + damping)  # Marquardt: damping relative to each curvature
+    g += pa * theta[active]
+    try:  # H is symmetric positive definite: Cholesky halves the solve
+        step = scipy.linalg.cho_solve(scipy.linalg.cho_factor(H, check_finite=False), -g, check_finite=False)
+    except np.linalg.LinAlgError:
+        step = np.linalg.lstsq(H, -g, rcond=None)[0]
     delta = np.zeros_like(theta)
-    chol, info = torch.linalg.cholesky_ex(H)  # H is symmetric positive definite: Cholesky halves the solve
-    step = torch.cholesky_solve(-g[:, None], chol)[:, 0] if int(info) == 0 else torch.linalg.solve(H, -g)
-    delta[active] = step.numpy()
+    delta[active] = step
     return st.with_theta(theta + delta)
 
 
@@ -278,7 +247,7 @@ def _robust(term: Term, scale: float) -> Term:
     return term
 
 
-def stage_columns(flame: FLAME, prior: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def stage_columns(flame: NumpyFlame, prior: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Blendshape rows restricted to the coefficients a stage solves for (prior below ``FROZEN``)."""
     C = flame.n_shape + flame.n_expression
     return _basis_rows(flame, np.flatnonzero(prior[:C] < FROZEN))
@@ -367,7 +336,7 @@ class FitSettings:
     robust_scale: float = 0.0  # > 0 turns on Geman-McClure reweighting (m); off: it made fits more local here
 
 
-def _prior_vector(flame: FLAME, n_active: int, shape_prior: float, expression_prior: float, neck_prior: float,
+def _prior_vector(flame: NumpyFlame, n_active: int, shape_prior: float, expression_prior: float, neck_prior: float,
                   jaw_prior: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
     """Diagonal prior weights over θ (coefficients, global/neck/jaw rotation, translation)."""
     S, E = flame.n_shape, flame.n_expression
@@ -381,7 +350,7 @@ def _prior_vector(flame: FLAME, n_active: int, shape_prior: float, expression_pr
     return p
 
 
-def fit_scan(flame: FLAME, index: ScanIndex, region: np.ndarray, landmarks: LandmarkSet | None = None,
+def fit_scan(flame: NumpyFlame, index: ScanIndex, region: np.ndarray, landmarks: LandmarkSet | None = None,
              settings: FitSettings | None = None, state: FitState | None = None) -> FitState:
     """Fit FLAME to a scan already rigidly aligned to the template (model frame, metres).
 
@@ -400,7 +369,7 @@ def fit_scan(flame: FLAME, index: ScanIndex, region: np.ndarray, landmarks: Land
     if st is None:
         st = FitState.zeros(flame)
         st.pose[6] = s.jaw_start  # FLAME's jaw joint: pose[6:9]; x opens the mouth
-    faces = flame.faces.numpy()
+    faces = flame.faces
     rng = np.random.default_rng(0)
     sample = rng.choice(len(index.points), size=min(s.scan_samples, len(index.points)), replace=False)
     scan_pts, scan_nrm = index.points[sample], index.normals[sample]
@@ -458,7 +427,7 @@ def _data_sigma(sigma: float, residuals: np.ndarray, noise: float, gain: float) 
     return float(np.sqrt(sigma**2 + gain**2 * max(0.0, spread**2 - noise**2)))
 
 
-def _levenberg_marquardt_step(flame: FLAME, st: FitState, terms: list[Term], prior: np.ndarray,
+def _levenberg_marquardt_step(flame: NumpyFlame, st: FitState, terms: list[Term], prior: np.ndarray,
                               damping: float) -> tuple[FitState, float]:
     """One accepted step: raise the damping until the true energy (same pairs) goes down."""
     e0 = _energy(terms, prior, st.theta)
@@ -473,7 +442,7 @@ def _levenberg_marquardt_step(flame: FLAME, st: FitState, terms: list[Term], pri
     return st, damping
 
 
-def fit_mesh_vertices(flame: FLAME, target: np.ndarray, weights: np.ndarray | None = None,
+def fit_mesh_vertices(flame: NumpyFlame, target: np.ndarray, weights: np.ndarray | None = None,
                       state: FitState | None = None, iters: int = 6,
                       shape_prior: float = 1e-6, expression_prior: float = 1e-6,
                       max_vertices: int | None = None) -> FitState:
@@ -490,9 +459,7 @@ def fit_mesh_vertices(flame: FLAME, target: np.ndarray, weights: np.ndarray | No
     if state is None:
         from scipy.spatial.transform import Rotation
 
-        with torch.no_grad():
-            out = flame()
-        v0, root = out.vertices[0].numpy(), out.joints[0, 0].numpy()
+        v0, root = flame.v_template, flame.j_template[0]
         R, t, _ = rigid_fit(v0, target, weights=w)
         st.pose[:3] = Rotation.from_matrix(R).as_rotvec()
         st.trans = R @ root + t - root

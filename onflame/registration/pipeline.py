@@ -22,7 +22,6 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import torch
 from scipy.spatial.transform import Rotation
 
 from ..errors import InputError
@@ -204,9 +203,7 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel,
     flame = make_layer(model)
     weights = region_weights(model)
     settings = fit_settings or FitSettings()
-    with torch.no_grad():
-        rest = flame()
-    rest_v = rest.vertices[0].numpy()
+    rest_v = flame.v_template
     # with several candidate conventions, the points they all agree on start the fit; the rest decide
     shared = agreeing(sets, rest_v, model.faces) if len(sets) > 1 else None
     if shared is not None and shared.all():  # the conventions coincide on the clicked points
@@ -396,8 +393,7 @@ def _search_around(start, best: tuple, centre: np.ndarray) -> tuple:
 
 def _to_scan_frame(flame, state: FitState, R: np.ndarray, t: np.ndarray) -> FitState:
     """The same FLAME instance moved by ``x -> R x + t``: compose with the global rotation about the root."""
-    with torch.no_grad():
-        root = flame(torch.as_tensor(state.shape)[None], torch.as_tensor(state.expression)[None]).joints[0, 0].numpy()
+    root = flame.root(state.shape, state.expression)
     pose = state.pose.copy()
     pose[:3] = (Rotation.from_matrix(R) * Rotation.from_rotvec(state.pose[:3])).as_rotvec()
     return FitState(state.shape.copy(), state.expression.copy(), pose, R @ (root + state.trans) + t - root)

@@ -50,7 +50,8 @@ def unfold(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray, rest:
             without expression, then the posed template); same frame as ``vertices``.
         fixed: vertex indices that must not move (they are left out of every patch).
         keep_folds_of: (V, 3) a mesh whose own folds are left alone (the FLAME fit: a fold of its
-            expression is the model's, and filling one cost accuracy where it was the truth's too).
+            expression is the model's, and filling one cost accuracy where it was the truth's too); a
+            fill also never turns a triangle against it (the quality check counts those as flips).
 
     Returns:
         ``(vertices (V, 3), info)``; ``info``: ``folded`` (triangles flipped before), ``left`` (after,
@@ -66,6 +67,7 @@ def unfold(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray, rest:
         movable[np.asarray(fixed, dtype=np.int64)] = False
     bad = flipped_against(v, faces, reference)
     kept = np.zeros(len(faces), bool) if keep_folds_of is None else flipped_against(keep_folds_of, faces, reference)
+    guard = None if keep_folds_of is None else (keep_folds_of, flipped_against(v, faces, keep_folds_of, 0.0))
     info = {"folded": int(bad.sum()), "left": int(bad.sum()), "moved": 0, "rings": 0}
     if not (bad & ~kept).any():
         return v, info
@@ -79,10 +81,12 @@ def unfold(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray, rest:
         for k in range(n):
             seed = np.zeros(V, bool)
             seed[members[label == k]] = True
-            filled, rings = _fill_fold(v, faces, reference, rest, A, edges, seed, movable, bad)
+            filled, rings = _fill_fold(v, faces, reference, rest, A, edges, seed, movable, bad, guard)
             if filled is not None:
                 moved |= np.abs(filled - v).sum(1) > 0
                 v, bad = filled, flipped_against(filled, faces, reference)
+                if guard is not None:
+                    guard = (guard[0], flipped_against(v, faces, guard[0], 0.0))
                 info["rings"] = max(info["rings"], rings)
         if not (bad & ~kept).any():
             break
@@ -92,9 +96,10 @@ def unfold(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray, rest:
 
 def _fill_fold(v: np.ndarray, faces: np.ndarray, reference: np.ndarray, rest: list[np.ndarray], A: sp.csr_matrix,
                edges: tuple[np.ndarray, np.ndarray], seed: np.ndarray, movable: np.ndarray,
-               bad: np.ndarray) -> tuple[np.ndarray | None, int]:
+               bad: np.ndarray, guard: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray | None, int]:
     """The smallest fill (fewest rings around a fold's corners ``seed`` (V,) bool, the first rest shape
-    first) that unfolds the fold's triangles and flips none that ``bad`` (F,) does not already hold;
+    first) that unfolds the fold's triangles and flips none that ``bad`` (F,) does not already hold,
+    nor, with a ``guard`` ``(mesh (V, 3), (F,) bool flipped against it now)``, any against that mesh;
     ``(None, 0)`` if none up to :data:`MAX_RINGS` does."""
     own = bad & seed[faces].any(1)
     for shape in rest:
@@ -104,7 +109,9 @@ def _fill_fold(v: np.ndarray, faces: np.ndarray, reference: np.ndarray, rest: li
             out = _harmonic_fill(v, shape, edges, patch & movable)
             around = patch[faces].any(1)  # the only triangles the fill can turn
             after = flipped_against(out, faces[around], reference)
-            if not (after & (own[around] | ~bad[around])).any():
+            if (after & (own[around] | ~bad[around])).any():
+                continue
+            if guard is None or not (flipped_against(out, faces[around], guard[0], 0.0) & ~guard[1][around]).any():
                 return out, rings
     return None, 0
 
