@@ -12,7 +12,7 @@ is float64. Shapes: V vertices, J joints, C = S + E coefficients, B poses.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -76,6 +76,7 @@ class NumpyFlame:
     faces: np.ndarray
     n_shape: int
     n_expression: int
+    _last: tuple | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_model(cls, model: FlameModel) -> "NumpyFlame":
@@ -109,8 +110,11 @@ class NumpyFlame:
         """The head before posing: vertices (V, 3) and joints (J, 3) for coefficients (C,).
 
         Only the rows up to each block's last non-zero coefficient are read: a fit's early stages hold
-        most identity components at zero.
+        most identity components at zero. The last result is kept (a fit evaluates a step's state, then
+        linearises at it): callers must not write into it.
         """
+        if self._last is not None and np.array_equal(self._last[0], coeffs):
+            return self._last[1], self._last[2]
         offsets = np.zeros(self.dirs.shape[0], dtype=np.float32)
         for lo, hi in ((0, self.n_shape), (self.n_shape, len(coeffs))):
             nz = np.flatnonzero(coeffs[lo:hi])
@@ -118,7 +122,9 @@ class NumpyFlame:
                 end = lo + nz[-1] + 1
                 offsets += self.dirs[:, lo:end] @ coeffs[lo:end].astype(np.float32)
         v = self.v_template + offsets.reshape(-1, 3)
-        return v, self.j_template + (coeffs @ self.j_dirs).reshape(-1, 3)
+        joints = self.j_template + (coeffs @ self.j_dirs).reshape(-1, 3)
+        self._last = (np.array(coeffs, dtype=np.float64), v, joints)
+        return v, joints
 
     def posed(self, v_shaped: np.ndarray, joints: np.ndarray, pose: np.ndarray,
               trans: np.ndarray) -> np.ndarray:
@@ -129,8 +135,10 @@ class NumpyFlame:
         feature = (rot[:, 1:] - np.eye(3)).reshape(B, -1)
         v = v_shaped[None] + (feature @ self.pose_basis).reshape(B, -1, 3)
         A, _ = skinning_transforms(rot, np.broadcast_to(joints, (B, J, 3)), self.parents)
-        T = np.einsum("vj,bjik->bvik", self.weights, A)                                   # (B, V, 3, 4)
-        return np.einsum("bvik,bvk->bvi", T[..., :3], v) + T[..., 3] + trans[:, None, :]
+        T = (self.weights @ A.transpose(1, 0, 2, 3).reshape(J, -1)).reshape(-1, B, 3, 4)  # (V, B, 3, 4)
+        v = v.transpose(1, 0, 2)                                                          # (V, B, 3)
+        out = T[..., 3] + T[..., 0] * v[..., 0:1] + T[..., 1] * v[..., 1:2] + T[..., 2] * v[..., 2:3]
+        return out.transpose(1, 0, 2) + trans[:, None, :]
 
     def vertices(self, shape: np.ndarray, expression: np.ndarray, pose: np.ndarray, trans: np.ndarray) -> np.ndarray:
         """(V, 3) vertices of FLAME(shape, expression, pose (3J,), trans (3,)), metres."""

@@ -21,6 +21,7 @@ the model's reach is placed by its landmarks rather than slid along the scan. Ey
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -33,8 +34,9 @@ from ..flame.model import FlameModel
 from ..flame.numpy_flame import NumpyFlame, axis_angle_to_matrix, numpy_flame, skinning_transforms
 from ..flame.params import FlameParams
 from ..geometry import rigid_fit, vertex_normals
-from .correspond import ScanIndex
+from .correspond import ScanIndex, query_workers
 from .landmarks import LandmarkSet
+from .threads import in_parallel, thread_count
 
 #: Pose entries (of FLAME's 15) that fitting estimates: global, neck, jaw rotation.
 FREE_POSE = 9
@@ -217,13 +219,15 @@ def gauss_newton_step(st: FitState, terms: list[Term], prior: np.ndarray, dampin
     theta = st.theta
     active = np.flatnonzero(prior < FROZEN)  # the terms' rows hold exactly these columns
     P = len(active)
-    H32 = np.zeros((P, P), dtype=JACOBIAN_DTYPE, order="F")
-    g = np.zeros(P)
+    scaled, g = [], np.zeros(P)
     for t in terms:
         root_w = np.sqrt(t.weight).astype(JACOBIAN_DTYPE)
-        scaled = t.rows * root_w[:, None]                                                   # (K, P), C order
-        H32 = ssyrk(1.0, scaled.T, beta=1.0, c=H32, overwrite_c=True)  # upper triangle of Σ JᵀWJ
-        g += scaled.T @ (root_w * t.resid.astype(JACOBIAN_DTYPE))
+        scaled.append(t.rows * root_w[:, None])                                             # (K, P), C order
+        g += scaled[-1].T @ (root_w * t.resid.astype(JACOBIAN_DTYPE))
+    rows = np.concatenate(scaled) if len(scaled) > 1 else scaled[0]
+    # JᵀWJ's upper triangle, its rows split between the threads (each part a syrk of its own)
+    parts = np.array_split(np.arange(len(rows)), thread_count()) if len(rows) >= 2000 else [np.arange(len(rows))]
+    H32 = sum(in_parallel(*[functools.partial(_syrk, rows, p[0], p[-1] + 1) for p in parts if len(p)]))
     H = np.triu(H32).astype(np.float64)
     H += np.triu(H, 1).T
     pa = prior[active]
@@ -236,6 +240,11 @@ def gauss_newton_step(st: FitState, terms: list[Term], prior: np.ndarray, dampin
     delta = np.zeros_like(theta)
     delta[active] = step
     return st.with_theta(theta + delta)
+
+
+def _syrk(rows: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """The upper triangle of ``rows[lo:hi]ᵀ rows[lo:hi]`` (BLAS ``syrk``, float32)."""
+    return ssyrk(1.0, rows[lo:hi].T)
 
 
 def _robust(term: Term, scale: float) -> Term:
@@ -283,6 +292,7 @@ class Stage:
     steps: int
     sigma: float = 0.0005
     misfit: bool = False
+    pairs: float = 1.0
 
 
 @dataclass
@@ -334,6 +344,7 @@ class FitSettings:
     jaw_start: float = 0.1
     misfit_gain: float = 4.0
     robust_scale: float = 0.0  # > 0 turns on Geman-McClure reweighting (m); off: it made fits more local here
+    reuse_pairs: float = 0.0
 
 
 def _prior_vector(flame: NumpyFlame, n_active: int, shape_prior: float, expression_prior: float, neck_prior: float,
@@ -383,13 +394,22 @@ def fit_scan(flame: NumpyFlame, index: ScanIndex, region: np.ndarray, landmarks:
         prior = _prior_vector(flame, stage.components, stage.shape_prior, s.expression_prior, s.neck_prior, s.jaw_prior)
         columns = stage_columns(flame, prior)
         damping = 1e-3
+        paired_at = None  # the vertices the current pairs were found for
         for _ in range(stage.steps):
             lin = Linearization(flame, st, columns)
             v = lin.v
-            vn = vertex_normals(v, faces)
-            m = index.match(v[cand], vn[cand], radius)
-            keep = _subsample(len(m.source), s.max_pairs)
-            src = cand[m.source[keep]]
+            if paired_at is None or np.abs(v[cand] - paired_at).max() > s.reuse_pairs:
+                paired_at = v[cand]
+                vn = vertex_normals(v, faces)
+                m = index.match(v[cand], vn[cand], radius)
+                keep = _subsample(len(m.source), int(stage.pairs * s.max_pairs))
+                src = cand[m.source[keep]]
+                # scan -> model: sampled scan points to their nearest model vertex, if close and facing alike
+                d, j = cKDTree(v[cand]).query(scan_pts[:int(stage.pairs * len(scan_pts))], distance_upper_bound=radius,
+                                              workers=query_workers(len(scan_pts)))
+                ok = np.isfinite(d)
+                jj = cand[np.where(ok, j, 0)]
+                ok &= (vn[jj] * scan_nrm[:len(jj)]).sum(1) > 0.5
             # a subsample stands for all pairs: scale its weight up so the priors keep their meaning
             scale = len(m.source) / max(len(keep), 1)
             sigma = stage.sigma
@@ -399,14 +419,9 @@ def fit_scan(flame: NumpyFlame, index: ScanIndex, region: np.ndarray, landmarks:
                              s.robust_scale)]
             if s.point_to_point > 0:  # a little point-to-point keeps the surface from sliding along itself
                 terms.append(point_term(lin, src, m.target[keep], s.point_to_point * scale * region[src] / sigma**2))
-            # scan -> model: sampled scan points to their nearest model vertex, if close and facing alike
-            d, j = cKDTree(v[cand]).query(scan_pts, distance_upper_bound=radius)
-            ok = np.isfinite(d)
-            jj = cand[np.where(ok, j, 0)]
-            ok &= (vn[jj] * scan_nrm).sum(1) > 0.5
             if ok.any():
                 w = s.scan_to_model * region[jj[ok]] / sigma**2
-                terms.append(_robust(plane_term(lin, jj[ok], scan_pts[ok], scan_nrm[ok], w), s.robust_scale))
+                terms.append(_robust(plane_term(lin, jj[ok], scan_pts[:len(ok)][ok], scan_nrm[:len(ok)][ok], w), s.robust_scale))
             if landmarks is not None:
                 terms.append(landmark_term(lin, lmk_corners, lmk_bary, landmarks.targets,
                                            stage.landmark_weight / landmarks.sigma**2))
@@ -489,5 +504,5 @@ def unexplained(v: np.ndarray, index: ScanIndex, region: np.ndarray, cap: float 
     cand = np.flatnonzero(region > 0)
     step = max(1, len(index.points) // samples)
     d_scan, _ = cKDTree(v[cand]).query(index.points[::step], distance_upper_bound=cap)
-    d_mesh, _ = index.tree.query(v[cand], distance_upper_bound=cap)
+    d_mesh, _ = index.query(v[cand], distance_upper_bound=cap)
     return float(np.mean(np.minimum(d_scan, cap) ** 2) + np.mean(np.minimum(d_mesh, cap) ** 2))
