@@ -1,6 +1,6 @@
 """Small geometry helpers shared by registration, evaluation and the synthetic scans.
 
-Rigid fits (Kabsch / Umeyama), normals, boundaries and flip counts are a few numpy/scipy lines
+Rigid fits (Kabsch / Umeyama), normals, boundaries and flipped triangles are a few numpy/scipy lines
 each; they work on raw arrays inside registration's inner loops, where building a ``trimesh.Trimesh``
 (with its caches and validation) every iteration would cost more than the computation itself.
 """
@@ -183,9 +183,15 @@ def boundary_vertices(faces: np.ndarray, n_vertices: int) -> np.ndarray:
     return out
 
 
-def count_flipped(faces: np.ndarray, before: np.ndarray, after: np.ndarray) -> int:
-    """Triangles whose normal turns by more than 90° between vertex sets ``before`` and ``after`` (V, 3)."""
-    return int(((face_normals(before, faces) * face_normals(after, faces)).sum(1) < 0).sum())
+def flipped_against(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray | None = None, *,
+                    reference_normals: np.ndarray | None = None, below: float = 0.0) -> np.ndarray:
+    """(F,) bool: triangles of ``vertices`` (V, 3) that face against the same triangles of ``reference``
+    (V, 3), or against ``reference_normals`` (F, 3): the cosine between the normals is below ``below``
+    (0: turned by more than 90°; a small positive margin also catches triangles standing on edge, and
+    degenerate ones, whose normal is zero). The one flipped-triangle test of registration, its quality
+    check and the benchmarks."""
+    ref = face_normals(reference, faces) if reference_normals is None else reference_normals
+    return (face_normals(vertices, faces) * ref).sum(1) < below
 
 
 def triangle_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:

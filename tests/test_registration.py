@@ -417,16 +417,17 @@ def test_registration_holds_numpy_blas_at_one_thread_beside_torch():
 def test_unfold_removes_a_fold_and_moves_only_around_it(flame_model):
     """A vertex pushed through the surface folds its triangles against the template; the repair leaves no
     fold and keeps the rest of the head where it was."""
-    from onflame.registration.unfold import flipped_against, unfold
+    from onflame.geometry import flipped_against
+    from onflame.registration.unfold import FOLD_COS, unfold
 
     t, F = flame_model.v_template, flame_model.faces
     v = t.copy()
     nose = flame_model.masks["nose"]
     tip = nose[np.argmax(t[nose, 2])]
     v[tip] -= np.array([0.0, 0.0, 0.012])  # 12 mm into the head: its fan turns inside out
-    assert flipped_against(v, F, t).sum() >= 4
+    assert flipped_against(v, F, t, below=FOLD_COS).sum() >= 4
     out, info = unfold(v, F, t, [t], fixed=_eyeballs(flame_model))
-    assert info["left"] == 0 and flipped_against(out, F, t).sum() == 0
+    assert info["left"] == 0 and flipped_against(out, F, t, below=FOLD_COS).sum() == 0
     moved = np.linalg.norm(out - v, axis=1) > 1e-9
     assert moved[tip] and 1 <= moved.sum() <= 60
     far = np.linalg.norm(t - t[tip], axis=1) > 0.02

@@ -263,11 +263,56 @@ def load_landmark_embedding(*paths: str | os.PathLike) -> LandmarkEmbedding:
     are an error)."""
     out = LandmarkEmbedding()
     for path in paths:
-        obj = safepickle.load_npy_object(path) if Path(path).suffix == ".npy" else safepickle.load(path)
-        if not isinstance(obj, Mapping):
-            raise InputError(path, f"expected a dict of embedding arrays, found {type(obj).__name__}")
-        out = out.merged(landmark_embedding_from_dict(obj, path))
+        out = out.merged(_load_embedding_file(Path(path)))
     return out
+
+
+def _read_embedding_file(path: Path) -> LandmarkEmbedding:
+    obj = safepickle.load_npy_object(path) if path.suffix == ".npy" else safepickle.load(path)
+    if not isinstance(obj, Mapping):
+        raise InputError(path, f"expected a dict of embedding arrays, found {type(obj).__name__}")
+    return landmark_embedding_from_dict(obj, path)
+
+
+@dataclass
+class _Copy:
+    """An embedding as :func:`.model_cache.load_cached` keeps it (it stamps a ``source`` on what it loads)."""
+
+    embedding: LandmarkEmbedding
+    source: str = ""
+
+
+#: Format tag of an embedding's pickle-free copy.
+EMBEDDING_COPY_FORMAT = "onflame-landmark-embedding-1"
+
+
+def _load_embedding_file(path: Path) -> LandmarkEmbedding:
+    """One embedding file, read from its pickle-free copy after the first time (:mod:`.model_cache`:
+    beside it, or in the user's cache folder; remade when the file changes). MICA's file pickles torch
+    tensors, so reading it imports torch (~0.7 s of every ``onflame register``); the copy needs numpy only."""
+    from ..fileio import read_npz, write_npz
+    from .model_cache import load_cached
+
+    if not path.is_file():  # the reader's own error (missing file, a folder)
+        return _read_embedding_file(path)
+
+    def save(copy: _Copy, to: Path, **stamp: np.ndarray) -> None:
+        emb = copy.embedding
+        parts = dict(emb.conventions, **({"dynamic": emb.dynamic} if emb.dynamic is not None else {}))
+        arrays = {f"{k}_{name}": a for name, pts in parts.items() for k, a in (("face_idx", pts.face_idx), ("bary", pts.bary))}
+        write_npz(to, format=np.array(EMBEDDING_COPY_FORMAT), **stamp, **arrays)
+
+    def load(copy: Path) -> _Copy:
+        data = read_npz(copy)
+        if str(data.get("format", "")) != EMBEDDING_COPY_FORMAT:
+            raise InputError(copy, "not an onflame embedding copy")
+        parts = {k[9:]: SurfacePoints(data[k].astype(np.int64), data[f"bary_{k[9:]}"])
+                 for k in data if k.startswith("face_idx_")}
+        dynamic = parts.pop("dynamic", None)
+        origins = {name: str(path) for name in parts} | ({"dynamic": str(path)} if dynamic is not None else {})
+        return _Copy(LandmarkEmbedding(parts, dynamic, origins))
+
+    return load_cached(path, 0, lambda: _Copy(_read_embedding_file(path)), load, save).embedding
 
 
 def load_masks(path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -54,7 +54,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from ..geometry import face_normals, median_edge_length, vertex_adjacency, vertex_normals
+from ..geometry import face_normals, flipped_against, median_edge_length, vertex_adjacency, vertex_normals
 from .correspond import ScanIndex
 from .landmarks import LandmarkSet
 
@@ -225,11 +225,6 @@ def refine(fit: np.ndarray, faces: np.ndarray, index: ScanIndex, region: np.ndar
     return cur, info
 
 
-def _flipped(v: np.ndarray, faces: np.ndarray, reference_normals: np.ndarray) -> np.ndarray:
-    """(F,) bool: triangles of ``v`` (V, 3) facing against ``reference_normals`` (F, 3)."""
-    return (face_normals(v, faces) * reference_normals).sum(1) < 0
-
-
 def _around(faces: np.ndarray, flipped: np.ndarray) -> np.ndarray:
     """Vertex indices of the ``flipped`` (F,) triangles' corners and of every triangle touching them."""
     return np.unique(faces[np.isin(faces, np.unique(faces[flipped])).any(1)])
@@ -284,7 +279,7 @@ def _bending_rounds(ref: np.ndarray, cur: np.ndarray, faces: np.ndarray, index: 
                 rhs = rhs + landmarks[1]
             new = ref.copy()
             new[free] += _solve_spd(A, rhs[free])
-            flipped = _flipped(new, faces, ref_normals)
+            flipped = flipped_against(new, faces, reference_normals=ref_normals)
             if not flipped.any():
                 break
             if attempt < MAX_STIFFEN:
@@ -430,7 +425,7 @@ def follow_detail(cur: np.ndarray, fit: np.ndarray, faces: np.ndarray, index: Sc
             # fixed vertices' coordinates move to the right-hand side (zero for FLAME's separate eyeballs)
             new[free] = _solve_block_cg(L_free[:, free], w[free], normal[free],
                                         rhs[free] - L_free[:, held] @ fit[held], cur[free])
-            flipped = _flipped(new, faces, fit_normals)
+            flipped = flipped_against(new, faces, reference_normals=fit_normals)
             if not flipped.any():
                 break
             stiff[_around(faces, flipped)] *= DETAIL_STIFFEN

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from scipy.sparse.csgraph import connected_components
 
-from ..geometry import face_normals, vertex_adjacency
+from ..geometry import face_normals, flipped_against, vertex_adjacency
 
 #: Rings a patch grows by, at most. Folds that need more are deep folds of the fit's own expression
 #: (the synthetic test model's lids fold so at random expressions, and its heads' truths with them);
@@ -32,10 +32,10 @@ MAX_RINGS = 3
 FOLD_COS = 0.1
 
 
-def flipped_against(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray, margin: float = FOLD_COS) -> np.ndarray:
-    """(F,) bool: triangles of ``vertices`` (V, 3) whose normals point against (cosine below ``margin``)
-    the same triangles' of ``reference`` (V, 3), both in one frame (degenerate triangles count too)."""
-    return (face_normals(vertices, faces) * face_normals(reference, faces)).sum(1) <= margin
+def folded(vertices: np.ndarray, faces: np.ndarray, reference_normals: np.ndarray) -> np.ndarray:
+    """(F,) bool: triangles of ``vertices`` (V, 3) folded against the reference's triangle normals (F, 3)
+    (:func:`~onflame.geometry.flipped_against` with the margin :data:`FOLD_COS`)."""
+    return flipped_against(vertices, faces, reference_normals=reference_normals, below=FOLD_COS)
 
 
 def unfold(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray, rest: list[np.ndarray],
@@ -66,10 +66,10 @@ def unfold(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray, rest:
     if fixed is not None:
         movable[np.asarray(fixed, dtype=np.int64)] = False
     ref_n = face_normals(reference, faces)
-    bad = _against(v, faces, ref_n)
-    kept = np.zeros(len(faces), bool) if keep_folds_of is None else _against(keep_folds_of, faces, ref_n)
+    bad = folded(v, faces, ref_n)
+    kept = np.zeros(len(faces), bool) if keep_folds_of is None else folded(keep_folds_of, faces, ref_n)
     guard_n = None if keep_folds_of is None else face_normals(keep_folds_of, faces)
-    guard = None if guard_n is None else (guard_n, _against(v, faces, guard_n, 0.0))
+    guard = None if guard_n is None else (guard_n, flipped_against(v, faces, reference_normals=guard_n))
     info = {"folded": int(bad.sum()), "left": int(bad.sum()), "moved": 0, "rings": 0}
     if not (bad & ~kept).any():
         return v, info
@@ -86,19 +86,14 @@ def unfold(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray, rest:
             filled, rings = _fill_fold(v, faces, ref_n, rest, A, edges, seed, movable, bad, guard)
             if filled is not None:
                 moved |= np.abs(filled - v).sum(1) > 0
-                v, bad = filled, _against(filled, faces, ref_n)
+                v, bad = filled, folded(filled, faces, ref_n)
                 if guard is not None:
-                    guard = (guard[0], _against(v, faces, guard[0], 0.0))
+                    guard = (guard[0], flipped_against(v, faces, reference_normals=guard[0]))
                 info["rings"] = max(info["rings"], rings)
         if not (bad & ~kept).any():
             break
     info.update(left=int(bad.sum()), moved=int(moved.sum()))
     return v, info
-
-
-def _against(v: np.ndarray, faces: np.ndarray, normals: np.ndarray, margin: float = FOLD_COS) -> np.ndarray:
-    """:func:`flipped_against` with the reference's triangle normals (F, 3) given."""
-    return (face_normals(v, faces) * normals).sum(1) <= margin
 
 
 def _fill_fold(v: np.ndarray, faces: np.ndarray, ref_n: np.ndarray, rest: list[np.ndarray], A: sp.csr_matrix,
@@ -116,10 +111,10 @@ def _fill_fold(v: np.ndarray, faces: np.ndarray, ref_n: np.ndarray, rest: list[n
             patch |= (A @ patch.astype(np.float64)) > 0
             out = _harmonic_fill(v, shape, edges, patch & movable)
             around = patch[faces].any(1)  # the only triangles the fill can turn
-            after = _against(out, faces[around], ref_n[around])
+            after = folded(out, faces[around], ref_n[around])
             if (after & (own[around] | ~bad[around])).any():
                 continue
-            if guard is None or not (_against(out, faces[around], guard[0][around], 0.0) & ~guard[1][around]).any():
+            if guard is None or not (flipped_against(out, faces[around], reference_normals=guard[0][around]) & ~guard[1][around]).any():
                 return out, rings
     return None, 0
 
