@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ..geometry import boundary_vertices, median_edge_length, smoothed_vertex_normals
+from ..geometry import boundary_vertices, edge_use, median_edge_length, smoothed_vertex_normals
 from .threads import thread_count
 
 #: Surface patch (m) the scan's normals are averaged over: about the FLAME face's vertex spacing.
@@ -46,15 +46,18 @@ class ScanIndex:
 
     @classmethod
     def build(cls, vertices: np.ndarray, faces: np.ndarray) -> "ScanIndex":
-        normals = smoothed_vertex_normals(vertices, faces, NORMAL_SCALE_M)
-        border = boundary_vertices(faces, len(vertices)) if len(faces) else np.zeros(len(vertices), bool)
+        uses = edge_use(faces, len(vertices)) if len(faces) else None
+        spacing = median_edge_length(vertices, faces)
+        adjacency = None
+        if uses is not None:
+            adjacency = uses.copy()
+            adjacency.data[:] = 1.0
+        normals = smoothed_vertex_normals(vertices, faces, NORMAL_SCALE_M, adjacency, spacing)
+        border = boundary_vertices(faces, len(vertices), uses) if len(faces) else np.zeros(len(vertices), bool)
         # grow the border by one ring: vertices next to a hole have unreliable normals too
-        if len(faces) and border.any():
-            touching = border[faces].any(1)
-            grown = border.copy()
-            grown[faces[touching].ravel()] = True
-            border = grown
-        return cls(vertices, normals, border, cKDTree(vertices), median_edge_length(vertices, faces))
+        if border.any():
+            border = border | (adjacency @ border.astype(np.float64) > 0)
+        return cls(vertices, normals, border, cKDTree(vertices), spacing)
 
     def to_frame(self, R: np.ndarray, t: np.ndarray) -> "ScanIndex":
         """The same scan in the frame where its points are ``Rᵀ (p − t)`` (``R`` (3, 3), ``t`` (3,)):

@@ -292,7 +292,6 @@ class Stage:
     steps: int
     sigma: float = 0.0005
     misfit: bool = False
-    pairs: float = 1.0
 
 
 @dataclass
@@ -344,7 +343,6 @@ class FitSettings:
     jaw_start: float = 0.1
     misfit_gain: float = 4.0
     robust_scale: float = 0.0  # > 0 turns on Geman-McClure reweighting (m); off: it made fits more local here
-    reuse_pairs: float = 0.0
 
 
 def _prior_vector(flame: NumpyFlame, n_active: int, shape_prior: float, expression_prior: float, neck_prior: float,
@@ -394,22 +392,18 @@ def fit_scan(flame: NumpyFlame, index: ScanIndex, region: np.ndarray, landmarks:
         prior = _prior_vector(flame, stage.components, stage.shape_prior, s.expression_prior, s.neck_prior, s.jaw_prior)
         columns = stage_columns(flame, prior)
         damping = 1e-3
-        paired_at = None  # the vertices the current pairs were found for
         for _ in range(stage.steps):
             lin = Linearization(flame, st, columns)
             v = lin.v
-            if paired_at is None or np.abs(v[cand] - paired_at).max() > s.reuse_pairs:
-                paired_at = v[cand]
-                vn = vertex_normals(v, faces)
-                m = index.match(v[cand], vn[cand], radius)
-                keep = _subsample(len(m.source), int(stage.pairs * s.max_pairs))
-                src = cand[m.source[keep]]
-                # scan -> model: sampled scan points to their nearest model vertex, if close and facing alike
-                d, j = cKDTree(v[cand]).query(scan_pts[:int(stage.pairs * len(scan_pts))], distance_upper_bound=radius,
-                                              workers=query_workers(len(scan_pts)))
-                ok = np.isfinite(d)
-                jj = cand[np.where(ok, j, 0)]
-                ok &= (vn[jj] * scan_nrm[:len(jj)]).sum(1) > 0.5
+            vn = vertex_normals(v, faces)
+            m = index.match(v[cand], vn[cand], radius)
+            keep = _subsample(len(m.source), s.max_pairs)
+            src = cand[m.source[keep]]
+            # scan -> model: sampled scan points to their nearest model vertex, if close and facing alike
+            d, j = cKDTree(v[cand]).query(scan_pts, distance_upper_bound=radius, workers=query_workers(len(scan_pts)))
+            ok = np.isfinite(d)
+            jj = cand[np.where(ok, j, 0)]
+            ok &= (vn[jj] * scan_nrm).sum(1) > 0.5
             # a subsample stands for all pairs: scale its weight up so the priors keep their meaning
             scale = len(m.source) / max(len(keep), 1)
             sigma = stage.sigma
@@ -421,7 +415,7 @@ def fit_scan(flame: NumpyFlame, index: ScanIndex, region: np.ndarray, landmarks:
                 terms.append(point_term(lin, src, m.target[keep], s.point_to_point * scale * region[src] / sigma**2))
             if ok.any():
                 w = s.scan_to_model * region[jj[ok]] / sigma**2
-                terms.append(_robust(plane_term(lin, jj[ok], scan_pts[:len(ok)][ok], scan_nrm[:len(ok)][ok], w), s.robust_scale))
+                terms.append(_robust(plane_term(lin, jj[ok], scan_pts[ok], scan_nrm[ok], w), s.robust_scale))
             if landmarks is not None:
                 terms.append(landmark_term(lin, lmk_corners, lmk_bary, landmarks.targets,
                                            stage.landmark_weight / landmarks.sigma**2))

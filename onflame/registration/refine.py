@@ -54,7 +54,14 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from ..geometry import face_normals, flipped_against, median_edge_length, vertex_adjacency, vertex_normals
+from ..geometry import (
+    face_normals,
+    flipped_against,
+    median_edge_length,
+    nearest_rotations,
+    vertex_adjacency,
+    vertex_normals,
+)
 from .correspond import ScanIndex
 from .landmarks import LandmarkSet
 
@@ -309,7 +316,7 @@ def _edge_similarities(ref: np.ndarray, cur: np.ndarray, i: np.ndarray, j: np.nd
         ends = _incidence(i, j, V)
     cov = (ends @ (ec[:, :, None] * er[:, None, :]).reshape(E, 9)).reshape(V, 3, 3)
     norm = ends @ (er**2).sum(1)
-    R, trace = rotations_of(cov)
+    R, trace = nearest_rotations(cov)
     return R * (trace / np.maximum(norm, 1e-30))[:, None, None]
 
 
@@ -317,38 +324,6 @@ def _incidence(i: np.ndarray, j: np.ndarray, n_vertices: int) -> sp.csr_matrix:
     """(V, E) 0/1: the two ends of each edge ``(i, j)``."""
     E = len(i)
     return sp.csr_matrix((np.ones(2 * E), (np.r_[i, j], np.r_[np.arange(E), np.arange(E)])), shape=(n_vertices, E))
-
-
-def rotations_of(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The rotations R (K, 3, 3) nearest to the matrices ``cov`` (K, 3, 3) (``argmax trace(Rᵀ cov)``,
-    Kabsch), and that trace (K,).
-
-    Newton's iteration for the polar factor (Higham's, scaled by |det|^(-1/3)) on all matrices at once
-    converges in a few steps where the matrix is near a rotation, as a surface's local frames are; a
-    batched SVD costs twice as much here. Matrices that are singular or whose polar factor is a
-    reflection take the SVD, with its smallest direction turned.
-    """
-    X = np.array(cov, dtype=np.float64)
-    scale = np.abs(X).reshape(len(X), -1).max(1)
-    ok = np.linalg.det(X) > 1e-9 * scale**3
-    X[~ok] = np.eye(3)
-    for _ in range(12):
-        c0, c1, c2 = np.cross(X[:, 1], X[:, 2]), np.cross(X[:, 2], X[:, 0]), np.cross(X[:, 0], X[:, 1])
-        det = (X[:, 0] * c0).sum(1)
-        z = np.abs(det) ** (-1.0 / 3.0)
-        new = 0.5 * (z[:, None, None] * X + np.stack([c0, c1, c2], 1) / (det * z)[:, None, None])  # X⁻ᵀ = cof / det
-        done = np.abs(new - X).max() < 1e-13
-        X = new
-        if done:
-            break
-    trace = (X * cov).sum((1, 2))
-    if (~ok).any():
-        U, sv, Vt = np.linalg.svd(cov[~ok])
-        sign = np.sign(np.linalg.det(U @ Vt))
-        U[:, :, 2] *= sign[:, None]
-        sv[:, 2] *= sign
-        X[~ok], trace[~ok] = U @ Vt, sv.sum(1)
-    return X, trace
 
 
 #: Per-vertex factor on the edge weight around a would-be flipped triangle (repeated while flips remain).
