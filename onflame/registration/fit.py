@@ -208,43 +208,83 @@ def landmark_term(lin: Linearization, corners: np.ndarray, bary: np.ndarray, tar
     return Term(Jl.reshape(-1, Jl.shape[2]), residual(lin.v), weights, residual)
 
 
-def gauss_newton_step(st: FitState, terms: list[Term], prior: np.ndarray, damping: float) -> FitState:
-    """Solve ``(H + damping diag(H)) δ = −(Σ JᵀW r + prior θ)``, ``H = Σ JᵀWJ + diag(prior)``; return the moved state.
+@dataclass
+class NormalEquations:
+    """``H = Σ JᵀWJ + diag(prior)`` (P, P) and ``g = Σ JᵀW r + prior θ`` (P,) over the parameters in play
+    (``active`` (P,): prior below ``FROZEN``), at a state ``theta``; a Levenberg-Marquardt step solves
+    them for one damping after another without building them again."""
 
-    Only parameters in play (prior below ``FROZEN``) are solved for: early stages with few identity
-    components then cost a fraction of a full step. JᵀWJ is a symmetric rank-K update (BLAS ``syrk``,
-    half the work of a general product) in the Jacobian's float32 (see ``JACOBIAN_DTYPE``); the solve
-    is a float64 Cholesky.
-    """
-    theta = st.theta
-    active = np.flatnonzero(prior < FROZEN)  # the terms' rows hold exactly these columns
-    P = len(active)
-    scaled, g = [], np.zeros(P)
+    H: np.ndarray
+    g: np.ndarray
+    active: np.ndarray
+    theta: np.ndarray
+
+    @classmethod
+    def of(cls, terms: list[Term], prior: np.ndarray, theta: np.ndarray) -> "NormalEquations":
+        """JᵀWJ is a symmetric rank-K update (BLAS ``syrk``, half the work of a general product) in the
+        Jacobian's float32 (see ``JACOBIAN_DTYPE``), the terms split between the threads
+        (:func:`.threads.in_parallel`); the rest is float64."""
+        active = np.flatnonzero(prior < FROZEN)  # the terms' rows hold exactly these columns
+        parts = _balanced(terms, thread_count())
+        done = in_parallel(*[functools.partial(_weighted_products, part) for part in parts])
+        H = np.triu(sum(h for h, _ in done)).astype(np.float64)
+        H += np.triu(H, 1).T
+        pa = prior[active]
+        H[np.diag_indices(len(active))] += pa
+        return cls(H, sum(g for _, g in done) + pa * theta[active], active, theta)
+
+    def step(self, st: FitState, damping: float) -> FitState:
+        """The state moved by ``(H + damping diag(H)) δ = −g`` (Marquardt: damping relative to each
+        parameter's curvature; H is symmetric positive definite: a Cholesky solve)."""
+        H = self.H.copy()
+        H[np.diag_indices(len(H))] *= 1.0 + damping
+        try:
+            step = scipy.linalg.cho_solve(scipy.linalg.cho_factor(H, check_finite=False), -self.g, check_finite=False)
+        except np.linalg.LinAlgError:
+            step = np.linalg.lstsq(H, -self.g, rcond=None)[0]
+        delta = np.zeros_like(self.theta)
+        delta[self.active] = step
+        return st.with_theta(self.theta + delta)
+
+
+def gauss_newton_step(st: FitState, terms: list[Term], prior: np.ndarray, damping: float) -> FitState:
+    """Solve ``(H + damping diag(H)) δ = −(Σ JᵀW r + prior θ)``, ``H = Σ JᵀWJ + diag(prior)``; return the
+    moved state (:class:`NormalEquations`). Only parameters in play (prior below ``FROZEN``) are solved
+    for: early stages with few identity components then cost a fraction of a full step."""
+    return NormalEquations.of(terms, prior, st.theta).step(st, damping)
+
+
+def _weighted_products(terms: list[Term]) -> tuple[np.ndarray, np.ndarray]:
+    """The upper triangle of ``Σ JᵀWJ`` (float32, BLAS ``syrk``) and ``Σ JᵀW r`` over ``terms``."""
+    H, g = 0.0, 0.0
     for t in terms:
         root_w = np.sqrt(t.weight).astype(JACOBIAN_DTYPE)
-        scaled.append(t.rows * root_w[:, None])                                             # (K, P), C order
-        g += scaled[-1].T @ (root_w * t.resid.astype(JACOBIAN_DTYPE))
-    rows = np.concatenate(scaled) if len(scaled) > 1 else scaled[0]
-    # JᵀWJ's upper triangle, its rows split between the threads (each part a syrk of its own)
-    parts = np.array_split(np.arange(len(rows)), thread_count()) if len(rows) >= 2000 else [np.arange(len(rows))]
-    H32 = sum(in_parallel(*[functools.partial(_syrk, rows, p[0], p[-1] + 1) for p in parts if len(p)]))
-    H = np.triu(H32).astype(np.float64)
-    H += np.triu(H, 1).T
-    pa = prior[active]
-    H[np.diag_indices(P)] = (H.diagonal() + pa) * (1.0 + damping)  # Marquardt: damping relative to each curvature
-    g += pa * theta[active]
-    try:  # H is symmetric positive definite: Cholesky halves the solve
-        step = scipy.linalg.cho_solve(scipy.linalg.cho_factor(H, check_finite=False), -g, check_finite=False)
-    except np.linalg.LinAlgError:
-        step = np.linalg.lstsq(H, -g, rcond=None)[0]
-    delta = np.zeros_like(theta)
-    delta[active] = step
-    return st.with_theta(theta + delta)
+        scaled = t.rows * root_w[:, None]                                                    # (K, P), C order
+        H = H + ssyrk(1.0, scaled.T)
+        g = g + (scaled.T @ (root_w * t.resid.astype(JACOBIAN_DTYPE))).astype(np.float64)
+    return H, g
 
 
-def _syrk(rows: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """The upper triangle of ``rows[lo:hi]ᵀ rows[lo:hi]`` (BLAS ``syrk``, float32)."""
-    return ssyrk(1.0, rows[lo:hi].T)
+def _balanced(terms: list[Term], n: int) -> list[list[Term]]:
+    """``terms`` in up to ``n`` groups of about equal rows: a large term is cut into row blocks."""
+    total = sum(len(t.rows) for t in terms)
+    if n < 2 or total < 2000:
+        return [terms]
+    size = -(-total // n)
+    groups: list[list[Term]] = [[]]
+    room = size
+    for t in terms:
+        lo = 0
+        while lo < len(t.rows):
+            hi = min(len(t.rows), lo + room)
+            piece = t if (lo, hi) == (0, len(t.rows)) else Term(t.rows[lo:hi], t.resid[lo:hi], t.weight[lo:hi], t.residual)
+            groups[-1].append(piece)
+            room -= hi - lo
+            lo = hi
+            if room == 0 and len(groups) < n:
+                groups.append([])
+                room = size
+    return [g for g in groups if g]
 
 
 def _robust(term: Term, scale: float) -> Term:
@@ -441,8 +481,9 @@ def _levenberg_marquardt_step(flame: NumpyFlame, st: FitState, terms: list[Term]
     """One accepted step: raise the damping until the true energy (same pairs) goes down."""
     e0 = _energy(terms, prior, st.theta)
     st.history.append(e0)
+    normal = NormalEquations.of(terms, prior, st.theta)
     for _try in range(8):
-        new = gauss_newton_step(st, terms, prior, damping)
+        new = normal.step(st, damping)
         v = vertices(flame, new)
         e1 = sum(float((t.weight * t.residual(v) ** 2).sum()) for t in terms) + float((prior * new.theta**2).sum())
         if e1 <= e0:

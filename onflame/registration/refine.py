@@ -89,7 +89,7 @@ class RefineSettings:
             (:meth:`ScanIndex.noise`).
         detail_rounds: rounds of the as-similar-as-possible deformation (0 turns the phase off). On the
             benchmark's real head (τ = 1) 4 / 6 / 8 rounds gave 1.244 / 1.217 / 1.209 mm median
-            per-vertex error; a round costs about 60 ms there.
+            per-vertex error; a round costs a few tens of milliseconds there.
         detail_similarity: its weight per edge, relative to a fully matched vertex's data weight.
         detail_landmarks: the landmarks' weight in it (each, relative to one matched vertex), for clicks
             of about 1.5 mm; :func:`register` sets it to 0 for detected landmarks.
@@ -98,7 +98,7 @@ class RefineSettings:
             from the parameters refitted to the first one's result, where the detail phase did not run
             (empty: none). Ten simulated in-model scans (seeds 1-10 of ``benchmarks/registration.py``,
             τ = 0.75): mean median / p95 per-vertex error 0.192 / 0.766 → 0.183 / 0.665 mm, lower on
-            every one; about 0.15 s more per scan.
+            every one; about 0.07 s more per scan (CPU).
     """
 
     stiffness: tuple[float, ...] = (30.0, 9.0, 3.0, 1.5)
@@ -412,15 +412,15 @@ def follow_detail(cur: np.ndarray, fit: np.ndarray, faces: np.ndarray, index: Sc
 
 
 def _solve_block_cg(L: sp.csr_matrix, w: np.ndarray, n: np.ndarray, rhs: np.ndarray, start: np.ndarray,
-                    rtol: float = 1e-6) -> np.ndarray:
+                    rtol: float = 1e-5) -> np.ndarray:
     """Solve ``(L ⊗ I₃ + blockdiag(w_i n_i n_iᵀ)) X = rhs`` for X (N, 3): L (N, N) sparse symmetric
     positive definite, shared by x, y and z; ``w`` (N,) ≥ 0 and unit normals ``n`` (N, 3) couple a
     vertex's coordinates.
 
     Conjugate gradients from ``start`` (N, 3), preconditioned by the inverse of each vertex's 3 × 3
     diagonal block (``L_ii I + w n nᵀ``, inverted in closed form), to a residual of ``rtol`` relative to
-    the right-hand side's: from the previous round's solution about 30-60 iterations, each a sparse
-    product with three columns, and the result within micrometres of a direct solve. Without
+    the right-hand side's: from the previous round's solution a few dozen iterations, each a sparse
+    product with three columns, and the result well within the scan's noise of a direct solve. Without
     convergence in the iteration cap, the assembled (3N, 3N) system is factorised.
     """
     def apply(X: np.ndarray) -> np.ndarray:
