@@ -455,8 +455,10 @@ def test_unfold_removes_a_fold_and_moves_only_around_it(flame_model):
 
 def test_eyeballs_stay_behind_recessed_lids(flame_model):
     """The real head with its eye region set 3 mm deeper and its lids narrowed: the lids follow the scan, and
-    the eyeballs must not stand out through them (held at the fit, 7 of their vertices did)."""
-    from onflame.registration.eyes import piercing
+    the eyeballs must not stand out through them. Whether eyeballs held at the fit would have pierced this
+    registration's lids depends on rounding-level details of the fit, so the repair is also checked with
+    the lids pushed a further 1.5 mm back, where they do."""
+    from onflame.registration.eyes import piercing, place_eyeballs
 
     truth = read_mesh(FLAME_FIX / "registered_mesh.ply").vertices.copy()
     F, eyes = flame_model.faces, _eyeballs(flame_model)
@@ -472,12 +474,17 @@ def test_eyeballs_stay_behind_recessed_lids(flame_model):
     sim = simulate_scan(truth, F, lm, eyes, seed=100)
     reg = register(sim.scan, flame_model, landmarks=sim.landmarks)
     lid_faces = F[np.isin(F, lids).all(1)]
-    held = reg.mesh.vertices.copy()
-    held[eyes] = reg.fit[eyes]  # the eyeballs where the fit put them, the lids as registered
     sides = [flame_model.masks[s] for s in ("left_eyeball", "right_eyeball")]
     own = [piercing(reg.fit, e, lid_faces).sum() for e in sides]  # the model's own lid margin
     for e, allowed in zip(sides, own):
         assert piercing(reg.mesh.vertices, e, lid_faces).sum() <= allowed
-    assert sum(piercing(held, e, lid_faces).sum() - a for e, a in zip(sides, own)) > 0
     assert reg.quality.numbers["eyeball_piercing_vertices"] == 0
     assert reg.quality.numbers["flipped_triangles"] == 0
+    forward = reg.params.extras["scan_to_flame"][2, :3]  # FLAME's +z (where the face looks), scan frame
+    pushed = reg.mesh.vertices.copy()
+    pushed[eyes] = reg.fit[eyes]  # the eyeballs where the fit put them
+    pushed[lids] -= 0.0015 * forward
+    assert sum(piercing(pushed, e, lid_faces).sum() - a for e, a in zip(sides, own)) > 0
+    placed, _ = place_eyeballs(pushed, reg.fit, F, sides, lids, forward)
+    for e, allowed in zip(sides, own):
+        assert piercing(placed, e, lid_faces).sum() <= allowed
