@@ -371,7 +371,7 @@ class FitSettings:
         Stage(20, 0.015, 30.0, 30.0, 3),
         Stage(100, 0.008, 3.0, 5.0, 3),
         Stage(300, 0.004, 1.0, 1.0, 3, misfit=True),
-        Stage(300, 0.0025, 1.0, 1.0, 5, sigma=0.00025, misfit=True),
+        Stage(300, 0.0025, 1.0, 1.0, 3, sigma=0.00025, misfit=True),  # more steps: no nearer the truth
     )
     expression_prior: float = 1.0
     neck_prior: float = 1e5
