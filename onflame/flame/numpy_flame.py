@@ -59,15 +59,17 @@ class NumpyFlame:
 
     Attributes:
         v_template: (V, 3) float64 mean head.
-        dirs: (3V, C) float32 blendshapes, identity then expression coefficients; row 3i + k is vertex
-            i's coordinate k (so ``dirs.reshape(V, 3, C)[i]`` is one vertex's block, as Jacobians gather).
+        shape_dirs, expr_dirs: (3V, S) and (3V, E) float32 identity and expression blendshapes; row 3i + k
+            is vertex i's coordinate k (``shape_dirs.reshape(V, 3, S)[i]`` is one vertex's block, as
+            Jacobians gather it).
         j_template: (J, 3) rest joints of the mean head; j_dirs: (C, 3J) their blendshapes (float64).
         pose_basis: (9 (J − 1), 3V) pose correctives; weights: (V, J) skinning weights.
         parents: parent of each joint (−1 for the root); faces: (F, 3).
     """
 
     v_template: np.ndarray
-    dirs: np.ndarray
+    shape_dirs: np.ndarray
+    expr_dirs: np.ndarray
     j_template: np.ndarray
     j_dirs: np.ndarray
     pose_basis: np.ndarray
@@ -80,12 +82,12 @@ class NumpyFlame:
 
     @classmethod
     def from_model(cls, model: FlameModel) -> "NumpyFlame":
-        V, S, E = model.n_vertices, model.n_shape, model.n_expression
-        dirs = np.empty((V, 3, S + E), dtype=np.float32)
-        dirs[:, :, :S], dirs[:, :, S:] = model.shapedirs, model.exprdirs
+        V = model.n_vertices
         j_dirs = np.concatenate([_regressed(model.J_regressor, model.shapedirs),
                                  _regressed(model.J_regressor, model.exprdirs)])
-        return cls(np.asarray(model.v_template, dtype=np.float64), dirs.reshape(3 * V, -1),
+        return cls(np.asarray(model.v_template, dtype=np.float64),
+                   model.shapedirs.reshape(3 * V, -1).astype(np.float32),
+                   model.exprdirs.reshape(3 * V, -1).astype(np.float32),
                    model.J_regressor @ model.v_template, j_dirs,
                    np.ascontiguousarray(model.posedirs.reshape(3 * V, -1).T, dtype=np.float64),
                    np.asarray(model.weights, dtype=np.float64), model.parents.tolist(),
@@ -115,12 +117,12 @@ class NumpyFlame:
         """
         if self._last is not None and np.array_equal(self._last[0], coeffs):
             return self._last[1], self._last[2]
-        offsets = np.zeros(self.dirs.shape[0], dtype=np.float32)
-        for lo, hi in ((0, self.n_shape), (self.n_shape, len(coeffs))):
-            nz = np.flatnonzero(coeffs[lo:hi])
+        offsets = np.zeros(self.shape_dirs.shape[0], dtype=np.float32)
+        for dirs, c in ((self.shape_dirs, coeffs[:self.n_shape]), (self.expr_dirs, coeffs[self.n_shape:])):
+            nz = np.flatnonzero(c)
             if nz.size:
-                end = lo + nz[-1] + 1
-                offsets += self.dirs[:, lo:end] @ coeffs[lo:end].astype(np.float32)
+                end = nz[-1] + 1
+                offsets += dirs[:, :end] @ c[:end].astype(np.float32)
         v = self.v_template + offsets.reshape(-1, 3)
         joints = self.j_template + (coeffs @ self.j_dirs).reshape(-1, 3)
         self._last = (np.array(coeffs, dtype=np.float64), v, joints)

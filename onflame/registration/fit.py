@@ -90,30 +90,22 @@ def vertices(flame: NumpyFlame, st: FitState) -> np.ndarray:
 #: Measured on simulated scans (seeds 1-8 and the real head): face errors within 0.05 mm of float64
 #: Jacobians and the fit 15-20% faster.
 JACOBIAN_DTYPE = np.float32
-_BASIS_CACHE: dict[tuple[int, bytes], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
 
-def _basis_rows(flame: NumpyFlame, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Blendshapes as contiguous (3V, A) rows and joint blendshapes (3J, A) for coefficient columns ``active``.
+@dataclass(frozen=True)
+class Columns:
+    """The coefficients a stage solves for: the first ``n_shape`` identity components and every expression
+    component (the others are held at zero). ``shape_dirs`` (V, 3, n_shape) and ``expr_dirs`` (V, 3, E)
+    are views of the model's float32 blendshapes, ``j_dirs`` (3J, n_shape + E) the joints' ones."""
 
-    Cached per model and column set: a build registers many scans with the same model and stages (all
-    columns: the model's own arrays, no copy).
-    """
-    active = np.asarray(active, dtype=np.int64)
-    if len(active) == flame.dirs.shape[1]:
-        key = (id(flame), b"all")
-    else:
-        key = (id(flame), active.tobytes())
-    hit = _BASIS_CACHE.get(key)
-    if hit is None or hit[0] is not flame.dirs:  # a new model may reuse a freed one's id
-        if len(_BASIS_CACHE) >= 8:
-            _BASIS_CACHE.clear()
-        every = key[1] == b"all"
-        dirs = flame.dirs if every else np.ascontiguousarray(flame.dirs[:, active])
-        j_dirs = np.ascontiguousarray((flame.j_dirs if every else flame.j_dirs[active]).T, dtype=JACOBIAN_DTYPE)
-        hit = (flame.dirs, dirs, j_dirs)
-        _BASIS_CACHE[key] = hit
-    return hit[1], hit[2]
+    n_shape: int
+    shape_dirs: np.ndarray
+    expr_dirs: np.ndarray
+    j_dirs: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return self.n_shape + self.expr_dirs.shape[2]
 
 
 class Linearization:
@@ -123,7 +115,7 @@ class Linearization:
     all 5023 vertices when a few thousand matched would waste most of the work.
     """
 
-    def __init__(self, flame: NumpyFlame, st: FitState, columns: tuple[np.ndarray, np.ndarray]):
+    def __init__(self, flame: NumpyFlame, st: FitState, columns: Columns):
         V, J = flame.n_vertices, flame.n_joints
         self.theta = st.theta
         self.columns = columns  # blendshape rows of the coefficients being solved for
@@ -157,13 +149,15 @@ class Linearization:
         columns. Projecting first (``Rᵀ d``) and only then touching the (3V, C) blendshape rows keeps the
         cost at one (3, C) gather and a (1 × 3) × (3 × C) product per vertex.
         """
-        dirs, j_dirs = self.columns
+        cols = self.columns
         d = direction.astype(JACOBIAN_DTYPE)
-        C = dirs.shape[1]
+        S, C = cols.n_shape, cols.count
         u = np.einsum("ka,kab->kb", d, self.skin_rot[idx])                                   # (K, 3)
         out = np.empty((len(idx), C + 12), dtype=JACOBIAN_DTYPE)
-        out[:, :C] = np.einsum("kb,kbc->kc", u, dirs.reshape(-1, 3, C)[idx])  # one gather of each vertex's 3 rows
-        out[:, :C] += np.einsum("ka,kab->kb", d, self.skin_dJ[idx]) @ j_dirs
+        # one gather of each vertex's 3 rows of the columns in play
+        out[:, :S] = np.einsum("kb,kbc->kc", u, cols.shape_dirs[idx])
+        out[:, S:C] = np.einsum("kb,kbc->kc", u, cols.expr_dirs[idx])
+        out[:, :C] += np.einsum("ka,kab->kb", d, self.skin_dJ[idx]) @ cols.j_dirs
         out[:, C:] = np.einsum("ka,kab->kb", d, self.d_pose[idx])
         return out
 
@@ -296,10 +290,17 @@ def _robust(term: Term, scale: float) -> Term:
     return term
 
 
-def stage_columns(flame: NumpyFlame, prior: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Blendshape rows restricted to the coefficients a stage solves for (prior below ``FROZEN``)."""
-    C = flame.n_shape + flame.n_expression
-    return _basis_rows(flame, np.flatnonzero(prior[:C] < FROZEN))
+def stage_columns(flame: NumpyFlame, prior: np.ndarray) -> Columns:
+    """The coefficients a stage solves for (prior below ``FROZEN``): a first part of the identity
+    components and all expression ones (:func:`_prior_vector`'s pattern), as views of the blendshapes."""
+    S, E = flame.n_shape, flame.n_expression
+    active = np.flatnonzero(prior[:S + E] < FROZEN)
+    n = int((active < S).sum())
+    if not np.array_equal(active, np.r_[np.arange(n), S + np.arange(E)]):
+        raise ValueError("a stage solves for the first identity components and every expression component")
+    V = flame.n_vertices
+    return Columns(n, flame.shape_dirs.reshape(V, 3, S)[:, :, :n], flame.expr_dirs.reshape(V, 3, E),
+                   np.ascontiguousarray(flame.j_dirs[active].T, dtype=JACOBIAN_DTYPE))
 
 
 def _subsample(n: int, k: int) -> np.ndarray:
