@@ -69,19 +69,6 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return np.divide(v, n, out=np.zeros_like(v), where=n > 0)
 
 
-def segments_cross_triangles(start: np.ndarray, end: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """(K,) bool: segments ``start`` → ``end`` (K, 3) that cross any of ``triangles`` (L, 3, 3).
-
-    Every segment-triangle pair through :func:`onflame.geometry.ray_triangle_t`, in blocks of segments.
-    """
-    out = np.zeros(len(start), bool)
-    for lo in range(0, len(start), 256):
-        o, d = start[lo:lo + 256, None, :], (end - start)[lo:lo + 256, None, :]   # (k, 1, 3)
-        t = ray_triangle_t(o, d, triangles)                                       # (k, L)
-        out[lo:lo + 256] = ((t > 0) & (t < 1)).any(1)
-    return out
-
-
 def place_eyeballs(reg: np.ndarray, fit: np.ndarray, faces: np.ndarray, eyeballs: list[np.ndarray],
                    lids: np.ndarray, forward: np.ndarray) -> tuple[np.ndarray, dict]:
     """Keep each eyeball of a registration behind its lids (see the module docstring).

@@ -1,4 +1,4 @@
-"""Fit FLAME parameters: to a scan (robust, region-restricted) and to a FLAME-topology mesh (vertex-to-vertex).
+"""Fit FLAME parameters: to a scan (region-restricted, point-to-plane) and to a FLAME-topology mesh (vertex-to-vertex).
 
 Both are Gauss-Newton (Levenberg-Marquardt) on weighted least squares over
 θ = (identity and expression coefficients c, global/neck/jaw rotation, translation) in the model's frame.
@@ -281,15 +281,6 @@ def _balanced(terms: list[Term], n: int) -> list[list[Term]]:
     return [g for g in groups if g]
 
 
-def _robust(term: Term, scale: float) -> Term:
-    """Geman-McClure reweighting (one IRLS step): pairs whose residual exceeds ``scale`` (m) lose weight,
-    so hair, shoulders and wrong pairs cannot drag the fit."""
-    if scale <= 0:
-        return term
-    term.weight = term.weight / (1.0 + (term.resid / scale) ** 2) ** 2
-    return term
-
-
 def stage_columns(flame: NumpyFlame, prior: np.ndarray) -> Columns:
     """The coefficients a stage solves for (prior below ``FROZEN``): a first part of the identity
     components and all expression ones (:func:`_prior_vector`'s pattern), as views of the blendshapes."""
@@ -349,7 +340,6 @@ class FitSettings:
             a global one, so the neck stays near rest unless the data insist.
         jaw_prior: prior weights on the jaw's opening and on its sideways/twisting rotation (radians²):
             without them a model that cannot explain a face bends the jaw to imitate shape.
-        point_to_point: share of point-to-point residuals added to the point-to-plane ones.
         jaw_start: jaw opening (radians) a fit starts from when given no state. Half open, the model's
             lips can go either way; from closed, detected mouth landmarks a few millimetres off could hold
             an open mouth shut (one of ten simulated in-model scans with detected landmarks: 1.87 mm
@@ -362,7 +352,6 @@ class FitSettings:
             the synthetic test model cannot explain from 2.36 to 1.74 mm median per-vertex error; heads
             the model explains keep σ (their spread is the noise), median 0.243 → 0.229 mm, p95
             0.92 → 0.97 mm on average. 0 turns it off.
-        robust_scale: > 0 turns on Geman-McClure reweighting at this residual (m).
         scan_to_model: weight of the scan → model term relative to model → scan.
         scan_samples: scan points used for the scan → model term.
         max_pairs: model → scan pairs used per step (evenly subsampled beyond this).
@@ -380,10 +369,8 @@ class FitSettings:
     scan_samples: int = 2500
     max_pairs: int = 2500
     jaw_prior: tuple[float, float] = (10.0, 1000.0)
-    point_to_point: float = 0.0
     jaw_start: float = 0.1
     misfit_gain: float = 4.0
-    robust_scale: float = 0.0  # > 0 turns on Geman-McClure reweighting (m); off: it made fits more local here
 
 
 def _prior_vector(flame: NumpyFlame, n_active: int, shape_prior: float, expression_prior: float, neck_prior: float,
@@ -450,13 +437,10 @@ def fit_scan(flame: NumpyFlame, index: ScanIndex, region: np.ndarray, landmarks:
             sigma = stage.sigma
             if stage.misfit and s.misfit_gain > 0 and len(keep):
                 sigma = _data_sigma(stage.sigma, ((v[src] - m.target[keep]) * m.normal[keep]).sum(1), noise, s.misfit_gain)
-            terms = [_robust(plane_term(lin, src, m.target[keep], m.normal[keep], scale * region[src] / sigma**2),
-                             s.robust_scale)]
-            if s.point_to_point > 0:  # a little point-to-point keeps the surface from sliding along itself
-                terms.append(point_term(lin, src, m.target[keep], s.point_to_point * scale * region[src] / sigma**2))
+            terms = [plane_term(lin, src, m.target[keep], m.normal[keep], scale * region[src] / sigma**2)]
             if ok.any():
                 w = s.scan_to_model * region[jj[ok]] / sigma**2
-                terms.append(_robust(plane_term(lin, jj[ok], scan_pts[ok], scan_nrm[ok], w), s.robust_scale))
+                terms.append(plane_term(lin, jj[ok], scan_pts[ok], scan_nrm[ok], w))
             if landmarks is not None:
                 terms.append(landmark_term(lin, lmk_corners, lmk_bary, landmarks.targets,
                                            stage.landmark_weight / landmarks.sigma**2))

@@ -11,7 +11,7 @@ surface's vertices with scan points (:mod:`.correspond`) and solves the sparse l
                                       which leave the system
 
 With τ = 0 targets move vertices only along the normal and tangential placement comes from the FLAME
-fit alone (landmarks and the shape prior). Half the tangential pull (τ = 0.5, the default) lets the
+fit alone (landmarks and the shape prior). A share of the tangential pull (τ = 0.75 by default) lets the
 surface's features (nose, lids, lip edges) pull the fit's vertices the last few tenths of a millimetre
 along the surface: on simulated in-model scans (with the membrane regulariser this module first had)
 it lowered the face's p95 per-vertex error from 0.87–1.16 mm to 0.66–1.07 mm at the same scan distance,
@@ -74,8 +74,6 @@ class RefineSettings:
         stiffness: α per round (bending weight relative to a fully matched vertex's data weight).
         radius: correspondence radius per round.
         anchor: ε, pull towards the FLAME fit everywhere.
-        landmark_weight: weight of each landmark (relative to one matched vertex) in the bending rounds,
-            when landmarks are given.
         tangential: τ, share of the tangential offset to each vertex's scan partner put in its target
             (0: normal direction only; 1: the partner itself), on scans at least
             ``TANGENTIAL_DENSITY[1]`` times finer than the model; less on coarser ones
@@ -92,7 +90,8 @@ class RefineSettings:
             per-vertex error; a round costs a few tens of milliseconds there.
         detail_similarity: its weight per edge, relative to a fully matched vertex's data weight.
         detail_landmarks: the landmarks' weight in it (each, relative to one matched vertex), for clicks
-            of about 1.5 mm; :func:`register` sets it to 0 for detected landmarks.
+            of about 1.5 mm; each landmark is further weighed by its own uncertainty
+            (:meth:`LandmarkSet.weights`).
         surface_stiffness: α of the normal-only bending rounds after it.
         second_pass: α of a second, short refinement that :func:`~onflame.registration.register` runs
             from the parameters refitted to the first one's result, where the detail phase did not run
@@ -104,7 +103,6 @@ class RefineSettings:
     stiffness: tuple[float, ...] = (30.0, 9.0, 3.0, 1.5)
     radius: tuple[float, ...] = (0.005, 0.005, 0.005, 0.005)
     anchor: float = 1e-3
-    landmark_weight: float = 0.0  # off: it helped heads the model cannot explain, hurt the others
     tangential: float = 0.75
     detail_above: float = 1.0
     detail_rounds: int = 6
@@ -194,8 +192,8 @@ def refine(fit: np.ndarray, faces: np.ndarray, index: ScanIndex, region: np.ndar
         region: (V,) weights of vertices allowed to follow scan data (0: never).
         fixed: vertex indices held exactly at the fit (eyeballs).
         landmarks: optional surface points that should land on their targets (metres, the scan index's
-            frame), each weighted by :meth:`LandmarkSet.weights` (1 for a click of 1.5 mm). They move the
-            surface along itself, which the normal-only data term cannot.
+            frame), each weighted by :meth:`LandmarkSet.weights` (1 for a click of 1.5 mm), in the detail
+            phase: they move the surface along itself, which the normal-only bending rounds cannot.
 
     Returns:
         ``(vertices (V, 3), info)``; ``info`` has per-round matched counts, how many vertices were held
@@ -208,15 +206,10 @@ def refine(fit: np.ndarray, faces: np.ndarray, index: ScanIndex, region: np.ndar
     K = bending_matrix(faces, V)[free][:, free]
     info: dict = {"rounds": [], "stiffened": 0, "pinned": 0, "detail_rounds": 0}
     cand = np.flatnonzero(region > 0)
-    lmk_system = None
-    if landmarks is not None and s.landmark_weight > 0:
-        B, W = _landmark_matrix(landmarks, faces, V)
-        lmk_system = (s.landmark_weight * (B.T @ W @ B)[free][:, free],
-                      s.landmark_weight * (B.T @ W @ (landmarks.targets - B @ fit)))
     tau = s.tangential * tangential_share(fit, faces, region, index.spacing)
     info["tangential"] = tau
     schedule = [(a, r, tau) for a, r in zip(s.stiffness, s.radius)]
-    cur = _bending_rounds(fit, fit, faces, index, region, free, K, schedule, s.anchor, info, lmk_system)
+    cur = _bending_rounds(fit, fit, faces, index, region, free, K, schedule, s.anchor, info)
     if s.detail_rounds <= 0:
         return cur, info
     info["offset_spread"] = _offset_spread(cur, faces, index, cand, s.radius[-1])
@@ -227,7 +220,7 @@ def refine(fit: np.ndarray, faces: np.ndarray, index: ScanIndex, region: np.ndar
     if info["detail_rounds"]:
         # onto the scan along the normals, relative to the detailed surface (its placement along itself kept)
         surface = [(a, s.radius[-1], 0.0) for a in s.surface_stiffness]
-        cur = _bending_rounds(detail, detail, faces, index, region, free, K, surface, s.anchor, info, None,
+        cur = _bending_rounds(detail, detail, faces, index, region, free, K, surface, s.anchor, info,
                               fit_normals=face_normals(fit, faces))
     return cur, info
 
@@ -255,11 +248,10 @@ def _offset_spread(cur: np.ndarray, faces: np.ndarray, index: ScanIndex, cand: n
 
 def _bending_rounds(ref: np.ndarray, cur: np.ndarray, faces: np.ndarray, index: ScanIndex, region: np.ndarray,
                     free: np.ndarray, K: sp.spmatrix, schedule: list[tuple[float, float, float]], anchor: float,
-                    info: dict, landmarks: tuple[sp.spmatrix, np.ndarray] | None = None,
-                    fit_normals: np.ndarray | None = None) -> np.ndarray:
+                    info: dict, fit_normals: np.ndarray | None = None) -> np.ndarray:
     """Rounds ``(α, radius, τ)`` of the bending-regularised refinement of displacements from ``ref`` (V, 3),
-    starting at ``cur``; ``landmarks``: their (free × free) matrix and (V, 3) right-hand side. Flips are
-    judged against ``fit_normals`` (default: ``ref``'s). Returns the last flip-free surface."""
+    starting at ``cur``. Flips are judged against ``fit_normals`` (default: ``ref``'s). Returns the last
+    flip-free surface."""
     V = len(ref)
     hold = np.full(V, anchor)
     pinned = np.zeros(V)  # weight holding a vertex at its previous round's place (corners of would-be flips)
@@ -278,12 +270,9 @@ def _bending_rounds(ref: np.ndarray, cur: np.ndarray, faces: np.ndarray, index: 
         target[src] += along + tau * (delta - along)
         for attempt in range(2 * MAX_STIFFEN):
             A = sp.diags((w + hold + pinned)[free]) + alpha * K
-            # solve for the new total displacement D: (W + H + P + αK (+ landmarks)) D = W (target − ref)
-            # + P (cur − ref) (+ ...): the regularisers act on the total displacement from ``ref``
+            # solve for the new total displacement D: (W + H + P + αK) D = W (target − ref) + P (cur − ref):
+            # the regularisers act on the total displacement from ``ref``
             rhs = w[:, None] * (target - ref) + pinned[:, None] * (cur - ref)
-            if landmarks is not None:
-                A = A + landmarks[0]
-                rhs = rhs + landmarks[1]
             new = ref.copy()
             new[free] += _solve_spd(A, rhs[free])
             flipped = flipped_against(new, faces, reference_normals=ref_normals)
