@@ -6,7 +6,7 @@ import string
 from pathlib import Path
 
 from ..errors import InputError, UsageError, one_line
-from .common import EXIT_FAILED, EXIT_OK, chatty, item_failed, print_json, say_error, start_up_done
+from .common import EXIT_FAILED, EXIT_OK, batch_progress, item_failed, print_json, say_error, start_up_done
 from .model import describe, load_for, model_option, require_model, topology_problem
 from .options import add_json, add_model, landmark_convention
 
@@ -107,7 +107,7 @@ def check_landmark_option(option: str, scans: list[Path]) -> None:
         raise UsageError(None, f"--landmarks template {option!r} has unknown field(s) "
                                f"{', '.join('{' + f + '}' for f in unknown)}; use {{stem}} and {{folder}}")
     if not fields and len(scans) != 1:
-        raise UsageError(None, f"--landmarks {option} is one file for {len(scans)} scans: give a template with "
+        raise UsageError(None, f"--landmarks FILE takes exactly one scan ({len(scans)} given): give a template with "
                                "{stem} (e.g. 'clicks/{stem}.pp'), or auto for <stem>.lmk51.npy beside each scan")
 
 
@@ -123,7 +123,8 @@ def landmark_file(option: str, scan: Path) -> Path | None:
 
 
 def read_scan_landmarks(path: Path, scan):
-    """The landmarks in ``path`` on ``scan`` (as read: its units and axes); :class:`InputError` naming the file."""
+    """The landmarks in ``path`` on ``scan`` (the scan's file, or its mesh for a ``.land`` file of vertex ids;
+    points in the scan's units and axes); :class:`InputError` naming the file."""
     from ..dataset.build_task import read_landmark_file
 
     points = read_landmark_file(path, scan)
@@ -135,7 +136,6 @@ def read_scan_landmarks(path: Path, scan):
 def cmd_register(args: argparse.Namespace) -> int:
     from ..fileio import check_output_dir
     from ..mesh import read_mesh
-    from ..progress import Progress
     from ..registration import register, save_registration
 
     require_model(args)
@@ -146,13 +146,14 @@ def cmd_register(args: argparse.Namespace) -> int:
     start_up_done(args)
     model_text = describe(model, model_option(args))
     results, failed = [], 0
-    progress = Progress(len(args.scans), "register", enabled=chatty(args) and len(args.scans) > 1)
+    progress = batch_progress(args, len(args.scans), "register")
     for scan in args.scans:
         try:  # one bad scan never stops the others
-            mesh = read_mesh(scan)
             lmk_path = landmark_file(args.landmarks, scan)
-            clicks = None if lmk_path is None else read_scan_landmarks(lmk_path, mesh)
-            reg = register(mesh, model, landmarks=clicks, units=args.units, auto_landmarks=args.auto_landmarks,
+            # FaceWarehouse's .land files may name the scan's vertices: read it first, then register what was read
+            source = read_mesh(scan) if lmk_path is not None and lmk_path.suffix.lower() == ".land" else scan
+            clicks = None if lmk_path is None else read_scan_landmarks(lmk_path, source)
+            reg = register(source, model, landmarks=clicks, units=args.units, auto_landmarks=args.auto_landmarks,
                            landmark_convention=args.landmark_convention)
             units = str(reg.params.extras["units"]) if args.out_units == "scan" else args.out_units
             paths = save_registration(reg, args.out, output_stem(scan), picture=args.picture, mesh_units=units)
@@ -202,7 +203,6 @@ def _landmark_note(info: dict) -> str:
 def cmd_fit_mesh(args: argparse.Namespace) -> int:
     from ..fileio import check_output_dir
     from ..mesh import read_mesh
-    from ..progress import Progress
     from ..registration import fit_mesh
 
     require_model(args)
@@ -212,7 +212,7 @@ def cmd_fit_mesh(args: argparse.Namespace) -> int:
     start_up_done(args)
     model_text = describe(model, model_option(args))
     results, failed = [], 0
-    progress = Progress(len(args.meshes), "fit-mesh", enabled=chatty(args) and len(args.meshes) > 1)
+    progress = batch_progress(args, len(args.meshes), "fit-mesh")
     for path in args.meshes:
         out = Path(args.out) / (output_stem(path) + ".npz")
         try:

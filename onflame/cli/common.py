@@ -69,3 +69,11 @@ def start_up_done(args: argparse.Namespace) -> None:
     if getattr(args, "owns_process", False) and not gc.isenabled():
         gc.freeze()
         gc.enable()
+
+
+def batch_progress(args: argparse.Namespace, total: int, label: str):
+    """n/N and the time left of a batch whose every item prints its own result line on stdout: redrawn on
+    stderr when it is a terminal (a log already has one result line per item)."""
+    from ..progress import Progress
+
+    return Progress(total, label, enabled=chatty(args) and total > 1 and sys.stderr.isatty())

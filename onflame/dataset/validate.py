@@ -215,7 +215,7 @@ class _RegistrationChecker:
 
             self.layer = FLAME(model, dtype=torch.float64)
         self.batch_size = batch_size
-        self.pending: list[tuple[str, FlameParams, np.ndarray]] = []
+        self.pending: list[tuple[str, str, FlameParams, np.ndarray]] = []
         self.means: list[float] = []
         self.max_mm: float | None = None
         self.worst: str | None = None
@@ -231,27 +231,27 @@ class _RegistrationChecker:
             return f"registration has {n_triangles} triangles, expected {self.n_triangles}"
         return None
 
-    def add(self, label: str, params: FlameParams, vertices: np.ndarray) -> None:
-        """Queue a subject (``label``: its parameter file, named in a problem line)."""
+    def add(self, subject: Subject, params: FlameParams, vertices: np.ndarray) -> None:
+        """Queue a subject (its parameter file is named in a problem line)."""
         if self.layer is None:
             return
-        self.pending.append((label, params, vertices))
+        self.pending.append((subject.params_path, subject.key, params, vertices))
         if len(self.pending) >= self.batch_size:
             self.flush()
 
     def flush(self) -> None:
         if not self.pending or self.layer is None:
             return
-        verts = self.layer.vertices_of([p for _, p, _ in self.pending])
-        d = np.linalg.norm(verts - np.stack([v for _, _, v in self.pending]), axis=-1) * 1000.0
+        verts = self.layer.vertices_of([p for _, _, p, _ in self.pending])
+        d = np.linalg.norm(verts - np.stack([v for _, _, _, v in self.pending]), axis=-1) * 1000.0
         means, maxima = d.mean(1), d.max(1)
         self.means.extend(means.tolist())
-        for (label, _, _), mean_mm, max_mm in zip(self.pending, means, maxima):
+        for (label, _, _, _), mean_mm, max_mm in zip(self.pending, means, maxima):
             for problem in distance_problems(float(mean_mm), float(max_mm)):
                 self.report.add(ERROR, self.subset, label, problem)
         worst = int(maxima.argmax())
         if self.max_mm is None or maxima[worst] > self.max_mm:
-            self.max_mm, self.worst = float(maxima[worst]), self.pending[worst][0]
+            self.max_mm, self.worst = float(maxima[worst]), self.pending[worst][1]
         self.pending = []
 
     def finish(self, stats: SubsetStats) -> None:
@@ -293,7 +293,7 @@ def _check_files(subset: Subset, report: ValidationReport, checker: _Registratio
         if problem:
             report.add(ERROR, name, subject.registration_path, problem)
         elif p is not None:
-            checker.add(subject.params_path, p, mesh.vertices)
+            checker.add(subject, p, mesh.vertices)
     checker.finish(stats)
 
 

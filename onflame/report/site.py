@@ -47,8 +47,9 @@ class ReportResult:
         out: the site folder; ``index``: its ``index.html``.
         counts: subset -> verdict counts (``ok``, ``suspect``, ``failed``, ``unknown``) and subjects.
         drawn: subjects whose pictures were drawn now; ``cached``: taken from an earlier run.
-        problems: every problem line shown on the pages; ``subject_problems`` those of subjects (a subject
-            with one is shown as a problem; ``counts[subset]["problem"]`` counts them).
+        problems: every problem line shown on the pages; ``subject_problems`` those of subjects the build did
+            not fail (missing or unreadable files, implausible numbers: ``counts[subset]["problem"]`` counts
+            these subjects).
         seconds: wall time.
     """
 
@@ -405,8 +406,9 @@ def write_report(root: str | os.PathLike, out: str | os.PathLike | None = None, 
         for info in infos:
             result.counts[info.name] = {v: info.count(v) for v in ("ok", "suspect", "failed", "unknown")}
             result.counts[info.name]["subjects"] = len(info.subjects)
-            result.counts[info.name]["problem"] = sum(bool(s.problems) for s in info.subjects)
-            result.subject_problems += [p for s in info.subjects for p in s.problems]
+            troubled = [s for s in info.subjects if s.problems and s.verdict != "failed"]  # failed: the build's
+            result.counts[info.name]["problem"] = len(troubled)
+            result.subject_problems += [p for s in troubled for p in s.problems]
             result.problems += info.problems + [p for s in info.subjects for p in s.problems]
         result.problems += [str(p) for p in mica.problems]
         result.seconds = time.perf_counter() - t0
