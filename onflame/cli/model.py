@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError, UsageError
+from ..info import MODEL_NAMES
 
 if TYPE_CHECKING:
     from ..flame.model import FlameModel
@@ -21,9 +22,6 @@ if TYPE_CHECKING:
 MODEL_VARIABLE = "ONFLAME_MODEL"
 #: The ``--model`` value that chooses onflame's procedural head.
 PROCEDURAL = "procedural"
-#: Model files a FLAME release folder (or an onflame folder) holds, tried in this order.
-MODEL_NAMES = ("generic_model.pkl", "flame2023.pkl", "flame2023_no_jaw.pkl", "FLAME_NEUTRAL.pkl",
-               "male_model.pkl", "female_model.pkl", "model.npz", "head_model.npz")
 #: FLAME's topology: vertices of every official FLAME model (2017-2023).
 FLAME_VERTICES = 5023
 #: The one line a command that needs a model says when it has none.
@@ -86,12 +84,6 @@ def load(value: str, embedding: list | None = None, masks: str | os.PathLike | N
 def load_for(args: argparse.Namespace) -> FlameModel:
     """The command's model (:func:`require_model` first), with ``--embedding`` / ``--masks`` if given."""
     return load(require_model(args), getattr(args, "embedding", None), getattr(args, "masks", None))
-
-
-def optional_model(args: argparse.Namespace) -> FlameModel | None:
-    """For commands where the model is optional (validate, report, evaluate): the model named, or None."""
-    value = model_option(args)
-    return None if value is None else load(value, getattr(args, "embedding", None), getattr(args, "masks", None))
 
 
 def describe(model: FlameModel, value: str | None = None) -> str:
