@@ -399,17 +399,10 @@ def many_meshes(tmp_path_factory, flame_pkl) -> tuple[Path, Path]:
     return folder / "model.npz", folder
 
 
-@pytest.mark.parametrize("signals, code, says", [
-    ([signal.SIGINT], 130, "fit-mesh: interrupted"),
-    ([signal.SIGINT, signal.SIGINT], 130, "fit-mesh: interrupted"),
-    ([signal.SIGTERM], 143, "fit-mesh: terminated"),
-])
-def test_an_interrupted_command_ends_in_one_line(signals, code, says, many_meshes, tmp_path):
-    model, folder = many_meshes
-    out = tmp_path / "out"
-    argv = [sys.executable, "-m", "onflame.cli", "fit-mesh", *sorted(map(str, folder.glob("m*.ply"))), "--model",
-            str(model), "--out", str(out)]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+def _interrupt(argv: list[str], out: Path, signals: list[int]) -> tuple[int, str]:
+    """Run ``onflame`` as a user does, send ``signals`` once its first output is written; exit code, stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", "onflame.cli", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not any(out.glob("*.npz")) and time.monotonic() < deadline:  # the batch is under way
@@ -418,7 +411,33 @@ def test_an_interrupted_command_ends_in_one_line(signals, code, says, many_meshe
         proc.send_signal(sig)
         time.sleep(0.02)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == code, err
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize("signals, code, says", [
+    ([signal.SIGINT], 130, "fit-mesh: interrupted"),
+    ([signal.SIGINT, signal.SIGINT], 130, "fit-mesh: interrupted"),
+    ([signal.SIGTERM], 143, "fit-mesh: terminated"),
+])
+def test_an_interrupted_command_ends_in_one_line(signals, code, says, many_meshes, tmp_path):
+    model, folder = many_meshes
+    out = tmp_path / "out"
+    rc, err = _interrupt(["fit-mesh", *sorted(map(str, folder.glob("m*.ply"))), "--model", str(model), "--out",
+                          str(out)], out, signals)
+    assert rc == code, err
     assert err.splitlines() == [f"onflame: {says}"]
     written = sorted(p.name for p in out.iterdir())
     assert 0 < len(written) < 40 and all(p.endswith(".npz") for p in written)  # complete files only
+
+
+def test_ctrl_c_during_a_registration_ends_in_one_line(model_folder, scan_folder, tmp_path):
+    """Ctrl-C while the second scan of a batch registers: exit 130, one line, the first scan's outputs whole
+    and no temporary left."""
+    for name in ("s2", "s3"):
+        shutil.copy(scan_folder / "s1.ply", tmp_path / f"{name}.ply")
+    out = tmp_path / "out"
+    rc, err = _interrupt(["register", str(scan_folder / "s1.ply"), str(tmp_path / "s2.ply"), str(tmp_path / "s3.ply"),
+                          "--model", str(model_folder), "--out", str(out)], out, [signal.SIGINT])
+    assert rc == 130 and err.splitlines() == ["onflame: register: interrupted"], err
+    written = sorted(p.name for p in out.iterdir())
+    assert written[:3] == ["s1.npz", "s1.obj", "s1_report.json"] and len(written) in (3, 6)

@@ -277,7 +277,8 @@ def test_cli_report(built, tmp_path, capsys):
     out = tmp_path / "site"
     assert cli_main(["report", str(built), "--subset", "STIRLING", "--out", str(out), "--workers", "1"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "STIRLING: 2 subjects: registered 2, suspect 0, failed 0"
+    assert lines[0] == "model: model.npz (not FLAME's topology, 5181 vertices)"  # the root's own
+    assert lines[1] == "STIRLING: 2 subjects: registered 2, suspect 0, failed 0"
     assert lines[-1] == str((out / "index.html").resolve())
     assert cli_main(["report", str(built), "--out", str(out), "--json", "--no-heatmaps"]) == 0
     data = json.loads(capsys.readouterr().out)

@@ -43,13 +43,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     from ..dataset.layout import open_root
     from ..fileio import check_output_dir
     from ..report import write_report
-    from .model import load, model_option
+    from .model import describe, load, model_option
 
     with open_root(args.root) as mica:
         subsets = check_subsets(subset_list(args.subset), list(mica.subsets), args.root)
         root_model = mica.model_file
     check_output_dir(args.out)
-    value = args.model if args.model is not None else None if root_model is not None else model_option(args)
+    # --model, else the root's own model.npz, else $ONFLAME_MODEL
+    value = args.model if args.model is not None else str(root_model) if root_model is not None else model_option(args)
     model = None if value is None else load(value, args.embedding, args.masks)
     result = write_report(args.root, args.out, subsets=subsets, model=model, workers=args.workers,
                           heatmaps=not args.no_heatmaps, progress=chatty(args))
@@ -57,6 +58,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result.to_dict())
     else:
+        print(f"model: {describe(model, value)}" if model is not None else
+              "model: none (registrations not compared with FLAME(params); give --model)")
         for name, c in result.counts.items():
             print(f"{name}: {c['subjects']} subjects: registered {c['ok']}, suspect {c['suspect']}, failed "
                   f"{c['failed']}" + (f", no build record {c['unknown']}" if c["unknown"] else "")

@@ -183,8 +183,10 @@ def validate_root(root: str | os.PathLike | MicaRoot, model: str | os.PathLike |
     elif model is None and default_model is not None:
         model = default_model()
     flame_model = load_model(model) if isinstance(model, (str, os.PathLike)) else model
-    report = ValidationReport(str(mica.path), None if model is None else str(
-        model if isinstance(model, (str, os.PathLike)) else (model.source or "<model>")))
+    label = None if flame_model is None else (
+        f"{model if isinstance(model, (str, os.PathLike)) else (model.source or '<model>')} "
+        f"({flame_model.n_vertices} vertices)")
+    report = ValidationReport(str(mica.path), label)
     for exc in mica.problems:
         report.add(ERROR, Path(exc.path or "").stem, exc.path or mica.path, exc.problem)
     checker = _RegistrationChecker(flame_model, batch_size)
