@@ -69,11 +69,23 @@ def test_info_names_the_file_on_bad_input(capsys, tmp_path):
 
 # --- the demo ----------------------------------------------------------------------------------------------------
 
-def test_demo_runs_end_to_end_and_validates(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out)]) == 0
-    err = capsys.readouterr().err  # it says what it is doing while it does it
-    assert "[2/5] build:" in err and "build: 24/24" in err
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> tuple[Path, int, str]:
+    """``onflame demo`` run once: its folder, exit code and what it said on stderr while it ran."""
+    import contextlib
+    import io
+
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["demo", "--out", str(out)])
+    return out, code, err.getvalue()
+
+
+def test_demo_runs_end_to_end_and_validates(demo, capsys):
+    out, code, err = demo
+    assert code == 0
+    assert "[2/5] build:" in err and "build: 24/24" in err  # it says what it is doing while it does it
     summary = json.loads((out / "demo_summary.json").read_text())
     assert summary["validate"]["ok"] and summary["validate"]["errors"] == 0
     assert summary["export"]["subjects"] == 24
@@ -84,11 +96,6 @@ def test_demo_runs_end_to_end_and_validates(tmp_path, capsys):
     assert scored["registrations"] == 24 and not scored["failures"]
     assert scored["per_vertex_error_face"]["median_mm"] < 0.5
     assert (out / "evaluation" / "cumulative_face.png").read_bytes()[:4] == b"\x89PNG"
-    inputs = summary["training_inputs"]
-    if importlib.util.find_spec("mediapipe") is None:  # without the detect extra the step says it skipped
-        assert "skipped" in inputs and "batch" not in inputs
-    else:  # with it, photos were aligned and a batch loaded
-        assert inputs["batch"]["image"][1:] == [4, 3, 224, 224] and inputs["batch"]["pose_params"][1:] == [4, 6]
     with np.load(out / "all_params.npz") as z:
         assert z["betas"].shape == (24, 400) and set(z["subset"]) >= {"BP4D", "STIRLING"}
     # the validate command agrees, without being told the model (the tree names its own)
@@ -100,6 +107,16 @@ def test_demo_runs_end_to_end_and_validates(tmp_path, capsys):
     assert capsys.readouterr().err == ""  # -q: no progress, no notes
     report = json.loads((out / "demo_summary.json").read_text())["report"]
     assert (report["drawn"], report["reused"]) == (0, 24)
+
+
+def test_demo_training_inputs(demo):
+    """Photos aligned and a training batch loaded: the detect extra's part of the demo."""
+    out, _, _ = demo
+    inputs = json.loads((out / "demo_summary.json").read_text())["training_inputs"]
+    if importlib.util.find_spec("mediapipe") is None:
+        assert "skipped" in inputs and "batch" not in inputs  # the demo says so, and goes on
+        pytest.skip('the detect extra is not installed (pip install -e ".[detect]"): no photos aligned')
+    assert inputs["batch"]["image"][1:] == [4, 3, 224, 224] and inputs["batch"]["pose_params"][1:] == [4, 6]
 
 
 # --- fit-mesh ----------------------------------------------------------------------------------------------------
