@@ -103,6 +103,10 @@ def main(argv: list[str] | None = None, owns_process: bool = False) -> int:
     if args.verbose and args.quiet:
         say_error(None, "give -v or -q, not both (see 'onflame --help')")
         return EXIT_USAGE
+    if owns_process and not (args.verbose or args.debug):
+        # worker processes (and multiprocessing's resource tracker) start with this environment: their
+        # libraries' warnings stay off the command's stderr too
+        os.environ.setdefault("PYTHONWARNINGS", "ignore")
     args.owns_process = owns_process and args.command in QUICK_START
     if args.owns_process:
         gc.disable()  # start-up's imports allocate ~200k objects that live as long as the process
