@@ -144,8 +144,9 @@ def search_around(start, best: tuple, centre: np.ndarray) -> tuple:
     The rigid ICP of the mean head settles 4-13° from the truth on a head of another shape, and from
     there the fit slides into a wrong minimum. Measured on six simulated scans (random poses, the
     benchmark's simulator, ``auto_landmarks="geometry"``): per-vertex face error 1.6-7.0 mm median without
-    the search, 0.16-0.23 mm on five and 0.70 mm on one with it, about 2.5 s more per scan. A start at the
-    true pose scores lowest on all of them, so the score is sound and what remains is the search.
+    the search, 0.16-0.23 mm on five and 0.70 mm on one with it, at several times the cost of a
+    registration with landmarks (each turn is a short FLAME fit). A start at the true pose scores lowest
+    on all of them, so the score is sound and what remains is the search.
     """
     for degrees in GEOMETRY_SEARCH_DEG:
         R0, t0 = best[1], best[2]
