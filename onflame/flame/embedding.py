@@ -289,7 +289,8 @@ EMBEDDING_COPY_FORMAT = "onflame-landmark-embedding-1"
 def _load_embedding_file(path: Path) -> LandmarkEmbedding:
     """One embedding file, read from its pickle-free copy after the first time (:mod:`.model_cache`:
     beside it, or in the user's cache folder; remade when the file changes). MICA's file pickles torch
-    tensors, so reading it imports torch (~0.7 s of every ``onflame register``); the copy needs numpy only."""
+    tensors, so reading it imports torch, which ``onflame register`` otherwise never needs; the copy needs
+    numpy only."""
     from ..fileio import read_npz, write_npz
     from .model_cache import load_cached
 

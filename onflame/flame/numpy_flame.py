@@ -2,7 +2,7 @@
 
 The same arithmetic as :mod:`.lbs` and :class:`.layer.FLAME` (blendshapes, joints from their own
 blendshape basis, Rodrigues, the joint tree, pose correctives, linear blend skinning), kept apart so
-that ``onflame register`` never imports torch (its import alone costs ~0.7 s of every call). The
+that ``onflame register`` never imports torch (whose import alone would dominate a short call). The
 tests hold it to the torch layer within 1e-6 m.
 
 One choice differs: the blendshape offsets are summed in float32. They are millimetres to centimetres,
