@@ -111,3 +111,20 @@ def test_the_normal_equations_split_over_two_threads_sum_to_the_whole(monkeypatc
         monkeypatch.setenv("ONFLAME_THREADS", threads)
         steps[threads] = single_threaded_blas(gauss_newton_step)(st, terms, prior, 1e-3).theta
     assert np.abs(steps["1"] - steps["2"]).max() < 1e-4 * np.abs(steps["1"]).max()
+
+
+def test_landmark_embedding_is_read_back_from_its_pickle_free_copy(tmp_path):
+    """MICA's embedding, read once from the file (torch tensors inside) and then from the copy beside it:
+    the same conventions, points and jaw contour, each still named after the file."""
+    from onflame.flame import load_landmark_embedding
+
+    shutil.copy(FLAME_FIX / "landmark_embedding.npy", tmp_path / "landmark_embedding.npy")
+    first = load_landmark_embedding(tmp_path / "landmark_embedding.npy")
+    assert (tmp_path / ".landmark_embedding.npy.onflame.npz").is_file()
+    again = load_landmark_embedding(tmp_path / "landmark_embedding.npy")
+    assert set(again.conventions) == set(first.conventions) == {"mica51", "mica68"}
+    for name, pts in first.conventions.items():
+        assert again.conventions[name].same_as(pts)
+    assert np.array_equal(again.dynamic.face_idx, first.dynamic.face_idx)
+    assert np.array_equal(again.dynamic.bary, first.dynamic.bary)
+    assert again.origins == first.origins and set(again.origins.values()) == {str(tmp_path / "landmark_embedding.npy")}
