@@ -36,7 +36,7 @@ from ..flame.params import FlameParams
 from ..geometry import rigid_fit, vertex_normals
 from .correspond import ScanIndex, query_workers
 from .landmarks import LandmarkSet
-from .threads import in_parallel, thread_count
+from .threads import in_parallel
 
 #: Pose entries (of FLAME's 15) that fitting estimates: global, neck, jaw rotation.
 FREE_POSE = 9
@@ -202,6 +202,11 @@ def landmark_term(lin: Linearization, corners: np.ndarray, bary: np.ndarray, tar
     return Term(Jl.reshape(-1, Jl.shape[2]), residual(lin.v), weights, residual)
 
 
+#: Groups of rows JᵀWJ is summed in (as many as registration may have threads; fixed, so that the
+#: result does not depend on how many run).
+ROW_GROUPS = 2
+
+
 @dataclass
 class NormalEquations:
     """``H = Σ JᵀWJ + diag(prior)`` (P, P) and ``g = Σ JᵀW r + prior θ`` (P,) over the parameters in play
@@ -216,10 +221,11 @@ class NormalEquations:
     @classmethod
     def of(cls, terms: list[Term], prior: np.ndarray, theta: np.ndarray) -> "NormalEquations":
         """JᵀWJ is a symmetric rank-K update (BLAS ``syrk``, half the work of a general product) in the
-        Jacobian's float32 (see ``JACOBIAN_DTYPE``), the terms split between the threads
-        (:func:`.threads.in_parallel`); the rest is float64."""
+        Jacobian's float32 (see ``JACOBIAN_DTYPE``), its rows in :data:`ROW_GROUPS` groups that
+        :func:`.threads.in_parallel` may run at once; the rest is float64."""
         active = np.flatnonzero(prior < FROZEN)  # the terms' rows hold exactly these columns
-        parts = _balanced(terms, thread_count())
+        # always the same groups, summed in the same order, whatever the thread count: same bytes out
+        parts = _balanced(terms, ROW_GROUPS)
         done = in_parallel(*[functools.partial(_weighted_products, part) for part in parts])
         H = np.triu(sum(h for h, _ in done)).astype(np.float64)
         H += np.triu(H, 1).T
