@@ -1,0 +1,189 @@
+"""What a path is before it is opened, and where onflame may write.
+
+Reads: :func:`open_regular` opens a path only when it is a regular file (checked on the open file, so a
+path swapped between a check and the open is still caught), without blocking: a FIFO, a socket or a
+device given where a file is expected is refused at once instead of hanging the command.
+:func:`check_regular` does the same check for readers that open a path themselves (PIL, plyfile).
+
+Writes: :func:`confine_writes` names a command's output folder; while it is in force, every atomic
+write (:mod:`.write`) checks that its target lies inside that folder and that no folder between the
+two is a symbolic link, so a link planted inside an output folder is never followed for writing or
+deleting.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import stat
+from pathlib import Path
+from typing import IO, Iterator
+
+from ..errors import InputError, UsageError
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"))
+
+
+def file_kind(mode: int) -> str:
+    """``"a FIFO (named pipe)"``, ``"a folder"``, ... for an ``st_mode`` that is not a regular file."""
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def _not_regular(path: str | os.PathLike, mode: int) -> InputError:
+    if stat.S_ISDIR(mode):
+        return InputError(path, "is a folder, not a file")
+    return InputError(path, f"is {file_kind(mode)}, not a regular file; onflame reads files only")
+
+
+def _missing(path: str | os.PathLike, exc: OSError) -> InputError:
+    if isinstance(exc, FileNotFoundError):
+        return InputError(path, "no such file")
+    return InputError(path, f"cannot read ({exc.strerror or exc})")
+
+
+def open_regular(path: str | os.PathLike, label: str | os.PathLike | None = None) -> IO[bytes]:
+    """``path`` opened for binary reading, when it is a regular file (links are followed to one).
+
+    Opened without blocking (a FIFO with no writer would block a plain ``open`` forever), then checked
+    with ``fstat`` on the open descriptor. Raises :class:`InputError` naming ``label`` (default ``path``):
+    missing, unreadable, a folder, a FIFO, a socket or a device.
+    """
+    label = path if label is None else label
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0))
+    except IsADirectoryError:
+        raise InputError(label, "is a folder, not a file") from None
+    except OSError as exc:
+        raise _missing(label, exc) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_regular(label, mode)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def check_regular(path: str | os.PathLike, label: str | os.PathLike | None = None) -> os.stat_result:
+    """The ``stat`` of ``path`` when it is a regular file; :class:`InputError` naming ``label`` otherwise
+    (for readers that open the path themselves; :func:`open_regular` where the bytes are read here)."""
+    label = path if label is None else label
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise _missing(label, exc) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_regular(label, st.st_mode)
+    return st
+
+
+def check_folder(path: str | os.PathLike, label: str | os.PathLike | None = None) -> Path:
+    """``path`` when it is a folder (a link to one included); :class:`InputError` naming it otherwise."""
+    label = path if label is None else label
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(label, "no such folder") from None
+    except OSError as exc:
+        raise InputError(label, f"cannot open ({exc.strerror or exc})") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise InputError(label, f"is {'a file' if stat.S_ISREG(st.st_mode) else file_kind(st.st_mode)}, not a folder")
+    return Path(path)
+
+
+# --- where writes may go -----------------------------------------------------------------------------------
+
+_WRITE_ROOT: contextvars.ContextVar[Path | None] = contextvars.ContextVar("onflame_write_root", default=None)
+
+
+@contextlib.contextmanager
+def confine_writes(root: str | os.PathLike) -> Iterator[Path]:
+    """Within the block, atomic writes and :func:`remove_file` act only inside ``root`` and refuse a path
+    that reaches its target through a symbolic link below ``root`` (``root`` itself may be a link: it is
+    the folder the user named). Yields ``root`` as an absolute path."""
+    absolute = Path(os.path.abspath(root))
+    token = _WRITE_ROOT.set(absolute)
+    try:
+        yield absolute
+    finally:
+        _WRITE_ROOT.reset(token)
+
+
+def write_root() -> Path | None:
+    """The folder writes are confined to (:func:`confine_writes`), or None."""
+    return _WRITE_ROOT.get()
+
+
+def _inside(path: Path, root: Path) -> list[str]:
+    """The components of ``path`` below ``root`` (both absolute); UsageError if it lies outside."""
+    try:
+        return list(path.relative_to(root).parts)
+    except ValueError:
+        raise UsageError(path, f"lies outside the output folder {root}; onflame writes only inside it") from None
+
+
+def confined_parent(path: str | os.PathLike) -> Path:
+    """Create ``path``'s parent folders and return ``path`` (absolute where writes are confined).
+
+    Where writes are confined (:func:`confine_writes`), ``path`` must lie inside the output folder, every
+    folder between the two must be a real folder (not a link; missing ones are created one by one), and
+    ``..`` is not allowed. Raises :class:`UsageError` naming the offending path.
+    """
+    path = Path(path)
+    root = _WRITE_ROOT.get()
+    if root is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+    path = Path(os.path.abspath(path))  # abspath removes '..' lexically, as the user's shell would
+    parts = _inside(path, root)
+    if not parts:
+        raise UsageError(path, "is the output folder itself, not a file inside it")
+    folder = root
+    folder.mkdir(parents=True, exist_ok=True)
+    for part in parts[:-1]:
+        folder = folder / part
+        try:
+            mode = os.lstat(folder).st_mode
+        except FileNotFoundError:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(folder)
+            mode = os.lstat(folder).st_mode
+        if stat.S_ISLNK(mode):
+            raise UsageError(folder, "is a symbolic link inside the output folder; onflame does not write "
+                                     "through links (remove it or choose another output folder)")
+        if not stat.S_ISDIR(mode):
+            raise UsageError(folder, f"is {file_kind(mode) if not stat.S_ISREG(mode) else 'a file'}, not a folder")
+    return path
+
+
+def remove_file(path: str | os.PathLike) -> bool:
+    """Remove the file ``path`` (a link is removed itself, never followed) where writes may go
+    (:func:`confined_parent`'s checks on its folders); True if something was removed. A folder is left."""
+    try:
+        path = confined_parent_existing(path)
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            return False
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def confined_parent_existing(path: str | os.PathLike) -> Path:
+    """``path`` after :func:`confined_parent`'s checks, creating nothing (FileNotFoundError if a folder
+    on the way is missing)."""
+    path = Path(path)
+    root = _WRITE_ROOT.get()
+    if root is None:
+        return path
+    path = Path(os.path.abspath(path))
+    folder = root
+    for part in _inside(path, root)[:-1]:
+        folder = folder / part
+        if stat.S_ISLNK(os.lstat(folder).st_mode):
+            raise UsageError(folder, "is a symbolic link inside the output folder; onflame does not delete "
+                                     "through links")
+    return path
