@@ -4,7 +4,7 @@ OBJ is read by onflame's own parser because trimesh splits vertices at texture s
 vertex count and order of FLAME-topology files) and is slow on multi-million-vertex scans; this one
 keeps vertex order, reads per-corner UVs and the ``.mtl`` texture, tolerates the malformed
 ``usemtl``/``newmtl`` lines some dataset releases contain, and parses with numpy rather than per line.
-Binary PLY is read by ``plyfile`` (:mod:`.ply`); ASCII PLY, STL, OFF and GLB go through trimesh
+PLY is read by :mod:`.ply` (checked against its header); STL, OFF and GLB go through trimesh
 (``process=False``, so order is kept).
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ..fileio import MESH_MAX_BYTES, SIDE_FILE_MAX_BYTES, atomic_open, check_reg
 from ..geometry import fan_triangles
 from .mesh import Mesh
 from .numbers import Block, Lines
-from .ply import check_vertex_header, ply_header, read_ply
+from .ply import read_ply
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +49,7 @@ def read_mesh(path: str | os.PathLike) -> Mesh:
 
             mesh = read_wrl(path)
         elif suffix == ".ply":
-            fmt, elements = ply_header(path)
-            if fmt == "ascii":
-                check_vertex_header(path, elements)
-                mesh = _read_with_trimesh(path)
-            else:
-                mesh = read_ply(path)
+            mesh = read_ply(path)
         elif path.name.lower().endswith((".abs", ".abs.gz")):
             from .frgc_abs import read_abs
 
