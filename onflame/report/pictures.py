@@ -28,6 +28,7 @@ import numpy as np
 from ..errors import InputError
 from ..fileio import read_npy, write_bytes, write_json
 from ..mesh import Mesh, read_mesh
+from ..mesh.images import open_image
 from ..mesh.distance import point_to_surface
 from ..render import colormap, framing, render_mesh
 
@@ -277,17 +278,12 @@ def copy_photo(job: PhotoJob) -> None:
 
 
 def _smaller(data: bytes, label: str) -> bytes:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            fmt = im.format or "JPEG"
-            im = im.convert("RGB")
-            im.thumbnail((448, 448))
-            buf = io.BytesIO()
-            im.save(buf, format=fmt, **({"quality": _JPEG_QUALITY} if fmt == "JPEG" else {}))
-    except (OSError, ValueError, UnidentifiedImageError) as exc:
-        raise InputError(label, f"unreadable image ({exc})") from None
+    with open_image(data, label) as im:
+        fmt = im.format or "JPEG"
+        im = im.convert("RGB")
+        im.thumbnail((448, 448))
+        buf = io.BytesIO()
+        im.save(buf, format=fmt, **({"quality": _JPEG_QUALITY} if fmt == "JPEG" else {}))
     return buf.getvalue()
 
 
