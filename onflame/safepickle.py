@@ -321,6 +321,8 @@ def _check_expansion(obj: Any, limit: int) -> None:
         key = id(o)
         if key in sizes:
             return sizes[key]
+        if isinstance(o, _ArrayStub):  # numpy's arrays as unpickled: what they hold once converted
+            o = o.array
         if isinstance(o, np.ndarray) and o.dtype != object:
             n = 1 + o.nbytes // 8
         elif isinstance(o, (str, bytes, bytearray)):

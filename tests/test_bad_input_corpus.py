@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 import pickle
 import stat
@@ -28,7 +29,9 @@ import pytest
 from onflame.cli import main
 from onflame.flame import FlameParams
 from onflame.flame.model import save_model
-from onflame.mesh import Mesh, write_obj
+from onflame.mesh import Mesh, write_obj, write_ply
+
+import corpus_inputs as ci
 
 
 
@@ -184,6 +187,8 @@ class Case:
         names: the file(s) (``{d}``/``{model}`` formatted) the error line(s) must name, one line each.
         says: a word or phrase the line must contain ("" for any).
         xfail: why the case is expected to fail for now (strict: it turns red when it starts passing).
+        cause: the point of issue 27 the case guards ("" for the first round's cases).
+        what: the input in words, for the table in docs/reliability.md (default: the id in words).
     """
 
     id: str
@@ -193,6 +198,8 @@ class Case:
     names: tuple[str, ...] | str
     says: str = ""
     xfail: str | None = None
+    cause: str = ""
+    what: str = ""
 
 
 def _nothing(ctx: Ctx, d: Path) -> None:
@@ -392,6 +399,116 @@ CASES = [
 ]
 
 
+# --- round two (issue 27): cases that run in this process (nothing in them can hang or take gigabytes) ------
+
+def _head_ply(c: Ctx, cut: float | None = None, extra: str = "") -> str:
+    text = ci.ascii_ply(c.vertices * 1000, c.faces) + extra
+    return text if cut is None else text[:int(len(text) * cut)]
+
+
+def _ragged_obj(c: Ctx, d: Path) -> None:
+    """The head with its second v line short by one value and its third long by one: the total still
+    divides by three, so a reader that reshapes all values at once shifts the vertices after line 1."""
+    lines = c.head(d / "s.obj", 1000.0).read_text().splitlines()
+    a, b = lines[1].split(), lines[2].split()
+    lines[1], lines[2] = " ".join(a[:-1]), " ".join(b + [a[-1]])
+    _write(d / "s.obj", "\n".join(lines) + "\n")
+
+
+def _masks(d: Path, masks: object) -> None:
+    _write(d / "masks.pkl", pickle.dumps(masks, 2))
+
+
+TOKEN_ERROR_HEADER = "{'descr': " + "'" * 3 + "<f8"  # a string that never ends: tokenize's TokenError
+R2 = "register {d}/s.obj --model {model} --out {d}/out"
+CASES += [
+    # 27.2: pickles that only numbers may come out of
+    Case("info-pickle-array-without-state", lambda c, d: _write(d / "m.pkl", pickle.dumps({"x": _Call(
+        ci.RECONSTRUCT, np.ndarray, (0,), b"b")}, 2)), "info {d}/m.pkl", 1, "{d}/m.pkl", cause="27.2",
+         what="a pickle of an ndarray without its state"),
+    Case("info-pickle-structured-dtype", lambda c, d: _write(d / "m.pkl", pickle.dumps(
+        {"v_template": np.zeros(3, dtype=[("a", "f8"), ("b", "i4")])}, 2)), "info {d}/m.pkl", 1, "{d}/m.pkl",
+         "refused", cause="27.2", what="a model pickle holding a structured (record) array"),
+    Case("info-pickle-object-array-inside-npy-wrapper", lambda c, d: _write(d / "l.npy", ci.npy_object(pickle.dumps(
+        np.array({"A": np.array([1, "x"], dtype=object)}, dtype=object), 2))), "info {d}/l.npy", 1, "{d}/l.npy",
+         "dtype object", cause="27.2", what="an image list whose dict holds a second object array"),
+    Case("info-pickle-reference-cycle", lambda c, d: _write(d / "m.pkl", b"\x80\x02]q\x00h\x00a."),
+         "info {d}/m.pkl", 1, "{d}/m.pkl", "cycle", cause="27.2", what="a pickle of a list that holds itself"),
+    Case("info-pickle-nested-100k-deep", lambda c, d: _write(d / "m.pkl", b"\x80\x02" + b"]" * 100_000
+                                                              + b"a" * 99_999 + b"."),
+         "info {d}/m.pkl", 1, "{d}/m.pkl", "nested", cause="27.2", what="lists nested 10^5 deep in 200 kB"),
+    # 27.4 (reads): every path a regular file
+    Case("register-scan-is-a-folder", lambda c, d: (d / "s.obj").mkdir(), R2, 1, "{d}/s.obj", "folder",
+         cause="27.4", what="a folder named like a scan"),
+    # 27.5: meshes whose lines do not hold what they promise
+    Case("register-obj-ragged-v-lines", _ragged_obj, R2, 1, "{d}/s.obj", "ragged", cause="27.5",
+         what="OBJ v lines of 2 and 4 values (the total divides by 3)"),
+    Case("info-obj-faces-mix-corner-forms", lambda c, d: _write(d / "m.obj", TRIANGLE + "vt 0 0\nvt 1 0\nvt 0 1\n"
+                                                                 "f 1/1 2/2 3/3\nf 1 2 3\nf 1/1/1 2/2/2 3/3/3\n"),
+         "info {d}/m.obj", 1, "{d}/m.obj", "corner forms", cause="27.5",
+         what="OBJ faces v/vt, v and v/vt/vn whose counts add up"),
+    Case("info-obj-face-of-two-corners", lambda c, d: _write(d / "m.obj", TRIANGLE + "f 1 2\n"), "info {d}/m.obj", 1,
+         "{d}/m.obj", "corner", cause="27.5", what="an OBJ face of two corners"),
+    Case("register-ply-cut-in-face-list", lambda c, d: _write(d / "s.ply", _head_ply(c, 0.9)),
+         "register {d}/s.ply --model {model} --out {d}/out", 1, "{d}/s.ply", "truncated", cause="27.5",
+         what="ASCII PLY of the head cut in its face list"),
+    Case("info-ply-more-lines-than-announced", lambda c, d: _write(d / "m.ply", _head_ply(c, extra="3 0 1 2\n")),
+         "info {d}/m.ply", 1, "{d}/m.ply", "longer than announced", cause="27.5",
+         what="ASCII PLY with one face more than its header says"),
+    Case("info-ply-face-holds-fewer-corners", lambda c, d: _write(d / "m.ply", ci.ascii_ply(
+        c.vertices[:4], np.array([[0, 1, 2]])).replace("3 0 1 2", "4 0 1 2")), "info {d}/m.ply", 1, "{d}/m.ply",
+         "corners", cause="27.5", what="ASCII PLY face announcing 4 corners holding 3"),
+    Case("info-ply-vertex-line-short", lambda c, d: _write(d / "m.ply", ci.ascii_ply(
+        c.vertices[:4], np.array([[0, 1, 2]])).replace(" ", "\n", 1)), "info {d}/m.ply", 1, "{d}/m.ply",
+         cause="27.5", what="ASCII PLY whose first vertex is split over two lines"),
+    Case("info-ply-binary-truncated", lambda c, d: (write_ply(d / "m.ply", Mesh(c.vertices, c.faces)),
+                                                   _write(d / "m.ply", (d / "m.ply").read_bytes()[:-100])),
+         "info {d}/m.ply", 1, "{d}/m.ply", "truncated", cause="27.5", what="binary PLY 100 bytes short"),
+    # 27.6: parsers that refuse malformed content in one line
+    Case("register-landmarks-ljson-nested-100k", lambda c, d: (c.head(d / "s.obj", 1000.0), _write(
+        d / "l.ljson", '{"landmarks": {"points": ' + "[" * 100_000 + "]" * 100_000 + "}}")),
+         f"{R2} --landmarks {{d}}/l.ljson", 1, "{d}/l.ljson", "nested", cause="27.6", what="LJSON nested 10^5 deep"),
+    Case("register-landmarks-ljson-5000-digit-int", lambda c, d: (c.head(d / "s.obj", 1000.0), _write(
+        d / "l.ljson", '{"landmarks": {"points": [[' + "9" * 5000 + ", 0, 0]]}}")),
+         f"{R2} --landmarks {{d}}/l.ljson", 1, "{d}/l.ljson", "JSON", cause="27.6",
+         what="LJSON holding a 5,000-digit integer"),
+    Case("register-landmarks-ljson-label-of-strings", lambda c, d: (c.head(d / "s.obj", 1000.0), _write(
+        d / "l.ljson", json.dumps({"landmarks": {"points": c.landmarks.tolist()}, "labels": [
+            {"label": "jaw", "mask": ["a", "b"]}]}))),
+         f"{R2} --landmarks {{d}}/l.ljson", 1, "{d}/l.ljson", "label", cause="27.6",
+         what="LJSON label whose mask holds strings"),
+    Case("register-landmarks-land-2d-points", lambda c, d: (c.head(d / "s.obj", 1000.0), _write(
+        d / "l.land", "51\n" + "".join(f"{x:.3f} {y:.3f}\n" for x, y, _ in c.landmarks * 1000))),
+         f"{R2} --landmarks {{d}}/l.land", 1, "{d}/l.land", "2D", cause="27.6",
+         what="FaceWarehouse .land of 2D photo points"),
+    Case("register-masks-name-5000-digit-int", lambda c, d: (c.head(d / "s.obj", 1000.0), _masks(d, {10**5000: [0, 1]})),
+         f"{R2} --masks {{d}}/masks.pkl", 1, "{d}/masks.pkl", "mask names", cause="27.6",
+         what="masks named by a 5,000-digit integer"),
+    Case("register-masks-entry-a-string", lambda c, d: (c.head(d / "s.obj", 1000.0), _masks(d, {"face": "abc"})),
+         f"{R2} --masks {{d}}/masks.pkl", 1, "{d}/masks.pkl", "not vertex indices", cause="27.6",
+         what="a mask that is a string"),
+    Case("register-masks-entry-a-dict", lambda c, d: (c.head(d / "s.obj", 1000.0), _masks(d, {"face": {"a": 1}})),
+         f"{R2} --masks {{d}}/masks.pkl", 1, "{d}/masks.pkl", "not vertex indices", cause="27.6",
+         what="a mask that is a dict"),
+    Case("register-masks-entry-huge-int", lambda c, d: (c.head(d / "s.obj", 1000.0), _masks(d, {"face": [0, 10**5000]})),
+         f"{R2} --masks {{d}}/masks.pkl", 1, "{d}/masks.pkl", "too large", cause="27.6",
+         what="a mask holding a 5,000-digit index"),
+    Case("info-npy-header-token-error", lambda c, d: _write(d / "x.npy", ci.npy_with_header(TOKEN_ERROR_HEADER)),
+         "info {d}/x.npy", 1, "{d}/x.npy", "not a .npy array", cause="27.6",
+         what=".npy header that is not a Python literal (TokenError)"),
+    Case("info-npy-header-negative-shape", lambda c, d: _write(d / "x.npy", ci.npy_with_header(
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (-8,), }") + bytes(64)),
+         "info {d}/x.npy", 1, "{d}/x.npy", "not a .npy array", cause="27.6", what=".npy header of shape (-8,)"),
+    Case("info-npy-header-5000-digit-shape", lambda c, d: _write(d / "x.npy", ci.npy_with_header(
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (" + "9" * 5000 + ",), }")),
+         "info {d}/x.npy", 1, "{d}/x.npy", "not a .npy array", cause="27.6", what=".npy header of a 5,000-digit shape"),
+    Case("diff-list-actor-5000-digit-int", lambda c, d: _write(d / "a.npy", ci.npy_object(pickle.dumps(
+        np.array({10**5000: (["x.jpg"], "x.npz")}, dtype=object), 2))),
+         "image-paths diff {d}/a.npy {d}/a.npy", 1, "{d}/a.npy", "not a string", cause="27.6",
+         what="an image list keyed by a 5,000-digit integer"),
+]
+
+
 def _zip_bytes(members: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
@@ -492,6 +609,191 @@ def test_bad_input_in_a_process(case_id: str, ctx: Ctx, tmp_path: Path):
     proc = subprocess.run([sys.executable, "-m", "onflame.cli", *_argv(case, d, ctx)], capture_output=True,
                           text=True, timeout=300)
     check_outcome(case, d, ctx, proc.returncode, proc.stdout, proc.stderr)
+
+
+# --- round two: cases run as a process with a time limit and their memory peak measured ------------------------
+#
+# Inputs that never end (FIFOs, sockets, devices) and bombs (pickles, gzip, zip members, sparse files,
+# VRML instancing) run as a real ``onflame`` process: a hang is a timeout, not a stuck test run, and the
+# peak resident memory of that process alone (``wait4``) must stay under :data:`PEAK_LIMIT`. An address
+# space limit of :data:`AS_LIMIT` keeps a regression from taking the machine down.
+
+PEAK_LIMIT = 2 * 2**30
+AS_LIMIT = 4 * 2**30
+#: Seconds a case may run; the bar is 10 s on a quiet machine, the margin is for a shared CI runner.
+TIMEOUT = 60
+
+
+def _fifo_root(c: Ctx, d: Path) -> None:
+    _mica_tree(c, d / "mica")
+    (d / "mica/BU3DFE/FLAME_parameters/A1/s1.npz").unlink()
+    ci.make_fifo(d / "mica/BU3DFE/FLAME_parameters/A1/s1.npz")
+
+
+def _textured_head(c: Ctx, d: Path, image: Path) -> None:
+    """The head in millimetres with texture coordinates and a material naming ``image``."""
+    obj = c.head(d / "s.obj", 1000.0)
+    text = obj.read_text()
+    uv = "".join(f"vt {u:.4f} {v:.4f}\n" for u, v in (c.vertices[:, :2] - c.vertices[:, :2].min(0)) / np.ptp(c.vertices[:, :2], 0))
+    faces = "".join(f"f {a}/{a} {b}/{b} {e}/{e}\n" for a, b, e in c.faces + 1)
+    _write(obj, "mtllib s.mtl\n" + text.split("f ", 1)[0] + uv + "usemtl m\n" + faces)
+    _write(d / "s.mtl", f"newmtl m\nmap_Kd {image.name}\n")
+
+
+def _png_bomb(path: Path) -> Path:
+    """A 97 kB PNG of 10^8 pixels (PIL's decompression-bomb warning starts at 8.9e7)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (10_000, 10_000)).save(buf, format="PNG")
+    return _write(path, buf.getvalue())
+
+
+def _zip_member_bomb(c: Ctx, d: Path) -> None:
+    """A subset zip whose registration member inflates to 300 MB (its declared size says so)."""
+    (d / "mica").mkdir()
+    _write(d / "mica/BU3DFE.zip", ci.raw_zip([("registrations/A1/s1.obj", b"v 0 0 0\n", 300 << 20)]))
+    with zipfile.ZipFile(d / "mica/BU3DFE.zip", "a") as zf:
+        zf.writestr("FLAME_parameters/A1/s1.npz", _params_npz())
+
+
+def _now_tree(c: Ctx, d: Path) -> None:
+    (d / "pred").mkdir()
+    (d / "gt").mkdir()
+
+
+EVALUATE = "evaluate now --pred {d}/pred --gt {d}/gt --out {d}/out"
+BOUNDED = [
+    # 27.4: inputs that never end: refused at once, whatever reads them
+    Case("info-model-fifo", lambda c, d: ci.make_fifo(d / "generic_model.pkl"), "info {d}/generic_model.pkl", 1,
+         "{d}/generic_model.pkl", "FIFO", cause="27.4", what="a FIFO as the model (.pkl)"),
+    Case("register-model-fifo-npz", lambda c, d: (c.head(d / "s.obj", 1000.0), ci.make_fifo(d / "m.npz")),
+         "register {d}/s.obj --model {d}/m.npz --out {d}/out", 1, "{d}/m.npz", "FIFO", cause="27.4",
+         what="a FIFO as the model (.npz)"),
+    Case("info-model-socket", lambda c, d: ci.make_socket(d / "m.pkl"), "info {d}/m.pkl", 1, "{d}/m.pkl", "socket",
+         cause="27.4", what="a Unix socket as the model"),
+    Case("validate-params-fifo", _fifo_root, "validate {d}/mica", 1, "{d}/mica/BU3DFE/FLAME_parameters/A1/s1.npz",
+         "FIFO", cause="27.4", what="a FIFO as a parameter file in a root"),
+    Case("report-root-params-fifo", _fifo_root, "report {d}/mica --out {d}/site --workers 1", 0, (), cause="27.4",
+         what="a FIFO as a parameter file of a report's root (shown on the page)"),
+    Case("diff-list-fifo", lambda c, d: ci.make_fifo(d / "a.npy"), "image-paths diff {d}/a.npy {d}/a.npy", 1,
+         "{d}/a.npy", "FIFO", cause="27.4", what="a FIFO as an image list"),
+    Case("build-image-list-fifo", lambda c, d: ci.make_fifo(d / "list.npy"),
+         "build --source FRGC --raw {d} --out {d}/mica --image-list {d}/list.npy --model {model}", 1, "{d}/list.npy",
+         "FIFO", cause="27.4", what="a FIFO as build's --image-list"),
+    Case("evaluate-image-list-fifo", lambda c, d: (_now_tree(c, d), ci.make_fifo(d / "list.txt")),
+         f"{EVALUATE} --image-list {{d}}/list.txt", 1, "{d}/list.txt", "FIFO", cause="27.4",
+         what="a FIFO as evaluate now's --image-list"),
+    Case("register-scan-fifo", lambda c, d: ci.make_fifo(d / "s.obj"), R2, 1, "{d}/s.obj", "FIFO", cause="27.4",
+         what="a FIFO as the scan"),
+    Case("register-landmarks-fifo", lambda c, d: (c.head(d / "s.obj", 1000.0), ci.make_fifo(d / "l.npy")),
+         f"{R2} --landmarks {{d}}/l.npy", 1, "{d}/l.npy", "FIFO", cause="27.4", what="a FIFO as the landmark file"),
+    Case("register-masks-fifo", lambda c, d: (c.head(d / "s.obj", 1000.0), ci.make_fifo(d / "masks.pkl")),
+         f"{R2} --masks {{d}}/masks.pkl", 1, "{d}/masks.pkl", "FIFO", cause="27.4", what="a FIFO as the masks file"),
+    Case("validate-params-link-to-dev-zero", lambda c, d: (_mica_tree(c, d / "mica"), (d / "mica/BU3DFE/FLAME_parameters/A1/s1.npz").unlink(),
+                                                           os.symlink("/dev/zero", d / "mica/BU3DFE/FLAME_parameters/A1/s1.npz")),
+         "validate {d}/mica", 1, "{d}/mica/BU3DFE/FLAME_parameters/A1/s1.npz", "not a regular file", cause="27.4",
+         what="a root's parameter file linked to /dev/zero"),
+    # 27.2 / 27.8: pickles that allocate what they please
+    Case("info-pickle-object-array-1e9", lambda c, d: _write(d / "m.pkl", ci.object_array_pickle()), "info {d}/m.pkl",
+         1, "{d}/m.pkl", "dtype object", cause="27.2", what="ndarray.__setstate__ of an object array of 10^9 elements"),
+    Case("register-model-object-array-1e9", lambda c, d: (c.head(d / "s.obj", 1000.0), _write(
+        d / "m" / "generic_model.pkl", ci.object_array_pickle())),
+         "register {d}/s.obj --model {d}/m/generic_model.pkl --out {d}/out", 1, "{d}/m/generic_model.pkl",
+         "dtype object", cause="27.2", what="the same payload as the model's v_template"),
+    Case("diff-list-object-array-1e9", lambda c, d: _write(d / "a.npy", ci.npy_object(pickle.dumps(
+        ci.ObjectArrayState(), 2))), "image-paths diff {d}/a.npy {d}/a.npy", 1, "{d}/a.npy", "dtype object",
+         cause="27.2", what="the same payload as an image list"),
+    Case("info-pickle-billion-laughs", lambda c, d: _write(d / "m.pkl", ci.laughs_model_pickle()), "info {d}/m.pkl",
+         1, "{d}/m.pkl", "billion laughs", cause="27.8", what="a 300-byte model pickle of shared lists 26 deep"),
+    Case("diff-list-billion-laughs", lambda c, d: _write(d / "a.npy", ci.npy_object(pickle.dumps(
+        np.array({"A": (ci.laughs(26, "x.jpg"), "A.npz")}, dtype=object), 2))),
+         "image-paths diff {d}/a.npy {d}/a.npy", 1, "{d}/a.npy", "billion laughs", cause="27.8",
+         what="an image list of shared lists 26 deep"),
+    # 27.8: bombs and files larger than their format
+    Case("info-wrl-gzip-bomb", lambda c, d: _write(d / "m.wrl", ci.gzip_bomb(b"#VRML V2.0 utf8\n", 1500 << 20)),
+         "info {d}/m.wrl", 1, "{d}/m.wrl", "inflates to more than", cause="27.8",
+         what="1.5 MB of gzip inflating to 1.5 GB, as .wrl"),
+    Case("info-wrl-gz-gzip-bomb", lambda c, d: _write(d / "m.wrl.gz", ci.gzip_bomb(b"#VRML V2.0 utf8\n", 1500 << 20)),
+         "info {d}/m.wrl.gz", 1, "{d}/m.wrl.gz", "inflates to more than", cause="27.8",
+         what="the same bomb named .wrl.gz"),
+    Case("info-abs-gz-gzip-bomb", lambda c, d: _write(d / "04200d74.abs.gz", ci.gzip_bomb(
+        b"480 rows\n640 columns\npixels (flag X Y Z):\n", 1500 << 20, b"1 ")),
+         "info {d}/04200d74.abs.gz", 1, "{d}/04200d74.abs.gz", "inflates to more than", cause="27.8",
+         what="an FRGC .abs.gz inflating to 1.5 GB"),
+    Case("validate-params-members-inflate-300mb", lambda c, d: (_mica_tree(c, d / "mica"), _write(
+        d / "mica/BU3DFE/FLAME_parameters/A1/s1.npz", ci.params_npz_with_ballast(100))),
+         "validate {d}/mica", 1, "{d}/mica/BU3DFE/FLAME_parameters/A1/s1.npz", "inflate", cause="27.8",
+         what="a 300 kB parameter npz whose extra members inflate to 3 x 100 MB"),
+    Case("validate-zip-member-inflates-300mb", _zip_member_bomb, "validate {d}/mica", 1,
+         "{d}/mica/BU3DFE.zip/registrations/A1/s1.obj", "inflates to", cause="27.8",
+         what="a subset zip whose registration inflates to 300 MB"),
+    Case("info-obj-sparse-1.2gb", lambda c, d: ci.sparse_file(d / "m.obj", 1_200_000_000, TRIANGLE.encode()),
+         "info {d}/m.obj", 1, "{d}/m.obj", "reads at most", cause="27.8", what="a 1.2 GB sparse OBJ"),
+    Case("info-obj-mtllib-1.5gb", lambda c, d: (ci.sparse_file(d / "big.mtl", 1_500_000_000, b"newmtl m\n"), _write(
+        d / "m.obj", "mtllib big.mtl\n" + TRIANGLE + "vt 0 0\nvt 1 0\nvt 0 1\nf 1/1 2/2 3/3\n")),
+         "info {d}/m.obj", 0, "{d}/m.obj", cause="27.8", what="an OBJ whose mtllib names a 1.5 GB file (read on without texture)"),
+    Case("info-obj-10m-duplicate-faces", lambda c, d: _write(d / "m.obj", TRIANGLE.encode() + b"f 1 2 3\n" * 10_000_000),
+         "info {d}/m.obj", 1, "{d}/m.obj", "repeat", cause="27.5", what="an OBJ of 10 million copies of one face"),
+    Case("info-ply-header-9e8-vertices", lambda c, d: _write(d / "m.ply", ci.ascii_ply(
+        c.vertices[:4], np.array([[0, 1, 2]]), announce_vertices=900_000_000)), "info {d}/m.ply", 1, "{d}/m.ply",
+         "900000000 vertices", cause="27.5", what="ASCII PLY whose header announces 9e8 vertices"),
+    Case("info-wrl-def-use-doubling", lambda c, d: _write(d / "m.wrl", ci.vrml_instancing(40)), "info {d}/m.wrl", 1,
+         "{d}/m.wrl", "instancing", cause="27.4", what="2 kB of VRML whose 40 DEF/USE levels each double the shapes"),
+    Case("register-texture-decompression-bomb", lambda c, d: _textured_head(c, d, _png_bomb(d / "t.png")), R2, 0,
+         "{d}/s.obj", cause="27.6", what="a scan whose texture is a 10^8-pixel PNG (read on without texture)"),
+]
+
+
+def _peak_run(argv: list[str], timeout: float = TIMEOUT) -> tuple[int, str, str, int]:
+    """Run ``onflame argv`` as a process: ``(exit code, stdout, stderr, peak resident bytes)``; a process
+    still running after ``timeout`` seconds is killed and the test fails."""
+    import resource
+    import tempfile
+    import time
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (AS_LIMIT, AS_LIMIT))
+
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "onflame.cli", *argv], stdout=out, stderr=err,
+                                stdin=subprocess.DEVNULL, preexec_fn=limit)
+        end = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > end:
+                proc.kill()
+                os.wait4(proc.pid, 0)
+                proc.returncode = -9
+                pytest.fail(f"onflame {' '.join(argv)}: still running after {timeout} s (a hang)")
+            time.sleep(0.05)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return proc.returncode, out.read(), err.read(), usage.ru_maxrss * 1024
+
+
+def check_warned(case: Case, d: Path, ctx: Ctx, code: int, out: str, err: str) -> None:
+    """A case that succeeds (exit 0) but may say one thing about its input: no traceback, no raw Python
+    warning, at most one line on stderr, naming the file when it says something."""
+    assert "Traceback" not in out + err and "Warning:" not in err, err
+    assert code == case.code, f"exit code {code}, expected {case.code}; stderr: {err}"
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) <= 1, f"more than one line on stderr: {lines}"
+    assert all(name in ln for ln in lines for name in _names(case, d, ctx)), lines
+    assert not ctx.marker.exists(), "a pickle payload ran"
+
+
+@pytest.mark.parametrize("case", [_params(c) for c in BOUNDED])
+def test_bad_input_bounded(case: Case, ctx: Ctx, tmp_path: Path):
+    d = tmp_path / "case"
+    d.mkdir()
+    case.make(ctx, d)
+    code, out, err, peak = _peak_run(_argv(case, d, ctx))
+    (check_warned if case.code == 0 else check_outcome)(case, d, ctx, code, out, err)
+    assert peak < PEAK_LIMIT, f"peak memory {peak / 2**30:.2f} GB"
 
 
 # --- cases that need a registration ----------------------------------------------------------------------------

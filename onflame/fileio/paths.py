@@ -54,8 +54,12 @@ def open_regular(path: str | os.PathLike, label: str | os.PathLike | None = None
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0))
     except IsADirectoryError:
         raise InputError(label, "is a folder, not a file") from None
-    except OSError as exc:
-        raise _missing(label, exc) from None
+    except OSError as exc:  # a socket cannot be opened at all (ENXIO): say what it is where it can be told
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            raise _missing(label, exc) from None
+        raise (_not_regular(label, mode) if not stat.S_ISREG(mode) else _missing(label, exc)) from None
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):

@@ -26,7 +26,7 @@ from .ply import read_ply
 log = logging.getLogger(__name__)
 
 #: Suffixes :func:`read_mesh` understands.
-MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf", ".wrl", ".abs", ".abs.gz")
+MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf", ".wrl", ".wrl.gz", ".abs", ".abs.gz")
 
 
 def read_mesh(path: str | os.PathLike) -> Mesh:
@@ -44,7 +44,7 @@ def read_mesh(path: str | os.PathLike) -> Mesh:
     try:
         if suffix == ".obj":
             mesh = read_obj(path)
-        elif suffix == ".wrl":
+        elif suffix == ".wrl" or path.name.lower().endswith(".wrl.gz"):
             from .wrl import read_wrl
 
             mesh = read_wrl(path)
