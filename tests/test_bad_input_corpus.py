@@ -15,6 +15,7 @@ import io
 import json
 import os
 import pickle
+import shutil
 import stat
 import subprocess
 import sys
@@ -906,3 +907,225 @@ def test_a_corrupt_texture_is_read_past_or_named_the_same_for_obj_and_frgc(ctx, 
         with pytest.raises(InputError) as ei:  # required: an error naming the image
             item.read(require_texture=True)
         assert ei.value.path == str(image[name]) and "cannot read image" in ei.value.problem, name
+
+
+# --- round two: outputs (issue 27.1, 27.7, 27.8, 27.9; issue 25.2) ----------------------------------------------
+
+def _two_subjects(ctx: Ctx, root: Path) -> Path:
+    _mica_tree(ctx, root)
+    FlameParams.zeros().save(root / "BU3DFE" / "FLAME_parameters" / "A2" / "s2.npz")
+    write_obj(root / "BU3DFE" / "registrations" / "A2" / "s2.obj", Mesh(ctx.vertices * 1.01, ctx.faces))
+    return root
+
+
+def _report(ctx: Ctx, root: Path, site: Path) -> int:
+    return main(["report", str(root), "--out", str(site), "--workers", "1", "--model", str(ctx.model_path)])
+
+
+def _listing(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("link", ["img", ".cache", "img/subfolder", "BU3DFE/subjects", "index.html"])
+def test_report_never_writes_or_deletes_through_a_link(ctx, tmp_path, capsys, link):
+    """27.1: a link planted in a report's folder (here to a folder of the user's own files) is refused
+    before any work: exit 2, one line naming it, nothing in the link's target written or removed."""
+    root, site, victim = _two_subjects(ctx, tmp_path / "mica"), tmp_path / "site", tmp_path / "victim"
+    assert _report(ctx, root, site) == 0
+    _write(victim / "keep.jpg", b"the user's own picture")
+    _write(victim / "deep" / "keep.html", "<p>the user's own page</p>")
+    planted = site / link
+    if link == "img/subfolder":
+        planted = next(p for p in (site / "img").iterdir() if p.is_dir())
+    before = _listing(victim)
+    if planted.is_dir():
+        shutil.rmtree(planted)
+    else:
+        planted.unlink()
+    os.symlink(victim if link != "index.html" else victim / "keep.jpg", planted)
+    capsys.readouterr()
+    code = _report(ctx, root, site)
+    lines = capsys.readouterr().err.splitlines()
+    assert code == 2 and lines == [f"onflame: {planted}: is a symbolic link inside the report folder; onflame does "
+                                   "not write or delete through links (remove it, or choose another --out)"]
+    assert _listing(victim) == before
+
+
+def test_report_removes_only_what_it_wrote(ctx, tmp_path):
+    """27.1: files a report did not write, in its own folders, stay; a subject gone from the root loses
+    its pages and pictures (the report's record says it wrote them)."""
+    root, site = _two_subjects(ctx, tmp_path / "mica"), tmp_path / "site"
+    assert _report(ctx, root, site) == 0
+    foreign = [_write(site / "img" / "mine.jpg", b"x"), _write(site / "notes.html", "<p>notes</p>"),
+               _write(site / "BU3DFE" / "subjects" / "extra.html", "<p>x</p>")]
+    pages_before = {p for p in site.rglob("*.html") if p not in foreign}
+    shutil.rmtree(root / "BU3DFE" / "FLAME_parameters" / "A2")
+    shutil.rmtree(root / "BU3DFE" / "registrations" / "A2")
+    assert _report(ctx, root, site) == 0
+    assert all(p.is_file() for p in foreign)
+    gone = pages_before - set(site.rglob("*.html"))
+    assert len(gone) == 1 and "s2" in next(iter(gone)).name  # the removed subject's page
+
+
+def _dead_links(site: Path) -> list[str]:
+    import re
+
+    return [f"{page} -> {href}" for page in site.rglob("*.html")
+            for href in re.findall(r'href="([^"#?]+\.html)"', page.read_text()) if not (page.parent / href).is_file()]
+
+
+def test_report_cut_short_links_to_no_page_never_written(ctx, tmp_path, capsys, monkeypatch):
+    """27.9: the disk fills while the pages are written: exit 1, one line naming the file, and the site is
+    the last complete run's (no page at all on a first run): no page links to one never written."""
+    import onflame.report.pages as pages
+
+    root, site = _two_subjects(ctx, tmp_path / "mica"), tmp_path / "site"
+    real = pages.write_text
+
+    def full_disk_at(n: int):
+        written = []
+
+        def write_text(path, text):
+            if len(written) == n:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+            written.append(path)
+            real(path, text)
+        return write_text
+
+    monkeypatch.setattr(pages, "write_text", full_disk_at(1))
+    assert _report(ctx, root, site) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].endswith(os.strerror(errno.ENOSPC)) and not list(site.rglob("*.html"))
+    monkeypatch.setattr(pages, "write_text", real)
+    assert _report(ctx, root, site) == 0 and not _dead_links(site)
+    index = (site / "index.html").read_text()
+    FlameParams.zeros().save(root / "BU3DFE" / "FLAME_parameters" / "A3" / "s3.npz")  # a third subject
+    write_obj(root / "BU3DFE" / "registrations" / "A3" / "s3.obj", Mesh(ctx.vertices * 0.99, ctx.faces))
+    monkeypatch.setattr(pages, "write_text", full_disk_at(2))
+    assert _report(ctx, root, site) == 1
+    assert not _dead_links(site) and (site / "index.html").read_text() == index
+    assert not [p for p in site.rglob("*") if ".tmp" in p.name]
+
+
+def test_report_draws_again_a_picture_cut_short(ctx, tmp_path, capsys):
+    """27.7: a picture of an earlier run that is no longer whole is drawn again, not reused."""
+    root, site = _mica_tree(ctx, tmp_path / "mica"), tmp_path / "site"
+    assert _report(ctx, root, site) == 0
+    thumb = next((site / "img").rglob("*-thumb.jpg"))
+    whole = thumb.read_bytes()
+    thumb.write_bytes(whole[: len(whole) // 2])
+    capsys.readouterr()
+    assert _report(ctx, root, site) == 0
+    assert "pictures drawn 1, reused 0" in capsys.readouterr().out
+    assert thumb.read_bytes() == whole
+
+
+def test_a_damaged_pickle_free_model_copy_is_made_again(flame_pkl, tmp_path):
+    """27.7: the copy beside a model whose stamp still matches but whose arrays are damaged is read past,
+    the pickle read again and the copy rewritten."""
+    from onflame.flame import load_model
+    from onflame.flame.model_cache import cache_paths
+
+    pkl = tmp_path / "generic_model.pkl"
+    shutil.copy2(flame_pkl, pkl)
+    first = load_model(pkl)
+    copy = cache_paths(pkl)[0]
+    stamp = {k: v for k, v in np.load(copy).items() if k.startswith("cache_") or k == "format"}
+    np.savez(copy, **stamp)  # the stamp and the format tag, but no arrays
+    again = load_model(pkl)
+    assert np.array_equal(again.v_template, first.v_template)
+    assert np.array_equal(load_model(copy).v_template, first.v_template)  # rewritten whole
+
+
+def test_evaluate_now_scores_again_images_whose_cached_result_is_cut_short(tmp_path, capsys):
+    """27.7: every image's cached result cut to half: the re-run scores each again (exit 0, no line)."""
+    from test_evaluation_now import SPHERE_LANDMARKS, sphere, write_gt, write_list, write_pred
+
+    gt, pred, out = tmp_path / "gt", tmp_path / "pred", tmp_path / "out"
+    write_gt(gt, "S", sphere(50.0, 3), 50.0 * SPHERE_LANDMARKS)
+    for k in range(2):
+        write_pred(pred, "S", "multiview_neutral", f"{k}.jpg", sphere(48.0 + k, 3), (48.0 + k) * SPHERE_LANDMARKS)
+    write_list(gt, ["S/multiview_neutral/0.jpg", "S/multiview_neutral/1.jpg"])
+    argv = ["evaluate", "now", "--pred", str(pred), "--gt", str(gt), "--out", str(out), "--workers", "1"]
+    assert main(argv) == 0
+    items = sorted((out / "items").rglob("*.npz"))
+    whole = [p.read_bytes() for p in items]
+    for p, data in zip(items, whole):
+        p.write_bytes(data[: len(data) // 2])
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert not [ln for ln in capsys.readouterr().err.splitlines() if "onflame:" in ln]
+    assert all(np.load(p)["distances"].size > 0 for p in items)
+
+
+def _modes(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): stat.S_IMODE(p.lstat().st_mode) for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_follow_the_umask(ctx, failed_registration, flame_pkl, tmp_path, monkeypatch, umask):
+    """25.2: registrations, parameters, the report site, model.npz and the pickle-free copy beside the
+    user's model get the modes the umask gives new files (0644 / 0600) and folders (0755 / 0700)."""
+    import onflame.registration
+    from onflame.flame import load_model
+
+    monkeypatch.setattr(onflame.registration, "register", lambda *a, **k: failed_registration)
+    ctx.head(tmp_path / "s.obj", 1000.0)
+    (tmp_path / "fl").mkdir()
+    shutil.copy2(flame_pkl, tmp_path / "fl" / "generic_model.pkl")
+    old = os.umask(umask)
+    try:
+        main(["register", str(tmp_path / "s.obj"), "--model", str(ctx.model_path), "--out", str(tmp_path / "w" / "reg"),
+              "--picture"])
+        _report(ctx, _mica_tree(ctx, tmp_path / "mica"), tmp_path / "w" / "site")
+        save_model(load_model(ctx.model_path), tmp_path / "w" / "model.npz")
+        load_model(tmp_path / "fl" / "generic_model.pkl")  # leaves its pickle-free copy beside it
+        assert main(["export", str(tmp_path / "mica"), "--out", str(tmp_path / "w" / "all.npz")]) == 0
+    finally:
+        os.umask(old)
+    modes = _modes(tmp_path / "w") | {"copy": stat.S_IMODE((tmp_path / "fl" / ".generic_model.pkl.onflame.npz").stat().st_mode)}
+    files = {k: m for k, m in modes.items() if k == "copy" or (tmp_path / "w" / k).is_file()}
+    assert {"reg/s.npz", "reg/s.obj", "reg/s_report.json", "reg/s_report.png", "model.npz", "all.npz",
+            "site/index.html"} <= files.keys()
+    assert {k: m for k, m in files.items() if m != 0o666 & ~umask} == {}
+    assert {k: m for k, m in modes.items() if k not in files and m != 0o777 & ~umask} == {}
+
+
+def test_a_rerun_removes_temporaries_a_killed_run_left(ctx, failed_registration, tmp_path, monkeypatch):
+    """27.9 (register): a process killed with SIGKILL in the middle of writing a registration's files
+    leaves temporaries named for their process; the next run into the same folder removes them."""
+    import onflame.registration
+
+    out = tmp_path / "out"
+    killed = subprocess.run([sys.executable, "-c", (
+        "import os, sys\nfrom pathlib import Path\nfrom onflame.fileio import atomic_open, written_together\n"
+        "out = Path(sys.argv[1])\nwith written_together(out / 's.npz', out / 's.obj', out / 's_report.json') as t:\n"
+        "    t[0].write_bytes(b'params'); t[1].write_text('v 0 0 0')\n"
+        "    with atomic_open(t[2], 'w') as fh:\n        fh.write('{'); fh.flush(); os.kill(os.getpid(), 9)\n"),
+        str(out)], capture_output=True)
+    assert killed.returncode == -9
+    left = sorted(p.name for p in out.iterdir())
+    assert len(left) == 3 and all(".tmp" in n for n in left), left
+    monkeypatch.setattr(onflame.registration, "register", lambda *a, **k: failed_registration)
+    ctx.head(tmp_path / "s.obj", 1000.0)
+    main(["register", str(tmp_path / "s.obj"), "--model", str(ctx.model_path), "--out", str(out)])
+    assert sorted(p.name for p in out.iterdir()) == ["s.npz", "s.obj", "s_report.json"]
+
+
+def test_register_accepts_land_landmarks(ctx, tmp_path, capsys):
+    """27.6: ``register --landmarks x.land`` (FaceWarehouse's layout, the README lists it): 3D points
+    register the scan; vertex ids are read against the scan."""
+    from onflame.mesh import read_mesh
+    from onflame.mesh.landmark_files import read_landmarks
+
+    scan = ctx.head(tmp_path / "s.obj", 1000.0)
+    pts = ctx.landmarks * 1000
+    _write(tmp_path / "l.land", f"{len(pts)}\n" + "".join(f"{x:.6f} {y:.6f} {z:.6f}\n" for x, y, z in pts))
+    code = main(["register", str(scan), "--model", str(ctx.model_path), "--out", str(tmp_path / "out"),
+                 "--landmarks", str(tmp_path / "l.land")])
+    assert code == 0, capsys.readouterr().err
+    mesh = read_mesh(scan)
+    ids = np.argmin(np.linalg.norm(mesh.vertices[None] - pts[:, None], axis=2), axis=1)
+    _write(tmp_path / "ids.land", f"{len(ids)}\n" + "".join(f"{i}\n" for i in ids))
+    lmk = read_landmarks(tmp_path / "ids.land", mesh)
+    assert np.array_equal(lmk.points, mesh.vertices[ids]) and lmk.layout == "ibug51"

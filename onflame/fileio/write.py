@@ -5,7 +5,8 @@ exception; a crash or Ctrl-C leaves the old file (or nothing). Temporaries are c
 and the process's umask applied by the kernel (a plain ``open`` of a new file; ``mkstemp`` would give
 0600), and named ``.<name>.<host>-<pid>-<n>.tmp``: the process that wrote one can be told, so a later
 run removes those whose process is gone (:func:`sweep_temporaries`) even after ``kill -9``.
-:func:`written_together` does the same for a set of files that belong together.
+:func:`written_together` does the same for a set of files that belong together, and
+:func:`all_or_none` for every atomic write made within a block (a site's pages).
 
 Where writes are confined to an output folder (:func:`~.paths.confine_writes`), every target is checked
 to lie inside it, reached through real folders only.
@@ -13,6 +14,7 @@ to lie inside it, reached through real folders only.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import itertools
 import json
@@ -32,6 +34,10 @@ _HOST = re.sub(r"[^A-Za-z0-9_+]", "_", socket.gethostname() or "host")
 _COUNTER = itertools.count()
 #: ``.<name>.<host>-<pid>-<n>.tmp`` plus, for :func:`written_together`, the target's own suffix after it
 _TEMP = re.compile(r"^\..*\.(?P<host>[A-Za-z0-9_+]+)-(?P<pid>\d+)-\d+\.tmp(\.[A-Za-z0-9]+)?$")
+
+
+#: The renames :func:`all_or_none` holds back until its block ends (None: rename at once).
+_HELD: contextvars.ContextVar[list[tuple[Path, Path]] | None] = contextvars.ContextVar("onflame_held", default=None)
 
 
 def _owner() -> str:
@@ -68,7 +74,11 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        held = _HELD.get()
+        if held is None:
+            os.replace(tmp, path)
+        else:
+            held.append((tmp, path))
     except OSError as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -145,6 +155,32 @@ def written_together(*paths: str | os.PathLike) -> Iterator[list[Path]]:
         for tmp in temps:
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+
+@contextlib.contextmanager
+def all_or_none() -> Iterator[None]:
+    """Every atomic write made in the block appears at its end, or none does.
+
+    Each file is written whole to its temporary as usual, but the renames into place wait for the block
+    to end without an exception, and then happen in the order the files were written (renaming needs no
+    space, so a full disk stops the block before any file is replaced). On an exception every temporary
+    is removed and no final name is touched. Blocks do not nest.
+    """
+    held: list[tuple[Path, Path]] = []
+    token = _HELD.set(held)
+    try:
+        try:
+            yield
+        finally:
+            _HELD.reset(token)
+        for k, (tmp, path) in enumerate(held):
+            os.replace(tmp, path)
+            held[k] = (path, path)
+    finally:
+        for tmp, path in held:
+            if tmp != path:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
 
 
 # --- temporaries of processes that are gone ---------------------------------------------------------------

@@ -6,7 +6,8 @@
 
 Steps: read every subset (:mod:`.collect`); draw each subject's pictures in worker processes unless
 pictures of the same content are already there, whole (:mod:`.pictures`, :mod:`.cache`); compute the
-statistics and outliers (:mod:`.stats`); write the pages (:mod:`.pages`, the overview last); remove
+statistics and outliers (:mod:`.stats`); write the pages (:mod:`.pages`, all of them or, when the disk
+fills, none: the last complete run's stay); remove
 what an earlier run wrote and no page uses any more. The site is one folder (HTML, CSS, a small script,
 JPEG/PNG pictures) that opens from the file system without a server or network. Bad data never stops
 it: every problem is shown on the pages.
@@ -29,7 +30,7 @@ import numpy as np
 
 from ..dataset.layout import MicaRoot, Subset, open_root
 from ..errors import InputError, UsageError
-from ..fileio import confine_writes, write_text
+from ..fileio import all_or_none, confine_writes, write_text
 from ..flame import FlameModel, load_model
 from ..workers import WorkerDied, available_cores, run_in_processes
 from . import pictures
@@ -402,9 +403,10 @@ def _write(mica: MicaRoot, out: Path, names: list[str], model: FlameModel | str 
         for p in planned[info.name]:
             _apply_result(p.subject, p.result)
         stats[info.name] = _stats(info)
-    used = write_pages(out, mica, infos, stats, photos, {"model": model_label, "heatmaps": heatmaps,
-                                                         "drawn": result.drawn, "cached": result.cached,
-                                                         "seconds": time.perf_counter() - t0})
+    with all_or_none():  # a run cut short (a full disk) leaves the last complete run's pages, not half a site
+        used = write_pages(out, mica, infos, stats, photos, {"model": model_label, "heatmaps": heatmaps,
+                                                             "drawn": result.drawn, "cached": result.cached,
+                                                             "seconds": time.perf_counter() - t0})
     keep = {p.relative_to(out).as_posix() for p in used}
     keep |= {rel for p in every if p.result is not None for rel in p.result.images.values()}
     keep |= {pictures.result_path(out, p.result.key).relative_to(out).as_posix() for p in every if p.result is not None}
