@@ -1129,3 +1129,21 @@ def test_register_accepts_land_landmarks(ctx, tmp_path, capsys):
     _write(tmp_path / "ids.land", f"{len(ids)}\n" + "".join(f"{i}\n" for i in ids))
     lmk = read_landmarks(tmp_path / "ids.land", mesh)
     assert np.array_equal(lmk.points, mesh.vertices[ids]) and lmk.layout == "ibug51"
+
+
+def test_evaluate_never_writes_through_a_link_in_its_output_folder(tmp_path, capsys):
+    """27.1: ``evaluate now --out`` holding a link where its per-image results go: each image fails with
+    a line naming the link, and nothing is written into the link's target."""
+    from test_evaluation_now import SPHERE_LANDMARKS, sphere, write_gt, write_list, write_pred
+
+    gt, pred, out, victim = tmp_path / "gt", tmp_path / "pred", tmp_path / "out", tmp_path / "victim"
+    write_gt(gt, "S", sphere(50.0, 3), 50.0 * SPHERE_LANDMARKS)
+    write_pred(pred, "S", "multiview_neutral", "0.jpg", sphere(48.0, 3), 48.0 * SPHERE_LANDMARKS)
+    write_list(gt, ["S/multiview_neutral/0.jpg"])
+    _write(victim / "keep.txt", "mine")
+    out.mkdir()
+    os.symlink(victim, out / "items")
+    code = main(["evaluate", "now", "--pred", str(pred), "--gt", str(gt), "--out", str(out), "--workers", "1"])
+    err = capsys.readouterr().err
+    assert code == 1 and f"{out / 'items'}: is a symbolic link" in err and "Traceback" not in err
+    assert _listing(victim) == {"keep.txt": b"mine"}

@@ -35,7 +35,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InputError, OnflameError
-from ..fileio import SIDE_FILE_MAX_BYTES, read_npz, read_text, write_json, write_npz, write_text
+from ..fileio import SIDE_FILE_MAX_BYTES, confined_to, read_npz, read_text, write_json, write_npz, write_text
 from ..mesh import read_mesh, write_ply
 from ..units import METRES_PER_UNIT, mm_per_unit
 from . import now_landmarks
@@ -234,6 +234,7 @@ def _cached_result(cache: Path, key: str, item: NowItem) -> ItemResult | None:
     return ItemResult(item, distances, details, cached=True)
 
 
+@confined_to("out", "check_alignment")
 def evaluate_item(item: NowItem, settings: NowSettings, out: Path | None = None,
                   check_alignment: Path | None = None) -> ItemResult:
     """Score one image (or reuse its cached result in ``out``); errors become the result's ``error``."""
@@ -329,6 +330,7 @@ class NowReport:
         return format_rows(rows)
 
 
+@confined_to("out", "check_alignment")
 def evaluate_now(preds: list[tuple[str, str | os.PathLike]], gt: str | os.PathLike, out: str | os.PathLike,
                  settings: NowSettings = NowSettings(), split: str = "validation",
                  image_list: str | os.PathLike | None = None, workers: int = 1,

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import re
 
-from .paths import (check_folder, check_regular, confine_writes, confined_parent, file_kind, open_regular,
-                    remove_file, write_root)
+from .paths import (check_folder, check_regular, confine_writes, confined_parent, confined_to, file_kind,
+                    open_regular, remove_file, write_root)
 from .read import (MAX_READ_BYTES, MESH_MAX_BYTES, PARAMS_MAX_BYTES, SIDE_FILE_MAX_BYTES, gunzip_bounded, npy_header,
                    read_bounded, read_maybe_gzip, read_npy, read_npz, read_text, zip_member_bytes)
 from .write import (all_or_none, atomic_open, check_output_dir, check_output_file, json_default, sweep_temporaries,
@@ -24,11 +24,12 @@ from .write import (all_or_none, atomic_open, check_output_dir, check_output_fil
 _json_default = json_default  # the name the command line imports
 
 __all__ = [
-    "MAX_READ_BYTES", "MESH_MAX_BYTES", "PARAMS_MAX_BYTES", "SIDE_FILE_MAX_BYTES", "all_or_none", "atomic_open", "check_folder",
-    "check_output_dir", "check_output_file", "check_regular", "confine_writes", "confined_parent", "file_kind",
-    "gunzip_bounded", "json_default", "npy_header", "open_regular", "read_bounded", "read_maybe_gzip", "read_npy",
-    "read_npz", "read_text", "remove_file", "safe_name", "sweep_temporaries", "temporary_name", "write_bytes",
-    "write_json", "write_npz", "write_root", "write_text", "written_together", "zip_member_bytes",
+    "MAX_READ_BYTES", "MESH_MAX_BYTES", "PARAMS_MAX_BYTES", "SIDE_FILE_MAX_BYTES", "all_or_none",
+    "atomic_open", "check_folder", "check_output_dir", "check_output_file", "check_regular", "confine_writes",
+    "confined_parent", "confined_to", "file_kind", "gunzip_bounded", "json_default", "npy_header",
+    "open_regular", "read_bounded", "read_maybe_gzip", "read_npy", "read_npz", "read_text", "remove_file",
+    "safe_name", "sweep_temporaries", "temporary_name", "write_bytes", "write_json", "write_npz", "write_root",
+    "write_text", "written_together", "zip_member_bytes",
 ]
 
 

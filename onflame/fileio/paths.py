@@ -5,19 +5,21 @@ path swapped between a check and the open is still caught), without blocking: a 
 device given where a file is expected is refused at once instead of hanging the command.
 :func:`check_regular` does the same check for readers that open a path themselves (PIL, plyfile).
 
-Writes: :func:`confine_writes` names a command's output folder; while it is in force, every atomic
-write (:mod:`.write`) checks that its target lies inside that folder and that no folder between the
-two is a symbolic link, so a link planted inside an output folder is never followed for writing or
+Writes: :func:`confine_writes` names a command's output folder(s); while it is in force, every atomic
+write (:mod:`.write`) checks that its target lies inside one of them and that no folder between the two
+is a symbolic link, so a link planted inside an output folder is never followed for writing or
 deleting.
 """
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
+import inspect
 import os
 import stat
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Callable, Iterator, TypeVar
 
 from ..errors import InputError, UsageError
 
@@ -100,33 +102,58 @@ def check_folder(path: str | os.PathLike, label: str | os.PathLike | None = None
 
 # --- where writes may go -----------------------------------------------------------------------------------
 
-_WRITE_ROOT: contextvars.ContextVar[Path | None] = contextvars.ContextVar("onflame_write_root", default=None)
+_WRITE_ROOTS: contextvars.ContextVar[tuple[Path, ...] | None] = contextvars.ContextVar("onflame_write_roots",
+                                                                                       default=None)
 
 
 @contextlib.contextmanager
-def confine_writes(root: str | os.PathLike) -> Iterator[Path]:
-    """Within the block, atomic writes and :func:`remove_file` act only inside ``root`` and refuse a path
-    that reaches its target through a symbolic link below ``root`` (``root`` itself may be a link: it is
-    the folder the user named). Yields ``root`` as an absolute path."""
-    absolute = Path(os.path.abspath(root))
-    token = _WRITE_ROOT.set(absolute)
+def confine_writes(*roots: str | os.PathLike | None) -> Iterator[tuple[Path, ...]]:
+    """Within the block, atomic writes and :func:`remove_file` act only inside ``roots`` (None entries
+    are skipped) and refuse a path that reaches its target through a symbolic link below its root (a
+    root itself may be a link: it is the folder the user named). Yields the roots as absolute paths."""
+    absolute = tuple(Path(os.path.abspath(r)) for r in roots if r is not None)
+    token = _WRITE_ROOTS.set(absolute)
     try:
         yield absolute
     finally:
-        _WRITE_ROOT.reset(token)
+        _WRITE_ROOTS.reset(token)
 
 
-def write_root() -> Path | None:
-    """The folder writes are confined to (:func:`confine_writes`), or None."""
-    return _WRITE_ROOT.get()
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _inside(path: Path, root: Path) -> list[str]:
-    """The components of ``path`` below ``root`` (both absolute); UsageError if it lies outside."""
-    try:
-        return list(path.relative_to(root).parts)
-    except ValueError:
-        raise UsageError(path, f"lies outside the output folder {root}; onflame writes only inside it") from None
+def confined_to(*params: str) -> Callable[[F], F]:
+    """Decorator: the function's writes are confined (:func:`confine_writes`) to the folders its
+    arguments ``params`` name (arguments that are None are skipped); it holds in worker processes too,
+    since each call sets it."""
+    def wrap(func: F) -> F:
+        signature = inspect.signature(func)
+
+        @functools.wraps(func)
+        def confined(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            with confine_writes(*(bound.arguments[p] for p in params)):
+                return func(*args, **kwargs)
+        return confined  # type: ignore[return-value]
+    return wrap
+
+
+def write_root() -> tuple[Path, ...] | None:
+    """The folders writes are confined to (:func:`confine_writes`), or None."""
+    return _WRITE_ROOTS.get()
+
+
+def _inside(path: Path, roots: tuple[Path, ...]) -> tuple[Path, list[str]]:
+    """The root holding ``path`` (the deepest) and the components of ``path`` below it (all absolute);
+    UsageError if it lies outside every root."""
+    for root in sorted(roots, key=lambda r: len(r.parts), reverse=True):
+        try:
+            return root, list(path.relative_to(root).parts)
+        except ValueError:
+            continue
+    where = ", ".join(map(str, roots))
+    raise UsageError(path, f"lies outside the output folder ({where}); onflame writes only inside it")
 
 
 def confined_parent(path: str | os.PathLike) -> Path:
@@ -137,12 +164,12 @@ def confined_parent(path: str | os.PathLike) -> Path:
     ``..`` is not allowed. Raises :class:`UsageError` naming the offending path.
     """
     path = Path(path)
-    root = _WRITE_ROOT.get()
-    if root is None:
+    roots = _WRITE_ROOTS.get()
+    if roots is None:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
     path = Path(os.path.abspath(path))  # abspath removes '..' lexically, as the user's shell would
-    parts = _inside(path, root)
+    root, parts = _inside(path, roots)
     if not parts:
         raise UsageError(path, "is the output folder itself, not a file inside it")
     folder = root
@@ -180,12 +207,12 @@ def confined_parent_existing(path: str | os.PathLike) -> Path:
     """``path`` after :func:`confined_parent`'s checks, creating nothing (FileNotFoundError if a folder
     on the way is missing)."""
     path = Path(path)
-    root = _WRITE_ROOT.get()
-    if root is None:
+    roots = _WRITE_ROOTS.get()
+    if roots is None:
         return path
     path = Path(os.path.abspath(path))
-    folder = root
-    for part in _inside(path, root)[:-1]:
+    folder, parts = _inside(path, roots)
+    for part in parts[:-1]:
         folder = folder / part
         if stat.S_ISLNK(os.lstat(folder).st_mode):
             raise UsageError(folder, "is a symbolic link inside the output folder; onflame does not delete "
