@@ -575,6 +575,14 @@ def check_outcome(case: Case, d: Path, ctx: Ctx, code: int, out: str, err: str) 
     assert not ctx.marker.exists(), "a pickle payload ran"
 
 
+def _note(case: Case, **numbers: float) -> None:
+    """With ``ONFLAME_CORPUS_RESULTS`` set, keep a passed case's numbers for ``tools/reliability_table.py``."""
+    path = os.environ.get("ONFLAME_CORPUS_RESULTS")
+    if path:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"id": case.id, **numbers}) + "\n")
+
+
 def _params(case: Case):
     marks = [pytest.mark.xfail(strict=True, reason=case.xfail)] if case.xfail else []
     return pytest.param(case, id=case.id, marks=marks)
@@ -590,6 +598,7 @@ def test_bad_input(case: Case, ctx: Ctx, tmp_path: Path, capsys):
     code = main(_argv(case, d, ctx))
     captured = capsys.readouterr()
     check_outcome(case, d, ctx, code, captured.out, captured.err)
+    _note(case)
 
 
 def test_corpus_size():
@@ -746,34 +755,53 @@ BOUNDED = [
 ]
 
 
-def _peak_run(argv: list[str], timeout: float = TIMEOUT) -> tuple[int, str, str, int]:
-    """Run ``onflame argv`` as a process: ``(exit code, stdout, stderr, peak resident bytes)``; a process
-    still running after ``timeout`` seconds is killed and the test fails."""
-    import resource
+#: How a case's process starts: under the address-space limit, ``onflame``'s main, then its own memory
+#: peak (``VmHWM`` of its memory map: a forked child's ``ru_maxrss`` counts the parent's pages it began with).
+_LAUNCH = """
+import os, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
+from onflame.cli import main
+code = main(sys.argv[1:])
+with open("/proc/self/status") as fh:
+    peak = next(line.split()[1] for line in fh if line.startswith("VmHWM:"))
+with open(os.environ["ONFLAME_PEAK_FILE"], "w") as fh:
+    fh.write(peak)
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(code)
+"""
+
+
+def _peak_run(argv: list[str], timeout: float = TIMEOUT) -> tuple[int, str, str, int, float]:
+    """Run ``onflame argv`` as a process: ``(exit code, stdout, stderr, peak resident bytes, seconds)``; a
+    process still running after ``timeout`` seconds is killed and the test fails. A process that dies
+    before it can say its peak (a crash) is given the peak ``wait4`` reports, an upper bound."""
     import tempfile
     import time
 
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (AS_LIMIT, AS_LIMIT))
-
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "onflame.cli", *argv], stdout=out, stderr=err,
-                                stdin=subprocess.DEVNULL, preexec_fn=limit)
-        end = time.monotonic() + timeout
+    with tempfile.TemporaryDirectory() as tmp, open(Path(tmp) / "out", "w+") as out, \
+            open(Path(tmp) / "err", "w+") as err:
+        env = dict(os.environ, ONFLAME_PEAK_FILE=str(Path(tmp) / "peak"))
+        proc = subprocess.Popen([sys.executable, "-c", _LAUNCH.format(limit=AS_LIMIT), *argv], stdout=out,
+                                stderr=err, stdin=subprocess.DEVNULL, env=env)
+        start = time.monotonic()
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            if time.monotonic() > end:
+            if time.monotonic() - start > timeout:
                 proc.kill()
                 os.wait4(proc.pid, 0)
                 proc.returncode = -9
                 pytest.fail(f"onflame {' '.join(argv)}: still running after {timeout} s (a hang)")
             time.sleep(0.05)
         proc.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.monotonic() - start
+        peak_file = Path(tmp) / "peak"
+        peak_kb = int(peak_file.read_text()) if peak_file.is_file() else usage.ru_maxrss
         out.seek(0)
         err.seek(0)
-        return proc.returncode, out.read(), err.read(), usage.ru_maxrss * 1024
+        return proc.returncode, out.read(), err.read(), peak_kb * 1024, seconds
 
 
 def check_warned(case: Case, d: Path, ctx: Ctx, code: int, out: str, err: str) -> None:
@@ -792,9 +820,10 @@ def test_bad_input_bounded(case: Case, ctx: Ctx, tmp_path: Path):
     d = tmp_path / "case"
     d.mkdir()
     case.make(ctx, d)
-    code, out, err, peak = _peak_run(_argv(case, d, ctx))
+    code, out, err, peak, seconds = _peak_run(_argv(case, d, ctx))
     (check_warned if case.code == 0 else check_outcome)(case, d, ctx, code, out, err)
     assert peak < PEAK_LIMIT, f"peak memory {peak / 2**30:.2f} GB"
+    _note(case, peak_mb=round(peak / 2**20), seconds=round(seconds, 1))
 
 
 # --- cases that need a registration ----------------------------------------------------------------------------
@@ -1062,7 +1091,7 @@ def _modes(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): stat.S_IMODE(p.lstat().st_mode) for p in folder.rglob("*")}
 
 
-@pytest.mark.parametrize("umask", [0o022, 0o077])
+@pytest.mark.parametrize("umask", [0o022, 0o077], ids=["umask022", "umask077"])
 def test_written_files_follow_the_umask(ctx, failed_registration, flame_pkl, tmp_path, monkeypatch, umask):
     """25.2: registrations, parameters, the report site, model.npz and the pickle-free copy beside the
     user's model get the modes the umask gives new files (0644 / 0600) and folders (0755 / 0700)."""
