@@ -106,8 +106,10 @@ def read_obj(path: str | os.PathLike) -> Mesh:
     """
     path = Path(path)
     lines = Lines(read_bounded(path, MESH_MAX_BYTES))
-    v_block, vt_block, f_block, mtl_block = (lines.select(lines.tagged(tag), len(tag))
-                                             for tag in (b"v", b"vt", b"f", b"mtllib"))
+    is_v, is_f = lines.tagged(b"v"), lines.tagged(b"f")
+    check_mesh_size(int(is_v.sum()), int(is_f.sum()), path)  # each face at least one triangle: cheap, first
+    v_block, vt_block, f_block, mtl_block = (lines.select(which, skip) for which, skip in (
+        (is_v, 1), (lines.tagged(b"vt"), 2), (is_f, 1), (lines.tagged(b"mtllib"), 6)))
     mtllibs = [mtl_block.line_text(k) for k in range(min(len(mtl_block), 16))]
     del lines
     try:
