@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ from ..flame import FlameModel, load_model
 from ..workers import WorkerDied, available_cores, run_in_processes
 from . import pictures
 from .cache import DigestIndex, SiteRecord, bytes_digest, value_key, whole_file
-from .collect import SubjectInfo, SubsetInfo, collect_subset
+from .collect import SubjectInfo, SubsetInfo, collect_subset, judge_numbers
 from .stats import SubsetStats, flame_vertices, subset_stats
 
 log = logging.getLogger(__name__)
@@ -54,7 +53,9 @@ class ReportResult:
         out: the site folder; ``index``: its ``index.html``.
         counts: subset -> verdict counts (``ok``, ``suspect``, ``failed``, ``unknown``) and subjects.
         drawn: subjects whose pictures were drawn now; ``cached``: taken from an earlier run.
-        problems: every problem line shown on the pages.
+        problems: every problem line shown on the pages; ``subject_problems`` those of subjects the build did
+            not fail (missing or unreadable files, implausible numbers: ``counts[subset]["problem"]`` counts
+            these subjects).
         seconds: wall time.
     """
 
@@ -65,6 +66,7 @@ class ReportResult:
     cached: int = 0
     photos: int = 0
     problems: list[str] = field(default_factory=list)
+    subject_problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,8 +111,9 @@ def _load_model(model: FlameModel | str | os.PathLike | None, mica: MicaRoot) ->
     if model is None:
         return None, None
     if isinstance(model, FlameModel):
-        return model, model.source or "<model>"
-    return load_model(model), str(model)
+        return model, f"{model.source or '<model>'} ({model.n_vertices} vertices)"
+    loaded = load_model(model)
+    return loaded, f"{model} ({loaded.n_vertices} vertices)"
 
 
 # --- pictures ----------------------------------------------------------------------------------------------
@@ -245,14 +248,14 @@ def _run_jobs(work: list[_Work], workers: int, progress: Any) -> None:
     if workers <= 1 or len(work) < _POOL_MIN_JOBS:
         for job, done in work:
             done(_outcome(job))
-            progress.update(1)
+            progress.advance()
         return
 
     callbacks = {id(job): done for job, done in work}  # the callbacks stay here; the jobs travel
 
     def outcome(job: Any, result: Any) -> None:
         callbacks[id(job)](RuntimeError(result.reason) if isinstance(result, WorkerDied) else result)
-        progress.update(1)
+        progress.advance()
 
     if run_in_processes(_outcome, [job for job, _ in work], workers, outcome):
         raise KeyboardInterrupt
@@ -347,7 +350,7 @@ def write_report(root: str | os.PathLike, out: str | os.PathLike | None = None, 
         workers: drawing processes (default: the cores available).
         heatmaps: read the build's scans for the scan → registration heat maps (the slowest part on
             large scans; the pictures are cached either way).
-        progress: a progress bar on standard error when it is a terminal.
+        progress: report n/N and the time left on standard error (:class:`onflame.progress.Progress`).
 
     Returns:
         :class:`ReportResult`. Raises :class:`InputError` only when ``root`` or ``model`` cannot be opened,
@@ -369,9 +372,8 @@ def write_report(root: str | os.PathLike, out: str | os.PathLike | None = None, 
 def _write(mica: MicaRoot, out: Path, names: list[str], model: FlameModel | str | os.PathLike | None,
            workers: int | None, heatmaps: bool, progress: bool, t0: float) -> ReportResult:
     """:func:`write_report`'s work, once ``out`` is checked; writes confined to it."""
-    from tqdm import tqdm
-
     from ..dataset.manifest import value_digest
+    from ..progress import Progress
     from .pages import write_pages
 
     flame_model, model_label = _load_model(model, mica)
@@ -392,9 +394,7 @@ def _write(mica: MicaRoot, out: Path, names: list[str], model: FlameModel | str 
         photos[info.name], photo_work = _photos(info, out, digests, record)
         work += photo_work
     result.photos = len(work) - sum(p.job is not None for p in every)
-    # disable=None: a bar only on a terminal (no carriage-return clutter in logs)
-    with tqdm(total=len(work), desc="report", unit="picture", disable=None if progress else True,
-              file=sys.stderr) as bar:
+    with Progress(len(work), "report: pictures", enabled=progress) as bar:
         _run_jobs(work, workers or available_cores(), bar)
     result.drawn = sum(p.drawn for p in every)
     result.cached = len(every) - result.drawn
@@ -402,6 +402,7 @@ def _write(mica: MicaRoot, out: Path, names: list[str], model: FlameModel | str 
     for info in infos:
         for p in planned[info.name]:
             _apply_result(p.subject, p.result)
+        judge_numbers(info)
         stats[info.name] = _stats(info)
     with all_or_none():  # a run cut short (a full disk) leaves the last complete run's pages, not half a site
         used = write_pages(out, mica, infos, stats, photos, {"model": model_label, "heatmaps": heatmaps,
@@ -418,6 +419,9 @@ def _write(mica: MicaRoot, out: Path, names: list[str], model: FlameModel | str 
     for info in infos:
         result.counts[info.name] = {v: info.count(v) for v in ("ok", "suspect", "failed", "unknown")}
         result.counts[info.name]["subjects"] = len(info.subjects)
+        troubled = [s for s in info.subjects if s.problems and s.verdict != "failed"]  # failed: the build's
+        result.counts[info.name]["problem"] = len(troubled)
+        result.subject_problems += [p for s in troubled for p in s.problems]
         result.problems += info.problems + [p for s in info.subjects for p in s.problems]
     result.problems += [str(p) for p in mica.problems]
     result.seconds = time.perf_counter() - t0
