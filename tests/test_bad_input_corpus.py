@@ -684,8 +684,9 @@ BOUNDED = [
          cause="27.4", what="a Unix socket as the model"),
     Case("validate-params-fifo", _fifo_root, "validate {d}/mica", 1, "{d}/mica/BU3DFE/FLAME_parameters/A1/s1.npz",
          "FIFO", cause="27.4", what="a FIFO as a parameter file in a root"),
-    Case("report-root-params-fifo", _fifo_root, "report {d}/mica --out {d}/site --workers 1", 0, (), cause="27.4",
-         what="a FIFO as a parameter file of a report's root (shown on the page)"),
+    Case("report-root-params-fifo", _fifo_root, "report {d}/mica --out {d}/site --workers 1 -q", 1,
+         "{d}/mica/BU3DFE/FLAME_parameters/A1/s1.npz", "FIFO", cause="27.4",
+         what="a FIFO as a parameter file of a report's root (shown on the page, exit 1)"),
     Case("diff-list-fifo", lambda c, d: ci.make_fifo(d / "a.npy"), "image-paths diff {d}/a.npy {d}/a.npy", 1,
          "{d}/a.npy", "FIFO", cause="27.4", what="a FIFO as an image list"),
     Case("build-image-list-fifo", lambda c, d: ci.make_fifo(d / "list.npy"),
@@ -948,7 +949,7 @@ def _two_subjects(ctx: Ctx, root: Path) -> Path:
 
 
 def _report(ctx: Ctx, root: Path, site: Path) -> int:
-    return main(["report", str(root), "--out", str(site), "--workers", "1", "--model", str(ctx.model_path)])
+    return main(["report", str(root), "--out", str(site), "--workers", "1", "--model", str(ctx.model_path), "-q"])
 
 
 def _listing(folder: Path) -> dict[str, bytes]:
