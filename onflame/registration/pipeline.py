@@ -221,7 +221,7 @@ def _prepare(scan: Mesh | str | os.PathLike, landmarks, units: str) -> _Prepared
     check_mesh(scan, path)
     if scan.n_faces == 0:
         raise InputError(path, "scan has no triangles (a point cloud); registration needs a surface")
-    clicks = _as_clicks(landmarks)
+    clicks = _as_clicks(landmarks, scan)
     clicked_at = None if clicks is None else clicks.points
     try:
         unit, k = resolve_units(scan.vertices, clicked_at, units, path)
@@ -239,13 +239,13 @@ def _prepare(scan: Mesh | str | os.PathLike, landmarks, units: str) -> _Prepared
     return _Prepared(scan, path, unit, k, pts_m, index, clicks)
 
 
-def _as_clicks(landmarks: "ScanLandmarks | np.ndarray | str | os.PathLike | None") -> ScanLandmarks | None:
+def _as_clicks(landmarks: "ScanLandmarks | np.ndarray | str | os.PathLike | None", scan: Mesh) -> ScanLandmarks | None:
     """The user's landmarks as :class:`ScanLandmarks` (scan units): a file of any kind
     :func:`~onflame.mesh.landmark_files.read_landmarks` reads, an array in iBUG order, or as they are."""
     if landmarks is None or isinstance(landmarks, ScanLandmarks):
         return landmarks
     if isinstance(landmarks, (str, os.PathLike)):
-        return read_landmarks(landmarks)
+        return read_landmarks(landmarks, scan)  # the scan: for .land files of vertex ids
     return landmarks_from_array(landmarks, "<landmarks>")
 
 
