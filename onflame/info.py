@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from . import safepickle
-from .errors import InputError
+from .errors import InputError, short_keys, short_repr
 
 if TYPE_CHECKING:
     from .flame.model import FlameModel
@@ -85,8 +85,9 @@ def _describe_object(path: Path, obj: Any) -> dict[str, Any]:
 
         return {"kind": "image_paths", "path": str(path), **summarise_image_paths(read_image_paths(path))}
     if obj and all(isinstance(v, np.ndarray) and v.ndim == 1 and np.issubdtype(v.dtype, np.integer) for v in obj.values()):
-        return {"kind": "masks", "path": str(path), "regions": {str(k): int(v.size) for k, v in sorted(obj.items())}}
-    raise InputError(path, f"unrecognised dict (keys: {sorted(map(str, keys))[:8]})")
+        regions = {k[:60] if isinstance(k, str) else short_repr(k): int(v.size) for k, v in obj.items()}
+        return {"kind": "masks", "path": str(path), "regions": dict(sorted(regions.items()))}
+    raise InputError(path, f"unrecognised dict (keys: {short_keys(keys)})")
 
 
 def _describe_npz(path: Path) -> dict[str, Any]:

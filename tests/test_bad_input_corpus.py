@@ -482,18 +482,18 @@ CASES += [
         d / "l.land", "51\n" + "".join(f"{x:.3f} {y:.3f}\n" for x, y, _ in c.landmarks * 1000))),
          f"{R2} --landmarks {{d}}/l.land", 1, "{d}/l.land", "2D", cause="27.6",
          what="FaceWarehouse .land of 2D photo points"),
-    Case("register-masks-name-5000-digit-int", lambda c, d: (c.head(d / "s.obj", 1000.0), _masks(d, {10**5000: [0, 1]})),
+    Case("register-masks-name-40-digit-int", lambda c, d: (c.head(d / "s.obj", 1000.0), _masks(d, {10**40: [0, 1]})),
          f"{R2} --masks {{d}}/masks.pkl", 1, "{d}/masks.pkl", "mask names", cause="27.6",
-         what="masks named by a 5,000-digit integer"),
+         what="masks named by a 40-digit integer"),
     Case("register-masks-entry-a-string", lambda c, d: (c.head(d / "s.obj", 1000.0), _masks(d, {"face": "abc"})),
          f"{R2} --masks {{d}}/masks.pkl", 1, "{d}/masks.pkl", "not vertex indices", cause="27.6",
          what="a mask that is a string"),
     Case("register-masks-entry-a-dict", lambda c, d: (c.head(d / "s.obj", 1000.0), _masks(d, {"face": {"a": 1}})),
          f"{R2} --masks {{d}}/masks.pkl", 1, "{d}/masks.pkl", "not vertex indices", cause="27.6",
          what="a mask that is a dict"),
-    Case("register-masks-entry-huge-int", lambda c, d: (c.head(d / "s.obj", 1000.0), _masks(d, {"face": [0, 10**5000]})),
+    Case("register-masks-entry-huge-int", lambda c, d: (c.head(d / "s.obj", 1000.0), _masks(d, {"face": [0, 10**40]})),
          f"{R2} --masks {{d}}/masks.pkl", 1, "{d}/masks.pkl", "too large", cause="27.6",
-         what="a mask holding a 5,000-digit index"),
+         what="a mask holding a 40-digit index"),
     Case("info-npy-header-token-error", lambda c, d: _write(d / "x.npy", ci.npy_with_header(TOKEN_ERROR_HEADER)),
          "info {d}/x.npy", 1, "{d}/x.npy", "not a .npy array", cause="27.6",
          what=".npy header that is not a Python literal (TokenError)"),
@@ -503,11 +503,35 @@ CASES += [
     Case("info-npy-header-5000-digit-shape", lambda c, d: _write(d / "x.npy", ci.npy_with_header(
         "{'descr': '<f8', 'fortran_order': False, 'shape': (" + "9" * 5000 + ",), }")),
          "info {d}/x.npy", 1, "{d}/x.npy", "not a .npy array", cause="27.6", what=".npy header of a 5,000-digit shape"),
-    Case("diff-list-actor-5000-digit-int", lambda c, d: _write(d / "a.npy", ci.npy_object(pickle.dumps(
-        np.array({10**5000: (["x.jpg"], "x.npz")}, dtype=object), 2))),
+    # held-out round (qa): pickles that make Python work (hash, encode) rather than allocate
+    Case("info-pickle-frozenset-of-tuples-shared-25-deep", lambda c, d: _write(d / "m.pkl", ci.hash_bomb("frozenset", 25)),
+         "info {d}/m.pkl", 1, "{d}/m.pkl", "hashing", cause="27.8",
+         what="a frozenset whose one tuple nests 2^25 leaves through the memo (hashing it walks them all)"),
+    Case("info-pickle-dict-key-of-tuples-shared-25-deep", lambda c, d: _write(d / "m.pkl", ci.hash_bomb("key", 25)),
+         "info {d}/m.pkl", 1, "{d}/m.pkl", "hashing", cause="27.8",
+         what="a dict key that nests 2^25 leaves through the memo"),
+    Case("info-pickle-codecs-hex-doubling", lambda c, d: _write(d / "m.pkl", ci.codec_bomb(10)), "info {d}/m.pkl", 1,
+         "{d}/m.pkl", "codec", cause="27.8", what="_codecs.encode(..., 'hex') nested 10 times (28 doubles to a terabyte)"),
+    Case("info-pickle-set-of-one-big-int", lambda c, d: _write(d / "m.pkl", ci.big_int_set(200, 1 << 20)),
+         "info {d}/m.pkl", 1, "{d}/m.pkl", "integer of more than", cause="27.8",
+         what="a set of 200 references to one 1 MB integer (each hash costs its size)"),
+    Case("info-embedding-tensor-of-stride-0", lambda c, d: _write(d / "e.npy", ci.stride0_embedding()),
+         "info {d}/e.npy", 1, "{d}/e.npy", "larger than its storage", cause="27.2",
+         what="a landmark embedding whose tensors are (10^6, 10^6) views of one number"),
+    Case("diff-list-actor-40-digit-int", lambda c, d: _write(d / "a.npy", ci.npy_object(pickle.dumps(
+        np.array({10**40: (["x.jpg"], "x.npz")}, dtype=object), 2))),
          "image-paths diff {d}/a.npy {d}/a.npy", 1, "{d}/a.npy", "not a string", cause="27.6",
-         what="an image list keyed by a 5,000-digit integer"),
+         what="an image list keyed by a 40-digit integer"),
 ]
+
+
+def test_a_message_names_a_huge_key_in_short(tmp_path, capsys):
+    """A dict whose one key is a tuple of 2^17 leaves: the line names the key in a few dozen characters (it
+    printed 14 MB)."""
+    path = _write(tmp_path / "m.pkl", ci.hash_bomb("key", 17))
+    assert main(["info", str(path)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"onflame: {path}: unrecognised dict") and len(lines[0]) < 300 + len(str(path))
 
 
 def _zip_bytes(members: dict[str, bytes]) -> bytes:
