@@ -27,7 +27,7 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
     if not path.exists():
         raise InputError(path, "no such file or folder")
     if path.is_dir():
-        model = next((path / n for n in MODEL_NAMES if (path / n).is_file()), None)
+        model = next((path / n for n in MODEL_NAMES if os.path.lexists(path / n)), None)
         if model is not None:  # a FLAME release folder: the model with what lies beside it
             return _describe_model_with_assets(model)
     if path.is_dir() or path.suffix.lower() == ".zip":

@@ -518,6 +518,14 @@ CASES += [
     Case("info-embedding-tensor-of-stride-0", lambda c, d: _write(d / "e.npy", ci.stride0_embedding()),
          "info {d}/e.npy", 1, "{d}/e.npy", "larger than its storage", cause="27.2",
          what="a landmark embedding whose tensors are (10^6, 10^6) views of one number"),
+    # held-out round (qa): a model option naming something that is there but cannot be read
+    Case("register-model-symlink-loop", lambda c, d: (c.head(d / "s.obj", 1000.0), os.symlink("m.pkl", d / "m.pkl")),
+         "register {d}/s.obj --model {d}/m.pkl --out {d}/out", 1, "{d}/m.pkl", "Too many levels of symbolic links",
+         cause="27.4", what="--model naming a link to itself (was 'no such model file', exit 2)"),
+    Case("register-model-folder-holding-a-fifo", lambda c, d: (c.head(d / "s.obj", 1000.0), (d / "m").mkdir(),
+                                                               ci.make_fifo(d / "m" / "flame2023.pkl")),
+         "register {d}/s.obj --model {d}/m --out {d}/out", 1, "{d}/m/flame2023.pkl", "FIFO", cause="27.4",
+         what="--model FOLDER whose flame2023.pkl is a FIFO (was 'no FLAME model in this folder')"),
     Case("diff-list-actor-40-digit-int", lambda c, d: _write(d / "a.npy", ci.npy_object(pickle.dumps(
         np.array({10**40: (["x.jpg"], "x.npz")}, dtype=object), 2))),
          "image-paths diff {d}/a.npy {d}/a.npy", 1, "{d}/a.npy", "not a string", cause="27.6",
@@ -1201,3 +1209,35 @@ def test_evaluate_never_writes_through_a_link_in_its_output_folder(tmp_path, cap
     err = capsys.readouterr().err
     assert code == 1 and f"{out / 'items'}: is a symbolic link" in err and "Traceback" not in err
     assert _listing(victim) == {"keep.txt": b"mine"}
+
+
+# --- held-out round (qa): folders of a root that cannot be listed, or are named like files -------------------
+
+@pytest.mark.parametrize("command", ["validate", "export"])
+def test_an_actor_folder_that_cannot_be_listed_is_named(ctx, tmp_path, capsys, monkeypatch, command):
+    """An actor's parameter folder that cannot be read (mode 000 for another user) is named as what it is,
+    not passed over as empty ("actor has registrations but no .npz")."""
+    root = _mica_tree(ctx, tmp_path / "mica")
+    locked = root / "BU3DFE" / "FLAME_parameters" / "A1"
+    real = os.scandir
+
+    def scandir(path="."):
+        if Path(path) == locked:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    argv = [command, str(root)] + (["--out", str(tmp_path / "all.npz")] if command == "export" else [])
+    assert main(argv) == 1
+    first = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("onflame: ")][0]
+    assert first.startswith(f"onflame: {locked}: cannot read this folder ({os.strerror(errno.EACCES)})"), first
+
+
+def test_a_folder_named_like_a_parameter_file_is_named(ctx, tmp_path, capsys):
+    root = _mica_tree(ctx, tmp_path / "mica")
+    params = root / "BU3DFE" / "FLAME_parameters" / "A1" / "s1.npz"
+    params.unlink()
+    params.mkdir()
+    assert main(["validate", str(root)]) == 1
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("onflame: ")]
+    assert lines and lines[0].startswith(f"onflame: {params}: is a folder, not a file"), lines
