@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 from onflame.cli import main
+from onflame.fileio import LINK_PROBLEM
 from onflame.flame import FlameParams
 from onflame.flame.model import save_model
 from onflame.mesh import Mesh, write_obj, write_ply
@@ -1194,8 +1195,8 @@ def test_register_accepts_land_landmarks(ctx, tmp_path, capsys):
 
 
 def test_evaluate_never_writes_through_a_link_in_its_output_folder(tmp_path, capsys):
-    """27.1: ``evaluate now --out`` holding a link where its per-image results go: each image fails with
-    a line naming the link, and nothing is written into the link's target."""
+    """27.1: ``evaluate now --out`` holding a link where its per-image results go: refused before any work
+    (exit 2) with a line naming the link, and nothing is written into the link's target."""
     from test_evaluation_now import SPHERE_LANDMARKS, sphere, write_gt, write_list, write_pred
 
     gt, pred, out, victim = tmp_path / "gt", tmp_path / "pred", tmp_path / "out", tmp_path / "victim"
@@ -1207,7 +1208,7 @@ def test_evaluate_never_writes_through_a_link_in_its_output_folder(tmp_path, cap
     os.symlink(victim, out / "items")
     code = main(["evaluate", "now", "--pred", str(pred), "--gt", str(gt), "--out", str(out), "--workers", "1"])
     err = capsys.readouterr().err
-    assert code == 1 and f"{out / 'items'}: is a symbolic link" in err and "Traceback" not in err
+    assert code == 2 and err.splitlines() == [f"onflame: {out / 'items'}: {LINK_PROBLEM}"]
     assert _listing(victim) == {"keep.txt": b"mine"}
 
 
@@ -1241,3 +1242,41 @@ def test_a_folder_named_like_a_parameter_file_is_named(ctx, tmp_path, capsys):
     assert main(["validate", str(root)]) == 1
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("onflame: ")]
     assert lines and lines[0].startswith(f"onflame: {params}: is a folder, not a file"), lines
+
+
+# --- held-out round (qa): a link planted where a command writes is refused before any work ------------------
+
+LINKS = {  # command line (``{d}``: the case's folder, ``{model}``), and where in it the link is planted
+    "register": ("register {d}/s.obj --model {model} --out {d}/out", "out/s.npz"),
+    "register-report": ("register {d}/s.obj --model {model} --out {d}/out --picture", "out/s_report.png"),
+    "fit-mesh": ("fit-mesh {d}/s.obj --model {model} --out {d}/out --units mm", "out/s.npz"),
+    "export": ("export {d}/mica --out {d}/all.npz", "all.npz"),
+    "prepare-crops": ("prepare {d}/mica --subset FLORENCE --photos {d}/photos", "mica/FLORENCE/arcface_input"),
+    "prepare-list": ("prepare {d}/mica --subset FLORENCE --photos {d}/photos", "mica/image_paths/FLORENCE.npy"),
+    "build": ("build --source STIRLING --raw {d}/raw --out {d}/mica --model {model}", "mica/STIRLING/registrations"),
+    "demo": ("demo --out {d}/demo", "demo/mica"),
+    "evaluate-flame": ("evaluate flame --pred {d}/pred --ref {d}/mica --model {model} --out {d}/ev",
+                       "ev/flame_results.json"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LINKS))
+def test_a_link_where_a_command_writes_is_refused_before_any_work(ctx, tmp_path, capsys, case):
+    """27.1 (follow-up): register, fit-mesh, export, prepare, build, demo and evaluate refuse a symbolic
+    link planted where they write (exit 2, one line naming it, before any work): the link's target (the
+    user's own files) is neither written through nor the link replaced."""
+    argv, planted = LINKS[case]
+    d = tmp_path / "case"
+    ctx.head(d / "s.obj", 1000.0)
+    _mica_tree(ctx, d / "mica", "FLORENCE" if case.startswith("prepare") else "BU3DFE")
+    ctx.head(d / "raw" / "scans" / "F" / "F1001_N.obj", 1000.0)
+    _write(d / "photos" / "A1" / "p.jpg", b"not looked at")
+    write_obj(_write(d / "pred" / "BU3DFE" / "A1" / "s1.obj", "").with_suffix(".obj"), Mesh(ctx.vertices, ctx.faces))
+    victim = _write(tmp_path / "victim" / "keep.txt", "the user's own file").parent
+    before = _listing(victim)
+    link = d / planted
+    link.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(victim if not link.suffix else victim / "keep.txt", link)
+    code = main([a.format(d=d, model=ctx.model_path) for a in argv.split()])
+    assert capsys.readouterr().err.splitlines() == [f"onflame: {link}: {LINK_PROBLEM}"] and code == 2
+    assert link.is_symlink() and _listing(victim) == before

@@ -857,7 +857,9 @@ def cases() -> list[Case]:
                ("register-report-json", reg(), "out/s_report.json", "{d}/out/s_report.json"),
                ("fit-mesh", "fit-mesh {d}/s.obj " + M + " --out {d}/out --units mm", "out/s.npz", "{d}/out/s.npz"),
                ("export", "export {d}/mica --out {d}/out/all.npz", "out/all.npz", "{d}/out/all.npz"),
-               ("evaluate-flame-folder", "evaluate flame --pred {d}/pred --ref {d}/mica " + M + " --out {d}/out -q",
+               ("evaluate-flame-results", "evaluate flame --pred {d}/pred --ref {d}/mica " + M + " --out {d}/out -q",
+                "out/flame_results.json", "{d}/out/flame_results.json"),
+               ("evaluate-now-items", "evaluate now --pred {d}/pred --gt {d}/gt --out {d}/out --workers 1 -q",
                 "out/items", "{d}/out/items"),
                ("prepare-arcface-folder", "prepare {d}/mica --subset FLORENCE --photos {d}/photos --workers 1 -q",
                 "mica/FLORENCE/arcface_input", "{d}/mica/FLORENCE/arcface_input"),
@@ -867,7 +869,7 @@ def cases() -> list[Case]:
                 "out/STIRLING/registrations", "{d}/out/STIRLING/registrations"),
                ("demo-folder", "demo --out {d}/out -q", "out/mica", "{d}/out/mica")]
     for name, argv, where, named in planted:
-        def make(c, d, where=where, name=name):
+        def make(c, d, where=where, name=name, argv=argv):
             c.head(d / "s.obj")
             c.mica(d / "mica", "FLORENCE" if "prepare" in name else "BU3DFE")
             stirling_raw(c, d / "raw")
@@ -876,6 +878,8 @@ def cases() -> list[Case]:
             (d / "pred" / "BU3DFE" / "A0").mkdir(parents=True)
             shutil.copy(d / "mica/BU3DFE/registrations/A0/s0.obj" if (d / "mica/BU3DFE").exists()
                         else c.head(d / "x.obj", 1.0), d / "pred" / "BU3DFE" / "A0" / "s0.obj")
+            if "evaluate now" in argv:
+                now_tree(c, d)
             target = c.victim / "deep" if not Path(where).suffix else c.victim / "keep.txt"
             link(d / where, target)
         add(Case(f"link-planted-{name}", K, make, argv, 2, (named,), outputs=("out", "mica"),
