@@ -1280,3 +1280,44 @@ def test_a_link_where_a_command_writes_is_refused_before_any_work(ctx, tmp_path,
     code = main([a.format(d=d, model=ctx.model_path) for a in argv.split()])
     assert capsys.readouterr().err.splitlines() == [f"onflame: {link}: {LINK_PROBLEM}"] and code == 2
     assert link.is_symlink() and _listing(victim) == before
+
+
+@pytest.mark.parametrize("side", [10_000, 100_000])  # 1e8 pixels (PIL only warns), 1e10 (PIL raises)
+def test_an_image_bomb_is_refused_without_touching_the_warning_filters(tmp_path, monkeypatch, side):
+    """An image of more pixels than onflame decodes is refused by the size its header announces, without
+    ``warnings.catch_warnings`` (which is not thread-safe: threads that change the filters at once can
+    leave another's filter in force)."""
+    import warnings
+
+    from onflame.errors import InputError
+    from onflame.mesh.images import IMAGE_MAX_PIXELS, open_image
+
+    def not_thread_safe(*args, **kwargs):
+        raise AssertionError("warnings.catch_warnings used")
+
+    monkeypatch.setattr(warnings, "catch_warnings", not_thread_safe)
+    path = _write(tmp_path / "t.png", ci.png_header(side, side))
+    with pytest.raises(InputError) as err:
+        with open_image(path):
+            pass
+    assert err.value.path == str(path) and f"an image of {side * side} pixels" in err.value.problem
+    assert side * side > IMAGE_MAX_PIXELS
+
+
+def test_number_blocks_are_checked_without_touching_the_warning_filters(tmp_path, monkeypatch):
+    """VRML and FRGC number blocks: a token that is not a number is still named (numpy stops there and only
+    warns), without ``warnings.catch_warnings`` (not thread-safe)."""
+    import warnings
+
+    from onflame.errors import InputError
+    from onflame.mesh.numbers import parse_numbers
+
+    def not_thread_safe(*args, **kwargs):
+        raise AssertionError("warnings.catch_warnings used")
+
+    monkeypatch.setattr(warnings, "catch_warnings", not_thread_safe)
+    assert parse_numbers("1 2,3\n4", "m.wrl", "point").tolist() == [1, 2, 3, 4]
+    for text, dtype, bad in [("1 2 x 3", np.float64, "'x'"), ("0 1 2.5 -1", np.int64, "'2.5'"), ("1\x002", np.float64, "")]:
+        with pytest.raises(InputError) as err:
+            parse_numbers(text, "m.wrl", "coordIndex", dtype)
+        assert err.value.path == "m.wrl" and bad in err.value.problem

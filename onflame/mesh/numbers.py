@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 
 import numpy as np
 
@@ -14,20 +13,37 @@ def parse_numbers(text: str | bytes, path: str | os.PathLike, what: str, dtype: 
 
     ``dtype`` ``np.int64`` reads integers (index lists) several times faster than floats. Raises
     :class:`InputError` naming ``path`` and ``what`` (e.g. ``"coordIndex"``) when a token is not a number
-    of that kind. Older numpy only warns on such a token and returns what it read so far; the warning is
-    made an error so the result is never silently short.
+    of that kind. numpy stops at such a token and only warns (a DeprecationWarning, which the command
+    line's filters silence); the numbers read are counted against the tokens, so the result is never
+    silently short. (Turning the warning into an error would need ``warnings.catch_warnings``, which is
+    not safe while other threads run.)
     """
     comma = b"," if isinstance(text, bytes) else ","
     if comma in text:
         text = text.replace(comma, b" " if isinstance(text, bytes) else " ")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", DeprecationWarning)
-            return np.fromstring(text, dtype=dtype, sep=" ")
-    except (ValueError, DeprecationWarning):
+        numbers = np.fromstring(text, dtype=dtype, sep=" ")
+    except (ValueError, DeprecationWarning):  # DeprecationWarning: where the filters make it an error
+        numbers = None
+    if numbers is None or len(numbers) != _count_tokens(text):
         kind = "an integer" if np.issubdtype(dtype, np.integer) else "a number"
         bad = _first_bad(text, dtype)
-        raise InputError(path, f"{what}: {bad[:40]!r} is not {kind}") from None
+        raise InputError(path, f"{what}: {bad[:40]!r} is not {kind}")
+    return numbers
+
+
+def _count_tokens(text: str | bytes, step: int = 1 << 24) -> int:
+    """Whitespace-separated tokens in ``text`` (bytes of at most 32 separate), counted a chunk at a time."""
+    data = np.frombuffer(text.encode("latin1", "replace") if isinstance(text, str) else text, dtype=np.uint8)
+    count, after_space = 0, True
+    for at in range(0, len(data), step):
+        solid = data[at:at + step] > 32
+        starts = solid.copy()
+        starts[1:] &= ~solid[:-1]
+        starts[0] &= after_space
+        count += int(np.count_nonzero(starts))
+        after_space = not solid[-1]
+    return count
 
 
 def _first_bad(text: str | bytes, dtype: type) -> str:
