@@ -1321,3 +1321,36 @@ def test_number_blocks_are_checked_without_touching_the_warning_filters(tmp_path
         with pytest.raises(InputError) as err:
             parse_numbers(text, "m.wrl", "coordIndex", dtype)
         assert err.value.path == "m.wrl" and bad in err.value.problem
+
+
+def test_a_bounded_read_asks_for_what_the_file_holds(tmp_path, monkeypatch):
+    """A bounded read allocates for the file's size, not for the bound (``read(n)`` allocates ``n`` bytes
+    first: reading each small file against a 256 MiB bound made ``demo`` fail with MemoryError under a
+    2 GiB address-space limit); a file whose size the system does not know (``/proc``) is read whole."""
+    import onflame.fileio.read as read
+
+    asked = []
+    real = read.open_regular
+
+    class Recording:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def fileno(self):
+            return self.fh.fileno()
+
+        def read(self, n=-1):
+            asked.append(n)
+            return self.fh.read(n)
+
+    monkeypatch.setattr(read, "open_regular", lambda path, label=None: Recording(real(path, label)))
+    path = _write(tmp_path / "p.npz", b"x" * 1000)
+    assert read.read_bounded(path, 1 << 30) == b"x" * 1000 and max(asked) <= 1001
+    status = read.read_bounded("/proc/self/status", 1 << 20)
+    assert status.startswith(b"Name:") and b"VmPeak" in status
