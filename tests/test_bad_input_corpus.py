@@ -779,6 +779,10 @@ BOUNDED = [
          "info {d}/m.obj", 0, "{d}/m.obj", cause="27.8", what="an OBJ whose mtllib names a 1.5 GB file (read on without texture)"),
     Case("info-obj-10m-duplicate-faces", lambda c, d: _write(d / "m.obj", TRIANGLE.encode() + b"f 1 2 3\n" * 10_000_000),
          "info {d}/m.obj", 1, "{d}/m.obj", "repeat", cause="27.5", what="an OBJ of 10 million copies of one face"),
+    Case("info-obj-10m-vertices-20m-faces", lambda c, d: _write(d / "m.obj", b"v 0 0 0\n" * 10_000_000
+                                                                  + b"f 1 2 3\n" * 19_999_990),
+         "info {d}/m.obj", 1, "{d}/m.obj", "reads meshes of at most", cause="27.8",
+         what="240 MB of OBJ: 10 M vertices, 20 M faces (within the old bounds: 3.3 GB and 31 s to read)"),
     Case("info-ply-header-9e8-vertices", lambda c, d: _write(d / "m.ply", ci.ascii_ply(
         c.vertices[:4], np.array([[0, 1, 2]]), announce_vertices=900_000_000)), "info {d}/m.ply", 1, "{d}/m.ply",
          "900000000 vertices", cause="27.5", what="ASCII PLY whose header announces 9e8 vertices"),
