@@ -38,6 +38,13 @@ def one_line(text: str) -> str:
     return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 
+def short_keys(keys: object, count: int = 8) -> list[str]:
+    """The first ``count`` of a mapping's keys, sorted, each as text of at most 60 characters (keys read
+    from a file may be huge tuples or long strings; a message names them, it does not print them)."""
+    texts = sorted(k[:60] + ("..." if len(k) > 60 else "") if isinstance(k, str) else short_repr(k) for k in keys)
+    return texts[:count] + ([f"... ({len(texts) - count} more)"] if len(texts) > count else [])
+
+
 def short_repr(value: object, limit: int = 60) -> str:
     """``repr(value)`` cut to ``limit`` characters, for messages about values read from a file (which may
     be huge, or an int too long to print at all)."""

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from . import safepickle
-from .errors import InputError
+from .errors import InputError, short_keys, short_repr
 
 if TYPE_CHECKING:
     from .flame.model import FlameModel
@@ -27,7 +27,7 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
     if not path.exists():
         raise InputError(path, "no such file or folder")
     if path.is_dir():
-        model = next((path / n for n in MODEL_NAMES if (path / n).is_file()), None)
+        model = next((path / n for n in MODEL_NAMES if os.path.lexists(path / n)), None)
         if model is not None:  # a FLAME release folder: the model with what lies beside it
             return _describe_model_with_assets(model)
     if path.is_dir() or path.suffix.lower() == ".zip":
@@ -85,8 +85,9 @@ def _describe_object(path: Path, obj: Any) -> dict[str, Any]:
 
         return {"kind": "image_paths", "path": str(path), **summarise_image_paths(read_image_paths(path))}
     if obj and all(isinstance(v, np.ndarray) and v.ndim == 1 and np.issubdtype(v.dtype, np.integer) for v in obj.values()):
-        return {"kind": "masks", "path": str(path), "regions": {str(k): int(v.size) for k, v in sorted(obj.items())}}
-    raise InputError(path, f"unrecognised dict (keys: {sorted(map(str, keys))[:8]})")
+        regions = {k[:60] if isinstance(k, str) else short_repr(k): int(v.size) for k, v in obj.items()}
+        return {"kind": "masks", "path": str(path), "regions": dict(sorted(regions.items()))}
+    raise InputError(path, f"unrecognised dict (keys: {short_keys(keys)})")
 
 
 def _describe_npz(path: Path) -> dict[str, Any]:

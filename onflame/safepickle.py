@@ -13,7 +13,8 @@ What it rebuilds:
   need not be installed (it does not import on NumPy 2 / Python 3.11);
 - torch tensors pickled inside MICA's embedding: the tensor payload is read with
   ``torch.load(..., weights_only=True)``, torch's own restricted loader;
-- ``_codecs.encode`` (bytes in protocol-2 pickles), ``OrderedDict``, ``set``, ``frozenset``, ``slice``, ``complex``.
+- ``_codecs.encode`` of text as latin1 (how protocol-2 pickles from Python 3 store bytes; no other codec),
+  ``OrderedDict``, ``set``, ``frozenset``, ``slice``, ``complex``.
 
 Python 2 pickles work: strings are read as latin1, as numpy's own pickles require.
 
@@ -25,21 +26,30 @@ Only what such a file needs is admitted, and it is checked before memory is spen
   arrays, no structured dtypes), the shape and the data's length checked first, and all arrays together
   within the limit; the one exception is the 0-d object array MICA's ``.npy`` files wrap their dict in
   (:func:`load_npy_object`). ``numpy.ndarray`` may only be the class argument numpy's own pickles pass;
+- while it is read, the work the pickle makes Python do is counted: a dict key or set element is hashed
+  through every level of the tuples it nests (shared ones once per reference), so all hashing together
+  is held within the limit's count of values (a few hundred bytes of tuples shared 30 levels deep would
+  otherwise take minutes); integers hold at most :data:`MAX_INT_BYTES` bytes; a torch tensor is no larger
+  than its storage;
 - the value is walked once before it is used: shared references that would expand past the limit
   ("billion laughs"), cycles and nesting deeper than :data:`MAX_DEPTH` are refused; so is a sparse
   matrix whose dense form (FLAME's joint regressor is made dense) passes it.
+
+The unpickler is Python's own pure-Python one (``pickle._Unpickler``, the C one has no hook per opcode),
+which reads FLAME's 75 MB model pickle in about 0.4 s instead of 0.3 s; it is read once, then the model's
+pickle-free copy is.
 
 Every refusal is an :class:`~onflame.errors.InputError` naming the file, in one line.
 """
 from __future__ import annotations
 
-import codecs
 import io
 import os
 import pickle
 import re
+import struct
 from collections import OrderedDict
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import numpy as np
 
@@ -79,7 +89,7 @@ def _reconstructor(cls: type, base: type, state: Any = None) -> Any:
     """Safe stand-in for ``copy_reg._reconstructor`` (protocol 0/1): only inert placeholders."""
     if isinstance(cls, type) and issubclass(cls, _Inert):
         return cls.__new__(cls)
-    if cls is OrderedDict:
+    if getattr(cls, "makes", None) is OrderedDict:
         return OrderedDict()
     raise _Refused(f"copy_reg._reconstructor of {cls!r} is not allowed")
 
@@ -96,11 +106,26 @@ def _torch_from_bytes(data: bytes) -> Any:
         raise UnsafePickleError(None, f"torch payload refused by torch.load(weights_only=True): {reason}") from None
 
 
-def _torch_rebuild_tensor(*args: Any) -> Any:
-    """torch's own tensor rebuild; its arguments were themselves unpickled under this allow-list."""
+def _torch_rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *rest: Any) -> Any:
+    """torch's own tensor rebuild, for a tensor that lies within its storage as a plain (strided, no
+    element twice) view: a stride of 0 would make a (10^6, 10^6) tensor of one stored number, which
+    the first copy turns into terabytes. Its arguments were themselves unpickled under this allow-list."""
     from torch._utils import _rebuild_tensor_v2
 
-    return _rebuild_tensor_v2(*args)
+    if not (isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride) <= 32
+            and all(type(n) is int and n >= 0 for n in size + stride) and type(offset) is int and offset >= 0):
+        raise _Refused("torch tensor with a malformed size, stride or offset")
+    count = 1
+    for n in size:
+        count *= n
+    try:  # TypedStorage's public size() warns that it is deprecated
+        stored = storage._untyped_storage.nbytes() // storage._element_size()
+    except (AttributeError, TypeError, ZeroDivisionError):
+        raise _Refused("torch tensor whose storage is not a torch storage") from None
+    if count and (offset + sum((n - 1) * k for n, k in zip(size, stride)) >= stored
+                  or any(k == 0 and n > 1 for n, k in zip(size, stride)) or count > stored):
+        raise _Refused(f"torch tensor of size {_short(size)} is larger than its storage of {stored} elements")
+    return _rebuild_tensor_v2(storage, offset, size, stride, *rest)
 
 
 class _NdarrayClass:
@@ -164,19 +189,125 @@ class _ArrayStub:
         self.array = self.unpickler.build_array(shape, _dtype(dtype), bool(fortran), data)
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """``pickle.Unpickler`` that resolves only the globals listed in the module docstring.
+#: The largest integer a FLAME or MICA pickle holds, in bytes (hashing or printing a larger one costs time
+#: in proportion to its size, every time).
+MAX_INT_BYTES = 64
+
+
+class RestrictedUnpickler(pickle._Unpickler):
+    """Python's unpickler, resolving only the globals listed in the module docstring and counting the
+    hashing a pickle asks for.
 
     Args:
         file: the pickle's bytes as a binary stream.
-        limit: the most bytes the arrays it rebuilds may hold together.
+        limit: the most bytes the arrays it rebuilds may hold together; ``limit // 8`` is the most
+            values all hashing may walk through.
         object_wrapper: admit one 0-d array of dtype object (how MICA's ``.npy`` files wrap their dict).
     """
+
+    dispatch = dict(pickle._Unpickler.dispatch)
 
     def __init__(self, file: IO[bytes], limit: int = MAX_READ_BYTES, object_wrapper: bool = False):
         super().__init__(file, encoding="latin1")
         self.limit = self.budget = int(limit)
         self.object_wrappers = 1 if object_wrapper else 0
+        self.hash_budget = max(self.limit // 8, 1)
+        self.tuple_sizes: dict[int, tuple[tuple, int]] = {}  # id -> (the tuple, kept alive; values it nests)
+
+    # --- what hashing a key costs, counted before Python does it ------------------------------------------
+
+    def _size(self, obj: Any) -> int:
+        """Values Python walks to hash ``obj``: every level of the tuples it nests, shared ones each time."""
+        if type(obj) is tuple:
+            return self.tuple_sizes.get(id(obj), (obj, 1 + len(obj)))[1]
+        if type(obj) is frozenset:
+            return 1 + len(obj)
+        return 1
+
+    def _hashing(self, keys: Any) -> None:
+        for key in keys:
+            self.hash_budget -= self._size(key)
+        if self.hash_budget < 0:
+            raise _TooLarge(f"hashing its dict keys and set elements walks more than {max(self.limit // 8, 1)} "
+                            "values (tuples shared many levels deep: a 'billion laughs' pickle?)")
+
+    def _tuple_made(self) -> None:
+        t = self.stack[-1]
+        self.tuple_sizes[id(t)] = (t, 1 + sum(self._size(c) for c in t))
+
+    def _after(op: Callable[["RestrictedUnpickler"], None]) -> Callable[["RestrictedUnpickler"], None]:
+        def made(self: "RestrictedUnpickler") -> None:
+            op(self)
+            self._tuple_made()
+        return made
+
+    for _code in (pickle.TUPLE, pickle.TUPLE1, pickle.TUPLE2, pickle.TUPLE3):
+        dispatch[_code[0]] = _after(pickle._Unpickler.dispatch[_code[0]])
+
+    def _load_setitem(self) -> None:
+        self._hashing(self.stack[-2:-1])
+        pickle._Unpickler.load_setitem(self)
+
+    def _keys_after_mark(self, step: int) -> None:
+        """Count the keys (``step`` 2: every other item) or elements (1) pushed since the last mark (the
+        pure-Python unpickler keeps them as its current stack until the mark is popped)."""
+        self._hashing(self.stack[::step])
+
+    def _load_setitems_counted(self) -> None:
+        self._keys_after_mark(2)
+        pickle._Unpickler.load_setitems(self)
+
+    def _load_dict_counted(self) -> None:
+        self._keys_after_mark(2)
+        pickle._Unpickler.load_dict(self)
+
+    dispatch[pickle.SETITEM[0]] = _load_setitem
+    dispatch[pickle.SETITEMS[0]] = _load_setitems_counted
+    dispatch[pickle.DICT[0]] = _load_dict_counted
+
+    def _load_additems(self) -> None:
+        self._keys_after_mark(1)
+        pickle._Unpickler.load_additems(self)
+
+    def _load_frozenset(self) -> None:
+        self._keys_after_mark(1)
+        pickle._Unpickler.load_frozenset(self)
+
+    dispatch[pickle.ADDITEMS[0]] = _load_additems
+    dispatch[pickle.FROZENSET[0]] = _load_frozenset
+
+    def _load_long(self) -> None:
+        raise _Refused(f"an integer of more than {MAX_INT_BYTES} bytes; FLAME and MICA files hold no such number")
+
+    def _load_long1(self) -> None:
+        n = self.read(1)
+        if n and n[0] > MAX_INT_BYTES:
+            self._load_long()
+        self.append(pickle.decode_long(self.read(n[0] if n else 0)))
+
+    def _load_long4(self) -> None:
+        head = self.read(4)
+        if len(head) < 4:
+            raise pickle.UnpicklingError("pickle data was truncated")
+        n, = struct.unpack("<i", head)
+        if n < 0 or n > MAX_INT_BYTES:
+            self._load_long()
+        self.append(pickle.decode_long(self.read(n)))
+
+    dispatch[pickle.LONG1[0]] = _load_long1
+    dispatch[pickle.LONG4[0]] = _load_long4
+    del _code, _after
+
+    def _hashed(self, make: Callable[..., Any], pairs: bool = False) -> Callable[..., Any]:
+        """``set``, ``frozenset`` or ``OrderedDict`` called by the pickle (REDUCE): elements (or keys)
+        counted before they are hashed."""
+        def call(items: Any = (), *rest: Any) -> Any:
+            if not isinstance(items, (list, tuple)) or rest:
+                raise _Refused(f"{make.__name__} of {type(items).__name__} is not allowed")
+            self._hashing(item[0] if pairs and isinstance(item, (list, tuple)) and item else item for item in items)
+            return make(items)
+        call.makes = make  # type: ignore[attr-defined]  (what copy_reg._reconstructor may be asked to build)
+        return call
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) == ("numpy", "ndarray"):
@@ -189,12 +320,14 @@ class RestrictedUnpickler(pickle.Unpickler):
             return self.frombuffer
         if (module, name) == ("numpy", "dtype"):
             return _DtypeStub
+        if module in ("__builtin__", "builtins") and name in ("set", "frozenset"):
+            return self._hashed(set if name == "set" else frozenset)
         if module in ("__builtin__", "builtins") and name in _BUILTINS:
             return _BUILTINS[name]
         if (module, name) == ("_codecs", "encode"):  # how protocol-2 pickles from Python 3 store bytes
-            return codecs.encode
+            return _latin1_bytes
         if module == "collections" and name == "OrderedDict":
-            return OrderedDict
+            return self._hashed(OrderedDict, pairs=True)
         if module in ("copy_reg", "copyreg") and name == "_reconstructor":
             return _reconstructor
         if module == "chumpy" or module.startswith("chumpy."):
@@ -274,7 +407,16 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 _NUMPY_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray")
 _NUMERIC_MODULES = ("numpy.core.numeric", "numpy._core.numeric")
-_BUILTINS = {"set": set, "frozenset": frozenset, "slice": slice, "complex": complex, "object": object}
+_BUILTINS = {"slice": slice, "complex": complex, "object": object}
+
+
+def _latin1_bytes(text: Any, encoding: Any = "utf-8", errors: Any = "strict") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles of bytes use it: text to latin1 bytes, nothing else (any
+    codec would let a pickle double a string through 'hex' thirty times, in a few hundred bytes)."""
+    if not isinstance(text, str) or not isinstance(encoding, str) \
+            or encoding.replace("_", "-").lower() not in ("latin1", "latin-1", "iso-8859-1"):
+        raise _Refused(f"_codecs.encode with codec {str(encoding)[:20]!r} is not allowed (only text to latin1 bytes)")
+    return text.encode("latin1")
 
 
 class _Refused(pickle.UnpicklingError):
@@ -440,7 +582,7 @@ def loads(data: bytes, path: str | os.PathLike | None = None, limit: int = MAX_R
         raise InputError(path, f"refused: {_text(exc)}") from None
     except RecursionError:
         raise InputError(path, "refused: nested too deep for a FLAME or MICA file") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, struct.error,
             KeyError, ImportError, RuntimeError, MemoryError, UnicodeDecodeError, OverflowError) as exc:
         raise InputError(path, f"not a readable pickle ({type(exc).__name__}: {_text(exc)})") from None
 

@@ -165,3 +165,57 @@ def vrml_instancing(levels: int = 40) -> str:
     for i in range(1, levels):
         text += f"DEF L{i} Group {{ children [ USE L{i - 1} USE L{i - 1} ] }}\n"
     return text
+
+
+# --- held-out round (qa): pickles that make Python work rather than allocate --------------------------------
+
+def shared_tuples(depth: int) -> bytes:
+    """Pickle opcodes of a tuple whose tree holds ``2**depth`` pairs of floats through the memo: each level
+    is a pair of references to the level below (a few bytes a level; hashing it walks every leaf)."""
+    out = b"(G" + struct.pack(">d", 1.0) + b"G" + struct.pack(">d", 2.0) + b"tq\x00"
+    for i in range(1, depth + 1):
+        out += b"0h" + bytes([i - 1]) + b"h" + bytes([i - 1]) + b"\x86q" + bytes([i])
+    return out
+
+
+def hash_bomb(kind: str, depth: int) -> bytes:
+    """A protocol-2 pickle that makes Python hash :func:`shared_tuples`: as a ``frozenset`` element
+    (``kind`` "frozenset") or as a dict key ("key")."""
+    if kind == "frozenset":
+        return (b"\x80\x02}(X\n\x00\x00\x00v_templatec__builtin__\nfrozenset\n]" + shared_tuples(depth)
+                + b"a\x85Ru.")
+    return b"\x80\x02}" + shared_tuples(depth) + b"K\x01s."
+
+
+def codec_bomb(levels: int) -> bytes:
+    """``_codecs.encode(..., 'hex')`` nested ``levels`` times around 4 kB: each level doubles the bytes."""
+    inner = b"B" + struct.pack("<I", 4096) + b"0" * 4096  # BINBYTES
+    for _ in range(levels):
+        inner = b"c_codecs\nencode\n(" + inner + b"X\x03\x00\x00\x00hext" + b"R"
+    return b"\x80\x03}(X\n\x00\x00\x00v_templateX\x01\x00\x00\x00x" + inner + b"u."
+
+
+def big_int_set(refs: int, size: int) -> bytes:
+    """``set([n] * refs)`` for one integer ``n`` of ``size`` bytes (LONG4): hashing it costs its size, each time."""
+    big = b"\x8b" + struct.pack("<I", size) + b"\x01" * size + b"q\x00"
+    return (b"\x80\x02}(X\n\x00\x00\x00v_templatec__builtin__\nset\n](" + big + b"h\x00" * refs + b"e\x85Ru.")
+
+
+def stride0_embedding(n: int = 10**6) -> bytes:
+    """MICA's landmark-embedding layout whose dynamic tensors are (n, n) views of one stored number."""
+    import torch
+
+    view = torch.zeros(1, dtype=torch.int64).expand(n, n)
+    return npy_object(pickle.dumps({"static_lmk_faces_idx": np.zeros(51, np.int64),
+                                    "static_lmk_bary_coords": np.zeros((51, 3)),
+                                    "dynamic_lmk_faces_idx": view, "dynamic_lmk_bary_coords": view}, 2))
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header announces ``width`` x ``height`` pixels over one tiny data chunk (read only up to
+    its header, it costs nothing)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(bytes(64))) + chunk(b"IEND", b""))

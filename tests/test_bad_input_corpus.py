@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 from onflame.cli import main
+from onflame.fileio import LINK_PROBLEM
 from onflame.flame import FlameParams
 from onflame.flame.model import save_model
 from onflame.mesh import Mesh, write_obj, write_ply
@@ -482,18 +483,18 @@ CASES += [
         d / "l.land", "51\n" + "".join(f"{x:.3f} {y:.3f}\n" for x, y, _ in c.landmarks * 1000))),
          f"{R2} --landmarks {{d}}/l.land", 1, "{d}/l.land", "2D", cause="27.6",
          what="FaceWarehouse .land of 2D photo points"),
-    Case("register-masks-name-5000-digit-int", lambda c, d: (c.head(d / "s.obj", 1000.0), _masks(d, {10**5000: [0, 1]})),
+    Case("register-masks-name-40-digit-int", lambda c, d: (c.head(d / "s.obj", 1000.0), _masks(d, {10**40: [0, 1]})),
          f"{R2} --masks {{d}}/masks.pkl", 1, "{d}/masks.pkl", "mask names", cause="27.6",
-         what="masks named by a 5,000-digit integer"),
+         what="masks named by a 40-digit integer"),
     Case("register-masks-entry-a-string", lambda c, d: (c.head(d / "s.obj", 1000.0), _masks(d, {"face": "abc"})),
          f"{R2} --masks {{d}}/masks.pkl", 1, "{d}/masks.pkl", "not vertex indices", cause="27.6",
          what="a mask that is a string"),
     Case("register-masks-entry-a-dict", lambda c, d: (c.head(d / "s.obj", 1000.0), _masks(d, {"face": {"a": 1}})),
          f"{R2} --masks {{d}}/masks.pkl", 1, "{d}/masks.pkl", "not vertex indices", cause="27.6",
          what="a mask that is a dict"),
-    Case("register-masks-entry-huge-int", lambda c, d: (c.head(d / "s.obj", 1000.0), _masks(d, {"face": [0, 10**5000]})),
+    Case("register-masks-entry-huge-int", lambda c, d: (c.head(d / "s.obj", 1000.0), _masks(d, {"face": [0, 10**40]})),
          f"{R2} --masks {{d}}/masks.pkl", 1, "{d}/masks.pkl", "too large", cause="27.6",
-         what="a mask holding a 5,000-digit index"),
+         what="a mask holding a 40-digit index"),
     Case("info-npy-header-token-error", lambda c, d: _write(d / "x.npy", ci.npy_with_header(TOKEN_ERROR_HEADER)),
          "info {d}/x.npy", 1, "{d}/x.npy", "not a .npy array", cause="27.6",
          what=".npy header that is not a Python literal (TokenError)"),
@@ -503,11 +504,43 @@ CASES += [
     Case("info-npy-header-5000-digit-shape", lambda c, d: _write(d / "x.npy", ci.npy_with_header(
         "{'descr': '<f8', 'fortran_order': False, 'shape': (" + "9" * 5000 + ",), }")),
          "info {d}/x.npy", 1, "{d}/x.npy", "not a .npy array", cause="27.6", what=".npy header of a 5,000-digit shape"),
-    Case("diff-list-actor-5000-digit-int", lambda c, d: _write(d / "a.npy", ci.npy_object(pickle.dumps(
-        np.array({10**5000: (["x.jpg"], "x.npz")}, dtype=object), 2))),
+    # held-out round (qa): pickles that make Python work (hash, encode) rather than allocate
+    Case("info-pickle-frozenset-of-tuples-shared-25-deep", lambda c, d: _write(d / "m.pkl", ci.hash_bomb("frozenset", 25)),
+         "info {d}/m.pkl", 1, "{d}/m.pkl", "hashing", cause="27.8",
+         what="a frozenset whose one tuple nests 2^25 leaves through the memo (hashing it walks them all)"),
+    Case("info-pickle-dict-key-of-tuples-shared-25-deep", lambda c, d: _write(d / "m.pkl", ci.hash_bomb("key", 25)),
+         "info {d}/m.pkl", 1, "{d}/m.pkl", "hashing", cause="27.8",
+         what="a dict key that nests 2^25 leaves through the memo"),
+    Case("info-pickle-codecs-hex-doubling", lambda c, d: _write(d / "m.pkl", ci.codec_bomb(10)), "info {d}/m.pkl", 1,
+         "{d}/m.pkl", "codec", cause="27.8", what="_codecs.encode(..., 'hex') nested 10 times (28 doubles to a terabyte)"),
+    Case("info-pickle-set-of-one-big-int", lambda c, d: _write(d / "m.pkl", ci.big_int_set(200, 1 << 20)),
+         "info {d}/m.pkl", 1, "{d}/m.pkl", "integer of more than", cause="27.8",
+         what="a set of 200 references to one 1 MB integer (each hash costs its size)"),
+    Case("info-embedding-tensor-of-stride-0", lambda c, d: _write(d / "e.npy", ci.stride0_embedding()),
+         "info {d}/e.npy", 1, "{d}/e.npy", "larger than its storage", cause="27.2",
+         what="a landmark embedding whose tensors are (10^6, 10^6) views of one number"),
+    # held-out round (qa): a model option naming something that is there but cannot be read
+    Case("register-model-symlink-loop", lambda c, d: (c.head(d / "s.obj", 1000.0), os.symlink("m.pkl", d / "m.pkl")),
+         "register {d}/s.obj --model {d}/m.pkl --out {d}/out", 1, "{d}/m.pkl", "Too many levels of symbolic links",
+         cause="27.4", what="--model naming a link to itself (was 'no such model file', exit 2)"),
+    Case("register-model-folder-holding-a-fifo", lambda c, d: (c.head(d / "s.obj", 1000.0), (d / "m").mkdir(),
+                                                               ci.make_fifo(d / "m" / "flame2023.pkl")),
+         "register {d}/s.obj --model {d}/m --out {d}/out", 1, "{d}/m/flame2023.pkl", "FIFO", cause="27.4",
+         what="--model FOLDER whose flame2023.pkl is a FIFO (was 'no FLAME model in this folder')"),
+    Case("diff-list-actor-40-digit-int", lambda c, d: _write(d / "a.npy", ci.npy_object(pickle.dumps(
+        np.array({10**40: (["x.jpg"], "x.npz")}, dtype=object), 2))),
          "image-paths diff {d}/a.npy {d}/a.npy", 1, "{d}/a.npy", "not a string", cause="27.6",
-         what="an image list keyed by a 5,000-digit integer"),
+         what="an image list keyed by a 40-digit integer"),
 ]
+
+
+def test_a_message_names_a_huge_key_in_short(tmp_path, capsys):
+    """A dict whose one key is a tuple of 2^17 leaves: the line names the key in a few dozen characters (it
+    printed 14 MB)."""
+    path = _write(tmp_path / "m.pkl", ci.hash_bomb("key", 17))
+    assert main(["info", str(path)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"onflame: {path}: unrecognised dict") and len(lines[0]) < 300 + len(str(path))
 
 
 def _zip_bytes(members: dict[str, bytes]) -> bytes:
@@ -746,6 +779,10 @@ BOUNDED = [
          "info {d}/m.obj", 0, "{d}/m.obj", cause="27.8", what="an OBJ whose mtllib names a 1.5 GB file (read on without texture)"),
     Case("info-obj-10m-duplicate-faces", lambda c, d: _write(d / "m.obj", TRIANGLE.encode() + b"f 1 2 3\n" * 10_000_000),
          "info {d}/m.obj", 1, "{d}/m.obj", "repeat", cause="27.5", what="an OBJ of 10 million copies of one face"),
+    Case("info-obj-10m-vertices-20m-faces", lambda c, d: _write(d / "m.obj", b"v 0 0 0\n" * 10_000_000
+                                                                  + b"f 1 2 3\n" * 19_999_990),
+         "info {d}/m.obj", 1, "{d}/m.obj", "reads meshes of at most", cause="27.8",
+         what="240 MB of OBJ: 10 M vertices, 20 M faces (within the old bounds: 3.3 GB and 31 s to read)"),
     Case("info-ply-header-9e8-vertices", lambda c, d: _write(d / "m.ply", ci.ascii_ply(
         c.vertices[:4], np.array([[0, 1, 2]]), announce_vertices=900_000_000)), "info {d}/m.ply", 1, "{d}/m.ply",
          "900000000 vertices", cause="27.5", what="ASCII PLY whose header announces 9e8 vertices"),
@@ -1162,8 +1199,8 @@ def test_register_accepts_land_landmarks(ctx, tmp_path, capsys):
 
 
 def test_evaluate_never_writes_through_a_link_in_its_output_folder(tmp_path, capsys):
-    """27.1: ``evaluate now --out`` holding a link where its per-image results go: each image fails with
-    a line naming the link, and nothing is written into the link's target."""
+    """27.1: ``evaluate now --out`` holding a link where its per-image results go: refused before any work
+    (exit 2) with a line naming the link, and nothing is written into the link's target."""
     from test_evaluation_now import SPHERE_LANDMARKS, sphere, write_gt, write_list, write_pred
 
     gt, pred, out, victim = tmp_path / "gt", tmp_path / "pred", tmp_path / "out", tmp_path / "victim"
@@ -1175,5 +1212,149 @@ def test_evaluate_never_writes_through_a_link_in_its_output_folder(tmp_path, cap
     os.symlink(victim, out / "items")
     code = main(["evaluate", "now", "--pred", str(pred), "--gt", str(gt), "--out", str(out), "--workers", "1"])
     err = capsys.readouterr().err
-    assert code == 1 and f"{out / 'items'}: is a symbolic link" in err and "Traceback" not in err
+    assert code == 2 and err.splitlines() == [f"onflame: {out / 'items'}: {LINK_PROBLEM}"]
     assert _listing(victim) == {"keep.txt": b"mine"}
+
+
+# --- held-out round (qa): folders of a root that cannot be listed, or are named like files -------------------
+
+@pytest.mark.parametrize("command", ["validate", "export"])
+def test_an_actor_folder_that_cannot_be_listed_is_named(ctx, tmp_path, capsys, monkeypatch, command):
+    """An actor's parameter folder that cannot be read (mode 000 for another user) is named as what it is,
+    not passed over as empty ("actor has registrations but no .npz")."""
+    root = _mica_tree(ctx, tmp_path / "mica")
+    locked = root / "BU3DFE" / "FLAME_parameters" / "A1"
+    real = os.scandir
+
+    def scandir(path="."):
+        if Path(path) == locked:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    argv = [command, str(root)] + (["--out", str(tmp_path / "all.npz")] if command == "export" else [])
+    assert main(argv) == 1
+    first = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("onflame: ")][0]
+    assert first.startswith(f"onflame: {locked}: cannot read this folder ({os.strerror(errno.EACCES)})"), first
+
+
+def test_a_folder_named_like_a_parameter_file_is_named(ctx, tmp_path, capsys):
+    root = _mica_tree(ctx, tmp_path / "mica")
+    params = root / "BU3DFE" / "FLAME_parameters" / "A1" / "s1.npz"
+    params.unlink()
+    params.mkdir()
+    assert main(["validate", str(root)]) == 1
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("onflame: ")]
+    assert lines and lines[0].startswith(f"onflame: {params}: is a folder, not a file"), lines
+
+
+# --- held-out round (qa): a link planted where a command writes is refused before any work ------------------
+
+LINKS = {  # command line (``{d}``: the case's folder, ``{model}``), and where in it the link is planted
+    "register": ("register {d}/s.obj --model {model} --out {d}/out", "out/s.npz"),
+    "register-report": ("register {d}/s.obj --model {model} --out {d}/out --picture", "out/s_report.png"),
+    "fit-mesh": ("fit-mesh {d}/s.obj --model {model} --out {d}/out --units mm", "out/s.npz"),
+    "export": ("export {d}/mica --out {d}/all.npz", "all.npz"),
+    "prepare-crops": ("prepare {d}/mica --subset FLORENCE --photos {d}/photos", "mica/FLORENCE/arcface_input"),
+    "prepare-list": ("prepare {d}/mica --subset FLORENCE --photos {d}/photos", "mica/image_paths/FLORENCE.npy"),
+    "build": ("build --source STIRLING --raw {d}/raw --out {d}/mica --model {model}", "mica/STIRLING/registrations"),
+    "demo": ("demo --out {d}/demo", "demo/mica"),
+    "evaluate-flame": ("evaluate flame --pred {d}/pred --ref {d}/mica --model {model} --out {d}/ev",
+                       "ev/flame_results.json"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LINKS))
+def test_a_link_where_a_command_writes_is_refused_before_any_work(ctx, tmp_path, capsys, case):
+    """27.1 (follow-up): register, fit-mesh, export, prepare, build, demo and evaluate refuse a symbolic
+    link planted where they write (exit 2, one line naming it, before any work): the link's target (the
+    user's own files) is neither written through nor the link replaced."""
+    argv, planted = LINKS[case]
+    d = tmp_path / "case"
+    ctx.head(d / "s.obj", 1000.0)
+    _mica_tree(ctx, d / "mica", "FLORENCE" if case.startswith("prepare") else "BU3DFE")
+    ctx.head(d / "raw" / "scans" / "F" / "F1001_N.obj", 1000.0)
+    _write(d / "photos" / "A1" / "p.jpg", b"not looked at")
+    write_obj(_write(d / "pred" / "BU3DFE" / "A1" / "s1.obj", "").with_suffix(".obj"), Mesh(ctx.vertices, ctx.faces))
+    victim = _write(tmp_path / "victim" / "keep.txt", "the user's own file").parent
+    before = _listing(victim)
+    link = d / planted
+    link.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(victim if not link.suffix else victim / "keep.txt", link)
+    code = main([a.format(d=d, model=ctx.model_path) for a in argv.split()])
+    assert capsys.readouterr().err.splitlines() == [f"onflame: {link}: {LINK_PROBLEM}"] and code == 2
+    assert link.is_symlink() and _listing(victim) == before
+
+
+@pytest.mark.parametrize("side", [10_000, 100_000])  # 1e8 pixels (PIL only warns), 1e10 (PIL raises)
+def test_an_image_bomb_is_refused_without_touching_the_warning_filters(tmp_path, monkeypatch, side):
+    """An image of more pixels than onflame decodes is refused by the size its header announces, without
+    ``warnings.catch_warnings`` (which is not thread-safe: threads that change the filters at once can
+    leave another's filter in force)."""
+    import warnings
+
+    from onflame.errors import InputError
+    from onflame.mesh.images import IMAGE_MAX_PIXELS, open_image
+
+    def not_thread_safe(*args, **kwargs):
+        raise AssertionError("warnings.catch_warnings used")
+
+    monkeypatch.setattr(warnings, "catch_warnings", not_thread_safe)
+    path = _write(tmp_path / "t.png", ci.png_header(side, side))
+    with pytest.raises(InputError) as err:
+        with open_image(path):
+            pass
+    assert err.value.path == str(path) and f"an image of {side * side} pixels" in err.value.problem
+    assert side * side > IMAGE_MAX_PIXELS
+
+
+def test_number_blocks_are_checked_without_touching_the_warning_filters(tmp_path, monkeypatch):
+    """VRML and FRGC number blocks: a token that is not a number is still named (numpy stops there and only
+    warns), without ``warnings.catch_warnings`` (not thread-safe)."""
+    import warnings
+
+    from onflame.errors import InputError
+    from onflame.mesh.numbers import parse_numbers
+
+    def not_thread_safe(*args, **kwargs):
+        raise AssertionError("warnings.catch_warnings used")
+
+    monkeypatch.setattr(warnings, "catch_warnings", not_thread_safe)
+    assert parse_numbers("1 2,3\n4", "m.wrl", "point").tolist() == [1, 2, 3, 4]
+    for text, dtype, bad in [("1 2 x 3", np.float64, "'x'"), ("0 1 2.5 -1", np.int64, "'2.5'"), ("1\x002", np.float64, "")]:
+        with pytest.raises(InputError) as err:
+            parse_numbers(text, "m.wrl", "coordIndex", dtype)
+        assert err.value.path == "m.wrl" and bad in err.value.problem
+
+
+def test_a_bounded_read_asks_for_what_the_file_holds(tmp_path, monkeypatch):
+    """A bounded read allocates for the file's size, not for the bound (``read(n)`` allocates ``n`` bytes
+    first: reading each small file against a 256 MiB bound made ``demo`` fail with MemoryError under a
+    2 GiB address-space limit); a file whose size the system does not know (``/proc``) is read whole."""
+    import onflame.fileio.read as read
+
+    asked = []
+    real = read.open_regular
+
+    class Recording:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def fileno(self):
+            return self.fh.fileno()
+
+        def read(self, n=-1):
+            asked.append(n)
+            return self.fh.read(n)
+
+    monkeypatch.setattr(read, "open_regular", lambda path, label=None: Recording(real(path, label)))
+    path = _write(tmp_path / "p.npz", b"x" * 1000)
+    assert read.read_bounded(path, 1 << 30) == b"x" * 1000 and max(asked) <= 1001
+    status = read.read_bounded("/proc/self/status", 1 << 20)
+    assert status.startswith(b"Name:") and b"VmPeak" in status

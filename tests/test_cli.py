@@ -458,3 +458,65 @@ def test_ctrl_c_during_a_registration_ends_in_one_line(model_folder, scan_folder
     assert rc == 130 and err.splitlines() == ["onflame: register: interrupted"], err
     written = sorted(p.name for p in out.iterdir())
     assert written[:3] == ["s1.npz", "s1.obj", "s1_report.json"] and len(written) in (3, 6)
+
+
+def _executable(script: str, tmp_path: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    """``script`` (which ends by calling ``onflame.cli.run()``, the executable) in a fresh process."""
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout,
+                          cwd=tmp_path)
+
+
+def test_ctrl_c_while_the_executable_still_imports_is_one_line(tmp_path):
+    """Ctrl-C before the command has started (numpy, torch and the commands still importing): exit 130 and
+    one line, no KeyboardInterrupt traceback from inside an import."""
+    proc = _executable(
+        "import importlib.abc, os, signal, sys, time\n"
+        "sys.argv = ['onflame', 'register', 'scan.obj']\n"
+        "class CtrlC(importlib.abc.MetaPathFinder):  # Ctrl-C as the command line's parser starts importing\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'onflame.cli.parser':\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "            time.sleep(1)\n"
+        "sys.meta_path.insert(0, CtrlC())\n"
+        "import onflame.cli\n"
+        "onflame.cli.run()\n", tmp_path)
+    assert proc.returncode == 130 and proc.stderr.splitlines() == ["onflame: register: interrupted"], proc.stderr
+
+
+def test_an_interrupted_command_does_not_wait_for_a_worker_left_idle(tmp_path):
+    """A worker process left waiting for work after Ctrl-C (one whose start the interrupt cut short) is
+    ended with the command: exit 130 at once, not a wait at exit for a process that never ends."""
+    proc = _executable(
+        "import multiprocessing, sys, time\n"
+        "sys.argv = ['onflame', 'info', 'x.pkl']\n"
+        "import onflame.info\n"
+        "def interrupted(path):\n"
+        "    multiprocessing.get_context('spawn').Process(target=time.sleep, args=(3600,)).start()\n"
+        "    raise KeyboardInterrupt\n"
+        "onflame.info.describe = interrupted\n"
+        "if __name__ == '__main__':\n"
+        "    import onflame.cli\n"
+        "    onflame.cli.run()\n", tmp_path)
+    assert proc.returncode == 130 and proc.stderr.splitlines() == ["onflame: info: interrupted"], proc.stderr
+
+
+def test_a_texture_read_past_is_one_onflame_line(tmp_path):
+    """A texture refused as a decompression bomb (its header announces 10^10 pixels) is read past with one
+    line ``onflame: <mesh>: texture <image>: ...``, not a logging ``WARNING`` line."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(bytes(64))) + chunk(b"IEND", b""))
+    (tmp_path / "t.png").write_bytes(png)
+    (tmp_path / "m.mtl").write_text("newmtl m\nmap_Kd t.png\n")
+    obj = tmp_path / "m.obj"
+    obj.write_text("mtllib m.mtl\nv 0 0 0\nv 0.1 0 0\nv 0 0.1 0\nvt 0 0\nvt 1 0\nvt 0 1\nusemtl m\nf 1/1 2/2 3/3\n")
+    proc = subprocess.run([sys.executable, "-m", "onflame.cli", "info", str(obj)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"onflame: {obj}: texture {tmp_path / 't.png'}: refused"), lines

@@ -147,6 +147,8 @@ def test_lnd_index_xyz(tmp_path, face68):
     ("few.bnd", "1 2 3\n" * 80, "holds 83 points, found 80"),
     ("mirror.npy", "mirror", "left and right are swapped"),
     ("x.csv", "1 2 3\n", "unknown landmark file type"),
+    ("infindex.lnd", "".join(f"{'inf' if k == 3 else k} 1 2 3\n" for k in range(7)), "must hold distinct integers"),
+    ("nanindex.txt", "".join(f"{'nan' if k == 3 else k} 1 2 3\n" for k in range(7)), "must hold distinct integers"),
 ])
 def test_malformed_landmark_files_name_the_file_and_the_problem(tmp_path, face68, name, content, problem):
     path = tmp_path / name

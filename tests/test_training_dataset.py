@@ -145,3 +145,28 @@ def test_collate_matches_default_in_a_worker(tmp_path):
     for key in ref["flame"]:
         assert torch.equal(ours["flame"][key], ref["flame"][key])
     assert ours["imagename"] == ["a", "b", "c"] and ours["dataset"] == ["SYN"] * 3
+
+
+@pytest.mark.parametrize("damage", ["crops cut short", "blobs a pickle", "index a fifo", "index not json"])
+def test_a_damaged_decoded_cache_is_built_again(tmp_path, damage):
+    """27.7 (follow-up): a cache file cut short, replaced by a pickled ``.npy`` of the same name or a FIFO,
+    or an index that is not JSON, is never loaded: the cache is built again and serves the right pixels."""
+    make_subset(tmp_path, "SYN", {"a": 5, "b": 4})
+    cached = MicaDataset(tmp_path, "SYN", K=3, cache_dir=tmp_path / "cache")
+    folder = cached._cache.folder
+    torch.manual_seed(0)
+    want = cached[0]["image"]
+    if damage == "crops cut short":
+        data = (folder / "crops.npy").read_bytes()
+        (folder / "crops.npy").write_bytes(data[: len(data) // 2])
+    elif damage == "blobs a pickle":
+        np.save(folder / "blobs.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    elif damage == "index a fifo":
+        (folder / "index.json").unlink()
+        os.mkfifo(folder / "index.json")
+    else:
+        (folder / "index.json").write_bytes(b"\xff{")
+    again = MicaDataset(tmp_path, "SYN", K=3, cache_dir=tmp_path / "cache")
+    assert again._cache.rebuilt
+    torch.manual_seed(0)
+    assert torch.equal(again[0]["image"], want)

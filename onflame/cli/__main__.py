@@ -1,4 +1,4 @@
 """``python -m onflame.cli``: the ``onflame`` executable."""
-from .runner import run
+from . import run
 
 run()

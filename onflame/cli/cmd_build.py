@@ -118,21 +118,24 @@ class BuildEcho:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from ..dataset.build import build_subset
-    from ..fileio import check_output_dir
-    from ..sources import mica_subjects
+    from ..dataset.layout import MODEL_FILE
+    from ..fileio import check_output_dir, confine_writes, refuse_links
+    from ..sources import get_source, mica_subjects
 
     require_model(args)
     check_output_dir(args.out)
+    refuse_links(Path(args.out) / get_source(args.source).name, Path(args.out) / MODEL_FILE)
     only = mica_subjects(args.image_list) if args.image_list else None
     model = load_for(args)
     model_text = describe(model, model_option(args))
     note(args, f"build {args.source}: model {model_text}")
     echo = BuildEcho(chatty(args))
     try:
-        report = build_subset(args.source, args.raw, args.out, model, only=only, workers=args.workers,
-                              executor=args.executor, address=args.address, landmarks=args.landmarks,
-                              auto_landmarks=args.auto_landmarks, landmark_convention=args.landmark_convention,
-                              require_texture=args.require_texture, retry_failed=args.retry_failed, echo=echo)
+        with confine_writes(args.out):  # this process's writes (the workers' are the build's to confine)
+            report = build_subset(args.source, args.raw, args.out, model, only=only, workers=args.workers,
+                                  executor=args.executor, address=args.address, landmarks=args.landmarks,
+                                  auto_landmarks=args.auto_landmarks, landmark_convention=args.landmark_convention,
+                                  require_texture=args.require_texture, retry_failed=args.retry_failed, echo=echo)
     finally:
         echo.close()
     if args.json:
@@ -149,15 +152,19 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from ..fileio import check_output_dir
-    from ..training.prepare import UNREADABLE, prepare_subset
+    from ..fileio import check_output_dir, confine_writes, refuse_links
+    from ..training.prepare import MANIFEST_NAME, UNREADABLE, prepare_subset
     from ..workers import available_cores
 
     check_output_dir(args.root)
+    root, lists = Path(args.root), Path(args.root) / "image_paths"
+    refuse_links(root / args.subset / "arcface_input", root / args.subset / MANIFEST_NAME, lists,
+                 lists / f"{args.subset}.npy", lists / f"{args.subset}.json")
     options = {"model_dir": str(args.detector_models)} if args.detector_models else {}
-    report = prepare_subset(args.root, args.subset, args.photos, detector=args.detector,
-                            workers=args.workers or available_cores(), min_score=args.min_score,
-                            detector_options=options, progress=chatty(args))
+    with confine_writes(root):  # the workers confine their crops to the subset's folder themselves
+        report = prepare_subset(args.root, args.subset, args.photos, detector=args.detector,
+                                workers=args.workers or available_cores(), min_score=args.min_score,
+                                detector_options=options, progress=chatty(args))
     if args.json:
         print_json(report.to_dict())
     else:
@@ -174,8 +181,12 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ..fileio import check_output_dir
+    from ..fileio import check_output_dir, confine_writes, refuse_links
     from ..synthetic.demo import run_demo
 
     check_output_dir(args.out)
-    return run_demo(Path(args.out), json_output=args.json, progress=chatty(args))
+    out = Path(args.out)
+    if out.is_dir():  # the demo's own folder: no link anywhere inside (the folder itself may be one)
+        refuse_links(*sorted(out.iterdir()))
+    with confine_writes(out):
+        return run_demo(out, json_output=args.json, progress=chatty(args))

@@ -104,8 +104,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from ..dataset.export import export_params
+    from ..fileio import confine_writes, refuse_links
 
-    result = export_params(args.root, args.out)
+    refuse_links(args.out)
+    with confine_writes(Path(args.out).parent):
+        result = export_params(args.root, args.out)
     if args.json:
         print_json(result)
     else:

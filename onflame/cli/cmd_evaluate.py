@@ -72,7 +72,7 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..fileio import check_output_dir
+    from ..fileio import check_output_dir, refuse_links
     from ..workers import available_cores
 
     labels = args.label or [Path(p).resolve().name or str(p) for p in args.pred]
@@ -83,6 +83,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     check_output_dir(args.out)
     if getattr(args, "check_alignment", None) is not None:
         check_output_dir(args.check_alignment)
+    for folder in (args.out, getattr(args, "check_alignment", None)):  # onflame's own folders: no link inside
+        if folder is not None and Path(folder).is_dir():
+            refuse_links(*sorted(Path(folder).iterdir()))
     preds = list(zip(labels, args.pred))
     workers = args.workers or available_cores()
     echo = (lambda line: print(line, file=sys.stderr, flush=True)) if chatty(args) else None

@@ -6,6 +6,7 @@ import string
 from pathlib import Path
 
 from ..errors import InputError, UsageError, one_line
+from ..fileio.paths import confine_writes
 from .common import EXIT_FAILED, EXIT_OK, batch_progress, item_failed, print_json, say_error, start_up_done
 from .model import describe, load_for, model_option, require_model, topology_problem
 from .options import add_json, add_model, landmark_convention
@@ -133,8 +134,18 @@ def read_scan_landmarks(path: Path, scan):
     return points
 
 
+def outputs(inputs: list[Path], out: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """The files a batch writes: ``<out>/<stem><suffix>`` for every input and suffix."""
+    return [out / f"{output_stem(path)}{suffix}" for path in inputs for suffix in suffixes]
+
+
 def cmd_register(args: argparse.Namespace) -> int:
-    from ..fileio import check_output_dir
+    with confine_writes(args.out):  # nothing written outside --out, nor through a link inside it
+        return _register(args)
+
+
+def _register(args: argparse.Namespace) -> int:
+    from ..fileio import check_output_dir, refuse_links
     from ..mesh import read_mesh
     from ..registration import register, save_registration
 
@@ -142,6 +153,8 @@ def cmd_register(args: argparse.Namespace) -> int:
     check_landmark_option(args.landmarks, args.scans)
     refuse_collisions(args.scans, args.out)
     check_output_dir(args.out)
+    refuse_links(*outputs(args.scans, args.out, (".npz", ".obj", "_report.json")
+                          + (("_report.png",) if args.picture else ())))
     model = load_for(args)
     start_up_done(args)
     model_text = describe(model, model_option(args))
@@ -201,13 +214,19 @@ def _landmark_note(info: dict) -> str:
 
 
 def cmd_fit_mesh(args: argparse.Namespace) -> int:
-    from ..fileio import check_output_dir
+    with confine_writes(args.out):
+        return _fit_mesh(args)
+
+
+def _fit_mesh(args: argparse.Namespace) -> int:
+    from ..fileio import check_output_dir, refuse_links
     from ..mesh import read_mesh
     from ..registration import fit_mesh
 
     require_model(args)
     refuse_collisions(args.meshes, args.out)
     check_output_dir(args.out)
+    refuse_links(*outputs(args.meshes, args.out, (".npz",)))
     model = load_for(args)
     start_up_done(args)
     model_text = describe(model, model_option(args))

@@ -46,13 +46,18 @@ def model_file(value: str) -> Path:
     """
     path = Path(value).expanduser()
     if path.is_dir():
-        found = next((path / n for n in MODEL_NAMES if (path / n).is_file()), None)
+        # the first name present, whatever it is: a FIFO or a link to nowhere is then refused naming it
+        found = next((path / n for n in MODEL_NAMES if os.path.lexists(path / n)), None)
         if found is None:
             raise UsageError(path, f"no FLAME model in this folder (looked for {', '.join(MODEL_NAMES)}); "
                                    "give the model file with --model")
         return found
-    if not path.exists():
-        raise UsageError(path, f"no such model file or folder (given by --model or {MODEL_VARIABLE})")
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        raise UsageError(path, f"no such model file or folder (given by --model or {MODEL_VARIABLE})") from None
+    except OSError as exc:  # a link loop, a folder that may not be entered: there is something, unreadable
+        raise InputError(path, f"cannot read ({exc.strerror or exc})") from None
     return path
 
 

@@ -21,7 +21,7 @@ import threading
 import warnings
 from typing import Iterator
 
-from ..errors import OnflameError, UsageError
+from ..errors import OnflameError, UsageError, one_line
 from .common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, say_error,
                      say_exception)
 from .parser import build_parser
@@ -50,20 +50,24 @@ def _interrupted_code() -> int:
 
 
 @contextlib.contextmanager
-def _signals() -> Iterator[None]:
-    """SIGTERM raises :class:`Terminated` inside the block; the previous handlers of SIGINT and SIGTERM come
-    back after it. Only in the main thread (Python delivers signals there alone)."""
+def _signals(restore: bool = True) -> Iterator[None]:
+    """Inside the block Ctrl-C raises KeyboardInterrupt and SIGTERM :class:`Terminated`; with ``restore``
+    the previous handlers come back after it (the executable keeps them: a signal arriving while it
+    exits must not find Python's defaults again). Only in the main thread (Python delivers signals there
+    alone)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     _TERMINATED.clear()
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        if restore:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _ignore_signals() -> None:
@@ -79,10 +83,30 @@ def _main_input(args: argparse.Namespace) -> object:
     return value[0] if isinstance(value, list) and len(value) == 1 else value
 
 
+#: Loggers whose warnings are notes about the command's progress (an interrupt being handled), not about a file.
+_NOTE_LOGGERS = ("onflame.workers",)
+
+
+class _LineFormatter(logging.Formatter):
+    """onflame's warnings as the one line every problem gets (``onflame: <file>: <problem>``: their
+    messages start with the file); notes as they are; other records (-v, --debug) with their level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = one_line(record.getMessage())
+        ours = record.name == "onflame" or record.name.startswith("onflame.")
+        if ours and record.levelno >= logging.WARNING:
+            return text if record.name in _NOTE_LOGGERS else f"onflame: {text}"
+        return f"{record.levelname} {record.name}: {text}" if not ours else f"{record.levelname} {text}"
+
+
 def _set_up_logging(args: argparse.Namespace) -> None:
     level = (logging.DEBUG if args.debug else logging.ERROR if args.quiet else logging.INFO if args.verbose
              else logging.WARNING)
-    logging.basicConfig(level=level, format="%(levelname)s %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LineFormatter())
+    if not (args.verbose or args.debug):  # a library's log record is no line of onflame's; -v and --debug show them
+        handler.addFilter(lambda r: r.name == "onflame" or r.name.startswith("onflame."))
+    logging.basicConfig(level=level, handlers=[handler])
     if not args.debug:  # a library's warning is no line of onflame's; -v and --debug show them
         warnings.simplefilter("ignore" if not args.verbose else "default")
 
@@ -110,7 +134,7 @@ def main(argv: list[str] | None = None, owns_process: bool = False) -> int:
     args.owns_process = owns_process and args.command in QUICK_START
     if args.owns_process:
         gc.disable()  # start-up's imports allocate ~200k objects that live as long as the process
-    with warnings.catch_warnings(), _signals():
+    with warnings.catch_warnings(), _signals(restore=not owns_process):
         _set_up_logging(args)
         try:
             return _run(args)
@@ -164,9 +188,11 @@ def run() -> None:
     except KeyboardInterrupt:  # between the command's end and here
         _ignore_signals()
         code = _interrupted_code()
-    if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+    interrupted = code in (EXIT_INTERRUPTED, EXIT_TERMINATED)
+    if interrupted:
         _ignore_signals()
-    if "torch" in sys.modules and _nothing_left_to_tidy():
+        _end_idle_workers()
+    if ("torch" in sys.modules or interrupted) and _nothing_left_to_tidy(threads=not interrupted):
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):
             try:
@@ -177,8 +203,24 @@ def run() -> None:
     sys.exit(code)
 
 
-def _nothing_left_to_tidy() -> bool:
+def _end_idle_workers() -> None:
+    """After an interrupt, worker processes still alive have nothing left to do (the pools handed over the
+    tasks that were running; a worker whose start the interrupt cut short waits for work forever), so
+    they are ended rather than waited for at exit."""
+    if "multiprocessing" not in sys.modules:
+        return
     import multiprocessing
 
-    return (not multiprocessing.active_children() and threading.active_count() == 1
+    for child in multiprocessing.active_children():
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            child.kill()
+            child.join(5)
+
+
+def _nothing_left_to_tidy(threads: bool = True) -> bool:
+    """No worker process (and, with ``threads``, no other thread) and no Ray: exiting at once loses nothing.
+    After an interrupt the pools' helper threads only wait for workers that are gone."""
+    import multiprocessing
+
+    return (not multiprocessing.active_children() and (not threads or threading.active_count() == 1)
             and "ray" not in sys.modules)

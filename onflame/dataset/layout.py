@@ -67,12 +67,26 @@ class _FolderStore:
         return str(self.root / rel)
 
     def files(self, top: str) -> list[str]:
+        """Files under ``top``; a folder that cannot be listed, or a folder named like a subject's file
+        (``x.npz/``), is recorded in ``problems`` (a plain walk would pass over them in silence)."""
         base = self.root / top
         out = []
-        for dirpath, _, names in os.walk(base):
+
+        def unreadable(exc: OSError) -> None:
+            if not isinstance(exc, FileNotFoundError):
+                self._problem(InputError(exc.filename or base, f"cannot read this folder ({exc.strerror or exc})"))
+
+        for dirpath, dirnames, names in os.walk(base, onerror=unreadable):
             rel_dir = Path(dirpath).relative_to(self.root).as_posix()
             out.extend(f"{rel_dir}/{n}" for n in names if not n.startswith("."))
+            for d in dirnames:
+                if d.lower().endswith((".npz", *REGISTRATION_SUFFIXES)):
+                    self._problem(InputError(Path(dirpath) / d, "is a folder, not a file"))
         return sorted(out)
+
+    def _problem(self, exc: InputError) -> None:
+        if all(str(p) != str(exc) for p in self.problems):  # listed again by a later call: once
+            self.problems.append(exc)
 
     def has_dir(self, top: str) -> bool:
         return (self.root / top).is_dir()
@@ -260,8 +274,6 @@ class Subset:
         self.location: Path = store.location
         self.image_list = image_list
         self._index: tuple[dict, dict] | None = None
-        #: files of the subset left out because they cannot be read safely (unsafe zip members)
-        self.problems: list[InputError] = list(store.problems)
 
     def __repr__(self) -> str:
         return f"Subset({self.name!r}, {str(self.location)!r})"
@@ -273,6 +285,13 @@ class Subset:
     def label(self, rel: str) -> str:
         """How a file inside the subset is named in messages (a path, or ``<zip>/<member>``)."""
         return self._store.label(rel)
+
+    @property
+    def problems(self) -> list[InputError]:
+        """What of the subset is left out: zip members that cannot be read safely, folders that cannot be
+        listed or are named like a subject's file (the subset's files are listed first)."""
+        self._files()
+        return self._store.problems
 
     def params_files(self) -> dict[tuple[str, str], str]:
         """``(actor, name) -> rel path`` of every ``FLAME_parameters/<actor>/<name>.npz``."""

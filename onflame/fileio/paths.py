@@ -187,7 +187,28 @@ def confined_parent(path: str | os.PathLike) -> Path:
                                      "through links (remove it or choose another output folder)")
         if not stat.S_ISDIR(mode):
             raise UsageError(folder, f"is {file_kind(mode) if not stat.S_ISREG(mode) else 'a file'}, not a folder")
+    if os.path.islink(path):  # replaced by the rename, the link's target untouched: still not what the user had
+        raise UsageError(path, LINK_PROBLEM)
     return path
+
+
+#: What a command says of a symbolic link where it would write.
+LINK_PROBLEM = ("is a symbolic link inside the output folder; onflame does not write or delete through links "
+                "(remove it, or choose another --out)")
+
+
+def refuse_links(*paths: str | os.PathLike) -> None:
+    """Before any work: :class:`UsageError` naming the first symbolic link among ``paths`` (outputs a
+    command is about to write: files, or folders it fills) or inside those that are folders (links are
+    not followed). The output folder the user named may itself be a link; what lies inside may not."""
+    for path in map(Path, paths):
+        if path.is_symlink():
+            raise UsageError(path, LINK_PROBLEM)
+        if path.is_dir():
+            for folder, dirs, files in os.walk(path, followlinks=False):
+                for name in sorted(dirs + files):
+                    if os.path.islink(os.path.join(folder, name)):
+                        raise UsageError(Path(folder) / name, LINK_PROBLEM)
 
 
 def remove_file(path: str | os.PathLike) -> bool:

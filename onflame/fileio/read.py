@@ -52,7 +52,13 @@ def read_bounded(path: str | os.PathLike, limit: int | None = None, label: str |
             size = os.fstat(fh.fileno()).st_size
             if size > limit:
                 raise InputError(label, f"is {size} bytes; onflame reads at most {_limit_text(limit)} from such a file")
-            data = fh.read(limit + 1)
+            data = fh.read(size + 1)  # read(n) allocates n bytes first: ask for what the file holds, not the bound
+            if len(data) > size:  # grown since, or a size the system does not know (/proc): on, a chunk at a time
+                chunks, total = [data], len(data)
+                while total <= limit and (chunk := fh.read(1 << 20)):
+                    chunks.append(chunk)
+                    total += len(chunk)
+                data = b"".join(chunks)
         except OSError as exc:
             raise InputError(label, f"cannot read ({exc.strerror or exc})") from None
     if len(data) > limit:  # grew while read

@@ -30,7 +30,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .. import safepickle
-from ..errors import InputError, short_repr
+from ..errors import InputError, short_keys, short_repr
 from ..fileio import SIDE_FILE_MAX_BYTES
 
 
@@ -245,7 +245,7 @@ def landmark_embedding_from_dict(d: Mapping[str, Any], path: str | os.PathLike =
             else:
                 raise InputError(path, f"landmark embedding has {len(pts)} points; expected 51 or 68")
         else:
-            raise InputError(path, f"not a landmark embedding (keys: {sorted(map(str, keys))})")
+            raise InputError(path, f"not a landmark embedding (keys: {short_keys(keys)})")
     except KeyError as exc:
         raise InputError(path, f"landmark embedding lacks key {short_repr(exc.args[0] if exc.args else '?')}") from None
     except InputError:

@@ -23,10 +23,6 @@ from ..fileio import SIDE_FILE_MAX_BYTES, read_text
 from .mesh import Mesh
 from .numbers import parse_numbers
 
-#: Vertices of every FaceWarehouse mesh.
-N_VERTICES = 11510
-#: Landmarks in the release's ``.land`` files.
-N_LANDMARKS = 74
 
 
 @dataclass
@@ -99,7 +95,3 @@ def landmarks_3d(landmarks: Landmarks, mesh: Mesh) -> np.ndarray:
         return mesh.vertices[ids]
     raise InputError(landmarks.source or None, "holds 2D image points; 3D positions need the photo's camera")
 
-
-def is_facewarehouse_topology(mesh: Mesh) -> bool:
-    """True if ``mesh`` has FaceWarehouse's vertex count (11,510)."""
-    return mesh.n_vertices == N_VERTICES

@@ -1,9 +1,11 @@
 """Images: find the textures mesh files name as releases actually name them; open any image safely.
 
 :func:`open_image` is how onflame decodes every image (textures, photos, crops): the file must be a
-regular file of at most :data:`IMAGE_MAX_BYTES`, and an image whose pixel count passes PIL's
-decompression-bomb limit is refused in one line naming it (PIL would only warn, on stderr, below twice
-the limit, then decode it).
+regular file of at most :data:`IMAGE_MAX_BYTES`, and an image of more than :data:`IMAGE_MAX_PIXELS`
+pixels is refused in one line naming it, by the size its header announces, before it is decoded. (PIL
+itself raises above twice its limit and only warns below; onflame checks the size itself rather than
+turning PIL's warning into an error, since changing the warning filters is not safe while other threads
+run.)
 """
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ import contextlib
 import io
 import os
 import re
-import warnings
 from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING, Iterator
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 
 #: The largest image file read (a photo of a few tens of megapixels takes some 20 MB).
 IMAGE_MAX_BYTES = 128 * 2**20
+#: The most pixels an image decoded here may have (PIL's own decompression-bomb limit, 1024**3 / 4 / 3).
+IMAGE_MAX_PIXELS = 89_478_485
 
 
 @contextlib.contextmanager
@@ -36,17 +39,24 @@ def open_image(source: str | os.PathLike | bytes, label: str | os.PathLike | Non
 
     label = label if label is not None else (str(source) if not isinstance(source, bytes) else "<image>")
     data = source if isinstance(source, bytes) else read_bounded(source, IMAGE_MAX_BYTES, label)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                yield img
-        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-            found = re.search(r"\((\d+) pixels\)", str(exc))
-            raise InputError(label, f"refused: an image of {found[1] if found else 'too many'} pixels, more than "
-                                    f"onflame decodes ({Image.MAX_IMAGE_PIXELS}; a decompression bomb?)") from None
-        except (OSError, ValueError, SyntaxError, UnidentifiedImageError, EOFError) as exc:
-            raise InputError(label, f"cannot read image ({exc})") from None
+    try:
+        with Image.open(io.BytesIO(data)) as img:  # reads the header only
+            if img.width * img.height > IMAGE_MAX_PIXELS:
+                raise _TooManyPixels(img.width * img.height)
+            yield img
+    except (_TooManyPixels, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = exc.pixels if isinstance(exc, _TooManyPixels) else found[1] if found else "too many"
+        raise InputError(label, f"refused: an image of {pixels} pixels, more than onflame decodes "
+                                f"({IMAGE_MAX_PIXELS}; a decompression bomb?)") from None
+    except (OSError, ValueError, SyntaxError, UnidentifiedImageError, EOFError) as exc:
+        raise InputError(label, f"cannot read image ({exc})") from None
+
+
+class _TooManyPixels(Exception):
+    def __init__(self, pixels: int):
+        super().__init__(pixels)
+        self.pixels = pixels
 
 
 def resolve_reference(base_dir: str | os.PathLike, name: str) -> Path | None:

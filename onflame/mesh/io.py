@@ -105,9 +105,11 @@ def read_obj(path: str | os.PathLike) -> Mesh:
     :data:`MAX_TRIANGLES`, and at most four triangles per vertex: more means duplicated faces).
     """
     path = Path(path)
-    lines = Lines(read_bounded(path, MESH_MAX_BYTES))
+    data = read_bounded(path, MESH_MAX_BYTES)
+    check_mesh_size(_count_tagged(data, b"v"), _count_tagged(data, b"f"), path)  # each face a triangle at least
+    lines = Lines(data)
+    del data
     is_v, is_f = lines.tagged(b"v"), lines.tagged(b"f")
-    check_mesh_size(int(is_v.sum()), int(is_f.sum()), path)  # each face at least one triangle: cheap, first
     v_block, vt_block, f_block, mtl_block = (lines.select(which, skip) for which, skip in (
         (is_v, 1), (lines.tagged(b"vt"), 2), (is_f, 1), (lines.tagged(b"mtllib"), 6)))
     mtllibs = [mtl_block.line_text(k) for k in range(min(len(mtl_block), 16))]
@@ -116,6 +118,7 @@ def read_obj(path: str | os.PathLike) -> Mesh:
         n_corners = f_block.tokens_per_line()
         _check_counts(len(v_block), n_corners, path)
         vdata = _rows(v_block, path, "v", (3, 4, 6, 7))
+        del v_block  # the vertices' text: no longer needed while the faces are parsed
         vertices = np.ascontiguousarray(vdata[:, :3])
         colors = vdata[:, 3:6] if vdata.shape[1] >= 6 and vdata.shape[1] != 4 else None
         uv = _rows(vt_block, path, "vt", (2, 3))[:, :2] if len(vt_block) else None
@@ -128,10 +131,11 @@ def read_obj(path: str | os.PathLike) -> Mesh:
     return Mesh(vertices, faces, uv, face_uv, texture, colors, str(path))
 
 
-#: The most vertices and triangles a mesh read here may have (a head scan has a few hundred thousand to a
-#: few million); a file that announces more is refused before its arrays are made.
-MAX_VERTICES = 10_000_000
-MAX_TRIANGLES = 20_000_000
+#: The most vertices and triangles a mesh read here may have (a head scan has tens of thousands to a few
+#: hundred thousand; the densest a million or two); a file that announces more is refused before its arrays
+#: are made. The bound also keeps reading the largest mesh allowed under 2 GB of memory.
+MAX_VERTICES = 4_000_000
+MAX_TRIANGLES = 8_000_000
 
 
 def check_mesh_size(n_vertices: int, n_triangles: int, path: str | os.PathLike) -> None:
@@ -139,11 +143,16 @@ def check_mesh_size(n_vertices: int, n_triangles: int, path: str | os.PathLike) 
     triangles per vertex (duplicated faces: a closed surface has about two)."""
     if n_vertices > MAX_VERTICES:
         raise InputError(path, f"{n_vertices} vertices; onflame reads meshes of at most {MAX_VERTICES}")
-    if n_triangles > MAX_TRIANGLES:
-        raise InputError(path, f"{n_triangles} triangles; onflame reads meshes of at most {MAX_TRIANGLES}")
     if n_triangles > 4 * n_vertices + 64:
         raise InputError(path, f"{n_triangles} triangles over only {n_vertices} vertices: the faces repeat "
                                "(a surface has about two triangles per vertex)")
+    if n_triangles > MAX_TRIANGLES:
+        raise InputError(path, f"{n_triangles} triangles; onflame reads meshes of at most {MAX_TRIANGLES}")
+
+
+def _count_tagged(data: bytes, tag: bytes) -> int:
+    """Lines of ``data`` that start with ``tag`` and a space or tab, counted in C without splitting it."""
+    return sum(data.count(b"\n" + tag + sep) + data.startswith(tag + sep) for sep in (b" ", b"\t"))
 
 
 def _check_counts(n_vertices: int, corners: np.ndarray, path: Path) -> None:
@@ -188,19 +197,27 @@ def _faces(block: Block, corners: np.ndarray, n_v: int, n_vt: int, path: Path) -
     if len(idx) and (idx.max() == np.iinfo(np.int64).max or idx.min() == np.iinfo(np.int64).min):
         raise ValueError("a face index is beyond int64")
     idx = idx.reshape(-1, fields)
-    vi = idx[:, 0]
-    vi = np.where(vi < 0, vi + n_v, vi - 1)
+    vi = _zero_based(idx[:, 0], n_v)
     all_triangles = bool((corners == 3).all())  # the usual case: no fan to build
     triangles = None if all_triangles else fan_triangles(corners)
     faces = vi.reshape(-1, 3) if all_triangles else vi[triangles]
     face_uv = None
     if has_vt and n_vt:
-        ti = idx[:, 1]
-        ti = np.where(ti < 0, ti + n_vt, ti - 1)
+        ti = _zero_based(idx[:, 1], n_vt)
         face_uv = ti.reshape(-1, 3) if all_triangles else ti[triangles]
         if face_uv.min() < 0 or face_uv.max() >= n_vt:
             raise ValueError("texture coordinate index out of range")
     return faces, face_uv
+
+
+def _zero_based(index: np.ndarray, count: int) -> np.ndarray:
+    """OBJ's 1-based indices (negative: from the end of the ``count`` so far) made 0-based, in place where
+    ``index`` is its own array (a scan's millions of corners: no temporary copies)."""
+    index = index if index.base is None and index.flags.c_contiguous else np.ascontiguousarray(index)
+    negative = index < 0
+    index -= 1
+    index[negative] += count + 1
+    return index
 
 
 def _texture_from_mtl(obj_path: Path, mtllibs: list[str]) -> Path | None:

@@ -279,7 +279,7 @@ def _read_table(text: str, path: Path) -> np.ndarray:
     a = np.array([r for _, r in rows])
     if a.shape[1] == 4:  # an index column: order the points by it
         idx = a[:, 0]
-        if not np.array_equal(idx, np.round(idx)) or len(np.unique(idx)) != len(idx):
+        if not np.isfinite(idx).all() or not np.array_equal(idx, np.round(idx)) or len(np.unique(idx)) != len(idx):
             raise InputError(path, "the first column of 'index x y z' rows must hold distinct integers")
         a = a[np.argsort(idx, kind="stable"), 1:]
     return a

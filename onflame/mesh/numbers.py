@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 
 import numpy as np
 
@@ -14,20 +13,37 @@ def parse_numbers(text: str | bytes, path: str | os.PathLike, what: str, dtype: 
 
     ``dtype`` ``np.int64`` reads integers (index lists) several times faster than floats. Raises
     :class:`InputError` naming ``path`` and ``what`` (e.g. ``"coordIndex"``) when a token is not a number
-    of that kind. Older numpy only warns on such a token and returns what it read so far; the warning is
-    made an error so the result is never silently short.
+    of that kind. numpy stops at such a token and only warns (a DeprecationWarning, which the command
+    line's filters silence); the numbers read are counted against the tokens, so the result is never
+    silently short. (Turning the warning into an error would need ``warnings.catch_warnings``, which is
+    not safe while other threads run.)
     """
     comma = b"," if isinstance(text, bytes) else ","
     if comma in text:
         text = text.replace(comma, b" " if isinstance(text, bytes) else " ")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", DeprecationWarning)
-            return np.fromstring(text, dtype=dtype, sep=" ")
-    except (ValueError, DeprecationWarning):
+        numbers = np.fromstring(text, dtype=dtype, sep=" ")
+    except (ValueError, DeprecationWarning):  # DeprecationWarning: where the filters make it an error
+        numbers = None
+    if numbers is None or len(numbers) != _count_tokens(text):
         kind = "an integer" if np.issubdtype(dtype, np.integer) else "a number"
         bad = _first_bad(text, dtype)
-        raise InputError(path, f"{what}: {bad[:40]!r} is not {kind}") from None
+        raise InputError(path, f"{what}: {bad[:40]!r} is not {kind}")
+    return numbers
+
+
+def _count_tokens(text: str | bytes, step: int = 1 << 24) -> int:
+    """Whitespace-separated tokens in ``text`` (bytes of at most 32 separate), counted a chunk at a time."""
+    data = np.frombuffer(text.encode("latin1", "replace") if isinstance(text, str) else text, dtype=np.uint8)
+    count, after_space = 0, True
+    for at in range(0, len(data), step):
+        solid = data[at:at + step] > 32
+        starts = solid.copy()
+        starts[1:] &= ~solid[:-1]
+        starts[0] &= after_space
+        count += int(np.count_nonzero(starts))
+        after_space = not solid[-1]
+    return count
 
 
 def _first_bad(text: str | bytes, dtype: type) -> str:
@@ -67,9 +83,13 @@ class Lines:
     def __init__(self, data: bytes):
         self.data = data
         self.bytes = np.frombuffer(data, dtype=np.uint8)
-        newlines = np.flatnonzero(self.bytes == 10)
-        self.starts = np.concatenate([[0], newlines + 1])
-        self.ends = np.concatenate([newlines, [len(data)]])
+        # offsets as int32 where they fit (files of up to 2 GB): a scan's tens of millions of lines
+        kind = np.int32 if len(data) < 2**31 - 1 else np.int64
+        newlines = np.flatnonzero(self.bytes == 10).astype(kind)
+        self.starts = np.empty(len(newlines) + 1, kind)
+        self.starts[0], self.starts[1:] = 0, newlines + 1
+        self.ends = np.append(newlines, kind(len(data)))
+        del newlines
         if len(self.starts) > 1 and self.starts[-1] == len(data):  # the file ends with a newline
             self.starts, self.ends = self.starts[:-1], self.ends[:-1]
 
@@ -119,18 +139,28 @@ class Block:
 
     def tokens_per_line(self) -> np.ndarray:
         """(N,) int64: the whitespace-separated tokens on each line."""
-        space = self.body <= 32
-        starts = ~space
-        starts[1:] &= space[:-1]
-        return self._per_line(np.flatnonzero(starts))
+        solid = self.body > 32
+        starts = solid.copy()
+        starts[1:] &= ~solid[:-1]
+        del solid
+        return self._per_line(starts)
 
     def count_per_line(self, byte: int) -> np.ndarray:
         """(N,) int64: how often ``byte`` occurs on each line."""
-        return self._per_line(np.flatnonzero(self.body == byte))
+        return self._per_line(self.body == byte)
 
-    def _per_line(self, positions: np.ndarray) -> np.ndarray:
+    def _per_line(self, hits: np.ndarray) -> np.ndarray:
+        """(N,) int64 sums of the (len(body),) bool ``hits`` over each line (every line holds at least its
+        separator, so no segment is empty; no array of positions, which would take 8 bytes a hit)."""
+        n = len(self.offsets)
+        out = np.zeros(n, np.int64)
         bounds = np.append(self.offsets, len(self.body))
-        return np.diff(np.searchsorted(positions, bounds))
+        step = 1 << 20  # lines at a time: reduceat casts its input to the sum's type, 8 bytes a byte
+        for a in range(0, n, step):
+            b = min(a + step, n)
+            segment = hits[bounds[a]:bounds[b]].view(np.uint8)
+            out[a:b] = np.add.reduceat(segment, self.offsets[a:b] - self.offsets[a], dtype=np.int64)
+        return out
 
     def line_text(self, k: int) -> str:
         """Line ``k`` of the block (without its tag)."""
@@ -140,6 +170,8 @@ class Block:
     def numbers(self, path: str | os.PathLike, what: str, dtype: type = np.float64, blank: bytes = b"") -> np.ndarray:
         """Every number of the block in order (``blank`` bytes read as spaces, e.g. the ``/`` of OBJ faces)."""
         body = self.body
-        for b in blank:
-            body = np.where(body == b, np.uint8(32), body)
+        if blank:
+            body = body.copy()
+            for b in blank:
+                body[body == b] = 32
         return parse_numbers(body.tobytes(), path, what, dtype)

@@ -45,8 +45,6 @@ CMAP = "YlOrRd"
 #: Viewing directions as yaw about FLAME's +y (degrees; 0 = front, +90 = the subject's left profile).
 VIEW_YAWS = (-90.0, -40.0, 0.0, 40.0, 90.0)
 SIDE_YAW = 90.0
-#: The pictures a subject may have.
-KINDS = ("thumb", "views", "heat", "fit")
 _JPEG_QUALITY = 88
 #: Listed photos larger than this are re-encoded at 448 px at most (aligned crops are copied as they are).
 _PHOTO_BYTES = 200_000

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, UsageError
-from ..fileio import SIDE_FILE_MAX_BYTES, atomic_open, check_output_dir, read_text, write_json
+from ..fileio import SIDE_FILE_MAX_BYTES, atomic_open, check_output_dir, confine_writes, read_text, write_json
 from ..workers import WorkerDied, run_in_processes
 from .align import align_face
 from .photos import output_names, read_photo, select_photos
@@ -169,9 +169,10 @@ def _process(task: _Task, detector: Any = None) -> PhotoRecord:
         return rec
     aligned = align_face(photo, face.kps5)
     crop_path = Path(task.out_dir, task.name)
-    with atomic_open(crop_path.with_suffix(".npy"), "wb") as fh:
-        np.save(fh, aligned.blob)
-    _write_image(crop_path, aligned.crop224)
+    with confine_writes(Path(task.out_dir).parent):  # in a worker too: never through a link in the subset
+        with atomic_open(crop_path.with_suffix(".npy"), "wb") as fh:
+            np.save(fh, aligned.blob)
+        _write_image(crop_path, aligned.crop224)
     return rec
 
 
