@@ -129,13 +129,24 @@ def _build_script(raw: Path, out: Path, workers: int) -> list[str]:
 
 
 def _records(out: Path) -> int:
-    n = 0
+    """Scans recorded so far: the manifest's records and its journal's (the records of the running build)."""
+    names = set()
     for name in SUBSETS:
+        build_dir = out / name / BUILD_DIR
         try:
-            n += len(json.loads((out / name / BUILD_DIR / "manifest.json").read_text())["records"])
+            names |= {f"{name}/{k}" for k in json.loads((build_dir / "manifest.json").read_text())["records"]}
         except (OSError, ValueError):
             pass
-    return n
+        try:
+            lines = (build_dir / "manifest.json.journal").read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            try:
+                names.add(f"{name}/{json.loads(line)['name']}")
+            except (ValueError, KeyError):
+                pass  # a line being written
+    return len(names)
 
 
 def _start_and_wait_for_records(raw: Path, out: Path, n: int, workers: int = 1) -> subprocess.Popen:
@@ -321,9 +332,9 @@ def test_a_second_build_of_the_same_subset_is_refused(tmp_path, raw, head, monke
         with pytest.raises(InputError, match="another build is writing this subset .*4242"):
             build_subset("FRGC", raw / "FRGC", tmp_path / "mica", head, workers=1)
     # a worker of an earlier (killed) build still holds the workers' lock: the new build waits, then refuses
-    from onflame.dataset.build import _Lock
+    from onflame.dataset.build_lock import BuildLock
 
-    monkeypatch.setattr(_Lock, "WORKER_GRACE_S", 0.5)
+    monkeypatch.setattr(BuildLock, "WORKER_GRACE_S", 0.5)
     with open(lock.with_name("workers.lock"), "ab") as worker:
         fcntl.flock(worker.fileno(), fcntl.LOCK_SH)
         with pytest.raises(InputError, match="workers of an earlier build"):
