@@ -10,7 +10,8 @@ threads) and hands each outcome to a callback in the main process as soon as the
   kills its worker too gets :class:`WorkerDied`; the rest go on in a new pool.
 - **Ctrl-C**: workers ignore SIGINT (from their first instruction: it is blocked while they start, so a
   Ctrl-C during their imports prints nothing); the main process stops submitting, lets the running tasks
-  finish and hands them over, then returns True. A second Ctrl-C kills the workers at once.
+  finish and hands them over, then returns True. A second Ctrl-C kills the workers at once, and so does
+  an interrupt whose exception has ``stop_now`` set (SIGTERM, as the build raises it).
 - **The parent's death**: workers die with the process that started them, however it ends (``kill -9``
   included): on Linux the kernel kills them (``PR_SET_PDEATHSIG``), elsewhere they check their parent
   before each task.
@@ -229,9 +230,13 @@ def _run_pool(pool: ProcessPoolExecutor, fn: Callable, feed: _Feed, on_outcome: 
                 broken.extend(running.values())
                 running.clear()
                 break
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         interrupted = True
-        log.warning("interrupted: finishing the %d running task(s); Ctrl-C again to stop them now", len(running))
+        if getattr(exc, "stop_now", False):  # SIGTERM: no waiting for the running tasks
+            _kill_workers(pool)
+            running.clear()
+        elif running:
+            log.warning("interrupted: finishing the %d running task(s); Ctrl-C again to stop them now", len(running))
         try:
             for fut in list(running):
                 try:

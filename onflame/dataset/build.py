@@ -58,7 +58,10 @@ log = logging.getLogger(__name__)
 
 
 class BuildTerminated(KeyboardInterrupt):
-    """SIGTERM during a build whose process had no handler of its own: stops the build like Ctrl-C."""
+    """SIGTERM during a build whose process had no handler of its own: stops the build like Ctrl-C, except
+    that running scans are not waited for (``stop_now``: the workers are ended at once)."""
+
+    stop_now = True
 
 
 class _Tasks:

@@ -191,7 +191,7 @@ def run_shipped(task: BuildTask, model: FlameModel, shipment: Shipment) -> dict:
     "remove": [relpath]}``, paths as the driver names them."""
     t0, c0 = time.perf_counter(), time.process_time()
     _remove_abandoned_sandboxes()
-    root = Path(tempfile.mkdtemp(prefix=f"{SANDBOX_PREFIX}{_HOST}-{os.getpid()}-"))
+    root = private_temporary(SANDBOX_PREFIX)
     try:
         try:
             files = ShippedFiles(root, shipment)
@@ -223,14 +223,34 @@ def run_shipped(task: BuildTask, model: FlameModel, shipment: Shipment) -> dict:
 
 
 def _remove_abandoned_sandboxes() -> None:
-    """Remove private folders of this host whose process is gone (a worker killed mid-task)."""
+    remove_abandoned(SANDBOX_PREFIX)
+
+
+def private_temporary(prefix: str, suffix: str = "", folder: bool = True) -> Path:
+    """A new folder (or file name) in the temporary folder, named ``<prefix><host>-<pid>-<random><suffix>``
+    so that :func:`remove_abandoned` can tell when its process is gone."""
+    base = f"{prefix}{_HOST}-{os.getpid()}-"
+    if folder:
+        return Path(tempfile.mkdtemp(prefix=base, suffix=suffix))
+    fd, name = tempfile.mkstemp(prefix=base, suffix=suffix)
+    os.close(fd)
+    return Path(name)
+
+
+def remove_abandoned(prefix: str) -> None:
+    """Remove the temporaries :func:`private_temporary` made for processes of this host that are gone (a
+    worker or build killed mid-task)."""
     base = Path(tempfile.gettempdir())
-    pattern = re.compile(rf"^{re.escape(SANDBOX_PREFIX)}{re.escape(_HOST)}-(\d+)-")
+    pattern = re.compile(rf"^{re.escape(prefix)}{re.escape(_HOST)}-(\d+)-")
     with contextlib.suppress(OSError):
         for entry in os.scandir(base):
             m = pattern.match(entry.name)
             if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
-                shutil.rmtree(entry.path, ignore_errors=True)
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
 
 
 def _alive(pid: int) -> bool:

@@ -10,23 +10,31 @@ interrupted (Ctrl-C), False otherwise; ``mode`` says how tasks reach their files
   are written together or not at all either way). A scan that kills its worker (a crash in native code,
   the out-of-memory killer) fails alone ("worker process died"); the others are built. Workers die with
   the build, however it ends (``kill -9`` included), and while they live they hold their subsets'
-  ``build/workers.lock``, which a new build waits for. The model reaches each worker once, when it starts.
+  ``build/workers.lock``, which a new build waits for. Each worker loads the model once, when it starts,
+  from a pickle-free copy the pool writes in the temporary folder (``onflame-model-<host>-<pid>-…``,
+  removed at the end, or by a later build if this one is killed): a worker that dies while it starts
+  then leaves no large message half-sent, which would hang the pool.
 - :class:`~.build_ray.RayExecutor`: the same tasks as Ray tasks (:mod:`.build_ray`).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+import contextlib
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import UsageError
-from ..flame.model import FlameModel
+from ..flame.model import FlameModel, load_model, save_model
 from ..workers import WorkerDied, available_cores, run_in_processes
 from .build_lock import hold_workers_lock
+from .build_ship import private_temporary, remove_abandoned
 from .build_task import BuildTask, failure_record, run_task
 
 OnRecord = Callable[[BuildTask, dict], None]
 Runner = Callable[[BuildTask, FlameModel], dict]
 #: ``executor=`` choices.
 EXECUTORS = ("local", "ray")
+#: Start of the name of the model's temporary copy.
+MODEL_PREFIX = "onflame-model-"
 #: Reason recorded for a scan whose worker process died while building it.
 WORKER_DIED = "worker process died while registering this scan (a crash or out of memory)"
 
@@ -37,9 +45,9 @@ _WORKER: tuple[FlameModel, Runner] | None = None
 _HELD_LOCKS: dict[str, int] = {}
 
 
-def _init_worker(model: FlameModel, runner: Runner) -> None:
+def _init_worker(model_path: str, runner: Runner) -> None:
     global _WORKER
-    _WORKER = (model, runner)
+    _WORKER = (load_model(model_path), runner)
 
 
 def _run_in_worker(task: BuildTask) -> dict:
@@ -70,8 +78,21 @@ class LocalPool:
         def outcome(task: BuildTask, record: dict | WorkerDied) -> None:
             on_record(task, failure_record(task, WORKER_DIED) if isinstance(record, WorkerDied) else record)
 
-        return run_in_processes(_run_in_worker, tasks, self.workers, outcome, initializer=_init_worker,
-                                initargs=(model, self.runner), threads=self.threads)
+        with _model_file(model) as path:
+            return run_in_processes(_run_in_worker, tasks, self.workers, outcome, initializer=_init_worker,
+                                    initargs=(str(path), self.runner), threads=self.threads)
+
+
+@contextlib.contextmanager
+def _model_file(model: FlameModel) -> Iterator[Path]:
+    """The model as a temporary ``.npz`` for the workers (see the module docstring)."""
+    remove_abandoned(MODEL_PREFIX)
+    path = private_temporary(MODEL_PREFIX, ".npz", folder=False)
+    try:
+        save_model(model, path)
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def make_executor(kind: str, workers: int | None = None, address: str | None = None, threads: int = 1,
