@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -79,11 +81,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster():
     """``(address, node2 process)`` of a head and a second node, each with its own temporary folder and a
     private home. Without token authentication: Ray reads the driver's mode when it is imported, before
     this fixture runs; the cluster lives for the tests only, on this machine."""
-    tmp = tmp_path_factory.mktemp("ray")
+    tmp = Path(tempfile.mkdtemp(prefix="ofr-"))  # short: Ray's socket paths inside must stay under 108 bytes
     ray_bin = str(Path(sys.executable).with_name("ray"))
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HOME": str(tmp),
            # a lost node is noticed within about a second
@@ -94,7 +96,7 @@ def cluster(tmp_path_factory):
     try:
         started.append(subprocess.Popen(
             [ray_bin, "start", "--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=false",
-             f"--temp-dir={tmp / 'head'}", *common], env=env, start_new_session=True,
+             f"--temp-dir={tmp / 'h'}", *common], env=env, start_new_session=True,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         deadline = time.monotonic() + 60
         while True:
@@ -106,7 +108,7 @@ def cluster(tmp_path_factory):
                 time.sleep(0.1)
         started.append(subprocess.Popen(
             [ray_bin, "start", f"--address=127.0.0.1:{port}", "--num-cpus=2", f'--resources={{"{NODE2}": 2}}',
-             f"--temp-dir={tmp / 'node2'}", *common], env=env, start_new_session=True,
+             f"--temp-dir={tmp / 'n'}", *common], env=env, start_new_session=True,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE",)}
         os.environ.update(RAY_AUTH_MODE="disabled")  # this process is the driver
@@ -122,6 +124,7 @@ def cluster(tmp_path_factory):
             except OSError:
                 pass
             p.wait(30)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _audited(forbidden: tuple[str, ...]):
