@@ -104,8 +104,9 @@ def make_executor(kind: str, workers: int | None = None, address: str | None = N
     executor's (:class:`~.build_ray.RayExecutor`); a local pool takes none of them.
     """
     if kind == "local":
-        if options:
-            raise UsageError(None, f"the local executor takes no option {', '.join(sorted(options))}")
+        if options or ray_files != "auto":
+            named = sorted(options) + (["ray_files"] if ray_files != "auto" else [])
+            raise UsageError(None, f"{', '.join(named)}: options of the Ray executor (add --executor ray)")
         return LocalPool(workers or available_cores(), threads)
     if kind == "ray":
         from .build_ray import RayExecutor
