@@ -128,8 +128,8 @@ def cluster():
 
 
 def _audited(forbidden: tuple[str, ...]):
-    """The build's Ray task, recording in its record every file it opens under ``forbidden`` folders (and,
-    to show the hook works, how many files it opened in its private folder)."""
+    """The build's Ray task, recording in its record every file it opens, lists or looks at (``stat``) under
+    ``forbidden`` folders (and, to show the hook works, how many it opened in its private folder)."""
 
     def audited_task(task, box, shipment):
         import sys as _sys
@@ -138,12 +138,22 @@ def _audited(forbidden: tuple[str, ...]):
 
         if not hasattr(_sys, "_onflame_opened"):
             _sys._onflame_opened = []
+            seen = _sys._onflame_opened.append
 
             def hook(event, args):
                 if event in ("open", "os.listdir", "os.scandir") and args and isinstance(args[0], (str, bytes, os.PathLike)):
-                    _sys._onflame_opened.append(os.path.abspath(os.fsdecode(args[0])))
+                    seen(os.path.abspath(os.fsdecode(args[0])))
 
             _sys.addaudithook(hook)
+            for name in ("stat", "lstat"):  # not audit events: looked at through os's functions
+                real = getattr(os, name)
+
+                def looked_at(path, *args, _real=real, **kwargs):
+                    if isinstance(path, (str, bytes, os.PathLike)):
+                        seen(os.path.abspath(os.fsdecode(path)))
+                    return _real(path, *args, **kwargs)
+
+                setattr(os, name, looked_at)
         del _sys._onflame_opened[:]
         result = remote_task(task, box, shipment)
         opened = list(_sys._onflame_opened)

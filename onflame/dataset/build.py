@@ -219,7 +219,8 @@ def build(jobs: Sequence[tuple[str, str | os.PathLike]], out_root: str | os.Path
                            todo.stopped or getattr(runner, "stopped", None), model_problem, t0)
     finally:
         for s in subsets.values():
-            s.lock.release()  # (already released by _finish unless the build raised)
+            s.manifest.close()
+            s.lock.release()
 
 
 def _finish(subsets: dict[str, SubsetBuild], runner: Any, executor: str, interrupted: bool, terminated: bool,

@@ -17,6 +17,7 @@ except ImportError:  # Windows: the lock falls back to the holder's pid
 from pathlib import Path
 
 from ..errors import InputError
+from .layout import BUILD_DIR
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def hold_workers_lock(subset_dir: str, held: dict[str, int]) -> None:
     build of the subset waits for it (see :class:`BuildLock`). ``held``: the worker's descriptors by subset."""
     if fcntl is None or subset_dir in held:
         return
-    path = os.path.join(subset_dir, "build", WORKERS_LOCK)
+    path = os.path.join(subset_dir, BUILD_DIR, WORKERS_LOCK)
     try:
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
         fcntl.flock(fd, fcntl.LOCK_SH)  # the build only holds it exclusively while it checks, before any task

@@ -124,15 +124,13 @@ class SubsetBuild:
                 log.warning("%s; records are kept in memory until the build ends", self.journal_problem)
 
     def finish(self) -> None:
-        """Fold the journal into ``manifest.json`` (a problem line if it cannot be written) and unlock."""
+        """Fold the journal into ``manifest.json`` (a problem line if it cannot be written)."""
         try:
             self.manifest.save()
         except OSError as exc:
             self.manifest.close()
             self.problems.append(f"{self.manifest.path}: {exc.strerror or exc}; the scans built now are "
                                  "recorded only in its journal (or built again by the next run)")
-        finally:
-            self.lock.release()
 
     def report(self, executor: str, workers: int, mode: str, wall_s: float) -> BuildReport:
         rep = BuildReport(self.source.name, self.source.title, str(self.raw), str(self.out), executor, workers, mode,

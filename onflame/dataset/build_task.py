@@ -150,8 +150,10 @@ class BuildTask:
         if self.landmarks == "none":
             return []
         if self.landmarks == "auto":
-            found = [p for p in (landmark_sidecar(it.scan_path), it.landmarks_path)
-                     if p is not None and files.locate(p).is_file()]
+            sidecar = landmark_sidecar(files.locate(it.scan_path))  # looked for where the scan is read
+            if sidecar is not None:
+                sidecar = Path(files.shown(str(sidecar)))
+            found = [p for p in (sidecar, it.landmarks_path) if p is not None and files.locate(p).is_file()]
             return list(dict.fromkeys(found))
         return [Path(self.landmarks.format(actor=it.actor, stem=it.stem, subset=it.subset))]
 

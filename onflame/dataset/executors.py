@@ -19,6 +19,7 @@ interrupted (Ctrl-C), False otherwise; ``mode`` says how tasks reach their files
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -28,6 +29,8 @@ from ..workers import WorkerDied, available_cores, run_in_processes
 from .build_lock import hold_workers_lock
 from .build_ship import private_temporary, remove_abandoned
 from .build_task import BuildTask, failure_record, run_task
+
+log = logging.getLogger(__name__)
 
 OnRecord = Callable[[BuildTask, dict], None]
 Runner = Callable[[BuildTask, FlameModel], dict]
@@ -45,9 +48,9 @@ _WORKER: tuple[FlameModel, Runner] | None = None
 _HELD_LOCKS: dict[str, int] = {}
 
 
-def _init_worker(model_path: str, runner: Runner) -> None:
+def _init_worker(model: FlameModel | str, runner: Runner) -> None:
     global _WORKER
-    _WORKER = (load_model(model_path), runner)
+    _WORKER = (load_model(model) if isinstance(model, str) else model, runner)
 
 
 def _run_in_worker(task: BuildTask) -> dict:
@@ -80,19 +83,29 @@ class LocalPool:
 
         with _model_file(model) as path:
             return run_in_processes(_run_in_worker, tasks, self.workers, outcome, initializer=_init_worker,
-                                    initargs=(str(path), self.runner), threads=self.threads)
+                                    initargs=(model if path is None else str(path), self.runner),
+                                    threads=self.threads)
 
 
 @contextlib.contextmanager
-def _model_file(model: FlameModel) -> Iterator[Path]:
-    """The model as a temporary ``.npz`` for the workers (see the module docstring)."""
+def _model_file(model: FlameModel) -> Iterator[Path | None]:
+    """The model as a temporary ``.npz`` for the workers (see the module docstring); None where the
+    temporary folder cannot take it (the workers then receive the model itself)."""
     remove_abandoned(MODEL_PREFIX)
-    path = private_temporary(MODEL_PREFIX, ".npz", folder=False)
+    path = None
     try:
+        path = private_temporary(MODEL_PREFIX, ".npz", folder=False)
         save_model(model, path)
+    except OSError as exc:
+        log.info("no temporary copy of the model for the workers (%s); they receive it whole", exc)
+        if path is not None:
+            path.unlink(missing_ok=True)
+        path = None
+    try:
         yield path
     finally:
-        path.unlink(missing_ok=True)
+        if path is not None:
+            path.unlink(missing_ok=True)
 
 
 def make_executor(kind: str, workers: int | None = None, address: str | None = None, threads: int = 1,
