@@ -36,10 +36,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..fileio import write_bytes, write_json
 from ..flame.model import FlameModel
 from ..mesh.images import resolve_reference
 from ..sources.base import scan_stem
-from .build_task import (BuildTask, LocalFiles, TaskOutputs, commit_outputs, compute_task, finish_timings,
+from .build_task import (BuildTask, LocalFiles, TaskOutputs, Writer, commit_outputs, compute_task, finish_timings,
                          new_record, written_failed)
 
 #: Start of the private folders' names (``onflame-ship-<host>-<pid>-<random>``).
@@ -60,63 +61,64 @@ class Shipment:
 
     files: dict[str, tuple[bytes, int]] = field(default_factory=dict)
 
-    @property
-    def size(self) -> int:
-        return sum(len(b) for b, _ in self.files.values())
-
 
 # --- on the driver ---------------------------------------------------------------------------------------------
 
 def ship_inputs(task: BuildTask) -> Shipment:
-    """The files ``task`` may read, from the driver's disk (see the module docstring). Files that cannot
-    be read are left out: the task then fails on them as a local one would."""
-    scan = task.item.scan_path
-    paths = [scan, *task.landmark_candidates(), *companions(scan)]
-    if task.item.landmarks_path is not None:
-        paths.append(task.item.landmarks_path)
+    """The files ``task`` may read, from the driver's disk, each read once (see the module docstring). Files
+    that cannot be read are left out: the task then fails on them as a local one would."""
     shipment = Shipment()
-    for p in dict.fromkeys(Path(p) for p in paths):
-        with contextlib.suppress(OSError):
-            st = os.stat(p)
-            if stat.S_ISREG(st.st_mode):
-                shipment.files[str(p)] = (p.read_bytes(), st.st_mtime_ns)
+
+    def add(path: Path) -> bytes | None:
+        if str(path) not in shipment.files:
+            with contextlib.suppress(OSError):
+                st = os.stat(path)
+                if stat.S_ISREG(st.st_mode):
+                    shipment.files[str(path)] = (path.read_bytes(), st.st_mtime_ns)
+        entry = shipment.files.get(str(path))
+        return None if entry is None else entry[0]
+
+    scan = task.item.scan_path
+    extra = [task.item.landmarks_path] if task.item.landmarks_path is not None else []
+    for path in [*task.landmark_candidates(), *extra, *_named_after(scan)]:
+        add(path)
+    todo = [(scan, add(scan))]
+    while todo:  # the scan, then the material libraries it names
+        path, data = todo.pop()
+        for name in _names_inside(path, data or b""):
+            ref = resolve_reference(path.parent, name)
+            if ref is not None and str(ref) not in shipment.files:
+                ref_data = add(ref)
+                if ref.suffix.lower() == ".mtl":
+                    todo.append((ref, ref_data))
     return shipment
 
 
-def companions(scan: Path) -> list[Path]:
-    """Files beside ``scan`` named after it, and files it (or a material library it names) refers to."""
+def _named_after(scan: Path) -> list[Path]:
+    """Files beside ``scan`` whose name is its stem followed by ``.``, ``_`` or ``-`` (any case)."""
     stem = scan_stem(scan).lower()
-    out: list[Path] = []
+    found = []
     with contextlib.suppress(OSError):
         for entry in os.scandir(scan.parent):
             name = entry.name.lower()
-            if (name.startswith(stem) and (len(name) == len(stem) or name[len(stem)] in "._-")
-                    and entry.is_file() and entry.path != str(scan)):
-                out.append(Path(entry.path))
-    todo, seen = [scan], {scan}
-    while todo:
-        path = todo.pop()
-        for name in _named_files(path):
-            ref = resolve_reference(path.parent, name)
-            if ref is not None and ref not in seen:
-                seen.add(ref)
-                out.append(ref)
-                if ref.suffix.lower() == ".mtl":
-                    todo.append(ref)
-    return out
+            if name.startswith(stem) and (len(name) == len(stem) or name[len(stem)] in "._-") and entry.is_file():
+                found.append(Path(entry.path))
+    return found
 
 
-def _named_files(path: Path) -> list[str]:
-    """File names written inside ``path`` (see :data:`_NAMING_LINE`, :data:`_QUOTED`)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(_SEARCH_BYTES)
-        if path.name.lower().endswith(".gz"):  # as much as the first bytes give, even cut mid-stream
-            head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, _SEARCH_BYTES)
-    except (OSError, zlib.error):
+def _names_inside(path: Path, data: bytes) -> list[str]:
+    """File names written inside a file (see :data:`_NAMING_LINE`, :data:`_QUOTED`), from its first bytes."""
+    name = path.name.lower()
+    if name.endswith((".abs", ".abs.gz")):  # range images name nothing (their photo is named after them)
         return []
-    if path.suffix.lower() == ".ply" or path.name.lower().endswith((".abs", ".abs.gz")):
-        head = head[: head.find(b"end_header")] if path.suffix.lower() == ".ply" else b""
+    head = data[:_SEARCH_BYTES]
+    if name.endswith(".gz"):  # as much as the first bytes give, even cut mid-stream
+        try:
+            head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, _SEARCH_BYTES)
+        except zlib.error:
+            return []
+    if path.suffix.lower() == ".ply":
+        head = head[: head.find(b"end_header")]
     names = []
     for m in _NAMING_LINE.finditer(head):
         value = m.group(1).decode("utf-8", "replace")
@@ -133,14 +135,8 @@ def commit_shipped(task: BuildTask, result: dict) -> dict:
     return record
 
 
-def _bytes_writer(data: bytes):
-    return lambda path: _write_bytes(path, data)
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    from ..fileio import write_bytes
-
-    write_bytes(path, data)
+def _bytes_writer(data: bytes) -> Writer:
+    return lambda path: write_bytes(path, data)
 
 
 # --- on a Ray node ---------------------------------------------------------------------------------------------
@@ -207,8 +203,6 @@ def run_shipped(task: BuildTask, model: FlameModel, shipment: Shipment) -> dict:
         commit_outputs(local_task, out, outputs, record)
         report_rel = task.outputs()["report"]
         if report_rel in record["outputs"]:  # the report names the driver's files, not the copies
-            from ..fileio import write_json
-
             write_json(out / report_rel, files.shown_in(json.loads((out / report_rel).read_text(encoding="utf-8"))))
         produced = {rel: (out / rel).read_bytes() for rel in record["outputs"]}
         # nothing written (the node's disk is full): the driver removes this scan's files, as a local task does
