@@ -27,10 +27,11 @@ import contextlib
 import ctypes
 import logging
 import multiprocessing
+import operator
 import os
 import signal
 import sys
-import operator
+import threading
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -92,18 +93,45 @@ def _call(fn: Callable[[Any], Any], task: Any) -> Any:
 
 
 @contextlib.contextmanager
-def _sigint_blocked() -> Iterator[None]:
-    """Processes started inside the block begin with SIGINT blocked (a new process inherits the mask of the
-    thread that starts it), so a Ctrl-C while they import reaches none of them; :func:`_bootstrap` then
-    ignores SIGINT and unblocks it. In this process a Ctrl-C that arrives meanwhile is delivered after."""
-    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
+def held_signals(deaf: bool = False) -> Iterator[None]:
+    """Work that must not be cut short (starting a worker, shutting a pool down, writing a summary): a
+    Ctrl-C or SIGTERM that arrives inside the block is handled when it ends, as if it came then (its
+    handler runs: Python's Ctrl-C raises KeyboardInterrupt there), or ignored with ``deaf`` (after an
+    interrupt, while tidying up). Only the main thread's handlers change (Python runs handlers there);
+    a signal without a Python handler keeps its default action."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    held: list[int] = []
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig, handler in saved.items():
+        if deaf:
+            signal.signal(sig, signal.SIG_IGN)
+        elif callable(handler):
+            signal.signal(sig, lambda signum, frame: held.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        for signum in dict.fromkeys(held):
+            saved[signum](signum, None)
+
+
+@contextlib.contextmanager
+def _starting_workers() -> Iterator[None]:
+    """Around ``submit`` (which may start a worker): the worker begins with SIGINT blocked (a new process
+    inherits the mask of the thread that starts it), so a Ctrl-C while it imports reaches it not;
+    :func:`_bootstrap` then ignores SIGINT and unblocks it. Here a Ctrl-C or SIGTERM is held until the
+    worker is fully started: one cut short would leave it reading half a message (and printing a
+    traceback about it)."""
+    with held_signals():
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if hasattr(signal, "pthread_sigmask") else None
+        try:
+            yield
+        finally:
+            if old_mask is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
 @contextlib.contextmanager
@@ -154,17 +182,20 @@ def run_in_processes(fn: Callable[[T], Any], tasks: Iterable[T], workers: int,
         return _run_pool(pool, fn, items, on_outcome, n)
 
     with _children_threads(max(1, int(threads))):
-        while suspects or feed.more():
-            if suspects:  # alone in a fresh worker: if it kills this one too, it is the culprit
-                task = suspects.popleft()
-                interrupted, broken = session(_Feed([task]), 1)
-                if broken:
-                    on_outcome(task, WorkerDied())
-            else:
-                interrupted, broken = session(feed, max(1, min(int(workers), feed.hint(workers))))
-                suspects.extend(broken)
-            if interrupted:
-                return True
+        try:
+            while suspects or feed.more():
+                if suspects:  # alone in a fresh worker: if it kills this one too, it is the culprit
+                    task = suspects.popleft()
+                    interrupted, broken = session(_Feed([task]), 1)
+                    if broken:
+                        on_outcome(task, WorkerDied())
+                else:
+                    interrupted, broken = session(feed, max(1, min(int(workers), feed.hint(workers))))
+                    suspects.extend(broken)
+                if interrupted:
+                    return True
+        except KeyboardInterrupt:  # it came while a pool was being shut down (held until it was)
+            return True
     return False
 
 
@@ -209,11 +240,11 @@ def _run_pool(pool: ProcessPoolExecutor, fn: Callable, feed: _Feed, on_outcome: 
         while running or feed.more():
             while len(running) < workers and not broken and feed.more():
                 try:
-                    with _sigint_blocked():  # a worker it starts begins deaf to Ctrl-C
+                    with _starting_workers():  # a worker it starts begins deaf to Ctrl-C
                         fut = pool.submit(_call, fn, feed.peek())
+                        running[fut] = feed.take()
                 except BrokenProcessPool:  # a worker died since the last wait: this task never started
                     break
-                running[fut] = feed.take()
             if not running:
                 break
             done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -247,11 +278,12 @@ def _run_pool(pool: ProcessPoolExecutor, fn: Callable, feed: _Feed, on_outcome: 
         except KeyboardInterrupt:  # a second Ctrl-C: stop the workers now
             _kill_workers(pool)
     finally:
-        if _is_broken(pool) or interrupted:
-            # Python 3.11's pool can wait forever on a worker it started while breaking; none of its
-            # workers has work left (and after an interrupt none may start another), so end them all
-            _kill_workers(pool)
-        pool.shutdown(wait=True, cancel_futures=True)
+        with held_signals(deaf=interrupted):  # the workers are ended whatever comes meanwhile
+            if _is_broken(pool) or interrupted:
+                # Python 3.11's pool can wait forever on a worker it started while breaking; none of its
+                # workers has work left (and after an interrupt none may start another), so end them all
+                _kill_workers(pool)
+            pool.shutdown(wait=True, cancel_futures=True)
     return interrupted, broken
 
 

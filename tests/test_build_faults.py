@@ -165,6 +165,11 @@ def test_manifest_records_of_wrong_types_mean_rebuild_those_scans(tmp_path, raw,
 
 # --- interrupts (27.6) -------------------------------------------------------------------------------------------
 
+def _cli_build(raw: Path, out: Path, workers: int) -> list[str]:
+    return [sys.executable, "-m", "onflame.cli", "build", "--source", SUBSET, "--raw", str(raw / SUBSET),
+            "--out", str(out), "--model", "procedural", "--workers", str(workers)]
+
+
 def _workers_starting(pid: int) -> bool:
     for child in descendants(pid):
         try:
@@ -176,9 +181,11 @@ def _workers_starting(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads processes from Linux's /proc")
-def test_ctrl_c_twice_while_the_workers_start_prints_no_traceback(tmp_path, raw):
+@pytest.mark.parametrize("how", ["library", "command"])
+def test_ctrl_c_twice_while_the_workers_start_prints_no_traceback(tmp_path, raw, how):
     out = tmp_path / "mica"
-    proc = start_and_wait(build_script(raw, out, (SUBSET,), 2), lambda p: _workers_starting(p.pid))
+    cmd = build_script(raw, out, (SUBSET,), 2) if how == "library" else _cli_build(raw, out, 2)
+    proc = start_and_wait(cmd, lambda p: _workers_starting(p.pid))
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C, while the workers import
     time.sleep(0.3)
     os.killpg(proc.pid, signal.SIGINT)
@@ -186,12 +193,18 @@ def test_ctrl_c_twice_while_the_workers_start_prints_no_traceback(tmp_path, raw)
     err = err.decode()
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
+    if how == "command":
+        said = [line for line in err.splitlines() if line.startswith("onflame:")]
+        assert len(said) == 1 and said[0].startswith("onflame: build:"), err[-2000:]
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads processes from Linux's /proc")
-def test_sigterm_ends_with_143_no_warning_and_no_workers(tmp_path, raw):
+@pytest.mark.parametrize("how", ["library", "command"])
+def test_sigterm_ends_with_143_no_warning_and_no_workers(tmp_path, raw, how):
+    """``build()`` in a script (the build's own SIGTERM handling) and ``onflame build`` (the command's)."""
     out = tmp_path / "mica"
-    proc = start_and_wait(build_script(raw, out, (SUBSET,), 2), lambda p: records(out, (SUBSET,)) >= 1)
+    cmd = build_script(raw, out, (SUBSET,), 2) if how == "library" else _cli_build(raw, out, 2)
+    proc = start_and_wait(cmd, lambda p: records(out, (SUBSET,)) >= 1)
     workers = descendants(proc.pid)
     assert workers, "the build's workers were not found"
     os.kill(proc.pid, signal.SIGTERM)  # as `kill PID`, a service manager stopping it
@@ -201,13 +214,20 @@ def test_sigterm_ends_with_143_no_warning_and_no_workers(tmp_path, raw):
     assert "resource_tracker" not in err and "Traceback" not in err, err[-2000:]
     assert not wait_gone(workers, 5.0), "worker processes outlived the build"
     summary = json.loads((out / SUBSET / "build" / "summary.json").read_text())
-    assert summary["terminated"] and summary["exit_code"] == 143
+    assert summary["interrupted"] or summary["terminated"]
+    if how == "command":  # one line of onflame's saying so
+        said = [line for line in err.splitlines() if line.startswith("onflame:")]
+        assert len(said) == 1 and said[0].startswith("onflame: build:"), err[-2000:]
+    else:
+        assert summary["terminated"] and summary["exit_code"] == 143
 
 
 # --- leftovers of kill -9 (27.9) ---------------------------------------------------------------------------------
 
-def test_private_folders_of_killed_ray_tasks_are_removed_by_the_next(tmp_path, monkeypatch):
+def test_temporaries_of_killed_processes_are_removed_by_the_next(tmp_path, monkeypatch):
+    """Ray tasks' private folders and the local pool's copy of the model, named after their process."""
     from onflame.dataset import build_ship
+    from onflame.dataset.executors import MODEL_PREFIX
 
     monkeypatch.setattr(build_ship.tempfile, "gettempdir", lambda: str(tmp_path))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -218,6 +238,10 @@ def test_private_folders_of_killed_ray_tasks_are_removed_by_the_next(tmp_path, m
     other_host = tmp_path / f"{build_ship.SANDBOX_PREFIX}elsewhere-{dead.pid}-x3"
     for d in (gone, alive, other_host):
         (d / "out").mkdir(parents=True)
+    model_copy = tmp_path / f"{MODEL_PREFIX}{host}-{dead.pid}-x4.npz"  # the local workers' copy of the model
+    model_copy.write_bytes(b"npz")
     assert not running(dead.pid)
     build_ship._remove_abandoned_sandboxes()
-    assert not gone.exists() and alive.exists() and other_host.exists()
+    assert not gone.exists() and alive.exists() and other_host.exists() and model_copy.exists()
+    build_ship.remove_abandoned(MODEL_PREFIX)
+    assert not model_copy.exists()

@@ -45,6 +45,7 @@ from ..progress import Progress
 from ..registration.fit import FitSettings
 from ..registration.refine import RefineSettings
 from ..sources import get_source
+from ..workers import held_signals
 from .build_plan import SubsetBuild, ensure_model_file, plan_subset, scan_size
 from .build_report import BuildReport
 from .build_task import BuildTask, check_landmark_option
@@ -103,22 +104,6 @@ def _sigterm_stops_the_build(terminated: threading.Event) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-@contextlib.contextmanager
-def _deaf_to_interrupts() -> Iterator[None]:
-    """After an interrupt: a second Ctrl-C or SIGTERM must not cut the summaries short with a traceback."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for sig in saved:
-        signal.signal(sig, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
 
 
 def _resolve_model(model: FlameModel | str | os.PathLike) -> FlameModel:
@@ -212,11 +197,16 @@ def build(jobs: Sequence[tuple[str, str | os.PathLike]], out_root: str | os.Path
 
         with _sigterm_stops_the_build(terminated):
             interrupted = runner.run(todo, flame, on_record) if todo.tasks else False
-        if bar is not None:
-            bar.close()
-        with _deaf_to_interrupts() if interrupted else contextlib.nullcontext():
-            return _finish(subsets, runner, executor, interrupted, terminated.is_set(),
-                           todo.stopped or getattr(runner, "stopped", None), model_problem, t0)
+            if bar is not None:
+                bar.close()
+            try:
+                with held_signals(deaf=interrupted):  # manifests and summaries whole
+                    reports = _finish(subsets, runner, executor, interrupted, terminated.is_set(),
+                                      todo.stopped or getattr(runner, "stopped", None), model_problem, t0)
+            except BuildTerminated:  # SIGTERM once every scan was done: the build ends as asked, with 143
+                for rep in reports.values():
+                    rep.terminated = True
+        return reports
     finally:
         for s in subsets.values():
             s.manifest.close()

@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import InputError, UsageError
 from ..flame.model import FlameModel
-from ..workers import available_cores
+from ..workers import available_cores, held_signals
 from .build_reaper import start_reaper
 from .build_ship import commit_shipped, run_shipped, ship_inputs
 from .build_task import BuildTask, failure_record, run_task
@@ -116,23 +116,27 @@ class RayExecutor:
             raise InputError(None, "the Ray executor needs Ray: pip install 'onflame[ray]'") from None
         started = not ray.is_initialized()
         reaper = start_reaper() if started and self.address is None else None
-        with _quiet_ray():
-            try:
-                if started:
-                    options = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False,
-                               **self.init_options}
-                    if self.address is None:
-                        options.setdefault("num_cpus", self.workers or available_cores())
-                    ray.init(address=self.address, **options)
-                shipped = self._ships(ray)
-                self.mode = MODE_NAMES["ship" if shipped else "shared"]
-                self.workers = self.workers or int(ray.cluster_resources().get("CPU", 0))
-                return _Run(self, ray, shipped, model, on_record).run(tasks)
-            finally:
-                if started:
-                    ray.shutdown()
-                if reaper is not None:
-                    reaper.done()
+        try:
+            with _quiet_ray():
+                try:
+                    if started:
+                        options = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False,
+                                   **self.init_options}
+                        if self.address is None:
+                            options.setdefault("num_cpus", self.workers or available_cores())
+                        ray.init(address=self.address, **options)
+                    shipped = self._ships(ray)
+                    self.mode = MODE_NAMES["ship" if shipped else "shared"]
+                    self.workers = self.workers or int(ray.cluster_resources().get("CPU", 0))
+                    return _Run(self, ray, shipped, model, on_record).run(tasks)
+                finally:
+                    with held_signals():  # Ray (and the reaper) shut down whatever comes meanwhile
+                        if started:
+                            ray.shutdown()
+                        if reaper is not None:
+                            reaper.done()
+        except KeyboardInterrupt:  # while Ray started, or held while it shut down
+            return True
 
     def _ships(self, ray: Any) -> bool:
         """True when tasks get their files through the object store (see the module docstring)."""
