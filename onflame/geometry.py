@@ -1,6 +1,6 @@
 """Small geometry helpers shared by registration, evaluation and the synthetic scans.
 
-Rigid fits (Kabsch / Umeyama), normals, boundaries and flip counts are a few numpy/scipy lines
+Rigid fits (Kabsch / Umeyama), normals, boundaries and flipped triangles are a few numpy/scipy lines
 each; they work on raw arrays inside registration's inner loops, where building a ``trimesh.Trimesh``
 (with its caches and validation) every iteration would cost more than the computation itself.
 """
@@ -11,29 +11,62 @@ import scipy.sparse as sp
 
 
 def rigid_fit(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None,
-              scale: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
-    """Least-squares ``dst ≈ s R src + t`` (Kabsch; Umeyama when ``scale``).
+              scale: bool = False) -> tuple[np.ndarray, np.ndarray, float | np.ndarray]:
+    """Least-squares ``dst ≈ s R src + t`` (Kabsch; Umeyama when ``scale``): the one rigid fit.
 
     Args:
-        src, dst: (N, 3) corresponding points.
-        weights: (N,) non-negative weights, or None.
+        src, dst: (..., N, k) corresponding points, k = 2 or 3; leading axes are a batch of fits.
+        weights: (..., N) non-negative weights, or None.
         scale: also estimate a uniform scale ``s`` (otherwise ``s = 1``).
 
     Returns:
-        ``(R (3, 3), t (3,), s)`` with ``det R = +1``.
+        ``(R (..., k, k), t (..., k), s)`` with ``det R = +1``; ``s`` a float, or (...,) for a batch.
     """
-    w = np.ones(len(src)) if weights is None else np.asarray(weights, dtype=np.float64)
-    w = w / w.sum()
-    mu_s, mu_d = w @ src, w @ dst
-    a, b = src - mu_s, dst - mu_d
-    cov = (b * w[:, None]).T @ a
-    U, S, Vt = np.linalg.svd(cov)
-    d = np.sign(np.linalg.det(U @ Vt))
-    D = np.diag([1.0, 1.0, d])
-    R = U @ D @ Vt
-    s = float((S * np.diag(D)).sum() / (w @ (a * a).sum(1))) if scale else 1.0
-    t = mu_d - s * R @ mu_s
-    return R, t, s
+    src, dst = np.asarray(src, dtype=np.float64), np.asarray(dst, dtype=np.float64)
+    w = np.ones(src.shape[-2]) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = np.broadcast_to(w / w.sum(-1, keepdims=True), src.shape[:-1])
+    mu_s, mu_d = np.einsum("...n,...nk->...k", w, src), np.einsum("...n,...nk->...k", w, dst)
+    a, b = src - mu_s[..., None, :], dst - mu_d[..., None, :]
+    R, trace = nearest_rotations(np.einsum("...n,...ni,...nj->...ij", w, b, a))
+    s = trace / np.einsum("...n,...n->...", w, (a * a).sum(-1)) if scale else np.ones(trace.shape)
+    t = mu_d - s[..., None] * np.einsum("...ij,...j->...i", R, mu_s)
+    return R, t, (float(s) if s.ndim == 0 else s)
+
+
+def nearest_rotations(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rotations R (..., k, k) nearest to the matrices ``cov`` (..., k, k) (``argmax trace(Rᵀ cov)``,
+    the core of Kabsch's fit), and that trace (...,).
+
+    3 × 3 matrices take Newton's iteration for the polar factor (Higham's, scaled by |det|^(-1/3)), all at
+    once: it converges in a few steps where a matrix is near a rotation, as a surface's local frames are,
+    and costs half a batched SVD there. Singular matrices, those whose polar factor is a reflection and
+    other sizes take the SVD, with the smallest direction turned.
+    """
+    cov = np.asarray(cov, dtype=np.float64)
+    flat = cov.reshape(-1, *cov.shape[-2:])
+    X = flat.copy()
+    ok = np.zeros(len(X), bool)
+    if cov.shape[-2:] == (3, 3):
+        size = np.abs(X).reshape(len(X), -1).max(1)
+        ok = np.linalg.det(X) > 1e-9 * size**3
+        X[~ok] = np.eye(3)
+        for _ in range(12):
+            c0, c1, c2 = np.cross(X[:, 1], X[:, 2]), np.cross(X[:, 2], X[:, 0]), np.cross(X[:, 0], X[:, 1])
+            det = (X[:, 0] * c0).sum(1)
+            z = np.abs(det) ** (-1.0 / 3.0)
+            new = 0.5 * (z[:, None, None] * X + np.stack([c0, c1, c2], 1) / (det * z)[:, None, None])  # X⁻ᵀ = cof / det
+            done = np.abs(new - X).max() < 1e-13
+            X = new
+            if done:
+                break
+    trace = (X * flat).sum((1, 2))
+    if (~ok).any():
+        U, sv, Vt = np.linalg.svd(flat[~ok])
+        sign = np.where(np.linalg.det(U @ Vt) < 0, -1.0, 1.0)
+        U[:, :, -1] *= sign[:, None]
+        sv[:, -1] *= sign
+        X[~ok], trace[~ok] = U @ Vt, sv.sum(1)
+    return X.reshape(cov.shape), trace.reshape(cov.shape[:-2])
 
 
 def apply_rigid(points: np.ndarray, R: np.ndarray, t: np.ndarray, s: float = 1.0) -> np.ndarray:
@@ -55,9 +88,17 @@ def median_edge_length(vertices: np.ndarray, faces: np.ndarray) -> float:
 
 def vertex_adjacency(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
     """(V, V) symmetric 0/1 sparse matrix with a 1 for every edge of the triangles ``faces`` (F, 3)."""
+    A = edge_use(faces, n_vertices)
+    A.data[:] = 1.0
+    return A
+
+
+def edge_use(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
+    """(V, V) symmetric sparse matrix: for every edge of the triangles ``faces`` (F, 3), how many
+    triangles use it (1 on a border, 2 inside a manifold surface)."""
     e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    A = sp.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n_vertices, n_vertices)).tocsr()
-    return ((A + A.T) > 0).astype(np.float64)
+    rows, cols = np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]]
+    return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_vertices, n_vertices))  # duplicates summed
 
 
 #: Most neighbour-averaging passes :func:`smoothed_vertex_normals` makes (a 2M-vertex scan needs ~100
@@ -81,7 +122,8 @@ def _unit(n: np.ndarray) -> np.ndarray:
     return np.divide(n, norm, out=np.zeros_like(n), where=norm > 0)
 
 
-def smoothed_vertex_normals(vertices: np.ndarray, faces: np.ndarray, scale: float) -> np.ndarray:
+def smoothed_vertex_normals(vertices: np.ndarray, faces: np.ndarray, scale: float,
+                            adjacency: sp.csr_matrix | None = None, edge: float | None = None) -> np.ndarray:
     """(V, 3) unit vertex normals averaged over about ``scale`` (vertices' units) of surface.
 
     Each pass replaces a normal by the mean of its own and its neighbours' (along the mesh's edges,
@@ -89,18 +131,20 @@ def smoothed_vertex_normals(vertices: np.ndarray, faces: np.ndarray, scale: floa
     ``MAX_NORMAL_PASSES``) spread it over a patch about ``scale`` across, as diffusion does (none on a
     mesh coarser than ``scale``). On a dense noisy scan the plain vertex normals follow the noise
     (0.2 mm noise at 0.25 mm vertex spacing tilts them by ~28°), while what a fit needs is the
-    surface's orientation at the scale of the model's own vertices.
+    surface's orientation at the scale of the model's own vertices. ``adjacency`` (:func:`vertex_adjacency`)
+    and ``edge`` (:func:`median_edge_length`), where the caller has them.
     """
     n = vertex_normals(vertices, faces)
     if len(faces) == 0 or scale <= 0:
         return n
-    passes = _passes(median_edge_length(vertices, faces), scale, MAX_NORMAL_PASSES)
-    return _unit(_smoothed(n, _neighbour_mean(faces, len(vertices)), passes)) if passes else n
+    edge = median_edge_length(vertices, faces) if edge is None else edge
+    passes = _passes(edge, scale, MAX_NORMAL_PASSES)
+    return _unit(_smoothed(n, _neighbour_mean(faces, len(vertices), adjacency), passes)) if passes else n
 
 
-def _neighbour_mean(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
+def _neighbour_mean(faces: np.ndarray, n_vertices: int, adjacency: sp.csr_matrix | None = None) -> sp.csr_matrix:
     """(V, V) the mean of each vertex's value and its neighbours' (rows average: magnitudes stay bounded)."""
-    A = vertex_adjacency(faces, n_vertices) + sp.identity(n_vertices, format="csr")
+    A = (vertex_adjacency(faces, n_vertices) if adjacency is None else adjacency) + sp.identity(n_vertices, format="csr")
     return sp.diags(1.0 / np.asarray(A.sum(1)).ravel()) @ A
 
 
@@ -171,21 +215,24 @@ def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return np.divide(fn, norm, out=np.zeros_like(fn), where=norm > 0)
 
 
-def boundary_vertices(faces: np.ndarray, n_vertices: int) -> np.ndarray:
-    """(V,) bool: vertices on an edge used by only one triangle (holes, cut borders)."""
-    e = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
-    key = e[:, 0].astype(np.int64) * n_vertices + e[:, 1]  # one integer per undirected edge: a 1-D sort
-    uniq, counts = np.unique(key, return_counts=True)
-    once = uniq[counts == 1]
+def boundary_vertices(faces: np.ndarray, n_vertices: int, uses: sp.csr_matrix | None = None) -> np.ndarray:
+    """(V,) bool: vertices on an edge used by only one triangle (holes, cut borders); ``uses``:
+    :func:`edge_use`, where the caller has it."""
+    uses = edge_use(faces, n_vertices) if uses is None else uses
     out = np.zeros(n_vertices, dtype=bool)
-    out[once // n_vertices] = True
-    out[once % n_vertices] = True
+    out[np.repeat(np.arange(n_vertices), np.diff(uses.indptr))[uses.data == 1]] = True
     return out
 
 
-def count_flipped(faces: np.ndarray, before: np.ndarray, after: np.ndarray) -> int:
-    """Triangles whose normal turns by more than 90° between vertex sets ``before`` and ``after`` (V, 3)."""
-    return int(((face_normals(before, faces) * face_normals(after, faces)).sum(1) < 0).sum())
+def flipped_against(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray | None = None, *,
+                    reference_normals: np.ndarray | None = None, below: float = 0.0) -> np.ndarray:
+    """(F,) bool: triangles of ``vertices`` (V, 3) that face against the same triangles of ``reference``
+    (V, 3), or against ``reference_normals`` (F, 3): the cosine between the normals is below ``below``
+    (0: turned by more than 90°; a small positive margin also catches triangles standing on edge, and
+    degenerate ones, whose normal is zero). The one flipped-triangle test of registration, its quality
+    check and the benchmarks."""
+    ref = face_normals(reference, faces) if reference_normals is None else reference_normals
+    return (face_normals(vertices, faces) * ref).sum(1) < below
 
 
 def triangle_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from scipy.spatial.transform import Rotation
 
 from onflame.errors import InputError
@@ -110,11 +109,19 @@ def test_fit_mesh_recovers_parameters_of_an_in_model_mesh(flame_model):
     R = Rotation.from_rotvec([0.2, -0.4, 0.1]).as_matrix()
     posed = truth @ R.T + np.array([0.01, -0.02, 0.03])
     fit = fit_mesh(Mesh(posed, flame_model.faces), flame_model)
-    assert fit.summary()["max_mm"] < 0.01
+    assert fit.summary()["max_mm"] < 0.01  # measured 0.0074 mm: an in-model mesh comes back exactly
     # the jaw comes back (identity and expression coefficients are not unique in the synthetic test
     # model, whose expression fields overlap its identity fields, so the mesh is what is compared)
     assert np.abs(fit.params.pose[6:9] - st.pose[6:9]).max() < 2e-3
     assert Rotation.from_rotvec(fit.params.pose[:3]).as_matrix() == pytest.approx(R, abs=2e-3)
+
+
+def test_fit_mesh_of_the_real_head_comes_within_a_millimetre(flame_model):
+    """The real registration fixture in FLAME's topology, fitted vertex to vertex: the synthetic test model
+    cannot explain a real face exactly. Measured 0.839 mm median, 9.08 mm at most (the open mouth); the
+    fit is deterministic, the margins allow for another BLAS's rounding."""
+    fit = fit_mesh(read_mesh(FLAME_FIX / "registered_mesh.ply"), flame_model)
+    assert fit.summary()["median_mm"] < 0.9 and fit.summary()["max_mm"] < 9.5
 
 
 def test_fit_mesh_rejects_another_topology(flame_model):
@@ -126,8 +133,10 @@ def test_registration_with_landmarks_reaches_sub_millimetre_per_vertex_error(fla
     _, truth, _ = simulated
     face = flame_model.masks["face"]
     err_mm = per_vertex_error(registered.mesh.vertices, truth, face) * 1000
-    assert np.median(err_mm) < 0.5
-    assert np.percentile(err_mm, 95) < 2.0
+    # measured 0.172 / 0.45 mm. Margin: rounding-level changes (another BLAS, summation order) move one
+    # head's median by up to ±0.02 mm and its p95 by ±0.1 (32 in-model heads, runs of equivalent code)
+    assert np.median(err_mm) < 0.21
+    assert np.percentile(err_mm, 95) < 0.65
     assert registered.verdict == "ok"
     assert str(registered.params.extras["units"]) == "mm"
     assert registered.quality.numbers["flipped_triangles"] == 0
@@ -255,9 +264,11 @@ def test_geometry_only_registration_is_never_better_than_suspect(flame_model, si
     reg = register(scan.scan, flame_model, auto_landmarks="geometry")
     assert reg.report()["landmarks"]["source"] == "geometry"
     assert reg.verdict == "suspect" and any("no landmarks" in r for r in reg.quality.reasons)
-    # the surface fit itself is good: it is the placement along it that is unchecked
-    assert reg.quality.numbers["scan_to_mesh_median_mm"] < 0.5
-    assert np.median(per_vertex_error(reg.mesh.vertices, truth, flame_model.masks["face"])) * 1000 < 0.5
+    # the surface fit itself is good: it is the placement along it that is unchecked. Measured 0.140 mm
+    # scan to mesh (the scan's noise alone: 0.135) and 0.177 mm per vertex; margins as in the
+    # clicked-landmark test above
+    assert reg.quality.numbers["scan_to_mesh_median_mm"] < 0.16
+    assert np.median(per_vertex_error(reg.mesh.vertices, truth, flame_model.masks["face"])) * 1000 < 0.21
     assert registered.verdict == "ok" and not any("no landmarks" in r for r in registered.quality.reasons)
 
 
@@ -276,14 +287,15 @@ def test_a_real_face_the_model_cannot_explain_is_placed_by_its_landmarks(flame_m
     vertex-to-vertex fit is 1.08 mm off), so thousands of surface pairs must not outvote the landmarks
     and let the face slide along the scan, and the refinement must follow the detail beyond the fit
     (its detail phase moves the surface along itself to the landmarks). Measured: 1.22 mm median
-    per-vertex error, 0.20 mm scan to mesh."""
+    per-vertex error, 0.206 mm scan to mesh (exact, face region); margins: ±0.05 mm and ±0.01 mm are what
+    rounding-level changes move them by."""
     truth = read_mesh(FLAME_FIX / "registered_mesh.ply").vertices
     lm = flame_model.landmarks.static51.locate(truth, flame_model.faces)
     sim = simulate_scan(truth, flame_model.faces, lm, _eyeballs(flame_model), seed=100)
     reg = register(sim.scan, flame_model, landmarks=sim.landmarks)
     err_mm = per_vertex_error(reg.mesh.vertices, truth, flame_model.masks["face"]) * 1000
-    assert np.median(err_mm) < 1.35
-    assert reg.quality.numbers["scan_to_mesh_median_mm"] < 0.23
+    assert np.median(err_mm) < 1.28
+    assert reg.quality.numbers["scan_to_mesh_median_mm"] < 0.22
     assert reg.quality.numbers["refine_detail_rounds"] >= 1
     assert reg.quality.numbers["flipped_triangles"] == 0
 
@@ -358,9 +370,9 @@ def test_a_dense_noisy_scan_registers_as_well_as_the_usual_one(flame_model, simu
     face = flame_model.masks["face"]
     err_mm = per_vertex_error(reg.mesh.vertices, truth, face) * 1000
     usual_mm = per_vertex_error(registered.mesh.vertices, truth, face) * 1000
-    assert np.median(err_mm) < 0.25
-    # measured 0.236 vs 0.181 mm
-    assert np.median(err_mm) < 1.35 * np.median(usual_mm)
+    # measured 0.189 vs 0.172 mm; margins as in the clicked-landmark test (±0.02 mm each)
+    assert np.median(err_mm) < 0.21
+    assert np.median(err_mm) < 1.2 * np.median(usual_mm)
 
 
 def test_detail_rounds_do_not_run_where_the_model_explains_the_scan(registered):
@@ -380,14 +392,15 @@ def test_a_second_pass_from_the_refitted_parameters_lands_nearer_the_truth(flame
     flame = make_layer(flame_model)
 
     def errors(reg):
-        with torch.no_grad():
-            explained = flame(reg.params).vertices[0].numpy()
+        p = reg.params
+        explained = vertices(flame, FitState(p.shape, p.expression, p.pose, p.trans))
         return (np.median(per_vertex_error(reg.mesh.vertices, truth, face)),
                 np.median(per_vertex_error(explained, truth, face)))
 
     (mesh_once, params_once), (mesh_twice, params_twice) = errors(once), errors(registered)
-    # measured: mesh 0.185 → 0.177 mm, parameters' mesh 0.163 → 0.155 mm
-    assert mesh_twice < 0.98 * mesh_once and params_twice < params_once
+    # over 16 in-model heads of both test models the second pass lowered the median by 0.3-10.8% (mean
+    # 5.5%): lower is all one head can be held to
+    assert mesh_twice < mesh_once and params_twice < params_once
     assert registered.quality.numbers["refine_rounds"] == once.quality.numbers["refine_rounds"] + 2
     # the eyeballs are the second fit's (which the registration reports as its fit), moved rigidly if at all
     eyes = flame_model.masks["left_eyeball"]
@@ -395,38 +408,45 @@ def test_a_second_pass_from_the_refitted_parameters_lands_nearer_the_truth(flame
     assert np.abs(registered.fit[eyes] @ R.T + t - registered.mesh.vertices[eyes]).max() < 1e-9
 
 
-def test_registration_holds_numpy_blas_at_one_thread_beside_torch():
-    """numpy's OpenBLAS and torch's OpenMP threads fight over a small machine's cores (1.5-1.8 s against
-    1.06 s per scan measured on 2 cores): registration runs with the BLAS pools at one thread."""
+def test_registration_holds_blas_at_one_thread_and_leaves_no_thread_behind(monkeypatch):
+    """OpenBLAS's helper threads spin between calls and would steal the cores registration's thousands of
+    small calls need (1.5-1.8 s against 1.06 s per scan measured on 2 cores): registration runs with the
+    BLAS at one thread, and its own second thread (in_parallel) is gone when it returns."""
+    import threading
+
     import threadpoolctl
-    import torch
 
-    from onflame.registration.threads import single_threaded_blas
+    from onflame.registration.threads import in_parallel, single_threaded_blas
 
-    torch_threads = torch.get_num_threads()
+    monkeypatch.setenv("ONFLAME_THREADS", "2")
+    before = threading.active_count()
 
     @single_threaded_blas
     def inside():
-        return [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+        names = in_parallel(lambda: threading.current_thread().name, lambda: threading.current_thread().name)
+        return [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"], names
 
-    assert inside() and set(inside()) == {1}
-    assert torch.get_num_threads() == torch_threads
+    blas, names = inside()
+    assert blas and set(blas) == {1}
+    assert names[0] == threading.current_thread().name and names[1].startswith("onflame-registration")
+    assert threading.active_count() == before
     assert hasattr(register, "__wrapped__") and hasattr(fit_mesh, "__wrapped__")
 
 
 def test_unfold_removes_a_fold_and_moves_only_around_it(flame_model):
     """A vertex pushed through the surface folds its triangles against the template; the repair leaves no
     fold and keeps the rest of the head where it was."""
-    from onflame.registration.unfold import flipped_against, unfold
+    from onflame.geometry import flipped_against
+    from onflame.registration.unfold import FOLD_COS, unfold
 
     t, F = flame_model.v_template, flame_model.faces
     v = t.copy()
     nose = flame_model.masks["nose"]
     tip = nose[np.argmax(t[nose, 2])]
     v[tip] -= np.array([0.0, 0.0, 0.012])  # 12 mm into the head: its fan turns inside out
-    assert flipped_against(v, F, t).sum() >= 4
+    assert flipped_against(v, F, t, below=FOLD_COS).sum() >= 4
     out, info = unfold(v, F, t, [t], fixed=_eyeballs(flame_model))
-    assert info["left"] == 0 and flipped_against(out, F, t).sum() == 0
+    assert info["left"] == 0 and flipped_against(out, F, t, below=FOLD_COS).sum() == 0
     moved = np.linalg.norm(out - v, axis=1) > 1e-9
     assert moved[tip] and 1 <= moved.sum() <= 60
     far = np.linalg.norm(t - t[tip], axis=1) > 0.02
@@ -435,8 +455,10 @@ def test_unfold_removes_a_fold_and_moves_only_around_it(flame_model):
 
 def test_eyeballs_stay_behind_recessed_lids(flame_model):
     """The real head with its eye region set 3 mm deeper and its lids narrowed: the lids follow the scan, and
-    the eyeballs must not stand out through them (held at the fit, 7 of their vertices did)."""
-    from onflame.registration.eyes import piercing
+    the eyeballs must not stand out through them. Whether eyeballs held at the fit would have pierced this
+    registration's lids depends on rounding-level details of the fit, so the repair is also checked with
+    the lids pushed a further 1.5 mm back, where they do."""
+    from onflame.registration.eyes import piercing, place_eyeballs
 
     truth = read_mesh(FLAME_FIX / "registered_mesh.ply").vertices.copy()
     F, eyes = flame_model.faces, _eyeballs(flame_model)
@@ -452,12 +474,17 @@ def test_eyeballs_stay_behind_recessed_lids(flame_model):
     sim = simulate_scan(truth, F, lm, eyes, seed=100)
     reg = register(sim.scan, flame_model, landmarks=sim.landmarks)
     lid_faces = F[np.isin(F, lids).all(1)]
-    held = reg.mesh.vertices.copy()
-    held[eyes] = reg.fit[eyes]  # the eyeballs where the fit put them, the lids as registered
     sides = [flame_model.masks[s] for s in ("left_eyeball", "right_eyeball")]
     own = [piercing(reg.fit, e, lid_faces).sum() for e in sides]  # the model's own lid margin
     for e, allowed in zip(sides, own):
         assert piercing(reg.mesh.vertices, e, lid_faces).sum() <= allowed
-    assert sum(piercing(held, e, lid_faces).sum() - a for e, a in zip(sides, own)) > 0
     assert reg.quality.numbers["eyeball_piercing_vertices"] == 0
     assert reg.quality.numbers["flipped_triangles"] == 0
+    forward = reg.params.extras["scan_to_flame"][2, :3]  # FLAME's +z (where the face looks), scan frame
+    pushed = reg.mesh.vertices.copy()
+    pushed[eyes] = reg.fit[eyes]  # the eyeballs where the fit put them
+    pushed[lids] -= 0.0015 * forward
+    assert sum(piercing(pushed, e, lid_faces).sum() - a for e, a in zip(sides, own)) > 0
+    placed, _ = place_eyeballs(pushed, reg.fit, F, sides, lids, forward)
+    for e, allowed in zip(sides, own):
+        assert piercing(placed, e, lid_faces).sum() <= allowed

@@ -66,7 +66,8 @@ def test_clicks_in_either_convention_are_recognised(both, head, family, other):
     assert res[family] < 2.5 and res[other] > 2 * res[family]  # the other one's brows sit 5-13 mm off
     assert str(reg.params.extras["landmark_convention"]) == family and reg.verdict == "ok"
     err = per_vertex_error(sim.to_truth_frame(reg.mesh.vertices * sim.scale), head, both.masks["face"]) * 1000
-    assert np.median(err) < 0.3
+    # measured 0.187 (flame) and 0.179 mm (mica); ±0.02 mm is what rounding-level changes move a head by
+    assert np.median(err) < 0.21
 
 
 def test_a_wrong_convention_forced_is_named_in_the_verdict(both, head):

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..geometry import rigid_fit
 from ..mesh.landmark_files import NOW7, read_points
 
 NAMES = ("right eye outer corner", "right eye inner corner", "left eye inner corner", "left eye outer corner",
@@ -89,14 +90,10 @@ def order_problem(lmk: np.ndarray, reference: np.ndarray) -> str | None:
     order's residual is both large (RMS over a tenth of the outer-eye distance) and 4 times that of the
     best order, the order contradicts the reference.
     """
-    ref = reference - reference.mean(0)
-    src = lmk - lmk.mean(0)
-    a = src[_PERMUTATIONS]  # (P, 7, 3)
-    cov = np.einsum("ki,pkj->pij", ref, a)
-    U, S, Vt = np.linalg.svd(cov)
-    d = np.sign(np.linalg.det(U @ Vt))
-    trace = S[:, 0] + S[:, 1] + d * S[:, 2]
-    residual = (ref**2).sum() - trace**2 / (src**2).sum()  # Umeyama's minimum over rotation, scale, shift
+    a = lmk[_PERMUTATIONS]  # (P, 7, 3)
+    R, t, s = rigid_fit(a, np.broadcast_to(reference, a.shape), scale=True)  # every order at once
+    fitted = s[:, None, None] * a @ R.transpose(0, 2, 1) + t[:, None, :]
+    residual = ((fitted - reference) ** 2).sum((1, 2))  # Umeyama's minimum over rotation, scale, shift
     best = int(np.argmin(residual))
     given = residual[0]  # permutation 0 is the identity
     size = outer_eye_distance(reference)

@@ -30,7 +30,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from .. import safepickle
-from ..errors import InputError
+from ..errors import InputError, short_repr
+from ..fileio import SIDE_FILE_MAX_BYTES
 
 
 @dataclass(frozen=True)
@@ -246,7 +247,12 @@ def landmark_embedding_from_dict(d: Mapping[str, Any], path: str | os.PathLike =
         else:
             raise InputError(path, f"not a landmark embedding (keys: {sorted(map(str, keys))})")
     except KeyError as exc:
-        raise InputError(path, f"landmark embedding lacks key {exc}") from None
+        raise InputError(path, f"landmark embedding lacks key {short_repr(exc.args[0] if exc.args else '?')}") from None
+    except InputError:
+        raise
+    except (TypeError, ValueError, OverflowError, AttributeError) as exc:
+        raise InputError(path, f"landmark embedding arrays are not face indices and barycentric coordinates "
+                               f"({type(exc).__name__})") from None
     if len(conventions.get("mica51", ())) not in (0, 51):
         raise InputError(path, f"static landmarks have {len(conventions['mica51'])} points; expected 51")
     if len(conventions.get("mica68", ())) not in (0, 68):
@@ -263,25 +269,92 @@ def load_landmark_embedding(*paths: str | os.PathLike) -> LandmarkEmbedding:
     are an error)."""
     out = LandmarkEmbedding()
     for path in paths:
-        obj = safepickle.load_npy_object(path) if Path(path).suffix == ".npy" else safepickle.load(path)
-        if not isinstance(obj, Mapping):
-            raise InputError(path, f"expected a dict of embedding arrays, found {type(obj).__name__}")
-        out = out.merged(landmark_embedding_from_dict(obj, path))
+        out = out.merged(_load_embedding_file(Path(path)))
     return out
 
 
+def _read_embedding_file(path: Path) -> LandmarkEmbedding:
+    load = safepickle.load_npy_object if path.suffix == ".npy" else safepickle.load
+    obj = load(path, SIDE_FILE_MAX_BYTES)
+    if not isinstance(obj, Mapping):
+        raise InputError(path, f"expected a dict of embedding arrays, found {type(obj).__name__}")
+    return landmark_embedding_from_dict(obj, path)
+
+
+@dataclass
+class _Copy:
+    """An embedding as :func:`.model_cache.load_cached` keeps it (it stamps a ``source`` on what it loads)."""
+
+    embedding: LandmarkEmbedding
+    source: str = ""
+
+
+#: Format tag of an embedding's pickle-free copy.
+EMBEDDING_COPY_FORMAT = "onflame-landmark-embedding-1"
+
+
+def _load_embedding_file(path: Path) -> LandmarkEmbedding:
+    """One embedding file, read from its pickle-free copy after the first time (:mod:`.model_cache`:
+    beside it, or in the user's cache folder; remade when the file changes). MICA's file pickles torch
+    tensors, so reading it imports torch, which ``onflame register`` otherwise never needs; the copy needs
+    numpy only."""
+    from ..fileio import read_npz, write_npz
+    from .model_cache import load_cached
+
+    if not path.is_file():  # the reader's own error (missing file, a folder)
+        return _read_embedding_file(path)
+
+    def save(copy: _Copy, to: Path, **stamp: np.ndarray) -> None:
+        emb = copy.embedding
+        parts = dict(emb.conventions, **({"dynamic": emb.dynamic} if emb.dynamic is not None else {}))
+        arrays = {f"{k}_{name}": a for name, pts in parts.items() for k, a in (("face_idx", pts.face_idx), ("bary", pts.bary))}
+        write_npz(to, format=np.array(EMBEDDING_COPY_FORMAT), **stamp, **arrays)
+
+    def load(copy: Path) -> _Copy:
+        data = read_npz(copy)
+        if str(data.get("format", "")) != EMBEDDING_COPY_FORMAT:
+            raise InputError(copy, "not an onflame embedding copy")
+        parts = {k[9:]: SurfacePoints(data[k].astype(np.int64), data[f"bary_{k[9:]}"])
+                 for k in data if k.startswith("face_idx_")}
+        dynamic = parts.pop("dynamic", None)
+        origins = {name: str(path) for name in parts} | ({"dynamic": str(path)} if dynamic is not None else {})
+        return _Copy(LandmarkEmbedding(parts, dynamic, origins))
+
+    return load_cached(path, 0, lambda: _Copy(_read_embedding_file(path)), load, save).embedding
+
+
 def load_masks(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Load FLAME region masks: region name -> vertex indices (K,) int64."""
-    obj = safepickle.load_npy_object(path) if Path(path).suffix == ".npy" else safepickle.load(path)
+    """Load FLAME region masks: region name -> vertex indices (K,) int64.
+
+    Raises :class:`InputError` naming ``path`` unless it holds a dict of names (text) to 1-D integer
+    index arrays or lists of integers.
+    """
+    load = safepickle.load_npy_object if Path(path).suffix == ".npy" else safepickle.load
+    obj = load(path, SIDE_FILE_MAX_BYTES)
     if not isinstance(obj, Mapping):
         raise InputError(path, f"expected a dict of region -> vertex indices, found {type(obj).__name__}")
     masks = {}
     for name, idx in obj.items():
-        arr = np.asarray(idx)
-        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-            raise InputError(path, f"mask {name!r} is not a 1-D integer index array")
-        masks[str(name)] = arr.astype(np.int64)
+        if not isinstance(name, str):
+            raise InputError(path, f"mask names must be text, found a {type(name).__name__} ({short_repr(name)})")
+        masks[name] = _index_array(idx, path, f"mask {short_repr(name)}")
     return masks
+
+
+def _index_array(value: Any, path: str | os.PathLike, what: str) -> np.ndarray:
+    """(K,) int64 indices from an integer array or a list of ints; :class:`InputError` for anything else."""
+    if isinstance(value, np.ndarray):
+        if value.ndim != 1 or value.dtype.kind not in "iu":
+            raise InputError(path, f"{what} is a {value.dtype} array of shape {value.shape}, not 1-D integer indices")
+        return value.astype(np.int64)
+    if isinstance(value, (list, tuple)):
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
+            bad = next(v for v in value if not isinstance(v, (int, np.integer)) or isinstance(v, bool))
+            raise InputError(path, f"{what} holds a {type(bad).__name__} ({short_repr(bad)}), not vertex indices")
+        if any(not -2**63 <= int(v) < 2**63 for v in value):
+            raise InputError(path, f"{what} holds an index too large to be a vertex")
+        return np.array(value, dtype=np.int64).reshape(-1)
+    raise InputError(path, f"{what} is a {type(value).__name__} ({short_repr(value)}), not vertex indices")
 
 
 def check_embedding(emb: LandmarkEmbedding, n_faces: int, path: str | os.PathLike = "<model>") -> None:

@@ -36,22 +36,37 @@ def piercing(vertices: np.ndarray, eyeball: np.ndarray, lid_faces: np.ndarray) -
     tri = vertices[lid_faces]
     reach = np.linalg.norm(pts - centre, axis=1).max()
     near = np.linalg.norm(tri - centre, axis=2).min(1) <= reach  # only these can meet a segment to the centre
-    return segments_cross_triangles(pts, np.broadcast_to(centre, pts.shape), tri[near])
+    return segments_to_point_cross(pts, centre, tri[near])
 
 
-def segments_cross_triangles(start: np.ndarray, end: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """(K,) bool: segments ``start`` → ``end`` (K, 3) that cross any of ``triangles`` (L, 3, 3).
+def segments_to_point_cross(start: np.ndarray, end: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """(K,) bool: segments from each of ``start`` (K, 3) to the one point ``end`` (3,) that cross any of
+    ``triangles`` (L, 3, 3).
 
-    Every segment-triangle pair through :func:`onflame.geometry.ray_triangle_t`, in blocks of segments:
-    a few hundred segments against a thousand triangles take milliseconds this way, while a ray query
-    through trimesh first costs its import and an r-tree.
+    Seen from ``end``, a segment is a direction and a triangle covers a patch of directions: only pairs
+    whose direction falls within a cone around the triangle (its corners' directions' mean, as wide as
+    the farthest corner) can cross, and one (K, 3) × (3, L) product finds them; those few pairs go
+    through :func:`onflame.geometry.ray_triangle_t`. A ray query through trimesh would first cost its
+    import and an r-tree.
     """
     out = np.zeros(len(start), bool)
-    for lo in range(0, len(start), 256):
-        o, d = start[lo:lo + 256, None, :], (end - start)[lo:lo + 256, None, :]   # (k, 1, 3)
-        t = ray_triangle_t(o, d, triangles)                                       # (k, L)
-        out[lo:lo + 256] = ((t > 0) & (t < 1)).any(1)
+    if len(start) == 0 or len(triangles) == 0:
+        return out
+    seg = _unit(start - end)                                                              # (K, 3)
+    corners = _unit(triangles - end)                                                      # (L, 3, 3)
+    axis = _unit(corners.sum(1))
+    cos_width = (corners * axis[:, None, :]).sum(2).min(1)                               # (L,)
+    cos_width = np.where(cos_width > 0.0, cos_width, -2.0)  # a cone of 90° or more: every direction
+    k, tri = np.nonzero(seg @ axis.T >= cos_width - 1e-9)
+    if len(k):
+        t = ray_triangle_t(start[k], end - start[k], triangles[tri])
+        out[np.unique(k[(t > 0) & (t < 1)])] = True
     return out
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(v, axis=-1, keepdims=True)
+    return np.divide(v, n, out=np.zeros_like(v), where=n > 0)
 
 
 def place_eyeballs(reg: np.ndarray, fit: np.ndarray, faces: np.ndarray, eyeballs: list[np.ndarray],

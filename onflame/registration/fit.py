@@ -1,4 +1,4 @@
-"""Fit FLAME parameters: to a scan (robust, region-restricted) and to a FLAME-topology mesh (vertex-to-vertex).
+"""Fit FLAME parameters: to a scan (region-restricted, point-to-plane) and to a FLAME-topology mesh (vertex-to-vertex).
 
 Both are Gauss-Newton (Levenberg-Marquardt) on weighted least squares over
 θ = (identity and expression coefficients c, global/neck/jaw rotation, translation) in the model's frame.
@@ -21,20 +21,22 @@ the model's reach is placed by its landmarks rather than slid along the scan. Ey
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-import torch
+import scipy.linalg
+from scipy.linalg.blas import ssyrk
 from scipy.spatial import cKDTree
 
-from ..flame import lbs
-from ..flame.layer import FLAME
 from ..flame.model import FlameModel
+from ..flame.numpy_flame import NumpyFlame, axis_angle_to_matrix, numpy_flame, skinning_transforms
 from ..flame.params import FlameParams
 from ..geometry import rigid_fit, vertex_normals
-from .correspond import ScanIndex
+from .correspond import ScanIndex, query_workers
 from .landmarks import LandmarkSet
+from .threads import in_parallel
 
 #: Pose entries (of FLAME's 15) that fitting estimates: global, neck, jaw rotation.
 FREE_POSE = 9
@@ -54,7 +56,7 @@ class FitState:
     history: list[float] = field(default_factory=list)
 
     @classmethod
-    def zeros(cls, flame: FLAME) -> "FitState":
+    def zeros(cls, flame: NumpyFlame) -> "FitState":
         return cls(np.zeros(flame.n_shape), np.zeros(flame.n_expression), np.zeros(3 * flame.n_joints), np.zeros(3))
 
     @property
@@ -72,32 +74,15 @@ class FitState:
         return FlameParams(self.shape.copy(), self.expression.copy(), self.pose.copy(), self.trans.copy())
 
 
-_LAYERS: dict[int, tuple[FlameModel, FLAME]] = {}
+def make_layer(model: FlameModel) -> NumpyFlame:
+    """The FLAME evaluation fitting uses: :class:`~onflame.flame.numpy_flame.NumpyFlame` (numpy, float64
+    posing; no torch on registration's path), kept for the last couple of models."""
+    return numpy_flame(model)
 
 
-def make_layer(model: FlameModel) -> FLAME:
-    """The FLAME layer used for fitting (float64: 0.1 mm residuals on a 0.2 m head need the precision).
-
-    Kept for the last couple of models, so registering many scans builds the layer (and the fitting
-    caches tied to it) once.
-    """
-    hit = _LAYERS.get(id(model))
-    if hit is None or hit[0] is not model:
-        if len(_LAYERS) >= 2:
-            _LAYERS.clear()
-        hit = (model, FLAME(model, dtype=torch.float64))
-        _LAYERS[id(model)] = hit
-    return hit[1]
-
-
-def _t(a: np.ndarray) -> torch.Tensor:
-    return torch.as_tensor(a, dtype=torch.float64)
-
-
-def vertices(flame: FLAME, st: FitState) -> np.ndarray:
+def vertices(flame: NumpyFlame, st: FitState) -> np.ndarray:
     """(V, 3) FLAME vertices for ``st``."""
-    with torch.no_grad():
-        return flame(_t(st.shape)[None], _t(st.expression)[None], _t(st.pose)[None], _t(st.trans)[None]).vertices[0].numpy()
+    return flame.vertices(st.shape, st.expression, st.pose, st.trans)
 
 
 #: Jacobians are float32: they only set each step's direction, and halving their memory traffic is what
@@ -105,47 +90,22 @@ def vertices(flame: FLAME, st: FitState) -> np.ndarray:
 #: Measured on simulated scans (seeds 1-8 and the real head): face errors within 0.05 mm of float64
 #: Jacobians and the fit 15-20% faster.
 JACOBIAN_DTYPE = np.float32
-_BASIS_CACHE: dict[tuple[int, bytes], tuple[torch.Tensor, np.ndarray, np.ndarray]] = {}
 
 
-def _basis_rows(flame: FLAME, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Blendshapes as contiguous (3V, A) rows and joint blendshapes (3J, A) for coefficient columns ``active``.
+@dataclass(frozen=True)
+class Columns:
+    """The coefficients a stage solves for: the first ``n_shape`` identity components and every expression
+    component (the others are held at zero). ``shape_dirs`` (V, 3, n_shape) and ``expr_dirs`` (V, 3, E)
+    are views of the model's float32 blendshapes, ``j_dirs`` (3J, n_shape + E) the joints' ones."""
 
-    Cached per layer and column set: a build registers many scans with the same model and stages. The
-    layer's (3V, C) basis is cast once; a column set is a gather from that copy (all columns: none).
-    """
-    full = _BASIS_CACHE.get((id(flame), b"all"))
-    if full is None or full[0] is not flame.blend_basis:  # a new layer may reuse a freed layer's id
-        if len(_BASIS_CACHE) >= 8:
-            _BASIS_CACHE.clear()
-        full = (flame.blend_basis, flame.blend_basis.numpy().astype(JACOBIAN_DTYPE),
-                np.ascontiguousarray(flame.j_dirs.numpy().T, dtype=JACOBIAN_DTYPE))
-        _BASIS_CACHE[(id(flame), b"all")] = full
-    active = np.asarray(active, dtype=np.int64)
-    if len(active) == full[1].shape[1]:
-        return full[1], full[2]
-    key = (id(flame), active.tobytes())
-    hit = _BASIS_CACHE.get(key)
-    if hit is None or hit[0] is not flame.blend_basis:
-        hit = (flame.blend_basis, full[1][:, active], np.ascontiguousarray(full[2][:, active]))
-        _BASIS_CACHE[key] = hit
-    return hit[1], hit[2]
+    n_shape: int
+    shape_dirs: np.ndarray
+    expr_dirs: np.ndarray
+    j_dirs: np.ndarray
 
-
-def _posed(flame: FLAME, v_shaped: torch.Tensor, joints: torch.Tensor, pose: torch.Tensor,
-           trans: torch.Tensor) -> torch.Tensor:
-    """FLAME's posing of one shaped head (V, 3) with joints (J, 3) under B poses (B, 3J) and translations (B, 3).
-
-    The same arithmetic as the layer's forward pass after the blendshapes, without recomputing the
-    blendshapes for every pose (the finite differences change only the pose).
-    """
-    B, J = pose.shape[0], flame.n_joints
-    rot = lbs.axis_angle_to_matrix(pose.view(B, J, 3))
-    feature = (rot[:, 1:] - torch.eye(3, dtype=rot.dtype)).reshape(B, -1)
-    v_posed = (v_shaped.reshape(1, -1) + feature @ flame.pose_basis.T).view(B, -1, 3)
-    A, _ = lbs.skinning_transforms(rot, joints.expand(B, J, 3), flame.parents, flame.levels)
-    T = torch.matmul(flame.weights, A.reshape(B, J, 12)).view(B, -1, 3, 4)               # (B, V, 3, 4)
-    return (T[..., :3] * v_posed.unsqueeze(-2)).sum(-1) + T[..., 3] + trans[:, None]
+    @property
+    def count(self) -> int:
+        return self.n_shape + self.expr_dirs.shape[2]
 
 
 class Linearization:
@@ -155,35 +115,32 @@ class Linearization:
     all 5023 vertices when a few thousand matched would waste most of the work.
     """
 
-    def __init__(self, flame: FLAME, st: FitState, columns: tuple[np.ndarray, np.ndarray]):
+    def __init__(self, flame: NumpyFlame, st: FitState, columns: Columns):
         V, J = flame.n_vertices, flame.n_joints
         self.theta = st.theta
         self.columns = columns  # blendshape rows of the coefficients being solved for
-        with torch.no_grad():
-            coeffs = torch.cat([_t(st.shape), _t(st.expression)])[None]
-            v_shaped = torch.addmv(flame.v_template, flame.blend_basis, coeffs[0]).view(V, 3)
-            joints = (flame.j_template + coeffs @ flame.j_dirs).view(J, 3)
-            rot = lbs.axis_angle_to_matrix(_t(st.pose).view(1, J, 3))
-            # skinning translations are linear in the joints (rotations fixed): exact differences
-            nJ = 3 * J
-            jb = joints.expand(1 + nJ, J, 3).clone()
-            jb.view(1 + nJ, nJ)[1:] += torch.eye(nJ, dtype=jb.dtype) * 1e-3
-            A, _ = lbs.skinning_transforms(rot.expand(1 + nJ, J, 3, 3), jb, flame.parents, flame.levels)
-            dt_dJ = ((A[1:, :, :, 3] - A[0, :, :, 3]) / 1e-3).permute(1, 2, 0)            # (J, 3, 3J)
-            W = flame.weights
-            jac = JACOBIAN_DTYPE
-            self.skin_rot = torch.einsum("vj,jab->vab", W, A[0, :, :, :3]).numpy().astype(jac)    # (V, 3, 3)
-            self.skin_dJ = (W @ dt_dJ.reshape(J, -1)).reshape(V, 3, nJ).numpy().astype(jac)       # (V, 3, 3J)
-            # rotation columns by forward differences, one batched pass (shape computed once); a
-            # translation moves every vertex by itself: its columns are the identity
-            n = 1 + FREE_POSE
-            pose = _t(st.pose).expand(n, -1).clone()
-            pose[1:, :FREE_POSE] += torch.eye(FREE_POSE, dtype=pose.dtype) * _FD_STEP
-            verts = _posed(flame, v_shaped, joints, pose, _t(st.trans).expand(n, -1)).numpy()   # (n, V, 3)
+        v_shaped, joints = flame.shaped(flame.coefficients(st.shape, st.expression))
+        rot = axis_angle_to_matrix(st.pose.reshape(1, J, 3))
+        # skinning translations are linear in the joints (rotations fixed): exact differences
+        nJ = 3 * J
+        jb = np.repeat(joints[None], 1 + nJ, 0)
+        jb.reshape(1 + nJ, nJ)[1:] += np.eye(nJ) * 1e-3
+        A, _ = skinning_transforms(np.repeat(rot, 1 + nJ, 0), jb, flame.parents)
+        dt_dJ = ((A[1:, :, :, 3] - A[0, :, :, 3]) / 1e-3).transpose(1, 2, 0)                 # (J, 3, 3J)
+        W = flame.weights
+        jac = JACOBIAN_DTYPE
+        self.skin_rot = (W @ A[0, :, :, :3].reshape(J, 9)).reshape(V, 3, 3).astype(jac)      # (V, 3, 3)
+        self.skin_dJ = (W @ dt_dJ.reshape(J, -1)).reshape(V, 3, nJ).astype(jac)              # (V, 3, 3J)
+        # rotation columns by forward differences, one batched pass (shape computed once); a
+        # translation moves every vertex by itself: its columns are the identity
+        n = 1 + FREE_POSE
+        pose = np.repeat(st.pose[None], n, 0)
+        pose[1:, :FREE_POSE] += np.eye(FREE_POSE) * _FD_STEP
+        verts = flame.posed(v_shaped, joints, pose, np.repeat(st.trans[None], n, 0))         # (n, V, 3)
         self.v = verts[0]
         d_trans = np.broadcast_to(np.eye(3, dtype=jac)[:, None, :], (3, V, 3))
-        d_pose = np.concatenate([((verts[1:] - verts[0]) / _FD_STEP).astype(jac), d_trans])        # (12, V, 3)
-        self.d_pose = np.ascontiguousarray(d_pose.transpose(1, 2, 0))                                # (V, 3, 12)
+        d_pose = np.concatenate([((verts[1:] - verts[0]) / _FD_STEP).astype(jac), d_trans])  # (12, V, 3)
+        self.d_pose = np.ascontiguousarray(d_pose.transpose(1, 2, 0))                       # (V, 3, 12)
 
     def rows(self, idx: np.ndarray, direction: np.ndarray) -> np.ndarray:
         """Directional derivatives ``dᵀ ∂v_i/∂θ`` (K, P) for vertices ``idx`` (K,) and ``direction`` (K, 3).
@@ -192,16 +149,17 @@ class Linearization:
         columns. Projecting first (``Rᵀ d``) and only then touching the (3V, C) blendshape rows keeps the
         cost at one (3, C) gather and a (1 × 3) × (3 × C) product per vertex.
         """
-        dirs, j_dirs = self.columns
-        d = direction.astype(JACOBIAN_DTYPE)[:, None, :]                                     # (K, 1, 3)
-        C = dirs.shape[1]
-        u = np.matmul(d, self.skin_rot[idx])                                                 # (K, 1, 3)
+        cols = self.columns
+        d = direction.astype(JACOBIAN_DTYPE)
+        S, C = cols.n_shape, cols.count
+        u = np.einsum("ka,kab->kb", d, self.skin_rot[idx])                                   # (K, 3)
         out = np.empty((len(idx), C + 12), dtype=JACOBIAN_DTYPE)
-        out[:, :C] = np.matmul(u, dirs.reshape(-1, 3, C)[idx])[:, 0]  # one gather of each vertex's 3 rows
-        out[:, :C] += np.matmul(d, self.skin_dJ[idx])[:, 0] @ j_dirs
-        out[:, C:] = np.matmul(d, self.d_pose[idx])[:, 0]
+        # one gather of each vertex's 3 rows of the columns in play
+        out[:, :S] = np.einsum("kb,kbc->kc", u, cols.shape_dirs[idx])
+        out[:, S:C] = np.einsum("kb,kbc->kc", u, cols.expr_dirs[idx])
+        out[:, :C] += np.einsum("ka,kab->kb", d, self.skin_dJ[idx]) @ cols.j_dirs
+        out[:, C:] = np.einsum("ka,kab->kb", d, self.d_pose[idx])
         return out
-
 
 
 @dataclass
@@ -244,44 +202,102 @@ def landmark_term(lin: Linearization, corners: np.ndarray, bary: np.ndarray, tar
     return Term(Jl.reshape(-1, Jl.shape[2]), residual(lin.v), weights, residual)
 
 
+#: Groups of rows JᵀWJ is summed in (as many as registration may have threads; fixed, so that the
+#: result does not depend on how many run).
+ROW_GROUPS = 2
+
+
+@dataclass
+class NormalEquations:
+    """``H = Σ JᵀWJ + diag(prior)`` (P, P) and ``g = Σ JᵀW r + prior θ`` (P,) over the parameters in play
+    (``active`` (P,): prior below ``FROZEN``), at a state ``theta``; a Levenberg-Marquardt step solves
+    them for one damping after another without building them again."""
+
+    H: np.ndarray
+    g: np.ndarray
+    active: np.ndarray
+    theta: np.ndarray
+
+    @classmethod
+    def of(cls, terms: list[Term], prior: np.ndarray, theta: np.ndarray) -> "NormalEquations":
+        """JᵀWJ is a symmetric rank-K update (BLAS ``syrk``, half the work of a general product) in the
+        Jacobian's float32 (see ``JACOBIAN_DTYPE``), its rows in :data:`ROW_GROUPS` groups that
+        :func:`.threads.in_parallel` may run at once; the rest is float64."""
+        active = np.flatnonzero(prior < FROZEN)  # the terms' rows hold exactly these columns
+        # always the same groups, summed in the same order, whatever the thread count: same bytes out
+        parts = _balanced(terms, ROW_GROUPS)
+        done = in_parallel(*[functools.partial(_weighted_products, part) for part in parts])
+        H = np.triu(sum(h for h, _ in done)).astype(np.float64)
+        H += np.triu(H, 1).T
+        pa = prior[active]
+        H[np.diag_indices(len(active))] += pa
+        return cls(H, sum(g for _, g in done) + pa * theta[active], active, theta)
+
+    def step(self, st: FitState, damping: float) -> FitState:
+        """The state moved by ``(H + damping diag(H)) δ = −g`` (Marquardt: damping relative to each
+        parameter's curvature; H is symmetric positive definite: a Cholesky solve)."""
+        H = self.H.copy()
+        H[np.diag_indices(len(H))] *= 1.0 + damping
+        try:
+            step = scipy.linalg.cho_solve(scipy.linalg.cho_factor(H, check_finite=False), -self.g, check_finite=False)
+        except np.linalg.LinAlgError:
+            step = np.linalg.lstsq(H, -self.g, rcond=None)[0]
+        delta = np.zeros_like(self.theta)
+        delta[self.active] = step
+        return st.with_theta(self.theta + delta)
+
+
 def gauss_newton_step(st: FitState, terms: list[Term], prior: np.ndarray, damping: float) -> FitState:
-    """Solve ``(H + damping diag(H)) δ = −(Σ JᵀW r + prior θ)``, ``H = Σ JᵀWJ + diag(prior)``; return the moved state.
-
-    Only parameters in play (prior below ``FROZEN``) are solved for: early stages with few identity
-    components then cost a fraction of a full step. The products run in torch, whose BLAS is several
-    times faster than numpy's bundled one on these shapes.
-    """
-    theta = st.theta
-    active = np.flatnonzero(prior < FROZEN)  # the terms' rows hold exactly these columns
-    rows = torch.from_numpy(np.concatenate([t.rows for t in terms]))
-    w = torch.from_numpy(np.concatenate([t.weight for t in terms]))
-    r = torch.from_numpy(np.concatenate([t.resid for t in terms]))
-    pa = torch.from_numpy(prior[active])
-    th = torch.from_numpy(theta[active])
-    # JᵀWJ and Jᵀr in the Jacobian's float32 (see JACOBIAN_DTYPE), the solve in float64
-    H = (rows.T @ (rows * w.to(rows.dtype)[:, None])).double()
-    H.diagonal().add_(pa).mul_(1.0 + damping)  # Marquardt: damping relative to each parameter's curvature
-    g = (rows.T @ (w * r).to(rows.dtype)).double() + pa * th
-    delta = np.zeros_like(theta)
-    chol, info = torch.linalg.cholesky_ex(H)  # H is symmetric positive definite: Cholesky halves the solve
-    step = torch.cholesky_solve(-g[:, None], chol)[:, 0] if int(info) == 0 else torch.linalg.solve(H, -g)
-    delta[active] = step.numpy()
-    return st.with_theta(theta + delta)
+    """Solve ``(H + damping diag(H)) δ = −(Σ JᵀW r + prior θ)``, ``H = Σ JᵀWJ + diag(prior)``; return the
+    moved state (:class:`NormalEquations`). Only parameters in play (prior below ``FROZEN``) are solved
+    for: early stages with few identity components then cost a fraction of a full step."""
+    return NormalEquations.of(terms, prior, st.theta).step(st, damping)
 
 
-def _robust(term: Term, scale: float) -> Term:
-    """Geman-McClure reweighting (one IRLS step): pairs whose residual exceeds ``scale`` (m) lose weight,
-    so hair, shoulders and wrong pairs cannot drag the fit."""
-    if scale <= 0:
-        return term
-    term.weight = term.weight / (1.0 + (term.resid / scale) ** 2) ** 2
-    return term
+def _weighted_products(terms: list[Term]) -> tuple[np.ndarray, np.ndarray]:
+    """The upper triangle of ``Σ JᵀWJ`` (float32, BLAS ``syrk``) and ``Σ JᵀW r`` over ``terms``."""
+    H, g = 0.0, 0.0
+    for t in terms:
+        root_w = np.sqrt(t.weight).astype(JACOBIAN_DTYPE)
+        scaled = t.rows * root_w[:, None]                                                    # (K, P), C order
+        H = H + ssyrk(1.0, scaled.T)
+        g = g + (scaled.T @ (root_w * t.resid.astype(JACOBIAN_DTYPE))).astype(np.float64)
+    return H, g
 
 
-def stage_columns(flame: FLAME, prior: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Blendshape rows restricted to the coefficients a stage solves for (prior below ``FROZEN``)."""
-    C = flame.n_shape + flame.n_expression
-    return _basis_rows(flame, np.flatnonzero(prior[:C] < FROZEN))
+def _balanced(terms: list[Term], n: int) -> list[list[Term]]:
+    """``terms`` in up to ``n`` groups of about equal rows: a large term is cut into row blocks."""
+    total = sum(len(t.rows) for t in terms)
+    if n < 2 or total < 2000:
+        return [terms]
+    size = -(-total // n)
+    groups: list[list[Term]] = [[]]
+    room = size
+    for t in terms:
+        lo = 0
+        while lo < len(t.rows):
+            hi = min(len(t.rows), lo + room)
+            piece = t if (lo, hi) == (0, len(t.rows)) else Term(t.rows[lo:hi], t.resid[lo:hi], t.weight[lo:hi], t.residual)
+            groups[-1].append(piece)
+            room -= hi - lo
+            lo = hi
+            if room == 0 and len(groups) < n:
+                groups.append([])
+                room = size
+    return [g for g in groups if g]
+
+
+def stage_columns(flame: NumpyFlame, prior: np.ndarray) -> Columns:
+    """The coefficients a stage solves for (prior below ``FROZEN``): a first part of the identity
+    components and all expression ones (:func:`_prior_vector`'s pattern), as views of the blendshapes."""
+    S, E = flame.n_shape, flame.n_expression
+    active = np.flatnonzero(prior[:S + E] < FROZEN)
+    n = int((active < S).sum())
+    if not np.array_equal(active, np.r_[np.arange(n), S + np.arange(E)]):
+        raise ValueError("a stage solves for the first identity components and every expression component")
+    V = flame.n_vertices
+    return Columns(n, flame.shape_dirs.reshape(V, 3, S)[:, :, :n], flame.expr_dirs.reshape(V, 3, E),
+                   np.ascontiguousarray(flame.j_dirs[active].T, dtype=JACOBIAN_DTYPE))
 
 
 def _subsample(n: int, k: int) -> np.ndarray:
@@ -330,7 +346,6 @@ class FitSettings:
             a global one, so the neck stays near rest unless the data insist.
         jaw_prior: prior weights on the jaw's opening and on its sideways/twisting rotation (radians²):
             without them a model that cannot explain a face bends the jaw to imitate shape.
-        point_to_point: share of point-to-point residuals added to the point-to-plane ones.
         jaw_start: jaw opening (radians) a fit starts from when given no state. Half open, the model's
             lips can go either way; from closed, detected mouth landmarks a few millimetres off could hold
             an open mouth shut (one of ten simulated in-model scans with detected landmarks: 1.87 mm
@@ -343,7 +358,6 @@ class FitSettings:
             the synthetic test model cannot explain from 2.36 to 1.74 mm median per-vertex error; heads
             the model explains keep σ (their spread is the noise), median 0.243 → 0.229 mm, p95
             0.92 → 0.97 mm on average. 0 turns it off.
-        robust_scale: > 0 turns on Geman-McClure reweighting at this residual (m).
         scan_to_model: weight of the scan → model term relative to model → scan.
         scan_samples: scan points used for the scan → model term.
         max_pairs: model → scan pairs used per step (evenly subsampled beyond this).
@@ -353,7 +367,7 @@ class FitSettings:
         Stage(20, 0.015, 30.0, 30.0, 3),
         Stage(100, 0.008, 3.0, 5.0, 3),
         Stage(300, 0.004, 1.0, 1.0, 3, misfit=True),
-        Stage(300, 0.0025, 1.0, 1.0, 5, sigma=0.00025, misfit=True),
+        Stage(300, 0.0025, 1.0, 1.0, 3, sigma=0.00025, misfit=True),  # more steps: no nearer the truth
     )
     expression_prior: float = 1.0
     neck_prior: float = 1e5
@@ -361,13 +375,11 @@ class FitSettings:
     scan_samples: int = 2500
     max_pairs: int = 2500
     jaw_prior: tuple[float, float] = (10.0, 1000.0)
-    point_to_point: float = 0.0
     jaw_start: float = 0.1
     misfit_gain: float = 4.0
-    robust_scale: float = 0.0  # > 0 turns on Geman-McClure reweighting (m); off: it made fits more local here
 
 
-def _prior_vector(flame: FLAME, n_active: int, shape_prior: float, expression_prior: float, neck_prior: float,
+def _prior_vector(flame: NumpyFlame, n_active: int, shape_prior: float, expression_prior: float, neck_prior: float,
                   jaw_prior: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
     """Diagonal prior weights over θ (coefficients, global/neck/jaw rotation, translation)."""
     S, E = flame.n_shape, flame.n_expression
@@ -381,7 +393,7 @@ def _prior_vector(flame: FLAME, n_active: int, shape_prior: float, expression_pr
     return p
 
 
-def fit_scan(flame: FLAME, index: ScanIndex, region: np.ndarray, landmarks: LandmarkSet | None = None,
+def fit_scan(flame: NumpyFlame, index: ScanIndex, region: np.ndarray, landmarks: LandmarkSet | None = None,
              settings: FitSettings | None = None, state: FitState | None = None) -> FitState:
     """Fit FLAME to a scan already rigidly aligned to the template (model frame, metres).
 
@@ -400,7 +412,7 @@ def fit_scan(flame: FLAME, index: ScanIndex, region: np.ndarray, landmarks: Land
     if st is None:
         st = FitState.zeros(flame)
         st.pose[6] = s.jaw_start  # FLAME's jaw joint: pose[6:9]; x opens the mouth
-    faces = flame.faces.numpy()
+    faces = flame.faces
     rng = np.random.default_rng(0)
     sample = rng.choice(len(index.points), size=min(s.scan_samples, len(index.points)), replace=False)
     scan_pts, scan_nrm = index.points[sample], index.normals[sample]
@@ -421,23 +433,20 @@ def fit_scan(flame: FLAME, index: ScanIndex, region: np.ndarray, landmarks: Land
             m = index.match(v[cand], vn[cand], radius)
             keep = _subsample(len(m.source), s.max_pairs)
             src = cand[m.source[keep]]
+            # scan -> model: sampled scan points to their nearest model vertex, if close and facing alike
+            d, j = cKDTree(v[cand]).query(scan_pts, distance_upper_bound=radius, workers=query_workers(len(scan_pts)))
+            ok = np.isfinite(d)
+            jj = cand[np.where(ok, j, 0)]
+            ok &= (vn[jj] * scan_nrm).sum(1) > 0.5
             # a subsample stands for all pairs: scale its weight up so the priors keep their meaning
             scale = len(m.source) / max(len(keep), 1)
             sigma = stage.sigma
             if stage.misfit and s.misfit_gain > 0 and len(keep):
                 sigma = _data_sigma(stage.sigma, ((v[src] - m.target[keep]) * m.normal[keep]).sum(1), noise, s.misfit_gain)
-            terms = [_robust(plane_term(lin, src, m.target[keep], m.normal[keep], scale * region[src] / sigma**2),
-                             s.robust_scale)]
-            if s.point_to_point > 0:  # a little point-to-point keeps the surface from sliding along itself
-                terms.append(point_term(lin, src, m.target[keep], s.point_to_point * scale * region[src] / sigma**2))
-            # scan -> model: sampled scan points to their nearest model vertex, if close and facing alike
-            d, j = cKDTree(v[cand]).query(scan_pts, distance_upper_bound=radius)
-            ok = np.isfinite(d)
-            jj = cand[np.where(ok, j, 0)]
-            ok &= (vn[jj] * scan_nrm).sum(1) > 0.5
+            terms = [plane_term(lin, src, m.target[keep], m.normal[keep], scale * region[src] / sigma**2)]
             if ok.any():
                 w = s.scan_to_model * region[jj[ok]] / sigma**2
-                terms.append(_robust(plane_term(lin, jj[ok], scan_pts[ok], scan_nrm[ok], w), s.robust_scale))
+                terms.append(plane_term(lin, jj[ok], scan_pts[ok], scan_nrm[ok], w))
             if landmarks is not None:
                 terms.append(landmark_term(lin, lmk_corners, lmk_bary, landmarks.targets,
                                            stage.landmark_weight / landmarks.sigma**2))
@@ -458,13 +467,14 @@ def _data_sigma(sigma: float, residuals: np.ndarray, noise: float, gain: float) 
     return float(np.sqrt(sigma**2 + gain**2 * max(0.0, spread**2 - noise**2)))
 
 
-def _levenberg_marquardt_step(flame: FLAME, st: FitState, terms: list[Term], prior: np.ndarray,
+def _levenberg_marquardt_step(flame: NumpyFlame, st: FitState, terms: list[Term], prior: np.ndarray,
                               damping: float) -> tuple[FitState, float]:
     """One accepted step: raise the damping until the true energy (same pairs) goes down."""
     e0 = _energy(terms, prior, st.theta)
     st.history.append(e0)
+    normal = NormalEquations.of(terms, prior, st.theta)
     for _try in range(8):
-        new = gauss_newton_step(st, terms, prior, damping)
+        new = normal.step(st, damping)
         v = vertices(flame, new)
         e1 = sum(float((t.weight * t.residual(v) ** 2).sum()) for t in terms) + float((prior * new.theta**2).sum())
         if e1 <= e0:
@@ -473,7 +483,7 @@ def _levenberg_marquardt_step(flame: FLAME, st: FitState, terms: list[Term], pri
     return st, damping
 
 
-def fit_mesh_vertices(flame: FLAME, target: np.ndarray, weights: np.ndarray | None = None,
+def fit_mesh_vertices(flame: NumpyFlame, target: np.ndarray, weights: np.ndarray | None = None,
                       state: FitState | None = None, iters: int = 6,
                       shape_prior: float = 1e-6, expression_prior: float = 1e-6,
                       max_vertices: int | None = None) -> FitState:
@@ -490,9 +500,7 @@ def fit_mesh_vertices(flame: FLAME, target: np.ndarray, weights: np.ndarray | No
     if state is None:
         from scipy.spatial.transform import Rotation
 
-        with torch.no_grad():
-            out = flame()
-        v0, root = out.vertices[0].numpy(), out.joints[0, 0].numpy()
+        v0, root = flame.v_template, flame.j_template[0]
         R, t, _ = rigid_fit(v0, target, weights=w)
         st.pose[:3] = Rotation.from_matrix(R).as_rotvec()
         st.trans = R @ root + t - root
@@ -522,5 +530,5 @@ def unexplained(v: np.ndarray, index: ScanIndex, region: np.ndarray, cap: float 
     cand = np.flatnonzero(region > 0)
     step = max(1, len(index.points) // samples)
     d_scan, _ = cKDTree(v[cand]).query(index.points[::step], distance_upper_bound=cap)
-    d_mesh, _ = index.tree.query(v[cand], distance_upper_bound=cap)
+    d_mesh, _ = index.query(v[cand], distance_upper_bound=cap)
     return float(np.mean(np.minimum(d_scan, cap) ** 2) + np.mean(np.minimum(d_mesh, cap) ** 2))

@@ -1,38 +1,38 @@
-"""Scan → FLAME: the registration engine's entry point.
+"""Scan → FLAME: the registration engine's entry point, :func:`register`, one step per function.
 
-Steps (each in its own module):
-
-1. units (:mod:`.units`): metres per scan unit, given or detected from the head's size;
-2. rigid start (:mod:`.rigid`): from landmarks (Kabsch, no scale) or from geometry alone;
-3. FLAME fit (:mod:`.fit`): shape, expression, global/neck/jaw pose and translation, robust,
-   restricted to the model regions that find scan data;
-4. refinement (:mod:`.refine`): per-vertex detail beyond the FLAME space where the scan has data,
-   falling back to the fit elsewhere, eyeballs fixed;
-5. parameters re-fitted vertex-to-vertex to the final mesh (:func:`.fit.fit_mesh_vertices`);
-6. quality and verdict (:mod:`.quality`).
+1. :func:`_prepare`: the scan read and checked, its unit (:mod:`.units`), a search index (:mod:`.correspond`);
+2. :func:`_landmarks`: the clicks in each of the model's conventions (:mod:`.landmarks`), or detected ones
+   (:mod:`.autolandmarks`), or none;
+3. :func:`_fit`: rigid starts (:mod:`.rigid`), then the FLAME fit (:mod:`.fit`: shape, expression,
+   global/neck/jaw pose and translation, restricted to the model regions that find scan data) from the
+   start it explains the scan best from; the convention the clicks were made in, where that is open;
+4. :func:`_refine`: per-vertex detail beyond the FLAME space where the scan has data, falling back to the
+   fit elsewhere, eyeballs fixed (:mod:`.refine`), twice where the model explains the scan;
+5. :func:`_finish`: folds repaired (:mod:`.unfold`), eyeballs behind the lids (:mod:`.eyes`); the FLAME
+   parameters re-fitted vertex to vertex to the final mesh (:func:`.fit.fit_mesh_vertices`);
+6. :func:`_judge`: quality numbers and the verdict (:mod:`.quality`).
 
 Everything runs in the model's frame; the results are returned in the scan's frame, in metres.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field, replace
-from functools import partial
 from pathlib import Path
 
 import numpy as np
-import torch
 from scipy.spatial.transform import Rotation
 
 from ..errors import InputError
 from ..flame.model import FlameModel
+from ..flame.numpy_flame import NumpyFlame
 from ..flame.params import FlameParams
-from ..geometry import apply_rigid, vertex_normals
+from ..geometry import apply_rigid
 from ..mesh import Mesh, check_mesh, read_mesh
 from ..mesh.landmark_files import ScanLandmarks, landmarks_from_array, read_landmarks
 from ..units import METRES_PER_UNIT
-from .autolandmarks import choose_landmarks, detection_record, views_disagree
 from .correspond import ScanIndex
 from .eyes import place_eyeballs
 from .fit import FitSettings, FitState, fit_mesh_vertices, fit_scan, make_layer, unexplained, vertices
@@ -47,12 +47,12 @@ from .landmarks import (
     resolve_convention,
 )
 from .plausibility import check_landmarks_against_scan, check_scan_extent
-from .quality import UNANCHORED, Quality, assess
+from .quality import SCAN_POINTS, UNANCHORED, Quality, assess
 from .refine import RefineSettings, refine
-from .rigid import align_by_geometry, align_with_landmarks, trimmed_icp
+from .rigid import rigid_starts, search_around
 from .threads import single_threaded_blas
 from .unfold import unfold
-from .units import detect_units
+from .units import resolve_units, units_mismatch
 
 #: Region weights for matching model vertices to scan data; regions not listed get ``DEFAULT_WEIGHT``.
 REGION_WEIGHTS = {"face": 1.0, "forehead": 1.0, "nose": 1.0, "lips": 1.0, "eye_region": 1.0,
@@ -74,7 +74,8 @@ class Registration:
             with detected landmarks also what :func:`.autolandmarks.detection_record` lists (the
             landmarks, the views used, the points used, each landmark's spread across the views).
         fit: (V, 3) the FLAME fit before refinement (scan frame, metres).
-        quality: measured numbers and the verdict.
+        quality: measured numbers and the verdict (the scan→registration numbers over
+            :data:`.quality.SCAN_POINTS`).
         timings: seconds per step.
         landmarks: (N, 3) the registration's positions of the landmarks it used (scan frame, metres).
         landmark_info: where the landmarks came from: ``source``, ``convention`` (and each candidate's
@@ -96,12 +97,14 @@ class Registration:
         return self.quality.verdict
 
     def report(self) -> dict:
-        """JSON-ready summary: units, verdict with reasons, quality numbers, timings."""
+        """JSON-ready summary: units, verdict with reasons, quality numbers (and which scan points the
+        scan→registration ones are over), timings."""
         return {
             "source": self.mesh.source,
             "units": str(self.params.extras["units"]),
             "scale_to_m": float(self.params.extras["scale_to_m"]),
             **self.quality.as_dict(),
+            "scan_to_mesh_points": SCAN_POINTS,
             "landmarks": self.landmark_info,
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
         }
@@ -130,14 +133,16 @@ def _eyeballs(model: FlameModel) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
-def _as_clicks(landmarks: "ScanLandmarks | np.ndarray | str | os.PathLike | None") -> ScanLandmarks | None:
-    """The user's landmarks as :class:`ScanLandmarks` (scan units): a file of any kind
-    :func:`~onflame.mesh.landmark_files.read_landmarks` reads, an array in iBUG order, or as they are."""
-    if landmarks is None or isinstance(landmarks, ScanLandmarks):
-        return landmarks
-    if isinstance(landmarks, (str, os.PathLike)):
-        return read_landmarks(landmarks)
-    return landmarks_from_array(landmarks, "<landmarks>")
+class _Timer(dict):
+    """Seconds per step: ``with timer("fit"): ...`` adds the block's wall time to ``timer["fit"]``."""
+
+    @contextlib.contextmanager
+    def __call__(self, step: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[step] = self.get(step, 0.0) + time.perf_counter() - t0
 
 
 @single_threaded_blas
@@ -169,149 +174,205 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel,
         :class:`Registration` in the scan's frame, metres.
 
     Raises:
-        InputError: empty or NaN scan, absurd size, bad landmarks, or a model without what is needed.
+        InputError: empty or NaN scan, absurd size, landmarks in another unit than the scan or off it,
+            or a model without what is needed.
     """
-    t0 = time.perf_counter()
-    timings: dict[str, float] = {}
+    timer = _Timer()
+    with timer("total"):
+        with timer("prepare"):
+            prepared = _prepare(scan, landmarks, units)
+        with timer("landmarks"):
+            sets, landmark_info, forced = _landmarks(prepared, model, auto_landmarks, landmark_convention)
+        fitted = _fit(prepared, model, sets, landmark_info, forced, fit_settings or FitSettings(), timer)
+        rsettings = refine_settings or RefineSettings()
+        reg_v, fit_v, final, refine_info = _refine(fitted, model, rsettings, timer)
+        with timer("finish"):
+            reg_v, surface_info = _finish(reg_v, fit_v, model, fitted)
+        with timer("refit"):
+            final = fit_mesh_vertices(fitted.flame, apply_rigid(reg_v, fitted.R, fitted.t), state=final, **REFIT)
+        quality, reg_lmk = _judge(reg_v, fit_v, model, fitted, refine_info, surface_info, landmark_info)
+    return _result(prepared, model, fitted, reg_v, fit_v, final, quality, reg_lmk, landmark_info, sets, dict(timer))
+
+
+@dataclass
+class _Prepared:
+    """A scan ready to register: ``mesh`` as given, its ``path`` (for messages), ``unit`` and metres per
+    unit ``k``, ``points`` (N, 3) in metres, their search ``index``, and the user's ``clicks`` (scan units)."""
+
+    mesh: Mesh
+    path: str
+    unit: str
+    k: float
+    points: np.ndarray
+    index: ScanIndex
+    clicks: ScanLandmarks | None
+
+
+def _prepare(scan: Mesh | str | os.PathLike, landmarks, units: str) -> _Prepared:
+    """Step 1: read and check the scan and the landmarks, sized in metres, and index the scan.
+
+    The checks run before anything is sized from the coordinates (:mod:`.plausibility`). Where they fail
+    and the scan and its landmarks are each the size of a head in different units, the error says so,
+    naming the landmark file (:func:`.units.units_mismatch`), rather than blaming the scan's size.
+    """
     if not isinstance(scan, Mesh):
         scan = read_mesh(scan)
     path = scan.source or "<scan>"
     check_mesh(scan, path)
     if scan.n_faces == 0:
         raise InputError(path, "scan has no triangles (a point cloud); registration needs a surface")
-    clicks = _as_clicks(landmarks)
+    clicks = _as_clicks(landmarks, scan)
+    clicked_at = None if clicks is None else clicks.points
+    try:
+        unit, k = resolve_units(scan.vertices, clicked_at, units, path)
+        pts_m = scan.vertices * k
+        check_scan_extent(pts_m, path, f"{unit}, {'detected' if units == 'auto' else 'as given'}")
+        index = ScanIndex.build(pts_m, scan.faces)
+        if clicks is not None:  # before anything is placed or sized by them
+            check_landmarks_against_scan(clicked_at * k, index, clicks.source or path)
+    except InputError:
+        mismatch = None if clicks is None else units_mismatch(scan.vertices, clicked_at, units, path,
+                                                              clicks.source or "<landmarks>")
+        if mismatch is not None:
+            raise mismatch from None
+        raise
+    return _Prepared(scan, path, unit, k, pts_m, index, clicks)
 
-    unit, k = _resolve_units(scan.vertices, None if clicks is None else clicks.points, units, path)
-    pts_m = scan.vertices * k
-    check_scan_extent(pts_m, path, f"{unit}, {'detected' if units == 'auto' else 'as given'}")
-    index_scan = ScanIndex.build(pts_m, scan.faces)
-    if clicks is not None:  # before anything is placed or sized by them
-        check_landmarks_against_scan(clicks.points * k, index_scan, clicks.source or path)
-    timings["prepare"] = time.perf_counter() - t0
-    t_lmk = time.perf_counter()
-    forced = resolve_convention(model, landmark_convention) if clicks is not None else None
+
+def _as_clicks(landmarks: "ScanLandmarks | np.ndarray | str | os.PathLike | None", scan: Mesh) -> ScanLandmarks | None:
+    """The user's landmarks as :class:`ScanLandmarks` (scan units): a file of any kind
+    :func:`~onflame.mesh.landmark_files.read_landmarks` reads, an array in iBUG order, or as they are."""
+    if landmarks is None or isinstance(landmarks, ScanLandmarks):
+        return landmarks
+    if isinstance(landmarks, (str, os.PathLike)):
+        return read_landmarks(landmarks, scan)  # the scan: for .land files of vertex ids
+    return landmarks_from_array(landmarks, "<landmarks>")
+
+
+def _landmarks(prepared: _Prepared, model: FlameModel, auto_landmarks: str,
+               landmark_convention: str) -> tuple[list[LandmarkSet], dict, str | None]:
+    """Step 2: ``(sets, info, forced)``: the landmarks as one :class:`LandmarkSet` per convention the
+    clicks may be in (targets in metres, scan frame), detected ones, or none; where they came from; the
+    convention the user named (None: open)."""
+    clicks = prepared.clicks
     if clicks is not None:
-        sets = clicks_to_sets(clicks.with_points(clicks.points * k), model)
-        landmark_info = {"source": "given", "file": clicks.source, "layout": clicks.layout, "points": len(sets[0])}
-    else:
-        found, landmark_info = choose_landmarks(scan, pts_m, auto_landmarks, model, normals=index_scan.normals)
-        sets = [] if found is None else [found]
-    timings["landmarks"] = time.perf_counter() - t_lmk
-    detected = landmark_info.get("source") == "detected"
+        forced = resolve_convention(model, landmark_convention)
+        sets = clicks_to_sets(clicks.with_points(clicks.points * prepared.k), model)
+        return sets, {"source": "given", "file": clicks.source, "layout": clicks.layout, "points": len(sets[0])}, forced
+    from .autolandmarks import choose_landmarks  # the detector's imports only where it runs
 
-    # 2. rigid start (x_scan = R x_model + t) and 3. FLAME fit in the model frame
-    t1 = time.perf_counter()
-    flame = make_layer(model)
-    weights = region_weights(model)
-    settings = fit_settings or FitSettings()
-    with torch.no_grad():
-        rest = flame()
-    rest_v = rest.vertices[0].numpy()
-    # with several candidate conventions, the points they all agree on start the fit; the rest decide
-    shared = agreeing(sets, rest_v, model.faces) if len(sets) > 1 else None
-    if shared is not None and shared.all():  # the conventions coincide on the clicked points
-        sets, shared = [next(s for s in sets if s.convention == forced) if forced else sets[0]], None
-    lmk = None if not sets else sets[0] if shared is None else sets[0].select(shared)
-    face = _face_vertices(model)
-    candidates = _rigid_candidates(rest_v, model.faces, weights, lmk, index_scan, detected=detected)
-    timings["rigid"] = time.perf_counter() - t1
+    found, info = choose_landmarks(prepared.mesh, prepared.points, auto_landmarks, model,
+                                   normals=prepared.index.normals)
+    return ([] if found is None else [found]), info, None
 
-    t2 = time.perf_counter()
-    head, tail = replace(settings, stages=settings.stages[:2]), replace(settings, stages=settings.stages[2:])
 
-    def start(R: np.ndarray, t: np.ndarray) -> tuple:
-        # the first stages of the FLAME fit from one rigid start, and how well they explain the scan
-        index = index_scan.to_frame(R, t)
-        state = fit_scan(flame, index, weights, None if lmk is None else lmk.in_frame(R, t), head)
-        score = unexplained(vertices(flame, state), index, weights) if len(candidates) > 1 or lmk is None else 0.0
-        return score, R, t, index, state
+@dataclass
+class _Fitted:
+    """The FLAME fit in the model's frame: ``x_scan = R x_model + t``; ``index`` the scan in the model
+    frame; ``lmk`` the landmarks the rest uses (model frame) or None; ``mismatch`` a verdict reason when
+    the clicks fit another convention than the one named."""
 
-    # with several starts, the FLAME fit's ability to explain the scan decides
-    best = min((start(R, t) for R, t in candidates), key=lambda c: c[0])
-    if lmk is None:
-        best = _search_around(start, best, rest_v[weights > 0].mean(0))
-    _, R, t, index, state = best
-    lmk_model = None  # the landmarks the rest of the fit uses, in the model frame
-    mismatch = None
-    if sets:
-        moved = [s.in_frame(R, t) for s in sets]
-        lmk_model = moved[0]
-        if shared is not None:  # the fitted face tells which convention the clicks were made in
-            residuals = convention_residuals(moved, vertices(flame, state), model.faces, ~shared)
-            used = forced or min(residuals, key=residuals.get)
-            lmk_model = next(s for s in moved if s.convention == used)
-            landmark_info["convention_residuals_mm"] = residuals
-            mismatch = convention_mismatch(used, residuals)
-        landmark_info["convention"] = lmk_model.convention
-        landmark_info["convention_chosen_by"] = "user" if forced else "fit" if shared is not None else "model"
-    state = fit_scan(flame, index, weights, lmk_model, tail, state)
-    fit_v = vertices(flame, state)
-    timings["fit"] = time.perf_counter() - t2
+    flame: NumpyFlame
+    weights: np.ndarray
+    R: np.ndarray
+    t: np.ndarray
+    index: ScanIndex
+    state: FitState
+    fit_v: np.ndarray
+    lmk: LandmarkSet | None
+    mismatch: str | None
+    detected: bool
 
-    t3 = time.perf_counter()
-    rsettings = refine_settings or RefineSettings()
-    reg_v, refine_info = refine(fit_v, model.faces, index, weights, _eyeballs(model), rsettings, lmk_model)
-    timings["refine"] = time.perf_counter() - t3
 
-    refit = partial(fit_mesh_vertices, flame, iters=2, max_vertices=2500)
-    final = _to_scan_frame(flame, state, R, t)  # the parameters refits start from (scan frame)
-    timings["refit"] = 0.0
-    if rsettings.second_pass and refine_info["detail_rounds"] == 0:
-        # the refinement charges displacements from the fit: from the parameters refitted to its result,
-        # nearer the face, a second short one is less pulled by the first fit's errors
-        t4 = time.perf_counter()
-        final = refit(apply_rigid(reg_v, R, t), state=final)
-        t5 = time.perf_counter()
-        again = replace(rsettings, stiffness=rsettings.second_pass, detail_rounds=0,
-                        radius=rsettings.radius[-1:] * len(rsettings.second_pass))
-        fit_v = (vertices(flame, final) - t) @ R  # the fit the registration now falls back to
-        reg_v, second = refine(fit_v, model.faces, index, weights, _eyeballs(model), again, lmk_model)
-        refine_info["rounds"] += second["rounds"]
-        timings["refit"] += t5 - t4
-        timings["refine"] += time.perf_counter() - t5
+def _fit(prepared: _Prepared, model: FlameModel, sets: list[LandmarkSet], info: dict, forced: str | None,
+         settings: FitSettings, timer: _Timer) -> _Fitted:
+    """Step 3: rigid starts, then the FLAME fit from the one it explains the scan best from.
 
-    # 5. folds repaired, eyeballs behind the lids; then the parameters for the final mesh (scan frame, metres)
-    t6 = time.perf_counter()
-    reg_v, last = _unfolded(reg_v, fit_v, model, flame, state)
-    reg_v, surface_info = _behind_lids(reg_v, fit_v, model, state)
+    With several candidate conventions the points they all agree on start the fit, and the fitted face
+    tells which convention the others were clicked in (``info`` gets ``convention``, how it was chosen
+    and each candidate's residual).
+    """
+    with timer("rigid"):
+        flame, weights = make_layer(model), region_weights(model)
+        detected = info.get("source") == "detected"
+        shared = agreeing(sets, flame.v_template, model.faces) if len(sets) > 1 else None
+        if shared is not None and shared.all():  # the conventions coincide on the clicked points
+            sets, shared = [next(s for s in sets if s.convention == forced) if forced else sets[0]], None
+        lmk = None if not sets else sets[0] if shared is None else sets[0].select(shared)
+        candidates = rigid_starts(flame.v_template, model.faces, weights, lmk, prepared.index, detected=detected)
+    with timer("fit"):
+        head, tail = replace(settings, stages=settings.stages[:2]), replace(settings, stages=settings.stages[2:])
+
+        def start(R: np.ndarray, t: np.ndarray) -> tuple:
+            # the first stages of the FLAME fit from one rigid start, and how well they explain the scan
+            index = prepared.index.to_frame(R, t)
+            state = fit_scan(flame, index, weights, None if lmk is None else lmk.in_frame(R, t), head)
+            score = unexplained(vertices(flame, state), index, weights) if len(candidates) > 1 or lmk is None else 0.0
+            return score, R, t, index, state
+
+        best = min((start(R, t) for R, t in candidates), key=lambda c: c[0])
+        if lmk is None:
+            best = search_around(start, best, flame.v_template[weights > 0].mean(0))
+        _, R, t, index, state = best
+        lmk_model, mismatch = None, None  # the landmarks the rest of the fit uses, in the model frame
+        if sets:
+            moved = [s.in_frame(R, t) for s in sets]
+            lmk_model = moved[0]
+            if shared is not None:  # the fitted face tells which convention the clicks were made in
+                residuals = convention_residuals(moved, vertices(flame, state), model.faces, ~shared)
+                used = forced or min(residuals, key=residuals.get)
+                lmk_model = next(s for s in moved if s.convention == used)
+                info["convention_residuals_mm"] = residuals
+                mismatch = convention_mismatch(used, residuals)
+            info["convention"] = lmk_model.convention
+            info["convention_chosen_by"] = "user" if forced else "fit" if shared is not None else "model"
+        state = fit_scan(flame, index, weights, lmk_model, tail, state)
+    return _Fitted(flame, weights, R, t, index, state, vertices(flame, state), lmk_model, mismatch, detected)
+
+
+#: The vertex-to-vertex refits of the parameters: one Gauss-Newton step on an even 2500 vertices, from
+#: parameters already near the mesh (a second step changes neither the registration nor its parameters'
+#: mesh measurably).
+REFIT = {"iters": 1, "max_vertices": 2500}
+
+
+def _refine(fitted: _Fitted, model: FlameModel, settings: RefineSettings,
+            timer: _Timer) -> tuple[np.ndarray, np.ndarray, FitState, dict]:
+    """Step 4: ``(registration (V, 3), the fit it falls back to (V, 3), parameters in the scan frame to
+    refit from, the refinement's info)``, vertices in the model frame.
+
+    The refinement charges displacements from the fit. Where the detail phase did not run, a second,
+    short refinement from the parameters refitted to the first one's result (nearer the face) is less
+    pulled by the first fit's errors.
+    """
+    f = fitted
+    with timer("refine"):
+        reg_v, info = refine(f.fit_v, model.faces, f.index, f.weights, _eyeballs(model), settings, f.lmk)
+    final = _to_scan_frame(f.flame, f.state, f.R, f.t)
+    fit_v = f.fit_v
+    if settings.second_pass and info["detail_rounds"] == 0:
+        with timer("refit"):
+            final = fit_mesh_vertices(f.flame, apply_rigid(reg_v, f.R, f.t), state=final, **REFIT)
+        with timer("refine"):
+            again = replace(settings, stiffness=settings.second_pass, detail_rounds=0,
+                            radius=settings.radius[-1:] * len(settings.second_pass))
+            fit_v = (vertices(f.flame, final) - f.t) @ f.R  # the fit the registration now falls back to
+            reg_v, second = refine(fit_v, model.faces, f.index, f.weights, _eyeballs(model), again, f.lmk)
+            info["rounds"] += second["rounds"]
+    return reg_v, fit_v, final, info
+
+
+def _finish(reg_v: np.ndarray, fit_v: np.ndarray, model: FlameModel, fitted: _Fitted) -> tuple[np.ndarray, dict]:
+    """Step 5: folds repaired, then the eyeballs behind the lids; the vertices and the numbers for the
+    report (model frame)."""
+    reg_v, last = _unfolded(reg_v, fit_v, model, fitted.flame, fitted.state)
+    reg_v, surface_info = _behind_lids(reg_v, fit_v, model, fitted.state)
     surface_info.update(folds=last["left"], folds_repaired=last["folded"] - last["left"])
-    timings["finish"] = time.perf_counter() - t6
-    t7 = time.perf_counter()
-    reg_scan = apply_rigid(reg_v, R, t)
-    final = refit(reg_scan, state=final)
-    timings["refit"] += time.perf_counter() - t7
-
-    # 6. quality (model frame and scan frame differ by a rigid motion: distances are the same)
-    reg_lmk = None if lmk_model is None else lmk_model.locate(reg_v, model.faces)
-    quality = assess(reg_v, fit_v, model.faces, index, face, None if lmk_model is None else lmk_model.targets, reg_lmk)
-    quality.numbers["refine_rounds"] = len(refine_info["rounds"])
-    quality.numbers["refine_detail_rounds"] = refine_info["detail_rounds"]  # > 0: detail beyond the FLAME fit
-    quality.numbers.update(surface_info)
-    if lmk_model is not None:
-        outliers = landmark_outliers(lmk_model, reg_lmk)
-        landmark_info["outliers"] = outliers
-        for reason in (mismatch, outlier_reason(outliers, len(lmk_model), lmk_model.source),
-                       views_disagree(landmark_info) if detected else None):
-            if reason is not None:
-                quality = quality.suspect(reason)
-    else:  # measured on simulated scans: geometry-only starts land 1-8 mm off with a perfect surface fit
-        quality = quality.suspect(UNANCHORED)
-    timings["total"] = time.perf_counter() - t0
-
-    params = final.to_params()
-    to_flame = np.eye(4)
-    to_flame[:3, :3], to_flame[:3, 3] = R.T, -R.T @ t
-    params.extras.update(units=np.array(unit), scale_to_m=np.array(k), scan_to_flame=to_flame,
-                         verdict=np.array(quality.verdict), landmark_source=np.array(landmark_info["source"]),
-                         landmark_convention=np.array(landmark_info.get("convention", "")))
-    if detected:
-        params.extras.update(detection_record(landmark_info, sets[0].targets))
-    mesh = Mesh(reg_scan, model.faces, source=path, meta={"units": "m"})
-    return Registration(mesh, params, apply_rigid(fit_v, R, t), quality, timings,
-                        None if reg_lmk is None else apply_rigid(reg_lmk, R, t), landmark_info, scan.with_vertices(pts_m))
+    return reg_v, surface_info
 
 
-def _unfolded(v: np.ndarray, fit: np.ndarray, model: FlameModel, flame, state: FitState) -> tuple[np.ndarray, dict]:
+def _unfolded(v: np.ndarray, fit: np.ndarray, model: FlameModel, flame: NumpyFlame,
+              state: FitState) -> tuple[np.ndarray, dict]:
     """``v`` (V, 3, model frame) with the folds it has beyond the ``fit``'s own (V, 3) repaired: folds
     against the template posed as ``state``, filled from the fit, else the fitted identity without
     expression, else the template (:mod:`.unfold`). Returns the vertices and the unfold's numbers."""
@@ -333,71 +394,56 @@ def _behind_lids(reg_v: np.ndarray, fit_v: np.ndarray, model: FlameModel, state:
                  "eyeball_piercing_vertices": sum(e["piercing"] for e in eyes["eyeballs"])}
 
 
-def _resolve_units(points: np.ndarray, landmarks: np.ndarray | None, units: str, path: str) -> tuple[str, float]:
-    """``(unit, metres per unit)``: as given, or detected from the head's size (``units="auto"``)."""
-    if units == "auto":
-        try:
-            return detect_units(points, landmarks)
-        except InputError as exc:
-            raise InputError(path, exc.problem) from None
-    if units in METRES_PER_UNIT:
-        return units, METRES_PER_UNIT[units]
-    raise InputError(None, f"unknown units {units!r}; use auto, m, cm or mm")
+def _judge(reg_v: np.ndarray, fit_v: np.ndarray, model: FlameModel, fitted: _Fitted, refine_info: dict,
+           surface_info: dict, landmark_info: dict) -> tuple[Quality, np.ndarray | None]:
+    """Step 6: the quality numbers and the verdict with its reasons; the registration's landmarks (model
+    frame). Model frame and scan frame differ by a rigid motion: the distances are the same."""
+    lmk = fitted.lmk
+    reg_lmk = None if lmk is None else lmk.locate(reg_v, model.faces)
+    quality = assess(reg_v, fit_v, model.faces, fitted.index, _face_vertices(model),
+                     None if lmk is None else lmk.targets, reg_lmk)
+    quality.numbers["refine_rounds"] = len(refine_info["rounds"])
+    quality.numbers["refine_detail_rounds"] = refine_info["detail_rounds"]  # > 0: detail beyond the FLAME fit
+    quality.numbers.update(surface_info)
+    if lmk is None:  # measured on simulated scans: geometry-only starts land 1-8 mm off with a perfect surface fit
+        return quality.suspect(UNANCHORED), reg_lmk
+    outliers = landmark_outliers(lmk, reg_lmk)
+    landmark_info["outliers"] = outliers
+    reasons = [fitted.mismatch, outlier_reason(outliers, len(lmk), lmk.source)]
+    if fitted.detected:
+        from .autolandmarks import views_disagree
+
+        reasons.append(views_disagree(landmark_info))
+    for reason in reasons:
+        if reason is not None:
+            quality = quality.suspect(reason)
+    return quality, reg_lmk
 
 
-def _rigid_candidates(rest_v: np.ndarray, faces: np.ndarray, weights: np.ndarray, lmk: LandmarkSet | None,
-                      index_scan: ScanIndex, detected: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Rigid starts ``x_scan = R x_model + t`` for the mean head ``rest_v`` (V, 3).
+def _result(prepared: _Prepared, model: FlameModel, fitted: _Fitted, reg_v: np.ndarray, fit_v: np.ndarray,
+            final: FitState, quality: Quality, reg_lmk: np.ndarray | None, landmark_info: dict,
+            sets: list[LandmarkSet], timings: dict) -> Registration:
+    """The :class:`Registration`: everything moved to the scan's frame (metres), the parameters' extras."""
+    R, t = fitted.R, fitted.t
+    params = final.to_params()
+    to_flame = np.eye(4)
+    to_flame[:3, :3], to_flame[:3, 3] = R.T, -R.T @ t
+    params.extras.update(units=np.array(prepared.unit), scale_to_m=np.array(prepared.k), scan_to_flame=to_flame,
+                         verdict=np.array(quality.verdict), landmark_source=np.array(landmark_info["source"]),
+                         landmark_convention=np.array(landmark_info.get("convention", "")))
+    if fitted.detected:
+        from .autolandmarks import detection_record
 
-    With landmarks, the points that do not move with expression (brows, nose, eyes; the mouth and jaw
-    would tilt the start) are aligned. With ``detected`` landmarks that alignment is joined by the same
-    start refined by ICP on the face: a detector's points sit several millimetres from FLAME's (4-7 mm on
-    the benchmark's renders) and can tilt the start by degrees, which the fit then cannot undo; the FLAME
-    fit decides. Measured on simulated in-model scans with detected landmarks (seeds 1-10): seed 6
-    0.46 → 0.20 mm, seed 7 0.19 → 0.17 mm, the others unchanged.
-    """
-    tmpl_n = vertex_normals(rest_v, faces)
-    # the front of the head, as a frontal scanner sees it
-    front = np.flatnonzero((tmpl_n[:, 2] > 0.2) & (weights > 0))
-    if lmk is not None:
-        stable = lmk.rigid_points()
-        start = align_with_landmarks(stable.locate(rest_v, faces), stable.targets)
-        if not detected:
-            return [start]
-        R, t, _ = trimmed_icp(rest_v[front], tmpl_n[front], index_scan, *start, iters=20, max_dist=0.015)
-        return [start, (R, t)]
-    return [(R, t) for R, t, _ in align_by_geometry(rest_v[front], tmpl_n[front], index_scan, keep=4)]
+        params.extras.update(detection_record(landmark_info, sets[0].targets))
+    mesh = Mesh(apply_rigid(reg_v, R, t), model.faces, source=prepared.path, meta={"units": "m"})
+    return Registration(mesh, params, apply_rigid(fit_v, R, t), quality, timings,
+                        None if reg_lmk is None else apply_rigid(reg_lmk, R, t), landmark_info,
+                        prepared.mesh.with_vertices(prepared.points))
 
 
-#: Turns (degrees) tried about each axis around the best geometry-only start, coarse then fine.
-GEOMETRY_SEARCH_DEG = (15.0, 8.0)
-
-
-def _search_around(start, best: tuple, centre: np.ndarray) -> tuple:
-    """Local search over rigid starts without landmarks: turn the best start about each model axis
-    through ``centre`` (the face's centroid, model frame) by each of ``GEOMETRY_SEARCH_DEG``, keeping
-    whichever short FLAME fit explains the scan best (``start(R, t)`` returns ``(score, R, t, ...)``).
-
-    The rigid ICP of the mean head settles 4-13° from the truth on a head of another shape, and from
-    there the fit slides into a wrong minimum. Measured on six simulated scans (random poses, the
-    benchmark's simulator, ``auto_landmarks="geometry"``): per-vertex face error 1.6-7.0 mm median without
-    the search, 0.16-0.23 mm on five and 0.70 mm on one with it, about 2.5 s more per scan. A start at the
-    true pose scores lowest on all of them, so the score is sound and what remains is the search.
-    """
-    for degrees in GEOMETRY_SEARCH_DEG:
-        R0, t0 = best[1], best[2]
-        for axis in np.vstack([np.eye(3), -np.eye(3)]):
-            turn = Rotation.from_rotvec(np.deg2rad(degrees) * axis).as_matrix()
-            tried = start(R0 @ turn, R0 @ centre + t0 - R0 @ turn @ centre)
-            if tried[0] < best[0]:
-                best = tried
-    return best
-
-
-def _to_scan_frame(flame, state: FitState, R: np.ndarray, t: np.ndarray) -> FitState:
+def _to_scan_frame(flame: NumpyFlame, state: FitState, R: np.ndarray, t: np.ndarray) -> FitState:
     """The same FLAME instance moved by ``x -> R x + t``: compose with the global rotation about the root."""
-    with torch.no_grad():
-        root = flame(torch.as_tensor(state.shape)[None], torch.as_tensor(state.expression)[None]).joints[0, 0].numpy()
+    root = flame.root(state.shape, state.expression)
     pose = state.pose.copy()
     pose[:3] = (Rotation.from_matrix(R) * Rotation.from_rotvec(state.pose[:3])).as_rotvec()
     return FitState(state.shape.copy(), state.expression.copy(), pose, R @ (root + state.trans) + t - root)
@@ -406,7 +452,8 @@ def _to_scan_frame(flame, state: FitState, R: np.ndarray, t: np.ndarray) -> FitS
 def save_registration(reg: Registration, out_dir: str | os.PathLike, name: str, picture: bool = True,
                       mesh_units: str = "m") -> dict:
     """Write ``<name>.npz`` (MICA keys + extras), ``<name>.obj``, with ``picture`` ``<name>_report.png``
-    (scan and registration side by side, scan-to-mesh error heat map), and ``<name>_report.json``.
+    (scan and registration side by side, a heat map of each scan point's exact distance to the
+    registration), and ``<name>_report.json``.
 
     ``mesh_units``: the ``.obj``'s unit (``m``, MICA's, by default; ``cm`` or ``mm`` to lay it over the scan
     in a viewer); the parameters stay in metres, and the report's ``mesh_units`` says which was written.
@@ -436,50 +483,3 @@ def save_registration(reg: Registration, out_dir: str | os.PathLike, name: str, 
                                 title=f"{name}: {reg.verdict}")
         write_json(tmp["report"], {**reg.report(), "mesh_units": mesh_units})
     return {k: str(v) for k, v in paths.items()}
-
-
-@dataclass
-class MeshFit:
-    """FLAME parameters fitted to a FLAME-topology mesh, and how well they explain it.
-
-    Attributes:
-        params: FLAME parameters (metres, the mesh's frame).
-        vertices: (V, 3) FLAME(params).
-        error_mm: (V,) per-vertex distance between FLAME(params) and the mesh, millimetres.
-    """
-
-    params: FlameParams
-    vertices: np.ndarray
-    error_mm: np.ndarray
-
-    def summary(self) -> dict:
-        e = self.error_mm
-        return {"mean_mm": float(e.mean()), "median_mm": float(np.median(e)),
-                "p95_mm": float(np.percentile(e, 95)), "max_mm": float(e.max())}
-
-
-@single_threaded_blas
-def fit_mesh(mesh: Mesh | str | os.PathLike, model: FlameModel, units: str = "m", iters: int = 8) -> MeshFit:
-    """FLAME parameters for a mesh already in FLAME topology (TEMPEH, CoMA, VOCA, MICA registrations…).
-
-    Vertex-to-vertex Gauss-Newton on shape, expression, global/neck/jaw pose and translation (eyes stay
-    at rest). ``units``: the mesh's length unit (``m``, ``cm``, ``mm`` or ``auto``).
-
-    Raises:
-        InputError: unreadable mesh, or a vertex count different from the model's.
-    """
-    if not isinstance(mesh, Mesh):
-        mesh = read_mesh(mesh)
-    path = mesh.source or "<mesh>"
-    check_mesh(mesh, path)
-    if mesh.n_vertices != model.n_vertices:
-        raise InputError(path, f"has {mesh.n_vertices} vertices; the model's topology has {model.n_vertices}")
-    units, k = _resolve_units(mesh.vertices, None, units, path)
-    target = mesh.vertices * k
-    check_scan_extent(target, path, units)
-    flame = make_layer(model)
-    state = fit_mesh_vertices(flame, target, iters=iters)
-    v = vertices(flame, state)
-    params = state.to_params()
-    params.extras.update(units=np.array(units), scale_to_m=np.array(k))
-    return MeshFit(params, v, np.linalg.norm(v - target, axis=1) * 1000)

@@ -71,7 +71,7 @@ def check_landmarks_against_scan(landmarks_m: np.ndarray, scan: ScanIndex | np.n
     if not np.isfinite(rms) or not 1.0 / SIZE_FACTOR <= rms / TYPICAL_LANDMARK_RMS <= SIZE_FACTOR:
         raise InputError(path, f"the landmarks' RMS radius is {_length(rms)}; a face's is about "
                                f"{TYPICAL_LANDMARK_RMS * 1000:.0f} mm: wrong units, or not face landmarks")
-    tree = scan.tree if isinstance(scan, ScanIndex) else cKDTree(np.asarray(scan, dtype=np.float64))
+    tree = scan if isinstance(scan, ScanIndex) else cKDTree(np.asarray(scan, dtype=np.float64))
     dist, _ = tree.query(lmk, k=1)
     worst = int(np.argmax(dist))
     median = float(np.median(dist))

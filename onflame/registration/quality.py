@@ -2,7 +2,10 @@
 
 Numbers (millimetres unless named otherwise):
 
-- scan→registration distance for scan points in the face: the registration should lie on the scan;
+- scan→registration distance (:func:`scan_to_registration`): the exact distance from scan points to
+  the registration's surface (the closest point on any of its triangles, :mod:`onflame.mesh.distance`),
+  over the points of :data:`SCAN_POINTS`; median, mean and p95 over those whose closest point lies in
+  FLAME's face region;
 - coverage: share of the model's face vertices that found scan data within 2 mm;
 - landmark residuals: registration landmarks vs the given clicks (when landmarks were given);
 - mesh quality: triangles flipped relative to the FLAME fit (the refinement's own doing), degenerate
@@ -17,10 +20,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import cKDTree
 
-from ..geometry import count_degenerate, count_flipped, vertex_normals
+from ..geometry import count_degenerate, flipped_against, vertex_normals
+from ..mesh.distance import SurfaceDistance
 from .correspond import ScanIndex
+
+#: Most scan points the distances are measured from: beyond, an even sample of the scan's vertices.
+SCAN_SAMPLE = 10000
+#: The stated set of scan points behind every scan→registration number onflame shows.
+SCAN_POINTS = (f"the scan's vertices (an even sample of {SCAN_SAMPLE} on larger scans) off its border (holes and "
+               "edges, one ring deep) whose closest point on the registration lies on a triangle of FLAME's face "
+               "region")
 
 #: Thresholds (mm / fractions) for the verdict: (suspect above, failed above).
 LIMITS = {
@@ -50,29 +60,54 @@ class Quality:
         return Quality(self.numbers, "failed" if self.verdict == "failed" else "suspect", self.reasons + [reason])
 
 
+@dataclass
+class ScanDistances:
+    """Exact scan→registration distances.
+
+    Attributes:
+        points: (N,) indices of the scan vertices measured (off the border; sampled, see :data:`SCAN_POINTS`).
+        distance: (N,) their distance to the registration's surface (the scan's unit).
+        in_face: (N,) bool: the closest point lies on a triangle of the face region.
+    """
+
+    points: np.ndarray
+    distance: np.ndarray
+    in_face: np.ndarray
+
+    def face_mm(self, to_mm: float = 1000.0) -> np.ndarray:
+        """The face's distances in millimetres (``to_mm``: millimetres per unit; metres by default)."""
+        return self.distance[self.in_face] * to_mm
+
+
+def scan_to_registration(scan_points: np.ndarray, scan_border: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
+                         face_vertices: np.ndarray | None = None, sample: int = SCAN_SAMPLE) -> ScanDistances:
+    """Distances from the scan's points (N, 3) to a registration (``vertices`` (V, 3), ``faces`` (F, 3)),
+    one frame and unit: up to ``sample`` evenly spread scan vertices not on the ``scan_border`` (N,) bool,
+    exact point-to-triangle; face triangles: all three corners in ``face_vertices`` (all when None)."""
+    idx = np.flatnonzero(~np.asarray(scan_border, bool))
+    if len(idx) > sample:
+        idx = idx[np.linspace(0, len(idx) - 1, sample).round().astype(np.int64)]
+    dist, _, tri = SurfaceDistance(vertices, faces).query(scan_points[idx])
+    if face_vertices is None:
+        return ScanDistances(idx, dist, np.ones(len(idx), bool))
+    in_face = np.zeros(len(vertices), bool)
+    in_face[face_vertices] = True
+    return ScanDistances(idx, dist, in_face[faces].all(1)[tri])
+
+
 def assess(reg: np.ndarray, fit: np.ndarray, faces: np.ndarray, index: ScanIndex, face_idx: np.ndarray,
            landmarks: np.ndarray | None = None, reg_landmarks: np.ndarray | None = None) -> Quality:
     """Measure a registration ``reg`` (V, 3) against the scan, all in the same frame and metres."""
+    d = scan_to_registration(index.points, index.border, reg, faces, face_idx).face_mm()
     n = vertex_normals(reg, faces)
-    # scan points whose nearest registration vertex is a face vertex, within 5 mm: the face's scan data
-    tree = cKDTree(reg)
-    d, j = tree.query(index.points, distance_upper_bound=0.005)
-    in_face = np.zeros(len(reg), bool)
-    in_face[face_idx] = True
-    sel = np.isfinite(d)
-    sel[sel] &= in_face[j[sel]]
-    sel &= ~index.border
-    plane = np.abs(((index.points[sel] - reg[j[sel]]) * n[j[sel]]).sum(1))
-    # point-to-plane to the nearest vertex, capped by the point-to-point distance
-    dist = np.minimum(plane, d[sel]) * 1000
     m = index.match(reg[face_idx], n[face_idx], 0.002, min_cos=0.3)
     numbers = {
-        "scan_to_mesh_median_mm": float(np.median(dist)) if dist.size else float("nan"),
-        "scan_to_mesh_mean_mm": float(np.mean(dist)) if dist.size else float("nan"),
-        "scan_to_mesh_p95_mm": float(np.percentile(dist, 95)) if dist.size else float("nan"),
-        "face_scan_points": int(sel.sum()),
+        "scan_to_mesh_median_mm": float(np.median(d)) if d.size else float("nan"),
+        "scan_to_mesh_mean_mm": float(np.mean(d)) if d.size else float("nan"),
+        "scan_to_mesh_p95_mm": float(np.percentile(d, 95)) if d.size else float("nan"),
+        "face_scan_points": int(d.size),
         "coverage": float(len(m.source) / max(len(face_idx), 1)),
-        "flipped_triangles": count_flipped(faces, fit, reg),
+        "flipped_triangles": int(flipped_against(reg, faces, fit).sum()),
         "degenerate_triangles": count_degenerate(reg, faces),
     }
     if landmarks is not None and reg_landmarks is not None:

@@ -15,7 +15,6 @@ import numpy as np
 from ..fileio import write_bytes
 from ..mesh import Mesh
 from ..render import colormap, framing, render_mesh
-from .autolandmarks import scan_facing
 
 #: Colour map of the heat map (matplotlib's name; a built-in blue-to-red ramp without matplotlib).
 CMAP = "turbo"
@@ -37,6 +36,8 @@ def _view(scan: Mesh, scan_to_flame: np.ndarray | None) -> tuple[np.ndarray, np.
     if scan_to_flame is not None:
         A = np.asarray(scan_to_flame, dtype=np.float64)[:3, :3]  # rows: FLAME's axes in scan coordinates
         return A[2], A[1]
+    from .autolandmarks import scan_facing
+
     f = scan_facing(scan.vertices, scan.faces)
     f = np.array([0.0, 0.0, 1.0]) if f is None else f
     up = np.array([0.0, 1.0, 0.0]) if abs(f[1]) < 0.9 else np.array([0.0, 0.0, 1.0])

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from scipy.sparse.csgraph import connected_components
 
-from ..geometry import face_normals, vertex_adjacency
+from ..geometry import face_normals, flipped_against, vertex_adjacency
 
 #: Rings a patch grows by, at most. Folds that need more are deep folds of the fit's own expression
 #: (the synthetic test model's lids fold so at random expressions, and its heads' truths with them);
@@ -32,10 +32,10 @@ MAX_RINGS = 3
 FOLD_COS = 0.1
 
 
-def flipped_against(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray, margin: float = FOLD_COS) -> np.ndarray:
-    """(F,) bool: triangles of ``vertices`` (V, 3) whose normals point against (cosine below ``margin``)
-    the same triangles' of ``reference`` (V, 3), both in one frame (degenerate triangles count too)."""
-    return (face_normals(vertices, faces) * face_normals(reference, faces)).sum(1) <= margin
+def folded(vertices: np.ndarray, faces: np.ndarray, reference_normals: np.ndarray) -> np.ndarray:
+    """(F,) bool: triangles of ``vertices`` (V, 3) folded against the reference's triangle normals (F, 3)
+    (:func:`~onflame.geometry.flipped_against` with the margin :data:`FOLD_COS`)."""
+    return flipped_against(vertices, faces, reference_normals=reference_normals, below=FOLD_COS)
 
 
 def unfold(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray, rest: list[np.ndarray],
@@ -50,7 +50,8 @@ def unfold(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray, rest:
             without expression, then the posed template); same frame as ``vertices``.
         fixed: vertex indices that must not move (they are left out of every patch).
         keep_folds_of: (V, 3) a mesh whose own folds are left alone (the FLAME fit: a fold of its
-            expression is the model's, and filling one cost accuracy where it was the truth's too).
+            expression is the model's, and filling one cost accuracy where it was the truth's too); a
+            fill also never turns a triangle against it (the quality check counts those as flips).
 
     Returns:
         ``(vertices (V, 3), info)``; ``info``: ``folded`` (triangles flipped before), ``left`` (after,
@@ -64,8 +65,11 @@ def unfold(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray, rest:
     movable = np.ones(V, bool)
     if fixed is not None:
         movable[np.asarray(fixed, dtype=np.int64)] = False
-    bad = flipped_against(v, faces, reference)
-    kept = np.zeros(len(faces), bool) if keep_folds_of is None else flipped_against(keep_folds_of, faces, reference)
+    ref_n = face_normals(reference, faces)
+    bad = folded(v, faces, ref_n)
+    kept = np.zeros(len(faces), bool) if keep_folds_of is None else folded(keep_folds_of, faces, ref_n)
+    guard_n = None if keep_folds_of is None else face_normals(keep_folds_of, faces)
+    guard = None if guard_n is None else (guard_n, flipped_against(v, faces, reference_normals=guard_n))
     info = {"folded": int(bad.sum()), "left": int(bad.sum()), "moved": 0, "rings": 0}
     if not (bad & ~kept).any():
         return v, info
@@ -79,10 +83,12 @@ def unfold(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray, rest:
         for k in range(n):
             seed = np.zeros(V, bool)
             seed[members[label == k]] = True
-            filled, rings = _fill_fold(v, faces, reference, rest, A, edges, seed, movable, bad)
+            filled, rings = _fill_fold(v, faces, ref_n, rest, A, edges, seed, movable, bad, guard)
             if filled is not None:
                 moved |= np.abs(filled - v).sum(1) > 0
-                v, bad = filled, flipped_against(filled, faces, reference)
+                v, bad = filled, folded(filled, faces, ref_n)
+                if guard is not None:
+                    guard = (guard[0], flipped_against(v, faces, reference_normals=guard[0]))
                 info["rings"] = max(info["rings"], rings)
         if not (bad & ~kept).any():
             break
@@ -90,11 +96,13 @@ def unfold(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray, rest:
     return v, info
 
 
-def _fill_fold(v: np.ndarray, faces: np.ndarray, reference: np.ndarray, rest: list[np.ndarray], A: sp.csr_matrix,
+def _fill_fold(v: np.ndarray, faces: np.ndarray, ref_n: np.ndarray, rest: list[np.ndarray], A: sp.csr_matrix,
                edges: tuple[np.ndarray, np.ndarray], seed: np.ndarray, movable: np.ndarray,
-               bad: np.ndarray) -> tuple[np.ndarray | None, int]:
+               bad: np.ndarray, guard: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray | None, int]:
     """The smallest fill (fewest rings around a fold's corners ``seed`` (V,) bool, the first rest shape
-    first) that unfolds the fold's triangles and flips none that ``bad`` (F,) does not already hold;
+    first) that unfolds the fold's triangles (against the reference's triangle normals ``ref_n`` (F, 3))
+    and flips none that ``bad`` (F,) does not already hold, nor, with a ``guard`` ``(triangle normals
+    (F, 3), (F,) bool flipped against them now)``, any against those;
     ``(None, 0)`` if none up to :data:`MAX_RINGS` does."""
     own = bad & seed[faces].any(1)
     for shape in rest:
@@ -103,8 +111,10 @@ def _fill_fold(v: np.ndarray, faces: np.ndarray, reference: np.ndarray, rest: li
             patch |= (A @ patch.astype(np.float64)) > 0
             out = _harmonic_fill(v, shape, edges, patch & movable)
             around = patch[faces].any(1)  # the only triangles the fill can turn
-            after = flipped_against(out, faces[around], reference)
-            if not (after & (own[around] | ~bad[around])).any():
+            after = folded(out, faces[around], ref_n[around])
+            if (after & (own[around] | ~bad[around])).any():
+                continue
+            if guard is None or not (flipped_against(out, faces[around], reference_normals=guard[0][around]) & ~guard[1][around]).any():
                 return out, rings
     return None, 0
 
@@ -120,14 +130,30 @@ def _harmonic_fill(v: np.ndarray, rest: np.ndarray, edges: tuple[np.ndarray, np.
     col[members] = np.arange(len(members))
     touching = patch[edges[0]] | patch[edges[1]]
     ei, ej = edges[0][touching], edges[1][touching]
-    rows = np.arange(len(ei))
     in_i, in_j = col[ei] >= 0, col[ej] >= 0  # endpoints inside the patch are unknowns, the others held
-    D = sp.csr_matrix((np.r_[np.ones(in_i.sum()), -np.ones(in_j.sum())],
-                       (np.r_[rows[in_i], rows[in_j]], np.r_[col[ei][in_i], col[ej][in_j]])),
-                      shape=(len(ei), len(members)))
     goal = rest[ei] - rest[ej]
     rhs = goal - np.where(in_i[:, None], 0.0, v[ei]) + np.where(in_j[:, None], 0.0, v[ej])
+    # the normal equations DᵀD x = Dᵀ rhs of D x = rhs (D: ±1 per edge end inside the patch): the patch's
+    # graph Laplacian, its held neighbours adding to the diagonal; small patches solve densely
+    n = len(members)
+    ci, cj = col[ei], col[ej]
+    b = np.zeros((n, 3))
+    for d in range(3):
+        b[:, d] = np.bincount(ci[in_i], rhs[in_i, d], minlength=n) - np.bincount(cj[in_j], rhs[in_j, d], minlength=n)
+    degree = np.bincount(ci[in_i], minlength=n) + np.bincount(cj[in_j], minlength=n)
+    both = in_i & in_j
     out = v.copy()
-    # the held part of the displacement enters through rhs; D x = goal on the patch's edges
-    out[members] = spla.spsolve((D.T @ D).tocsc(), D.T @ rhs)
+    if n <= DENSE_PATCH:
+        L = np.diag(degree.astype(np.float64))
+        L[ci[both], cj[both]] = L[cj[both], ci[both]] = -1.0  # each edge once: no duplicates
+        out[members] = np.linalg.solve(L, b)
+    else:
+        L = sp.csr_matrix((np.r_[degree, -np.ones(2 * both.sum())],
+                           (np.r_[np.arange(n), ci[both], cj[both]], np.r_[np.arange(n), cj[both], ci[both]])),
+                          shape=(n, n))
+        out[members] = spla.spsolve(L.tocsc(), b)
     return out
+
+
+#: Patches up to this many vertices are filled by a dense solve (faster than a sparse one's set-up).
+DENSE_PATCH = 600

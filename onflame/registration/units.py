@@ -42,3 +42,41 @@ def detect_units(points: np.ndarray, landmarks: np.ndarray | None = None) -> tup
     if abs(np.log(rms * METRES_PER_UNIT[best] / typical)) > np.log(4.0):
         raise InputError(None, f"scan size {rms:.4g} (RMS radius) fits no unit m/cm/mm for a head")
     return best, METRES_PER_UNIT[best]
+
+
+def resolve_units(points: np.ndarray, landmarks: np.ndarray | None, units: str, path: str) -> tuple[str, float]:
+    """``(unit, metres per unit)`` of a scan's ``points`` (N, 3): as given, or detected from the head's
+    size (``units="auto"``; ``landmarks`` (K, 3), when given, decide).
+
+    Raises:
+        InputError: an unknown unit, or a size that fits none (naming ``path``).
+    """
+    if units == "auto":
+        try:
+            return detect_units(points, landmarks)
+        except InputError as exc:
+            raise InputError(path, exc.problem) from None
+    if units in METRES_PER_UNIT:
+        return units, METRES_PER_UNIT[units]
+    raise InputError(None, f"unknown units {units!r}; use auto, m, cm or mm")
+
+
+def units_mismatch(points: np.ndarray, landmarks: np.ndarray, scan_units: str, scan_path: str,
+                   landmark_path: str) -> InputError | None:
+    """The error to raise when a scan's points (N, 3) and its landmarks (K, 3) are in different units,
+    else None: each alone sized as a head (:func:`detect_units`), the scan's as given unless
+    ``scan_units`` is ``"auto"``. Named for the landmark file: a scan's unit is the one its landmarks
+    must follow."""
+    def alone(pts: np.ndarray, lmk: np.ndarray | None) -> str | None:
+        try:
+            return detect_units(pts, lmk)[0]
+        except InputError:
+            return None
+
+    scan_unit = alone(points, None) if scan_units == "auto" else scan_units
+    lmk_unit = alone(landmarks, landmarks) if len(landmarks) >= 5 else None
+    if scan_unit is None or lmk_unit is None or scan_unit == lmk_unit:
+        return None
+    scan_how = f"RMS radius {rms_radius(points):.4g}" if scan_units == "auto" else "as given"
+    return InputError(landmark_path, f"landmarks in {lmk_unit} (RMS radius {rms_radius(landmarks):.4g}) but the scan "
+                                     f"{scan_path} in {scan_unit} ({scan_how}): give the landmarks in the scan's unit")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from ..geometry import rigid_fit
 from .rules import ARCFACE_TEMPLATE_112
 
 #: (5, 2) the template for the 112×112 crop.
@@ -27,24 +28,17 @@ def arcface_template(size: int = 112) -> np.ndarray:
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity (rotation, uniform scale, translation) taking ``src`` (N, 2) onto ``dst`` (N, 2).
 
-    Umeyama's closed form, as ``skimage.transform.SimilarityTransform.estimate`` (which MICA's insightface
-    alignment calls) computes it; hand-written because those 10 lines do not justify scikit-image as a
-    dependency. Returns the (2, 3) matrix ``[s R | t]`` with ``dst ≈ s R src + t``.
+    Umeyama's closed form (:func:`onflame.geometry.rigid_fit`), as ``skimage.transform.SimilarityTransform.
+    estimate`` (which MICA's insightface alignment calls) computes it. Returns the (2, 3) matrix ``[s R | t]`` with ``dst ≈ s R src + t``.
     """
     src = np.asarray(src, dtype=np.float64)
     dst = np.asarray(dst, dtype=np.float64)
     if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or src.shape[0] < 2:
         raise ValueError(f"expected two (N>=2, 2) point sets of one shape, got {src.shape} and {dst.shape}")
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    sc, dc = src - mu_s, dst - mu_d
-    u, sig, vt = np.linalg.svd(dc.T @ sc / len(src))
-    d = np.array([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])  # no reflections
-    rot = u @ np.diag(d) @ vt
-    var_s = (sc ** 2).sum() / len(src)
-    if var_s == 0:
+    if not (src - src.mean(0)).any():
         raise ValueError("source points coincide")
-    scale = float((sig * d).sum() / var_s)
-    return np.hstack([scale * rot, (mu_d - scale * rot @ mu_s)[:, None]])
+    rot, shift, scale = rigid_fit(src, dst, scale=True)  # Umeyama, no reflections
+    return np.hstack([scale * rot, shift[:, None]])
 
 
 def apply_transform(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
