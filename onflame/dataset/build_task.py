@@ -110,9 +110,9 @@ class BuildTask:
         auto_landmarks: :func:`register`'s mode for scans without a landmark file (``auto``, ``detect``,
             ``geometry``).
         require_texture: a scan whose texture image is missing fails (otherwise it is a warning).
-        torch_threads: torch (and BLAS) threads in the worker. Registration's float results may depend on
-            it (reductions split work by thread), so it is fixed, not derived from the worker count, so
-            that 1 and N workers write the same bytes.
+        torch_threads: threads per task (registration's own, BLAS/OpenMP, torch where loaded); fixed, not
+            derived from the worker count, so that N workers on N cores do not oversubscribe them and
+            1 and N workers write the same bytes.
         fit_settings, refine_settings: registration settings (None: the defaults).
         key: the configuration digest recorded in the manifest (see :mod:`.build_plan`).
     """
@@ -223,8 +223,9 @@ def _fingerprints(paths: list[Path], files: LocalFiles) -> tuple[dict, bool]:
 
 
 def _set_threads(n: int) -> None:
-    """``n`` torch/BLAS threads for this task: torch is set if loaded; a later import reads the variables."""
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    """``n`` threads for this task: registration's own (:mod:`onflame.registration.threads`) and BLAS/OpenMP
+    read the variables; torch, where something loaded it, is set."""
+    for var in ("ONFLAME_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(n)
     torch = sys.modules.get("torch")
     if torch is not None and torch.get_num_threads() != n:
