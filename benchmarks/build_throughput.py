@@ -57,14 +57,12 @@ def _children_cpu() -> float:
 
 def serial_loop(sources: list[str], raw: Path, out: Path, model) -> dict:
     """What a user writes without onflame build: one register() after another, in this process."""
-    import torch
-
     from onflame.dataset.build_task import BuildTask, find_landmarks
     from onflame.mesh import write_obj
     from onflame.registration import register
     from onflame.sources import get_source
 
-    torch.set_num_threads(1)  # as a build's workers: one core per scan
+    os.environ["ONFLAME_THREADS"] = "1"  # as a build's workers: one core per scan
     t0, c0 = time.perf_counter(), time.process_time()
     n = 0
     for name in sources:
@@ -77,6 +75,7 @@ def serial_loop(sources: list[str], raw: Path, out: Path, model) -> dict:
             write_obj(out / name / item.actor / f"{item.stem}.obj", reg.mesh)
             n += 1
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    del os.environ["ONFLAME_THREADS"]
     return {"scans": n, "wall": wall, "task_s": wall / n, "task_cpu": cpu / n, "all_cpu": cpu / n, "checksum": ""}
 
 
@@ -201,11 +200,12 @@ def main() -> None:
     ap.add_argument("--write-docs", action="store_true", help="rewrite this benchmark's section of docs/benchmarks.md")
     args = ap.parse_args()
 
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     scans, rows = run(args)
     head, cells = table(rows)
     checksums = {m["checksum"] for name, _, m in rows if "onflame" in name}
     print(f"{scans} synthetic scans ({args.sources} source(s) x {args.actors} actors, native formats), "
-          "51 landmarks given")
+          f"51 landmarks given; {os.cpu_count()} cores, load average {load:.1f} at the start")
     widths = [max(len(r[i]) for r in [head] + cells) for i in range(len(head))]
     for r in [head] + cells:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -214,7 +214,9 @@ def main() -> None:
         from doc_tables import markdown_table, write_section
 
         note = (f"{scans} scans (the eight synthetic releases × {args.actors} actors, 51 landmarks given as sidecar "
-                "files); every onflame row wrote the same files" + ("" if len(checksums) == 1 else " — NOT: see checksums"))
+                f"files) on {os.cpu_count()} cores at a load average of {load:.1f} when it started (wall times "
+                "depend on it, CPU seconds much less); every onflame row wrote the same files"
+                + ("" if len(checksums) == 1 else " — NOT: see the checksums"))
         write_section("build_throughput", note + ".\n\n" + markdown_table(head, cells))
 
 
