@@ -8,15 +8,18 @@ threads) and hands each outcome to a callback in the main process as soon as the
 - **A worker that dies** (a crash in native code, the out-of-memory killer) breaks the pool: the tasks
   that were running are tried again one by one, each in a fresh worker, so that only the task that
   kills its worker too gets :class:`WorkerDied`; the rest go on in a new pool.
-- **Ctrl-C**: workers ignore SIGINT; the main process stops submitting, lets the running tasks finish
-  and hands them over, then returns True. A second Ctrl-C kills the workers at once.
+- **Ctrl-C**: workers ignore SIGINT (from their first instruction: it is blocked while they start, so a
+  Ctrl-C during their imports prints nothing); the main process stops submitting, lets the running tasks
+  finish and hands them over, then returns True. A second Ctrl-C kills the workers at once, and so does
+  an interrupt whose exception has ``stop_now`` set (SIGTERM, as the build raises it).
 - **The parent's death**: workers die with the process that started them, however it ends (``kill -9``
   included): on Linux the kernel kills them (``PR_SET_PDEATHSIG``), elsewhere they check their parent
   before each task.
 - **Threads**: each worker starts with ``threads`` BLAS/OpenMP threads (N workers on N cores, not N × N).
 
-At most ``workers`` tasks are submitted at a time, so a task in flight is a running one and memory held
-by queued tasks stays with the caller.
+Tasks are taken from their iterable one at a time, as workers become free: at most ``workers`` are in
+flight, so memory stays bounded whatever the number of tasks, and an iterable that stops yielding (a
+build that found its disk full) stops the run after the running tasks.
 """
 from __future__ import annotations
 
@@ -24,9 +27,11 @@ import contextlib
 import ctypes
 import logging
 import multiprocessing
+import operator
 import os
 import signal
 import sys
+import threading
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -67,6 +72,8 @@ def _bootstrap(parent_pid: int, initializer: Callable[..., None] | None, initarg
     the caller's ``initializer``."""
     global _PARENT_PID
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # blocked by the parent while it started this process
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     _PARENT_PID = parent_pid
     if sys.platform.startswith("linux"):  # prctl through ctypes: Python has no binding
         try:
@@ -83,6 +90,48 @@ def _call(fn: Callable[[Any], Any], task: Any) -> Any:
     if _PARENT_PID is not None and os.getppid() != _PARENT_PID:  # the parent is gone: do nothing more
         os._exit(1)
     return fn(task)
+
+
+@contextlib.contextmanager
+def held_signals(deaf: bool = False) -> Iterator[None]:
+    """Work that must not be cut short (starting a worker, shutting a pool down, writing a summary): a
+    Ctrl-C or SIGTERM that arrives inside the block is handled when it ends, as if it came then (its
+    handler runs: Python's Ctrl-C raises KeyboardInterrupt there), or ignored with ``deaf`` (after an
+    interrupt, while tidying up). Only the main thread's handlers change (Python runs handlers there);
+    a signal without a Python handler keeps its default action."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig, handler in saved.items():
+        if deaf:
+            signal.signal(sig, signal.SIG_IGN)
+        elif callable(handler):
+            signal.signal(sig, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        for signum in dict.fromkeys(held):
+            saved[signum](signum, None)
+
+
+@contextlib.contextmanager
+def _starting_workers() -> Iterator[None]:
+    """Around ``submit`` (which may start a worker): the worker begins with SIGINT blocked (a new process
+    inherits the mask of the thread that starts it), so a Ctrl-C while it imports reaches it not;
+    :func:`_bootstrap` then ignores SIGINT and unblocks it. Here a Ctrl-C or SIGTERM is held until the
+    worker is fully started: one cut short would leave it reading half a message (and printing a
+    traceback about it)."""
+    with held_signals():
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if hasattr(signal, "pthread_sigmask") else None
+        try:
+            yield
+        finally:
+            if old_mask is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
 @contextlib.contextmanager
@@ -111,7 +160,8 @@ def run_in_processes(fn: Callable[[T], Any], tasks: Iterable[T], workers: int,
 
     Args:
         fn: a module-level function (pickled by name for the workers).
-        tasks: picklable task descriptions.
+        tasks: picklable task descriptions, taken one at a time as workers become free (a list, or any
+            iterable; ``len`` or ``__length_hint__`` caps the workers started).
         workers: processes at most (fewer when there are fewer tasks).
         on_outcome: ``on_outcome(task, outcome)`` in this process as each task ends; the outcome is what
             ``fn`` returned, or a :class:`WorkerDied`. An exception ``fn`` raises reaches the caller
@@ -120,45 +170,81 @@ def run_in_processes(fn: Callable[[T], Any], tasks: Iterable[T], workers: int,
         threads: BLAS/OpenMP threads per worker.
 
     Returns:
-        True if interrupted (Ctrl-C): tasks not yet started have no outcome. False when every task has one.
+        True if interrupted (Ctrl-C): tasks not yet started have no outcome. False otherwise.
     """
-    queue, suspects = deque(tasks), deque()
+    feed = _Feed(tasks)
+    suspects: deque = deque()
     parent = os.getpid()
 
-    def session(items: deque, n: int) -> tuple[bool, list]:
+    def session(items: _Feed, n: int) -> tuple[bool, list]:
         pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_bootstrap,
                                    initargs=(parent, initializer, initargs))
         return _run_pool(pool, fn, items, on_outcome, n)
 
     with _children_threads(max(1, int(threads))):
-        while queue or suspects:
-            if suspects:  # alone in a fresh worker: if it kills this one too, it is the culprit
-                task = suspects.popleft()
-                interrupted, broken = session(deque([task]), 1)
-                if broken:
-                    on_outcome(task, WorkerDied())
-            else:
-                interrupted, broken = session(queue, max(1, min(int(workers), len(queue))))
-                suspects.extend(broken)
-            if interrupted:
-                return True
+        try:
+            while suspects or feed.more():
+                if suspects:  # alone in a fresh worker: if it kills this one too, it is the culprit
+                    task = suspects.popleft()
+                    interrupted, broken = session(_Feed([task]), 1)
+                    if broken:
+                        on_outcome(task, WorkerDied())
+                else:
+                    interrupted, broken = session(feed, max(1, min(int(workers), feed.hint(workers))))
+                    suspects.extend(broken)
+                if interrupted:
+                    return True
+        except KeyboardInterrupt:  # it came while a pool was being shut down (held until it was)
+            return True
     return False
 
 
-def _run_pool(pool: ProcessPoolExecutor, fn: Callable, queue: deque, on_outcome: Callable, workers: int) -> tuple[bool, list]:
-    """Run tasks from ``queue`` until it is empty, interrupted or the pool breaks; ``(interrupted, tasks
+class _Feed:
+    """Tasks taken lazily from an iterable, with a look-ahead of one (to know whether more remain)."""
+
+    _END = object()
+
+    def __init__(self, tasks: Iterable):
+        self._hint = operator.length_hint(tasks, -1)
+        self._it = iter(tasks)
+        self._next = self._END
+        self._taken = 0
+
+    def more(self) -> bool:
+        if self._next is self._END:
+            self._next = next(self._it, self._END)
+        return self._next is not self._END
+
+    def peek(self) -> Any:
+        assert self.more()
+        return self._next
+
+    def take(self) -> Any:
+        assert self.more()
+        task, self._next = self._next, self._END
+        self._taken += 1
+        return task
+
+    def hint(self, default: int) -> int:
+        """Tasks left, as far as the iterable tells (``default`` when it does not)."""
+        return default if self._hint < 0 else max(1, self._hint - self._taken)
+
+
+def _run_pool(pool: ProcessPoolExecutor, fn: Callable, feed: _Feed, on_outcome: Callable, workers: int) -> tuple[bool, list]:
+    """Run tasks from ``feed`` until it is empty, interrupted or the pool breaks; ``(interrupted, tasks
     that were running when the pool broke)``."""
     running: dict[Future, Any] = {}
     broken: list = []
     interrupted = False
     try:
-        while queue or running:
-            while queue and len(running) < workers and not broken:
+        while running or feed.more():
+            while len(running) < workers and not broken and feed.more():
                 try:
-                    fut = pool.submit(_call, fn, queue[0])
+                    with _starting_workers():  # a worker it starts begins deaf to Ctrl-C
+                        fut = pool.submit(_call, fn, feed.peek())
+                        running[fut] = feed.take()
                 except BrokenProcessPool:  # a worker died since the last wait: this task never started
                     break
-                running[fut] = queue.popleft()
             if not running:
                 break
             done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -175,9 +261,13 @@ def _run_pool(pool: ProcessPoolExecutor, fn: Callable, queue: deque, on_outcome:
                 broken.extend(running.values())
                 running.clear()
                 break
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         interrupted = True
-        log.warning("interrupted: finishing the %d running task(s); Ctrl-C again to stop them now", len(running))
+        if getattr(exc, "stop_now", False):  # SIGTERM: no waiting for the running tasks
+            _kill_workers(pool)
+            running.clear()
+        elif running:
+            log.warning("interrupted: finishing the %d running task(s); Ctrl-C again to stop them now", len(running))
         try:
             for fut in list(running):
                 try:
@@ -188,11 +278,12 @@ def _run_pool(pool: ProcessPoolExecutor, fn: Callable, queue: deque, on_outcome:
         except KeyboardInterrupt:  # a second Ctrl-C: stop the workers now
             _kill_workers(pool)
     finally:
-        if _is_broken(pool):
-            # Python 3.11's pool can wait forever on a worker it started while breaking; none of its
-            # workers has work left, so end them all before shutting it down
-            _kill_workers(pool)
-        pool.shutdown(wait=True, cancel_futures=True)
+        with held_signals(deaf=interrupted):  # the workers are ended whatever comes meanwhile
+            if _is_broken(pool) or interrupted:
+                # Python 3.11's pool can wait forever on a worker it started while breaking; none of its
+                # workers has work left (and after an interrupt none may start another), so end them all
+                _kill_workers(pool)
+            pool.shutdown(wait=True, cancel_futures=True)
     return interrupted, broken
 
 

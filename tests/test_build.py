@@ -11,12 +11,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from build_helpers import (assert_same_files, build_script, dataset_files, descendants, records, running,
+                           start_and_wait, temporaries)
 from conftest import MICA_LISTS
 
 from onflame.cli import main as cli_main
@@ -49,22 +50,6 @@ def raw(tmp_path_factory, head) -> Path:
 
 def _jobs(raw: Path) -> list[tuple[str, Path]]:
     return [(name, raw / name) for name in SUBSETS]
-
-
-def dataset_files(root: Path) -> dict[str, bytes]:
-    """Every file a build writes that must not depend on how it ran: parameters, meshes, reports."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root).as_posix()
-        if p.is_file() and ("/FLAME_parameters/" in rel or "/registrations/" in rel or "/build/reports/" in rel):
-            out[rel] = p.read_bytes()
-    return out
-
-
-def assert_same_files(got: dict[str, bytes], want: dict[str, bytes]) -> None:
-    assert sorted(got) == sorted(want)
-    differ = [k for k in want if got[k] != want[k]]
-    assert not differ, f"files differ from the reference build: {differ}"
 
 
 @pytest.fixture(scope="module")
@@ -113,43 +98,14 @@ def test_rerun_skips_finished_work_and_redoes_changed_work(tmp_path, raw, refere
     obj.unlink()
     npz = out / "STIRLING" / "FLAME_parameters" / "F1001" / "F1001_N.npz"
     npz.write_bytes(npz.read_bytes()[:100])
+    # temporaries a kill -9 leaves: of one file's write, and of a subject's files written together
     (npz.parent / ".F1001_N.npz.abc123.tmp").write_bytes(b"partial")
+    (npz.parent / ".F1001_N.1a2b3c4d.tmp.npz").write_bytes(b"partial")
+    (obj.parent / ".02463d546.1a2b3c4d.tmp.obj").write_bytes(b"partial")
     again = build(_jobs(raw), out, head, workers=1)
     assert again["FRGC"].built == 1 and again["STIRLING"].built == 1
-    assert not list(out.rglob(".*.tmp"))
+    assert not temporaries(out)
     assert_same_files(dataset_files(out), reference[1])
-
-
-def _build_script(raw: Path, out: Path, workers: int) -> list[str]:
-    code = ("import sys; from onflame.dataset.build import build; from onflame.synthetic.head import make_head_model; "
-            f"reps = build([(n, {str(raw)!r} + '/' + n) for n in {SUBSETS!r}], {str(out)!r}, make_head_model(), "
-            f"workers={workers}); "
-            "sys.exit(max(r.exit_code for r in reps.values()))")
-    return [sys.executable, "-c", code]
-
-
-def _records(out: Path) -> int:
-    n = 0
-    for name in SUBSETS:
-        try:
-            n += len(json.loads((out / name / BUILD_DIR / "manifest.json").read_text())["records"])
-        except (OSError, ValueError):
-            pass
-    return n
-
-
-def _start_and_wait_for_records(raw: Path, out: Path, n: int, workers: int = 1) -> subprocess.Popen:
-    proc = subprocess.Popen(_build_script(raw, out, workers), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 240
-    while _records(out) < n:
-        if proc.poll() is not None:
-            pytest.fail(f"the build ended before it was stopped: {proc.stderr.read().decode()[-2000:]}")
-        if time.monotonic() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail("the build wrote no record in time")
-        time.sleep(0.05)
-    return proc
 
 
 def test_sigkill_part_way_then_resume_is_byte_identical(tmp_path, raw, reference, head):
@@ -166,33 +122,16 @@ def test_sigkill_part_way_then_resume_is_byte_identical(tmp_path, raw, reference
     assert cached == done_before, "scans finished before the kill were built again (or lost)"
     assert sum(r.built for r in resumed.values()) == 4 - done_before
     assert all(r.exit_code == 0 and r.count("registered") == 2 for r in resumed.values())
-    assert not list(out.rglob(".*.tmp")) and not list(out.rglob("lock"))
+    assert not temporaries(out) and not list(out.rglob("lock"))
     assert_same_files(dataset_files(out), reference[1])
 
 
-def _descendants(pid: int) -> list[int]:
-    """Process ids of every descendant of ``pid`` (Linux /proc)."""
-    parents = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    out, todo = [], [pid]
-    while todo:
-        parent = todo.pop()
-        kids = [c for c, p in parents.items() if p == parent]
-        out += kids
-        todo += kids
-    return out
+def _records(out: Path) -> int:
+    return records(out, SUBSETS)
 
 
-def _running(pid: int) -> bool:
-    try:
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+def _start_and_wait_for_records(raw: Path, out: Path, n: int, workers: int = 1) -> subprocess.Popen:
+    return start_and_wait(build_script(raw, out, SUBSETS, workers), lambda proc: _records(out) >= n)
 
 
 def _tree(root: Path) -> dict[str, tuple[int, int]]:
@@ -205,14 +144,14 @@ def test_sigkill_of_the_build_alone_takes_its_workers_with_it(tmp_path, raw, ref
     end within seconds, nothing is written into the tree afterwards, and a re-run finishes the same files."""
     out = tmp_path / "mica"
     proc = _start_and_wait_for_records(raw, out, 1, workers=2)
-    helpers = _descendants(proc.pid)
+    helpers = descendants(proc.pid)
     assert len(helpers) >= 2, "the build's workers were not found"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(30)
     deadline = time.monotonic() + 5.0
-    while any(_running(p) for p in helpers) and time.monotonic() < deadline:
+    while any(running(p) for p in helpers) and time.monotonic() < deadline:
         time.sleep(0.05)
-    survivors = [p for p in helpers if _running(p)]
+    survivors = [p for p in helpers if running(p)]
     for p in survivors:  # do not leave them to the next test
         os.kill(p, signal.SIGKILL)
     assert not survivors, f"processes of the killed build still run after 5 s: {survivors}"
@@ -321,9 +260,9 @@ def test_a_second_build_of_the_same_subset_is_refused(tmp_path, raw, head, monke
         with pytest.raises(InputError, match="another build is writing this subset .*4242"):
             build_subset("FRGC", raw / "FRGC", tmp_path / "mica", head, workers=1)
     # a worker of an earlier (killed) build still holds the workers' lock: the new build waits, then refuses
-    from onflame.dataset.build import _Lock
+    from onflame.dataset.build_lock import BuildLock
 
-    monkeypatch.setattr(_Lock, "WORKER_GRACE_S", 0.5)
+    monkeypatch.setattr(BuildLock, "WORKER_GRACE_S", 0.5)
     with open(lock.with_name("workers.lock"), "ab") as worker:
         fcntl.flock(worker.fileno(), fcntl.LOCK_SH)
         with pytest.raises(InputError, match="workers of an earlier build"):

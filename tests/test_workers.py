@@ -38,6 +38,32 @@ def test_only_the_task_that_kills_its_worker_dies_and_the_rest_finish():
     assert os.environ.get("OMP_NUM_THREADS") == before  # this process's own setting is back
 
 
+def test_tasks_are_taken_one_at_a_time_as_workers_free_up():
+    """A run over a generator holds at most the running tasks and one look-ahead: memory does not grow
+    with the number of tasks; a generator that stops early ends the run."""
+    pulled: list[int] = []
+
+    def tasks(n: int, stop_after: int | None = None):
+        for i in range(n):
+            if stop_after is not None and len(pulled) >= stop_after:
+                return
+            pulled.append(i)
+            yield i
+
+    pulled_at_first_outcome: list[int] = []
+
+    def on_outcome(task, outcome):
+        if not pulled_at_first_outcome:
+            pulled_at_first_outcome.append(len(pulled))
+
+    assert not run_in_processes(square_or_die, tasks(30), 2, on_outcome)
+    assert pulled_at_first_outcome[0] <= 3 and len(pulled) == 30  # 2 running + 1 look-ahead
+    pulled.clear()
+    got: dict = {}
+    assert not run_in_processes(square_or_die, tasks(30, stop_after=5), 2, got.__setitem__)
+    assert sorted(got) == [0, 1, 2, 3, 4]
+
+
 def test_evaluation_gives_a_dying_task_its_broken_result_and_runs_alone_in_process():
     results: list = []
     run_parallel(square_or_die, [3, 13, 7], 2, results.append, on_broken=lambda task, why: ("broken", task, why))

@@ -46,6 +46,10 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list) -> None:
     add_workers(p, "processes (local) or CPUs of a local Ray")
     p.add_argument("--executor", default="local", choices=["local", "ray"], help="local process pool or Ray")
     p.add_argument("--address", help="Ray cluster address (auto, ray://head:10001); default: start Ray here")
+    p.add_argument("--ray-files", default="auto", choices=["auto", "shared", "ship"],
+                   help="how Ray tasks reach scans and outputs: shared (every node sees these paths), ship (through "
+                        "Ray's object store, written here: no shared file system needed), auto (shared when every "
+                        "node is this machine); see docs/build.md")
     p.add_argument("--landmarks", default="auto", type=landmark_template, metavar="auto|none|TEMPLATE",
                    help="auto (<scan stem>.lmk51.npy/.txt beside each scan or the release's own, else detected), "
                         "none, or a file template with {actor} {stem} {subset}, e.g. 'lmk/{actor}/{stem}.pp' "
@@ -133,7 +137,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     try:
         with confine_writes(args.out):  # this process's writes (the workers' are the build's to confine)
             report = build_subset(args.source, args.raw, args.out, model, only=only, workers=args.workers,
-                                  executor=args.executor, address=args.address, landmarks=args.landmarks,
+                                  executor=args.executor, address=args.address, ray_files=args.ray_files,
+                                  landmarks=args.landmarks,
                                   auto_landmarks=args.auto_landmarks, landmark_convention=args.landmark_convention,
                                   require_texture=args.require_texture, retry_failed=args.retry_failed, echo=echo)
     finally:

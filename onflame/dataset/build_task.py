@@ -2,7 +2,8 @@
 
 :func:`run_task` reads the scan (:meth:`ScanItem.read`, then :meth:`ScanItem.to_flame_frame`: metres,
 FLAME's axes), reads its landmarks when there are any, registers it
-(:func:`onflame.registration.register`) and writes, each atomically, into the subset folder::
+(:func:`onflame.registration.register`) and writes the subject's files into the subset folder, together
+or not at all (:func:`commit_outputs`)::
 
     FLAME_parameters/<actor>/<stem>.npz     MICA's parameter file (+ onflame's extras)
     registrations/<actor>/<stem>.obj        the registration mesh (metres)
@@ -11,24 +12,30 @@ FLAME's axes), reads its landmarks when there are any, registers it
 A registration whose verdict is ``failed`` is kept out of the dataset: its mesh goes to
 ``build/rejected/<actor>/<stem>.obj`` for inspection. It returns a small JSON-ready record (status,
 verdict, reasons, input fingerprints, output checksums, timings) for the manifest. Nothing here raises
-for a bad scan: the error becomes a ``failed`` record naming the file and the problem.
+for a bad scan or a full disk: the error becomes a ``failed`` record naming the file and the problem,
+and a subject whose files could not all be written has none of them on disk.
 
 Reports hold no timings, so a build writes the same bytes whatever the machine's load; timings go to
-the manifest and the summary.
+the manifest and the summary. Inputs are read through a :class:`LocalFiles` view, which a Ray task that
+received its files from the driver replaces (:mod:`.build_ship`).
 """
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import string
+import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from ..errors import InputError, OnflameError, UsageError
-from ..fileio import write_json
+from ..fileio import write_json, written_together
 from ..flame.model import FlameModel
 from ..mesh.landmark_files import ScanLandmarks
 from ..registration.fit import FitSettings
@@ -37,16 +44,20 @@ from ..registration.refine import RefineSettings
 from ..sources.base import ScanItem, landmark_sidecar
 from ..units import METRES_PER_UNIT
 from .layout import BUILD_DIR, PARAMS_DIR, REGISTRATIONS_DIR
-from .manifest import file_sha256, fingerprint
+from .manifest import file_sha256, fingerprint, output_stat
 
 log = logging.getLogger(__name__)
 
-#: Lock file in ``BUILD_DIR`` that a build's workers hold (shared) while they live (see ``build._Lock``).
-WORKERS_LOCK = "workers.lock"
 #: ``--landmarks`` choices besides a file-name template.
 LANDMARK_MODES = ("auto", "none")
 #: The fields a landmark file-name template may use.
 TEMPLATE_FIELDS = ("actor", "stem", "subset")
+#: Record statuses: verdict ok -> registered, suspect -> suspect; failed verdicts and errors -> failed.
+STATUS = {"ok": "registered", "suspect": "suspect", "failed": "failed"}
+#: ``errno`` values that mean the output's file system is full: the build stops starting scans.
+DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+#: A writer of one output file: called with the (temporary) path to write.
+Writer = Callable[[Path], None]
 
 
 def check_landmark_option(landmarks: str) -> str:
@@ -68,8 +79,20 @@ def check_landmark_option(landmarks: str) -> str:
         raise UsageError(None, f"--landmarks {landmarks!r} is neither {' nor '.join(LANDMARK_MODES)} nor a template "
                                "with {actor}, {stem} or {subset}: one file cannot hold every scan's landmarks")
     return landmarks
-#: Record statuses: verdict ok -> registered, suspect -> suspect; failed verdicts and errors -> failed.
-STATUS = {"ok": "registered", "suspect": "suspect", "failed": "failed"}
+
+
+class LocalFiles:
+    """How a task reaches its input files: here, at the paths the driver names (a shared file system).
+
+    :meth:`locate` gives the path to open for an input path; :meth:`shown` turns text that names opened
+    paths back into the input paths (identity here).
+    """
+
+    def locate(self, path: Path) -> Path:
+        return path
+
+    def shown(self, text: str) -> str:
+        return text
 
 
 @dataclass(frozen=True)
@@ -87,11 +110,11 @@ class BuildTask:
         auto_landmarks: :func:`register`'s mode for scans without a landmark file (``auto``, ``detect``,
             ``geometry``).
         require_texture: a scan whose texture image is missing fails (otherwise it is a warning).
-        torch_threads: torch threads in the worker. Registration's float results depend on it (torch's
-            reductions split work by thread), so it is fixed, not derived from the worker count, so that
+        torch_threads: threads per task (registration's own, BLAS/OpenMP, torch where loaded); fixed, not
+            derived from the worker count, so that N workers on N cores do not oversubscribe them and
             1 and N workers write the same bytes.
         fit_settings, refine_settings: registration settings (None: the defaults).
-        key: the configuration digest recorded in the manifest (see :mod:`.build`).
+        key: the configuration digest recorded in the manifest (see :mod:`.build_plan`).
     """
 
     item: ScanItem
@@ -117,13 +140,20 @@ class BuildTask:
                 "report": f"{BUILD_DIR}/reports/{it.actor}/{it.stem}.json",
                 "rejected": f"{BUILD_DIR}/rejected/{it.registration_relpath}"}
 
-    def landmark_candidates(self) -> list[Path]:
-        """Landmark files to try, in order (existing files only, except a template's, which must exist)."""
+    def landmark_candidates(self, files: LocalFiles | None = None) -> list[Path]:
+        """Landmark files to try, in order (existing files only, except a template's, which must exist).
+
+        ``files``: where the files are looked for (default: where they are named).
+        """
         it = self.item
+        files = files or LocalFiles()
         if self.landmarks == "none":
             return []
         if self.landmarks == "auto":
-            found = [p for p in (landmark_sidecar(it.scan_path), it.landmarks_path) if p is not None and p.is_file()]
+            sidecar = landmark_sidecar(files.locate(it.scan_path))  # looked for where the scan is read
+            if sidecar is not None:
+                sidecar = Path(files.shown(str(sidecar)))
+            found = [p for p in (sidecar, it.landmarks_path) if p is not None and files.locate(p).is_file()]
             return list(dict.fromkeys(found))
         return [Path(self.landmarks.format(actor=it.actor, stem=it.stem, subset=it.subset))]
 
@@ -151,14 +181,16 @@ def read_landmark_file(path: Path, scan_raw) -> ScanLandmarks | None:
     return landmarks_from_array(landmarks_3d(land, scan_raw), str(path))
 
 
-def find_landmarks(task: BuildTask, scan_raw, flame_frame) -> tuple[ScanLandmarks | None, Path | None]:
+def find_landmarks(task: BuildTask, scan_raw, flame_frame,
+                   files: LocalFiles | None = None) -> tuple[ScanLandmarks | None, Path | None]:
     """The scan's landmarks in metres and FLAME's axes (like ``flame_frame``, the scan as
     :meth:`ScanItem.to_flame_frame` returns it) and the file they came from; ``(None, None)`` without one.
 
     ``scan_raw`` is the scan as read (its units and axes), for ``.land`` files that hold vertex ids.
     """
-    for path in task.landmark_candidates():
-        raw = read_landmark_file(path, scan_raw)
+    files = files or LocalFiles()
+    for path in task.landmark_candidates(files):
+        raw = read_landmark_file(files.locate(path), scan_raw)
         if raw is None:
             continue
         unit = flame_frame.meta.get("units_read") or task.item.units
@@ -166,66 +198,96 @@ def find_landmarks(task: BuildTask, scan_raw, flame_frame) -> tuple[ScanLandmark
     return None, None
 
 
-# --- the task ------------------------------------------------------------------------------------------------
+# --- records ---------------------------------------------------------------------------------------------------
 
-def _remove(paths: list[Path]) -> None:
-    for p in paths:
-        try:
-            p.unlink()
-        except FileNotFoundError:
-            pass
+def new_record(task: BuildTask) -> dict:
+    """A record with every field the manifest checks (see :func:`.manifest.record_usable`), status failed."""
+    return {"name": task.name, "key": task.key, "status": "failed", "verdict": None, "reasons": [], "error": None,
+            "retry": False, "warnings": [], "landmarks": None, "inputs": {}, "outputs": {}, "timings_s": {}}
 
 
 def failure_record(task: BuildTask, reason: str, retry: bool = True) -> dict:
     """The record of a task that produced no record of its own (its worker died, it was cancelled)."""
-    return {"name": task.name, "key": task.key, "status": "failed", "verdict": None, "reasons": [reason],
-            "error": f"{task.item.scan_path}: {reason}", "retry": retry, "warnings": [], "landmarks": None,
-            "inputs": {}, "outputs": {}, "timings_s": {}}
+    return {**new_record(task), "reasons": [reason], "error": f"{task.item.scan_path}: {reason}", "retry": retry}
 
 
-def _fingerprints(paths: list[Path]) -> tuple[dict, bool]:
+def _fingerprints(paths: list[Path], files: LocalFiles) -> tuple[dict, bool]:
     """``({path: fingerprint}, all_readable)`` of the input files (duplicates once)."""
     out, complete = {}, True
     for p in dict.fromkeys(paths):
         try:
-            out[str(p)] = fingerprint(p)
+            out[str(p)] = fingerprint(files.locate(p))
         except OSError:
             complete = False
     return out, complete
 
 
-def run_task(task: BuildTask, model: FlameModel) -> dict:
-    """Build one scan (see the module docstring) and return its manifest record.
+def _set_threads(n: int) -> None:
+    """``n`` threads for this task: registration's own (:mod:`onflame.registration.threads`) and BLAS/OpenMP
+    read the variables; torch, where something loaded it, is set."""
+    for var in ("ONFLAME_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+# --- the task ------------------------------------------------------------------------------------------------
+
+@dataclass
+class TaskOutputs:
+    """What a task wants on disk: files to write together (relative path -> writer), files to remove."""
+
+    write: dict[str, Writer]
+    remove: list[str]
+
+
+def run_task(task: BuildTask, model: FlameModel, files: LocalFiles | None = None) -> dict:
+    """Build one scan in place (see the module docstring) and return its manifest record.
 
     The record: ``name, status ("registered" | "suspect" | "failed"), verdict, reasons, error, retry,
-    warnings, landmarks, inputs {path: fingerprint}, outputs {relpath: sha256}, timings_s, key``.
-    ``retry`` is False when the failure comes from the input (an :class:`InputError`: the same input
-    fails again) and True for anything else.
+    warnings, landmarks, inputs {path: fingerprint}, outputs {relpath: sha256}, output_stat {relpath:
+    [size, mtime_ns]}, timings_s, key``. ``retry`` is False when the failure comes from the input (an
+    :class:`InputError`: the same input fails again) and True for anything else.
     """
-    import torch
+    t0, c0 = time.perf_counter(), time.process_time()
+    record, outputs = compute_task(task, model, files)
+    t_write = time.perf_counter()
+    commit_outputs(task, Path(task.subset_dir), outputs, record)
+    finish_timings(record, t0, c0, t_write)
+    return record
 
-    from ..mesh import write_obj
+
+def finish_timings(record: dict, t0: float, c0: float, t_write: float) -> None:
+    """Add ``write``, ``task`` (wall seconds) and ``cpu`` (this process's CPU seconds) to the record."""
+    record["timings_s"]["write"] = time.perf_counter() - t_write
+    record["timings_s"]["task"] = time.perf_counter() - t0
+    record["timings_s"]["cpu"] = time.process_time() - c0
+    record["timings_s"] = {k: round(float(v), 4) for k, v in record["timings_s"].items()}
+
+
+def compute_task(task: BuildTask, model: FlameModel, files: LocalFiles | None = None) -> tuple[dict, TaskOutputs]:
+    """Read and register one scan: its record (outputs not yet filled in) and the files it wants written."""
     from ..registration import register
 
-    torch.set_num_threads(task.torch_threads)
+    files = files or LocalFiles()
+    _set_threads(task.torch_threads)
     t0 = time.perf_counter()
-    root = Path(task.subset_dir)
-    rel = task.outputs()
     item = task.item
-    record: dict = {"name": item.name, "key": task.key, "status": "failed", "verdict": None, "reasons": [],
-                    "error": None, "retry": False, "warnings": [], "landmarks": None, "inputs": {}, "outputs": {},
-                    "timings_s": {}}
+    record = new_record(task)
     inputs = [item.scan_path]
+    reg = scan = lmk_path = None
     try:
-        scan_raw = item.read(require_texture=task.require_texture)
+        local_item = replace(item, scan_path=files.locate(item.scan_path))
+        scan_raw = local_item.read(require_texture=task.require_texture)
         if item.texture_expected and scan_raw.texture is None:
             bad = scan_raw.meta.get("texture_problem")
             record["warnings"].append(f"{bad[0]}: {bad[1]}; registered without texture" if bad
                                       else f"{item.scan_path}: texture image not found")
         if isinstance(scan_raw.texture, Path) and scan_raw.texture.is_file():
-            inputs.append(scan_raw.texture)
-        scan = item.to_flame_frame(scan_raw)
-        lmk, lmk_path = find_landmarks(task, scan_raw, scan)
+            inputs.append(Path(files.shown(str(scan_raw.texture))))
+        scan = local_item.to_flame_frame(scan_raw)
+        lmk, lmk_path = find_landmarks(task, scan_raw, scan, files)
         if lmk_path is not None:
             inputs.append(lmk_path)
         check_scan_extent(scan.vertices, item.scan_path, f"{scan.meta.get('units_read')}, the release's")
@@ -235,45 +297,81 @@ def run_task(task: BuildTask, model: FlameModel) -> dict:
                        refine_settings=task.refine_settings)
     except OnflameError as exc:
         record.update(error=str(exc), reasons=[str(exc)], retry=not isinstance(exc, InputError))
-        reg = None
     except Exception as exc:  # noqa: BLE001  one scan's unexpected error must not stop the build
         log.debug("%s: %s", item.name, traceback.format_exc())
         record.update(error=f"{item.scan_path}: {type(exc).__name__}: {exc}", reasons=[f"{type(exc).__name__}: {exc}"],
                       retry=True)
-        reg = None
-    record["inputs"], complete = _fingerprints(inputs)
+    _set_threads(task.torch_threads)  # torch loaded by this first registration keeps the count for the next
+    record["inputs"], complete = _fingerprints(inputs, files)
     if not complete:  # an input that cannot be read cannot be checked for changes: try it again next time
         record["retry"] = True
-    dataset_files = [root / rel["params"], root / rel["registration"]]
+    return record, _outputs(task, record, reg, scan, lmk_path)
 
-    t_write = time.perf_counter()
-    if reg is None:
-        # a failed scan has no place in the dataset: stale files of an earlier build of it go
-        _remove(dataset_files + [root / rel["rejected"]])
-        write_json(root / rel["report"], {"name": item.name, "subset": item.subset, "scan": str(item.scan_path),
-                                          "status": "failed", "error": record["error"]})
-        record["outputs"] = {rel["report"]: file_sha256(root / rel["report"])}
-    else:
-        record.update(status=STATUS.get(reg.verdict, "failed"), verdict=reg.verdict,
-                      reasons=list(reg.quality.reasons),
-                      landmarks=(str(lmk_path) if lmk_path is not None else reg.landmark_info.get("source")))
-        record["timings_s"].update(reg.timings)
-        report = {"name": item.name, "subset": item.subset, "scan": str(item.scan_path),
-                  "units_read": scan.meta.get("units_read"), "status": record["status"],
-                  "landmarks_file": None if lmk_path is None else str(lmk_path), "warnings": record["warnings"],
-                  **{k: v for k, v in reg.report().items() if k != "timings_s"}}
-        if record["status"] == "failed":
-            _remove(dataset_files)
-            write_obj(root / rel["rejected"], reg.mesh)
-            written = [rel["rejected"], rel["report"]]
-        else:
-            _remove([root / rel["rejected"]])
-            reg.params.save(root / rel["params"])
-            write_obj(root / rel["registration"], reg.mesh)
-            written = [rel["params"], rel["registration"], rel["report"]]
-        write_json(root / rel["report"], report)
-        record["outputs"] = {r: file_sha256(root / r) for r in written}
-    record["timings_s"]["write"] = time.perf_counter() - t_write
-    record["timings_s"]["task"] = time.perf_counter() - t0
-    record["timings_s"] = {k: round(float(v), 4) for k, v in record["timings_s"].items()}
-    return record
+
+def _outputs(task: BuildTask, record: dict, reg, scan, lmk_path: Path | None) -> TaskOutputs:
+    from ..mesh import write_obj
+
+    rel, item = task.outputs(), task.item
+    if reg is None:  # a failed scan has no place in the dataset: stale files of an earlier build of it go
+        report = {"name": item.name, "subset": item.subset, "scan": str(item.scan_path), "status": "failed",
+                  "error": record["error"]}
+        return TaskOutputs({rel["report"]: _json_writer(report)}, [rel["params"], rel["registration"], rel["rejected"]])
+    record.update(status=STATUS.get(reg.verdict, "failed"), verdict=reg.verdict, reasons=list(reg.quality.reasons),
+                  landmarks=(str(lmk_path) if lmk_path is not None else reg.landmark_info.get("source")))
+    record["timings_s"].update(reg.timings)
+    report = {"name": item.name, "subset": item.subset, "scan": str(item.scan_path),
+              "units_read": scan.meta.get("units_read"), "status": record["status"],
+              "landmarks_file": None if lmk_path is None else str(lmk_path), "warnings": record["warnings"],
+              **{k: v for k, v in reg.report().items() if k != "timings_s"}}
+    mesh_writer = lambda path: write_obj(path, reg.mesh)  # noqa: E731
+    if record["status"] == "failed":
+        return TaskOutputs({rel["rejected"]: mesh_writer, rel["report"]: _json_writer(report)},
+                           [rel["params"], rel["registration"]])
+    # the report is renamed into place last: a reader that finds it finds the whole set
+    return TaskOutputs({rel["params"]: reg.params.save, rel["registration"]: mesh_writer,
+                        rel["report"]: _json_writer(report)}, [rel["rejected"]])
+
+
+def _json_writer(obj: dict) -> Writer:
+    return lambda path: write_json(path, obj)
+
+
+def commit_outputs(task: BuildTask, root: Path, outputs: TaskOutputs, record: dict) -> None:
+    """Write a task's files into ``root`` together or not at all, and fill the record's ``outputs``.
+
+    On a write error (a full disk, a quota, an I/O error) nothing of the set is left: the files of an
+    earlier build of this scan are removed too, and the record becomes a failed one that a re-run
+    retries, with one line naming the file and the error (``disk_full`` set for a full disk or quota).
+    """
+    try:
+        _remove(root, outputs.remove)
+        rels = list(outputs.write)
+        with written_together(*(root / r for r in rels)) as temps:
+            for rel, tmp in zip(rels, temps):
+                outputs.write[rel](tmp)
+        record["outputs"] = {r: file_sha256(root / r) for r in rels}
+        record["output_stat"] = {r: output_stat(root / r) for r in rels}
+    except OSError as exc:
+        _remove(root, list(task.outputs().values()), quiet=True)
+        written_failed(record, task, exc)
+
+
+def written_failed(record: dict, task: BuildTask, exc: OSError) -> None:
+    """Turn ``record`` into the failed record of a scan whose files could not be written."""
+    where = exc.filename or task.subset_dir
+    line = f"{where}: {exc.strerror or exc}; nothing of {task.name} was written"
+    record.update(status="failed", verdict=None, reasons=[line], error=line, retry=True, outputs={})
+    record.pop("output_stat", None)
+    if exc.errno in DISK_FULL:
+        record["disk_full"] = True
+
+
+def _remove(root: Path, rels: list[str], quiet: bool = False) -> None:
+    for rel in rels:
+        try:
+            (root / rel).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            if not quiet:
+                raise

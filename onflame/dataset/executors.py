@@ -1,34 +1,34 @@
 """Where build tasks run: a local process pool (the default) or a Ray cluster; both give the same files.
 
-An executor runs :func:`onflame.dataset.build_task.run_task` on every task and hands each record to
-``on_record`` in the main process as soon as the task completes (the build saves its manifest there).
-Its ``run`` returns True if it was interrupted (Ctrl-C), False when every task has a record.
+An executor runs :func:`onflame.dataset.build_task.run_task` on every task it takes from the build's
+iterable (a few at a time, as workers become free) and hands each record to ``on_record`` in the main
+process as soon as the task completes (the build journals it there). Its ``run`` returns True if it was
+interrupted (Ctrl-C), False otherwise; ``mode`` says how tasks reach their files.
 
 - :class:`LocalPool`: onflame's process pool (:func:`onflame.workers.run_in_processes`). On Ctrl-C the
-  running scans finish and are recorded (a second Ctrl-C stops the workers at once; atomic writes keep
-  every file whole either way). A scan that kills its worker (a crash in native code, the out-of-memory
-  killer) fails alone ("worker process died"); the others are built. Workers die with the build,
-  however it ends (``kill -9`` included), and while they live they hold their subsets'
-  ``build/workers.lock``, which a new build waits for.
-- :class:`RayExecutor`: the same tasks as Ray tasks (one CPU each) on ``ray.init(address=...)``: an
-  existing cluster (``"auto"`` or ``"ray://host:10001"``), or with no address a single-node Ray started
-  on this machine. The model is put once in Ray's object store.
+  running scans finish and are recorded (a second Ctrl-C stops the workers at once; the subject's files
+  are written together or not at all either way). A scan that kills its worker (a crash in native code,
+  the out-of-memory killer) fails alone ("worker process died"); the others are built. Workers die with
+  the build, however it ends (``kill -9`` included), and while they live they hold their subsets'
+  ``build/workers.lock``, which a new build waits for. Each worker loads the model once, when it starts,
+  from a pickle-free copy the pool writes in the temporary folder (``onflame-model-<host>-<pid>-…``,
+  removed at the end, or by a later build if this one is killed): a worker that dies while it starts
+  then leaves no large message half-sent, which would hang the pool.
+- :class:`~.build_ray.RayExecutor`: the same tasks as Ray tasks (:mod:`.build_ray`).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
-from typing import Callable, Iterable
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
 
-from ..errors import InputError
-from ..flame.model import FlameModel
+from ..errors import UsageError
+from ..flame.model import FlameModel, load_model, save_model
 from ..workers import WorkerDied, available_cores, run_in_processes
-from .build_task import BUILD_DIR, WORKERS_LOCK, BuildTask, failure_record, run_task
-
-try:
-    import fcntl
-except ImportError:  # Windows: no workers' lock (see onflame.dataset.build._Lock)
-    fcntl = None  # type: ignore[assignment]
+from .build_lock import hold_workers_lock
+from .build_ship import private_temporary, remove_abandoned
+from .build_task import BuildTask, failure_record, run_task
 
 log = logging.getLogger(__name__)
 
@@ -36,40 +36,26 @@ OnRecord = Callable[[BuildTask, dict], None]
 Runner = Callable[[BuildTask, FlameModel], dict]
 #: ``executor=`` choices.
 EXECUTORS = ("local", "ray")
+#: Start of the name of the model's temporary copy.
+MODEL_PREFIX = "onflame-model-"
 #: Reason recorded for a scan whose worker process died while building it.
 WORKER_DIED = "worker process died while registering this scan (a crash or out of memory)"
 
-
-# --- local process pool ------------------------------------------------------------------------------------
+# --- in a worker of the local pool --------------------------------------------------------------------------
 
 _WORKER: tuple[FlameModel, Runner] | None = None
 #: Descriptors of the subsets' ``build/workers.lock`` files this worker holds (shared) while it lives.
 _HELD_LOCKS: dict[str, int] = {}
 
 
-def _init_worker(model: FlameModel, runner: Runner) -> None:
+def _init_worker(model: FlameModel | str, runner: Runner) -> None:
     global _WORKER
-    _WORKER = (model, runner)
-
-
-def _hold_workers_lock(task: BuildTask) -> None:
-    """Hold the task's subset's ``build/workers.lock`` (shared) until this worker ends, so that a new build
-    of the subset waits for it (see ``onflame.dataset.build._Lock``)."""
-    if fcntl is None or task.subset_dir in _HELD_LOCKS:
-        return
-    path = os.path.join(task.subset_dir, BUILD_DIR, WORKERS_LOCK)
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_SH)  # the build only holds it exclusively while it checks, before any task
-    except OSError as exc:
-        log.debug("%s: cannot hold the workers' lock: %s", path, exc)
-        return
-    _HELD_LOCKS[task.subset_dir] = fd
+    _WORKER = (load_model(model) if isinstance(model, str) else model, runner)
 
 
 def _run_in_worker(task: BuildTask) -> dict:
     assert _WORKER is not None, "worker not initialised"
-    _hold_workers_lock(task)
+    hold_workers_lock(task.subset_dir, _HELD_LOCKS)
     model, runner = _WORKER
     return runner(task, model)
 
@@ -84,6 +70,8 @@ class LocalPool:
         runner: the function run for each task (``run_task``; tests replace it).
     """
 
+    mode = "in place"
+
     def __init__(self, workers: int, threads: int = 1, runner: Runner = run_task):
         self.workers = max(1, int(workers))
         self.threads = max(1, int(threads))
@@ -93,71 +81,48 @@ class LocalPool:
         def outcome(task: BuildTask, record: dict | WorkerDied) -> None:
             on_record(task, failure_record(task, WORKER_DIED) if isinstance(record, WorkerDied) else record)
 
-        return run_in_processes(_run_in_worker, tasks, self.workers, outcome, initializer=_init_worker,
-                                initargs=(model, self.runner), threads=self.threads)
+        with _model_file(model) as path:
+            return run_in_processes(_run_in_worker, tasks, self.workers, outcome, initializer=_init_worker,
+                                    initargs=(model if path is None else str(path), self.runner),
+                                    threads=self.threads)
 
 
-# --- Ray ------------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _model_file(model: FlameModel) -> Iterator[Path | None]:
+    """The model as a temporary ``.npz`` for the workers (see the module docstring); None where the
+    temporary folder cannot take it (the workers then receive the model itself)."""
+    remove_abandoned(MODEL_PREFIX)
+    path = None
+    try:
+        path = private_temporary(MODEL_PREFIX, ".npz", folder=False)
+        save_model(model, path)
+    except OSError as exc:
+        log.info("no temporary copy of the model for the workers (%s); they receive it whole", exc)
+        if path is not None:
+            path.unlink(missing_ok=True)
+        path = None
+    try:
+        yield path
+    finally:
+        if path is not None:
+            path.unlink(missing_ok=True)
 
-class RayExecutor:
-    """Tasks as Ray tasks (see the module docstring).
 
-    Args:
-        workers: CPUs of the single-node Ray started when ``address`` is None (default: all cores);
-            ignored for an existing cluster, whose CPUs decide.
-        address: a Ray cluster address for ``ray.init`` (``"auto"``, ``"ray://head:10001"``), or None.
-        init_options: more ``ray.init`` keyword arguments (e.g. ``object_store_memory``).
+def make_executor(kind: str, workers: int | None = None, address: str | None = None, threads: int = 1,
+                  ray_files: str = "auto", **options: Any) -> Any:
+    """The executor called ``kind`` (``"local"`` or ``"ray"``).
+
+    ``workers`` default: all cores (local) or, for a Ray started here, its CPUs. ``ray_files`` and
+    ``options`` (``resources``, ``unschedulable_s``, ``init_options``, ``task_fn``) are the Ray
+    executor's (:class:`~.build_ray.RayExecutor`); a local pool takes none of them.
     """
-
-    def __init__(self, workers: int | None = None, address: str | None = None, init_options: dict | None = None):
-        self.workers = workers
-        self.address = address
-        self.init_options = dict(init_options or {})
-
-    def run(self, tasks: Iterable[BuildTask], model: FlameModel, on_record: OnRecord) -> bool:
-        try:
-            import ray
-        except ImportError:
-            raise InputError(None, "the Ray executor needs Ray: pip install 'onflame[ray]'") from None
-        started = False
-        if not ray.is_initialized():
-            options = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False,
-                       **self.init_options}
-            if self.address is None:
-                options.setdefault("num_cpus", self.workers or available_cores())
-            ray.init(address=self.address, **options)
-            started = True
-        remote = ray.remote(num_cpus=1, max_retries=0)(run_task)
-        pending: dict = {}
-        try:
-            model_ref = ray.put(model)
-            pending = {remote.remote(task, model_ref): task for task in tasks}
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
-                for ref in done:
-                    task = pending.pop(ref)
-                    try:
-                        record = ray.get(ref)
-                    except ray.exceptions.RayError as exc:  # the worker died or Ray failed the task
-                        record = failure_record(task, f"{WORKER_DIED} ({type(exc).__name__})")
-                    on_record(task, record)
-            return False
-        except KeyboardInterrupt:
-            # queued tasks are dropped, running ones interrupted; their files are whole or absent and
-            # they have no record, so a re-run builds them
-            for ref in pending:
-                ray.cancel(ref)
-            return True
-        finally:
-            if started:
-                ray.shutdown()
-
-
-def make_executor(kind: str, workers: int | None = None, address: str | None = None,
-                  threads: int = 1) -> LocalPool | RayExecutor:
-    """The executor called ``kind`` (``"local"`` or ``"ray"``); ``workers`` default: all cores."""
     if kind == "local":
+        if options or ray_files != "auto":
+            named = sorted(options) + (["ray_files"] if ray_files != "auto" else [])
+            raise UsageError(None, f"{', '.join(named)}: options of the Ray executor (add --executor ray)")
         return LocalPool(workers or available_cores(), threads)
     if kind == "ray":
-        return RayExecutor(workers, address)
-    raise InputError(None, f"unknown executor {kind!r}; use {' or '.join(EXECUTORS)}")
+        from .build_ray import RayExecutor
+
+        return RayExecutor(workers, address, files=ray_files, threads=threads, **options)
+    raise UsageError(None, f"unknown executor {kind!r}; use {' or '.join(EXECUTORS)}")
