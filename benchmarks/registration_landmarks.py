@@ -48,7 +48,7 @@ from onflame.flame.embedding import IBUG_GROUPS
 from onflame.mesh import read_mesh
 from onflame.mesh.landmark_files import read_landmarks
 from onflame.registration import register
-from onflame.registration.autolandmarks import named_detector
+from onflame.registration.landmark_detection import named_detector
 from onflame.registration.fit import FitState, make_layer, vertices
 from onflame.synthetic.scans import simulate_scan
 

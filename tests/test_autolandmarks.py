@@ -19,8 +19,10 @@ from onflame.errors import InputError
 from onflame.evaluation.metrics import per_vertex_error
 from onflame.flame import LandmarkEmbedding, load_landmark_embedding
 from onflame.mesh import Mesh, read_mesh
-from onflame.registration import autolandmarks, register
-from onflame.registration.autolandmarks import DetectedLandmarks, choose_landmarks, coarse_views, detect_scan_landmarks
+from onflame.registration import autolandmarks, landmark_detection, register
+from onflame.registration.autolandmarks import choose_landmarks
+from onflame.registration.landmark_detection import DetectedLandmarks, detect_scan_landmarks
+from onflame.registration.landmark_views import coarse_views
 from onflame.registration.units import detect_units
 from onflame.synthetic.scans import simulate_scan
 
@@ -142,7 +144,7 @@ def stub_detection(monkeypatch):
             raise outcome[0]
         return outcome[0]
 
-    monkeypatch.setattr(autolandmarks, "detect_scan_landmarks", fake)
+    monkeypatch.setattr(landmark_detection, "detect_scan_landmarks", fake)
     return outcome, calls
 
 
@@ -214,10 +216,10 @@ def test_a_dense_scan_is_drawn_as_a_clustered_copy():
     i = np.arange(n * n).reshape(n, n)
     a, b, c, d = i[:-1, :-1].ravel(), i[:-1, 1:].ravel(), i[1:, :-1].ravel(), i[1:, 1:].ravel()
     f = np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)])
-    assert len(f) > autolandmarks.RENDER_MAX_FACES
-    cv, cf, cluster, kept = cluster_vertices(v, f, autolandmarks.RENDER_CELL_M)
+    assert len(f) > landmark_detection.RENDER_MAX_FACES
+    cv, cf, cluster, kept = cluster_vertices(v, f, landmark_detection.RENDER_CELL_M)
     assert len(cf) < len(f) / 10
-    assert np.abs(cv[cluster] - v).max() <= np.sqrt(3) * autolandmarks.RENDER_CELL_M  # nothing moves beyond its cell
+    assert np.abs(cv[cluster] - v).max() <= np.sqrt(3) * landmark_detection.RENDER_CELL_M  # nothing moves beyond its cell
 
     class NoFace:
         name = "counting"
@@ -227,7 +229,7 @@ def test_a_dense_scan_is_drawn_as_a_clustered_copy():
 
     res = detect_scan_landmarks(v, f, facing_hint=np.array([0, 0, 1.0]), detector=NoFace(), size=128)
     found, info = res.landmarks, res.info
-    assert found is None and info["rendered_faces"] < min(autolandmarks.RENDER_MAX_FACES, len(f) / 10)
+    assert found is None and info["rendered_faces"] < min(landmark_detection.RENDER_MAX_FACES, len(f) / 10)
 
 
 def _quad():

@@ -35,7 +35,7 @@ from onflame.detection import get_detector
 from onflame.errors import OnflameError
 from onflame.detection.correspondence import DenseCorrespondence, topology_key
 from onflame.flame import FLAME, SurfacePoints, load_masks, load_model
-from onflame.registration.autolandmarks import N_DENSE, consensus, detect_scan_landmarks
+from onflame.registration.landmark_detection import N_DENSE, consensus, detect_scan_landmarks
 from onflame.synthetic.scans import visible_faces
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

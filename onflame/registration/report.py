@@ -15,7 +15,7 @@ import numpy as np
 from ..fileio import write_bytes
 from ..mesh import Mesh
 from ..render import colormap, framing, render_mesh
-from .autolandmarks import scan_facing
+from .landmark_views import scan_facing
 
 #: Colour map of the heat map (matplotlib's name; a built-in blue-to-red ramp without matplotlib).
 CMAP = "turbo"
