@@ -16,6 +16,7 @@ from ..flame.embedding import INNER51
 from ..flame.model import FlameModel
 from ..mesh import Mesh
 from . import landmark_detection
+from .landmark_correction import correct_detection, correction_doubt
 from .landmark_detection import DetectedLandmarks, landmark_transfer
 from .landmarks import LandmarkSet
 
@@ -39,8 +40,8 @@ def choose_landmarks(scan: Mesh, points_m: np.ndarray, mode: str, model: FlameMo
     Returns:
         ``(landmarks or None, info)``: a :class:`~.landmarks.LandmarkSet` on the model's default 51-point
         convention (scan frame, metres, :func:`detected_set`); ``info["source"]`` is ``"detected"`` or
-        ``"geometry"``, with the detector's account (:class:`DetectedLandmarks` ``info``) or the reason
-        for falling back.
+        ``"geometry"``, with the detector's account (:class:`DetectedLandmarks` ``info``, with
+        ``correction``: :func:`.landmark_correction.correct_detection`) or the reason for falling back.
 
     Raises:
         InputError: unknown mode; ``"detect"`` and no face was found, or the model has no embedding.
@@ -68,6 +69,7 @@ def choose_landmarks(scan: Mesh, points_m: np.ndarray, mode: str, model: FlameMo
             raise InputError(path, f"automatic landmarks failed ({found.info.get('reason')}); give landmarks or "
                                    "use auto_landmarks='geometry'")
         return None, {"source": "geometry", **found.info}
+    found = correct_detection(found, model, points_m, scan.faces, normals)
     return detected_set(found, model), {"source": "detected", **found.info}
 
 
@@ -87,16 +89,29 @@ def views_disagree(info: dict) -> str | None:
             f"{len(info.get('views_used', []))} views (limit {SPREAD_LIMIT_MM} mm); give landmarks")
 
 
+def detection_doubt(info: dict) -> str | None:
+    """A verdict reason for a detection: its views disagree (:func:`views_disagree`), or the face lay
+    outside what the landmark correction was trained on (:func:`.landmark_correction.correction_doubt`)."""
+    reasons = [r for r in (views_disagree(info), correction_doubt(info)) if r is not None]
+    return "; ".join(reasons) if reasons else None
+
+
 def detection_record(info: dict, landmarks: np.ndarray) -> dict[str, np.ndarray]:
     """What a registration's npz keeps of a detection: ``landmarks_detected`` (51, 3) (scan frame,
     metres), ``landmark_views`` (names of the views used), ``landmark_points_used`` (points the
-    landmarks were made from that at least two views agree on) and ``landmark_spread_mm`` (51,) (NaN:
-    fewer than two views)."""
+    landmarks were made from that at least two views agree on), ``landmark_spread_mm`` (51,) (NaN:
+    fewer than two views), ``landmark_correction`` (the correction that ran, ``""`` if none) and
+    ``landmark_expected_error_mm`` (51,) (its expected error per landmark; NaN without a correction)."""
     spread = np.array([np.nan if x is None else x for x in info.get("spread_mm", [])], dtype=np.float64)
+    note = info.get("correction") or {}
+    applied = bool(note.get("applied"))
+    expected = np.array(note["expected_error_mm"] if applied else [np.nan] * len(landmarks), dtype=np.float64)
     return {"landmarks_detected": np.asarray(landmarks, dtype=np.float64),
             "landmark_views": np.array(info.get("views_used", []), dtype=str),
             "landmark_points_used": np.array(int(info.get("points_used", 0))),
-            "landmark_spread_mm": spread}
+            "landmark_spread_mm": spread,
+            "landmark_correction": np.array(note.get("name") or "" if applied else ""),
+            "landmark_expected_error_mm": expected}
 
 
 #: Uncertainty (m) of a detected landmark beyond its spread across views: how far the detector's points,
@@ -108,11 +123,21 @@ DETECTED_SIGMA_FLOOR = 0.002
 UNMAPPED_SIGMA_FLOOR = 0.005
 
 
+#: Smallest sigma (m) of a corrected landmark: its expected error is measured on generated heads, and a
+#: real face's lies further from them.
+CORRECTED_SIGMA_FLOOR = 0.0015
+
+
 def detected_set(found: DetectedLandmarks, model: FlameModel) -> LandmarkSet:
     """Detected FLAME-51 landmarks as a :class:`~.landmarks.LandmarkSet` on the model's default 51-point
-    convention, each with sigma ``√(floor² + spread²)``: floor :data:`DETECTED_SIGMA_FLOOR` through the
-    dense table, :data:`UNMAPPED_SIGMA_FLOOR` without; a landmark fewer than two views saw gets three
-    floors for its spread."""
+    convention. Corrected landmarks get their expected error as sigma (at least
+    :data:`CORRECTED_SIGMA_FLOOR`); others ``√(floor² + spread²)``: floor :data:`DETECTED_SIGMA_FLOOR`
+    through the dense table, :data:`UNMAPPED_SIGMA_FLOOR` without; a landmark fewer than two views saw
+    gets three floors for its spread."""
+    if found.expected_error_m is not None:
+        return LandmarkSet(model.landmarks.static51, found.landmarks,
+                           np.maximum(found.expected_error_m, CORRECTED_SIGMA_FLOOR),
+                           model.landmarks.default_family or "default", "detected", INNER51.copy())
     floor = DETECTED_SIGMA_FLOOR if found.from_table else UNMAPPED_SIGMA_FLOOR
     spread = np.where(np.isfinite(found.spread_m), found.spread_m, 3 * floor)
     return LandmarkSet(model.landmarks.static51, found.landmarks, np.hypot(floor, spread),

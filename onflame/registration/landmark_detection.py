@@ -103,11 +103,16 @@ class DetectedLandmarks:
         spread_m: (L,) each landmark's RMS distance, across the views, of that view's own estimate from
             ``landmarks`` (NaN where fewer than two views saw it).
         dense: (N, 3) the consensus of the detector's dense points (NaN where no two views agree).
+        view_dense: (K, N, 3) each view's lifted dense points that entered the consensus (NaN elsewhere),
+            in the order of ``info["views_used"]``.
+        expected_error_m: (L,) each landmark's expected error when a learned correction placed them
+            (:mod:`.landmark_correction`), else None.
         info: JSON-ready account: ``detector``, ``views`` (renders drawn), ``views_used`` (names of the
             views around the face that found it), ``view_scores``, ``points_used`` (dense points the
             landmarks were made from that at least two views agree on), ``landmarks_from`` (the table or
             the detector's own iBUG points), ``spread_mm`` (per landmark), ``spread_median_mm``,
-            ``spread_max_mm``, ``score``, ``facing``, ``up``; ``reason`` when nothing was found.
+            ``spread_max_mm``, ``score``, ``facing``, ``up``, ``look`` (how the views around the face
+            were drawn: ``"texture"``, ``"colours"`` or ``"relief"``); ``reason`` when nothing was found.
         from_table: the landmarks came through a dense-correspondence table (else they are the
             detector's own iBUG points).
     """
@@ -117,6 +122,8 @@ class DetectedLandmarks:
     dense: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
     from_table: bool = False
+    view_dense: np.ndarray | None = None
+    expected_error_m: np.ndarray | None = None
 
 
 def landmark_transfer(model: FlameModel, detector: str = "mediapipe") -> LandmarkTransfer | None:
@@ -234,7 +241,8 @@ def detect_scan_landmarks(scan_vertices_m: np.ndarray, faces: np.ndarray, uv: np
         return DetectedLandmarks(None, info={**info, "reason": "no face found in any view of the scan"})
     coarse_score, centre = best[0].score, best[1]
     facing, up = face_frame(centre)
-    if look["colors"] is None and look["texture"] is None:  # the views around the face show the skin's relief
+    info["look"] = "texture" if look["texture"] is not None else "colours" if look["colors"] is not None else "relief"
+    if info["look"] == "relief":  # the views around the face show the skin's relief
         look = {**look, "colors": relief_colors(v, f)}
 
     # 2. views around the face, the frontal one first (again if its own frame turns out different)
@@ -289,5 +297,6 @@ def detect_scan_landmarks(scan_vertices_m: np.ndarray, faces: np.ndarray, uv: np
         spread_median_mm=float(np.nanmedian(spread_mm)) if np.isfinite(spread_mm).any() else None,
         spread_max_mm=float(np.nanmax(spread_mm)) if np.isfinite(spread_mm).any() else None,
         facing=facing.tolist(), up=up.tolist())
-    return DetectedLandmarks(landmarks, spread, dense, info, not transfer.selects)
+    return DetectedLandmarks(landmarks, spread, dense, info, not transfer.selects,
+                             np.where(inlier[..., None], samples, np.nan))
 

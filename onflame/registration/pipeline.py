@@ -32,7 +32,7 @@ from ..geometry import apply_rigid, vertex_normals
 from ..mesh import Mesh, check_mesh, read_mesh
 from ..mesh.landmark_files import ScanLandmarks, landmarks_from_array, read_landmarks
 from ..units import METRES_PER_UNIT
-from .autolandmarks import choose_landmarks, detection_record, views_disagree
+from .autolandmarks import choose_landmarks, detection_doubt, detection_record
 from .correspond import ScanIndex
 from .eyes import place_eyeballs
 from .fit import FitSettings, FitState, fit_mesh_vertices, fit_scan, make_layer, unexplained, vertices
@@ -291,7 +291,7 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel,
         outliers = landmark_outliers(lmk_model, reg_lmk)
         landmark_info["outliers"] = outliers
         for reason in (mismatch, outlier_reason(outliers, len(lmk_model), lmk_model.source),
-                       views_disagree(landmark_info) if detected else None):
+                       detection_doubt(landmark_info) if detected else None):
             if reason is not None:
                 quality = quality.suspect(reason)
     else:  # measured on simulated scans: geometry-only starts land 1-8 mm off with a perfect surface fit
