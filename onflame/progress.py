@@ -87,11 +87,17 @@ class Progress:
             self.stream.flush()
             self._last_line = now
 
-    def note(self, text: str) -> None:
-        """A line of its own (an item's error, say) that does not tangle with the redrawn one."""
+    def clear(self) -> None:
+        """Wipe the redrawn line (on a terminal), so that a line printed elsewhere (a result on stdout, an
+        error) starts at the left margin; the next :meth:`advance` draws it again."""
         if self.terminal and self._width:
             self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.flush()
             self._width = 0
+
+    def note(self, text: str) -> None:
+        """A line of its own (an item's error, say) that does not tangle with the redrawn one."""
+        self.clear()
         self.stream.write(text + "\n")
         self.stream.flush()
 

@@ -340,7 +340,7 @@ def test_a_second_build_of_the_same_subset_is_refused(tmp_path, raw, head, monke
 
 def test_cli_build_json_and_errors(tmp_path, raw, capsys):
     code = cli_main(["build", "--source", "stirling", "--raw", str(raw / "STIRLING"), "--out", str(tmp_path),
-                     "--workers", "1", "--json"])
+                     "--model", "procedural", "--workers", "1", "--json"])
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data["subset"] == "STIRLING" and data["registered"] == 2 and data["failed"] == 0
     assert sorted(r["name"] for r in data["records"]) == ["F1001/F1001_N", "F1004/f1004b_N"]
@@ -348,10 +348,11 @@ def test_cli_build_json_and_errors(tmp_path, raw, capsys):
 
     assert cli_main(["build", "--source", "nope", "--raw", str(raw), "--out", str(tmp_path)]) == 2
     assert "unknown source" in capsys.readouterr().err
-    assert cli_main(["build", "--source", "frgc", "--raw", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 1
+    assert cli_main(["build", "--source", "frgc", "--raw", str(tmp_path / "missing"), "--out", str(tmp_path),
+                     "--model", "procedural"]) == 1
     assert "missing" in capsys.readouterr().err
     listing = MICA_LISTS / "STIRLING.npy"
     if listing.is_file():  # MICA's list keeps only MICA's subjects (both are)
         code = cli_main(["build", "--source", "STIRLING", "--raw", str(raw / "STIRLING"), "--out", str(tmp_path),
-                         "--image-list", str(listing)])
+                         "--model", "procedural", "--image-list", str(listing)])
         assert code == 0 and "2 up to date" in capsys.readouterr().out

@@ -148,8 +148,8 @@ def test_bad_usage_and_missing_masks(tree, tmp_path, capsys):
     base = ["evaluate", "flame", "--pred", str(root / "mica"), "--out", str(tmp_path / "o")]
     assert main(base + ["--ref", str(root / "truth"), "--scans", str(root / "raw" / "FRGC")]) == 2
     assert "--subset" in capsys.readouterr().err
-    assert main(base + ["--ref", str(root / "truth"), "--subset", "BP4D"]) == 1
-    assert "no subset 'BP4D'" in capsys.readouterr().err
+    assert main(base + ["--ref", str(root / "truth"), "--subset", "BP4D"]) == 2  # bad usage, before any work
+    assert "--subset BP4D: no such subset here" in capsys.readouterr().err and not (tmp_path / "o").exists()
     bare = tmp_path / "bare"  # a root without model.npz, predictions without one either
     for release in releases:
         for scan in release.scans:

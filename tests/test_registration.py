@@ -242,9 +242,9 @@ def test_main_leaves_the_garbage_collector_as_it_found_it(tmp_path):
 
     from onflame.cli import main
 
-    assert main(["register", str(tmp_path / "missing.ply"), "--out", str(tmp_path / "o")]) == 1
+    assert main(["register", str(tmp_path / "missing.ply"), "--out", str(tmp_path / "o")]) == 2  # no model
     assert gc.isenabled()
-    assert main(["register", str(tmp_path / "missing.ply"), "--out", str(tmp_path / "o")], owns_process=True) == 1
+    assert main(["register", str(tmp_path / "missing.ply"), "--out", str(tmp_path / "o")], owns_process=True) == 2
     assert gc.isenabled()
 
 

@@ -94,8 +94,9 @@ def test_cli_says_which_convention_it_chose(both, head, model_dir, tmp_path, cap
     assert report["landmarks"]["convention"] == "flame" and report["landmarks"]["file"].endswith("scan.txt")
     with np.load(tmp_path / "out" / "scan.npz") as z:
         assert str(z["landmark_convention"]) == "flame" and str(z["landmark_source"]) == "given"
-    # a convention the model does not have: one line naming the model
+    # a convention no FLAME file has: bad usage, one line, before any work
     rc = main(["register", str(tmp_path / "scan.ply"), "--model", str(model_dir / "generic_model.pkl"),
                "--landmarks", str(tmp_path / "scan.txt"), "--landmark-convention", "bfm", "--out", str(tmp_path / "o2")])
     err = capsys.readouterr().err
-    assert rc == 1 and "generic_model.pkl: model has no 'bfm' landmarks" in err
+    assert rc == 2 and "unknown landmark convention 'bfm'" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o2").exists()

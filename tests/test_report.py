@@ -83,7 +83,8 @@ def test_report_counts_and_problems(site, built):
         summary = _summary(built, subset)
         c = site.counts[subset]
         assert (c["ok"], c["suspect"], c["failed"]) == (summary["registered"], summary["suspect"], summary["failed"])
-    assert site.counts["FRGC"] == {"ok": 1, "suspect": 1, "failed": 1, "unknown": 0, "subjects": 3}
+    assert site.counts["FRGC"] == {"ok": 1, "suspect": 1, "failed": 1, "unknown": 0, "subjects": 3,
+                                     "problem": 0}  # the failed scan is the build's failure, no problem of the tree
     assert site.drawn == 4 and site.cached == 0  # the failed scan has no mesh to draw
     text = "\n".join(site.problems)
     assert "1 of 4 images listed" in text and "first 04200/04200d75.jpg" in text
@@ -226,7 +227,7 @@ def test_bad_input_still_reports(unbuilt, head, tmp_path):
     assert f"{a1}/{s1}.npz: not a readable .npz" in text
     assert f"{a2}/{s2}.obj" in text
     assert "no build reports" in text
-    assert result.counts["FRGC"] == {"ok": 0, "suspect": 0, "failed": 0, "unknown": 3, "subjects": 3}
+    assert result.counts["FRGC"] == {"ok": 0, "suspect": 0, "failed": 0, "unknown": 3, "subjects": 3, "problem": 3}
     index = result.index.read_text()
     assert "no build reports" in index and "registration missing" in index
     gallery = (result.out / "FRGC" / "index.html").read_text()
@@ -276,14 +277,15 @@ def test_cli_report(built, tmp_path, capsys):
     out = tmp_path / "site"
     assert cli_main(["report", str(built), "--subset", "STIRLING", "--out", str(out), "--workers", "1"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "STIRLING: 2 subjects: registered 2, suspect 0, failed 0"
+    assert lines[0] == "model: model.npz (not FLAME's topology, 5181 vertices)"  # the root's own
+    assert lines[1] == "STIRLING: 2 subjects: registered 2, suspect 0, failed 0"
     assert lines[-1] == str((out / "index.html").resolve())
     assert cli_main(["report", str(built), "--out", str(out), "--json", "--no-heatmaps"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert set(data["counts"]) == {"FRGC", "STIRLING"}
     assert cli_main(["report", str(tmp_path / "nowhere"), "--out", str(out)]) == 1
-    assert cli_main(["report", str(built), "--subset", "LYHM", "--out", str(out)]) == 1
+    assert cli_main(["report", str(built), "--subset", "LYHM", "--out", str(out)]) == 2  # bad usage
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"onflame: {tmp_path / 'nowhere'}: no such file or folder",
-                   f"onflame: {built}: no subset 'LYHM' here; found FRGC, STIRLING"]
+                   f"onflame: {built}: --subset LYHM: no such subset here (it has FRGC, STIRLING)"]
     assert cli_main(["report", str(built), "--out", str(built / "FRGC")]) == 1  # not a report folder: refused

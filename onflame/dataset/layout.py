@@ -213,6 +213,12 @@ class Subject:
             self._params = read_params(io.BytesIO(data), name=self.params_path)
         return self._params
 
+    def params_arrays(self) -> dict:
+        """The parameter file's arrays as stored (name -> array; shapes unchecked: :mod:`.validate` judges them)."""
+        from ..fileio import read_npz
+
+        return read_npz(io.BytesIO(self._store.read_bytes(self._params_rel)), self.params_path)
+
     def training_targets(self) -> dict:
         """MICA's training targets (``shape_params``, ``expression_params``, ``pose_params``)."""
         return self.params.training_targets()

@@ -2,14 +2,17 @@
 
 What is checked, per subset:
 
-- every ``FLAME_parameters/<actor>/<name>.npz``: keys, shapes, dtypes and finiteness (via
-  :func:`onflame.flame.read_params`, which lists every problem of a file in one message);
+- every ``FLAME_parameters/<actor>/<name>.npz``: keys, dtypes and finiteness (via
+  :func:`onflame.flame.params_from_arrays`, which lists every problem of a file in one message), MICA's
+  exact lengths (``betas`` 400, ``pose`` 15, ``trans`` 3) and plausible magnitudes
+  (:mod:`.plausible`);
 - actors present in both ``FLAME_parameters/`` and ``registrations/``, and each ``.npz`` with an ``.obj``
   of the same name (and the other way round);
 - every registration: readable, and with the model's vertex and triangle counts (FLAME's 5023 / 9976 when
   no model is given);
 - with a model: the distance between each registration and FLAME(params) (shape, expression, full
-  pose, translation), computed in float64 in batches; mean and max per subset in millimetres;
+  pose, translation), computed in float64 in batches; mean and max per subset in millimetres, and an
+  error for each subject beyond :data:`.plausible.PARAMS_MEAN_MM_MAX` / :data:`.plausible.PARAMS_MAX_MM_MAX`;
 - the image list (``image_paths/<SUBSET>.npy``): readable, its actors and parameter files exist, actors
   on disk that it leaves out (a warning: MICA will not train on them), and, when an ``arcface_input/`` (or
   ``images/``) folder is present, that every listed image exists.
@@ -21,14 +24,15 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from ..errors import InputError
-from ..flame import FlameModel, FlameParams, load_model
+from ..flame import FlameModel, FlameParams, load_model, params_from_arrays
 from .image_paths import read_image_paths
-from .layout import PARAMS_DIR, REGISTRATIONS_DIR, MicaRoot, Subset, open_root
+from .layout import PARAMS_DIR, REGISTRATIONS_DIR, MicaRoot, Subject, Subset, open_root
+from .plausible import distance_problems, length_problems, magnitude_problems
 
 #: FLAME's topology, checked when no model is given.
 FLAME_VERTICES = 5023
@@ -48,7 +52,12 @@ class Problem:
     problem: str
 
     def __str__(self) -> str:
-        return f"{self.severity.upper():7s} {self.file}: {self.problem}"
+        return f"{self.severity.upper():7s} {one_line_name(self.file)}: {self.problem}"
+
+
+def one_line_name(name: str) -> str:
+    """A file name as one line: a line break inside it (a folder named so) is written ``\\n``."""
+    return str(name).replace("\r", "\\r").replace("\n", "\\n")
 
 
 @dataclass
@@ -152,7 +161,8 @@ class ValidationReport:
 
 
 def validate_root(root: str | os.PathLike | MicaRoot, model: str | os.PathLike | FlameModel | None = None,
-                  check_images: bool = True, batch_size: int = 64) -> ValidationReport:
+                  check_images: bool = True, batch_size: int = 64,
+                  default_model: Callable[[], FlameModel] | None = None) -> ValidationReport:
     """Check every subset of a MICA root (see the module docstring) and return the report.
 
     Args:
@@ -162,15 +172,21 @@ def validate_root(root: str | os.PathLike | MicaRoot, model: str | os.PathLike |
             if it has one, else FLAME's counts (5023 vertices) without the distance.
         check_images: check the image lists' entries against the image folders.
         batch_size: subjects per FLAME evaluation.
+        default_model: gives the model to use when ``model`` is None and the root carries none (the
+            command line's ``$ONFLAME_MODEL``).
 
     Raises :class:`InputError` only if ``root`` or ``model`` cannot be opened at all.
     """
     mica = root if isinstance(root, MicaRoot) else open_root(root)
     if model is None and mica.model_file is not None:  # a dataset built on another model says which
         model = mica.model_file
+    elif model is None and default_model is not None:
+        model = default_model()
     flame_model = load_model(model) if isinstance(model, (str, os.PathLike)) else model
-    report = ValidationReport(str(mica.path), None if model is None else str(
-        model if isinstance(model, (str, os.PathLike)) else (model.source or "<model>")))
+    label = None if flame_model is None else (
+        f"{model if isinstance(model, (str, os.PathLike)) else (model.source or '<model>')} "
+        f"({flame_model.n_vertices} vertices)")
+    report = ValidationReport(str(mica.path), label)
     for exc in mica.problems:
         report.add(ERROR, Path(exc.path or "").stem, exc.path or mica.path, exc.problem)
     checker = _RegistrationChecker(flame_model, batch_size)
@@ -188,7 +204,7 @@ def validate_root(root: str | os.PathLike | MicaRoot, model: str | os.PathLike |
 
 
 class _RegistrationChecker:
-    """Vertex/triangle counts, and registration-to-FLAME(params) distances in batches."""
+    """Vertex/triangle counts, and registration-to-FLAME(params) distances in batches, judged per subject."""
 
     def __init__(self, model: FlameModel | None, batch_size: int):
         self.n_vertices = FLAME_VERTICES if model is None else model.n_vertices
@@ -201,13 +217,14 @@ class _RegistrationChecker:
 
             self.layer = FLAME(model, dtype=torch.float64)
         self.batch_size = batch_size
-        self.pending: list[tuple[str, FlameParams, np.ndarray]] = []
+        self.pending: list[tuple[str, str, FlameParams, np.ndarray]] = []
         self.means: list[float] = []
         self.max_mm: float | None = None
         self.worst: str | None = None
 
-    def start(self) -> None:
+    def start(self, report: ValidationReport, subset: str) -> None:
         self.pending, self.means, self.max_mm, self.worst = [], [], None, None
+        self.report, self.subset = report, subset
 
     def counts_problem(self, n_vertices: int, n_triangles: int) -> str | None:
         if n_vertices != self.n_vertices:
@@ -216,22 +233,27 @@ class _RegistrationChecker:
             return f"registration has {n_triangles} triangles, expected {self.n_triangles}"
         return None
 
-    def add(self, label: str, params: FlameParams, vertices: np.ndarray) -> None:
+    def add(self, subject: Subject, params: FlameParams, vertices: np.ndarray) -> None:
+        """Queue a subject (its parameter file is named in a problem line)."""
         if self.layer is None:
             return
-        self.pending.append((label, params, vertices))
+        self.pending.append((subject.params_path, subject.key, params, vertices))
         if len(self.pending) >= self.batch_size:
             self.flush()
 
     def flush(self) -> None:
         if not self.pending or self.layer is None:
             return
-        verts = self.layer.vertices_of([p for _, p, _ in self.pending])
-        d = np.linalg.norm(verts - np.stack([v for _, _, v in self.pending]), axis=-1) * 1000.0
-        self.means.extend(d.mean(1).tolist())
-        worst = int(d.max(1).argmax())
-        if self.max_mm is None or d[worst].max() > self.max_mm:
-            self.max_mm, self.worst = float(d[worst].max()), self.pending[worst][0]
+        verts = self.layer.vertices_of([p for _, _, p, _ in self.pending])
+        d = np.linalg.norm(verts - np.stack([v for _, _, _, v in self.pending]), axis=-1) * 1000.0
+        means, maxima = d.mean(1), d.max(1)
+        self.means.extend(means.tolist())
+        for (label, _, _, _), mean_mm, max_mm in zip(self.pending, means, maxima):
+            for problem in distance_problems(float(mean_mm), float(max_mm)):
+                self.report.add(ERROR, self.subset, label, problem)
+        worst = int(maxima.argmax())
+        if self.max_mm is None or maxima[worst] > self.max_mm:
+            self.max_mm, self.worst = float(maxima[worst]), self.pending[worst][1]
         self.pending = []
 
     def finish(self, stats: SubsetStats) -> None:
@@ -258,12 +280,12 @@ def _check_files(subset: Subset, report: ValidationReport, checker: _Registratio
             report.add(ERROR, name, subset.label(regs[(actor, stem)]),
                        f"no matching {PARAMS_DIR}/{actor}/{stem}.npz")
 
-    checker.start()
+    checker.start(report, name)
     for subject in subset.subjects():
         if subject.registration_path is None and subject.actor in r_actors:
             report.add(ERROR, name, subject.params_path,
                        f"no matching {REGISTRATIONS_DIR}/{subject.actor}/{subject.name}.obj")
-        p = _read(report, name, subject.params_path, lambda: subject.params)
+        p = _judged_params(report, name, subject)
         if subject.registration_path is None:
             continue
         mesh = _read(report, name, subject.registration_path, subject.registration)
@@ -273,8 +295,22 @@ def _check_files(subset: Subset, report: ValidationReport, checker: _Registratio
         if problem:
             report.add(ERROR, name, subject.registration_path, problem)
         elif p is not None:
-            checker.add(subject.key, p, mesh.vertices)
+            checker.add(subject, p, mesh.vertices)
     checker.finish(stats)
+
+
+def _judged_params(report: ValidationReport, subset: str, subject: Subject) -> FlameParams | None:
+    """The subject's parameters, each problem of their file recorded: unreadable, MICA's keys and lengths,
+    implausible magnitudes (:mod:`.plausible`). None when they cannot be read."""
+    label = subject.params_path
+    arrays = _read(report, subset, label, subject.params_arrays)
+    if arrays is None:
+        return None
+    p = _read(report, subset, label, lambda: params_from_arrays(arrays, label))
+    if p is not None:  # the reader takes 300 to 400 betas; MICA's trainer needs 400
+        for problem in length_problems(arrays) + magnitude_problems(p.shape, p.expression, p.pose, p.trans):
+            report.add(ERROR, subset, label, problem)
+    return p
 
 
 def _read(report: ValidationReport, subset: str, label: str, read: Any) -> Any:

@@ -403,9 +403,13 @@ def _to_scan_frame(flame, state: FitState, R: np.ndarray, t: np.ndarray) -> FitS
     return FitState(state.shape.copy(), state.expression.copy(), pose, R @ (root + state.trans) + t - root)
 
 
-def save_registration(reg: Registration, out_dir: str | os.PathLike, name: str, picture: bool = True) -> dict:
+def save_registration(reg: Registration, out_dir: str | os.PathLike, name: str, picture: bool = True,
+                      mesh_units: str = "m") -> dict:
     """Write ``<name>.npz`` (MICA keys + extras), ``<name>.obj``, with ``picture`` ``<name>_report.png``
     (scan and registration side by side, scan-to-mesh error heat map), and ``<name>_report.json``.
+
+    ``mesh_units``: the ``.obj``'s unit (``m``, MICA's, by default; ``cm`` or ``mm`` to lay it over the scan
+    in a viewer); the parameters stay in metres, and the report's ``mesh_units`` says which was written.
 
     The files appear together or not at all (:func:`onflame.fileio.written_together`): all are written to
     temporaries first and renamed at the end, the report last, so a report means the set is complete.
@@ -422,14 +426,15 @@ def save_registration(reg: Registration, out_dir: str | os.PathLike, name: str, 
     with written_together(*paths.values()) as temps:
         tmp = dict(zip(paths, temps))
         reg.params.save(tmp["params"])
-        write_obj(tmp["mesh"], reg.mesh)
+        scale = 1.0 / METRES_PER_UNIT[mesh_units]
+        write_obj(tmp["mesh"], reg.mesh if scale == 1.0 else replace(reg.mesh, vertices=reg.mesh.vertices * scale))
         if "picture" in tmp:
             from .report import save_report_picture, scan_to_mesh_distances_mm
 
             dist = scan_to_mesh_distances_mm(reg.scan.vertices, reg.mesh)
             save_report_picture(tmp["picture"], reg.scan, reg.mesh, dist, reg.params.extras["scan_to_flame"],
                                 title=f"{name}: {reg.verdict}")
-        write_json(tmp["report"], reg.report())
+        write_json(tmp["report"], {**reg.report(), "mesh_units": mesh_units})
     return {k: str(v) for k, v in paths.items()}
 
 

@@ -11,7 +11,9 @@ Reads only the dataset layer's files (nothing is rendered or computed here)::
 
 A subject is any name found in the parameter files, the build reports or the build's records, so a
 scan that failed (no parameters) is shown too. Every file that cannot be read becomes a problem line
-naming it; nothing here raises for bad data.
+naming it, and so does every number beyond the thresholds ``validate`` judges by
+(:mod:`onflame.dataset.plausible`: parameter lengths and magnitudes here, the registration's distance to
+FLAME(params) in :func:`judge_numbers` once it is measured); nothing here raises for bad data.
 """
 from __future__ import annotations
 
@@ -22,9 +24,10 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from ..dataset.layout import BUILD_DIR, PARAMS_DIR, REGISTRATIONS_DIR, Subset
+from ..dataset.plausible import distance_problems, length_problems, magnitude_problems
 from ..errors import InputError
-from ..fileio import safe_name
-from ..flame import FlameParams, read_params
+from ..fileio import read_npz, safe_name
+from ..flame import FlameParams, params_from_arrays
 
 #: Verdict categories shown, best first: the build's statuses, and subjects no build recorded.
 VERDICTS = ("ok", "suspect", "failed", "unknown")
@@ -245,7 +248,8 @@ def _add_params(s: SubjectInfo, subset: Subset) -> None:
     """Parameters read (or the problem), and what is missing for a subject the build says it registered."""
     if s.params_rel is not None:
         try:
-            s.params = _read_params(subset, s.params_rel)
+            s.params, judged = _read_params(subset, s.params_rel)
+            s.problems.extend(judged)
         except InputError as exc:
             s.problems.append(str(exc))
     elif s.verdict in ("ok", "suspect"):
@@ -257,8 +261,23 @@ def _add_params(s: SubjectInfo, subset: Subset) -> None:
                           (f" ({s.scan})" if s.scan else ""))
 
 
-def _read_params(subset: Subset, rel: str) -> FlameParams:
-    return read_params(io.BytesIO(subset.read_bytes(rel)), name=subset.label(rel))
+def _read_params(subset: Subset, rel: str) -> tuple[FlameParams, list[str]]:
+    """The parameters, and a problem line for each length or magnitude beyond the plausible."""
+    label = subset.label(rel)
+    arrays = read_npz(io.BytesIO(subset.read_bytes(rel)), label)
+    p = params_from_arrays(arrays, label)
+    judged = length_problems(arrays) + magnitude_problems(p.shape, p.expression, p.pose, p.trans)
+    return p, [f"{label}: {problem}" for problem in judged]
+
+
+def judge_numbers(info: SubsetInfo) -> None:
+    """A problem line for each subject whose registration lies beyond the thresholds from FLAME(params)
+    (``params_mean_mm`` / ``params_max_mm``, measured by the pictures' step)."""
+    for s in info.subjects:
+        if s.params_rel is None:
+            continue
+        for problem in distance_problems(s.numbers.get("params_mean_mm"), s.numbers.get("params_max_mm")):
+            s.problems.append(f"{info.subset.label(s.params_rel)}: {problem}")
 
 
 def _add_photos(info: SubsetInfo, max_photos: int) -> None:

@@ -68,14 +68,15 @@ def _shown(s: SubjectInfo, key: str, factor: float) -> float | None:
 
 
 def _badness(s: SubjectInfo) -> tuple:
-    """Sort key of the worst cases: failed, suspect, flagged by the statistics, then the largest distances."""
-    rank = {"failed": 3, "suspect": 2}.get(s.verdict, 1 if s.outliers else 0)
+    """Sort key of the worst cases: failed or with a problem, suspect, flagged by the statistics, then the
+    largest distances."""
+    rank = 3 if s.problems else {"failed": 3, "suspect": 2}.get(s.verdict, 1 if s.outliers else 0)
     return (-rank, -(s.numbers.get("scan_to_mesh_p95_mm") or 0.0), -(s.numbers.get("params_mean_mm") or 0.0), s.name)
 
 
 def _why(s: SubjectInfo) -> str:
-    lines = (s.reasons if s.verdict in ("failed", "suspect") else []) + s.outliers
-    return "; ".join(lines) or "; ".join(s.problems[:1]) or "largest distances of the subset"
+    lines = s.problems[:1] + (s.reasons if s.verdict in ("failed", "suspect") else []) + s.outliers
+    return "; ".join(lines) or "largest distances of the subset"
 
 
 class _Site:
@@ -147,7 +148,7 @@ class _Site:
                           "values": {k: _shown(s, k, f) for k, _, _, _, f in NUMBERS}})
         counts = {v: info.count(v) for v in VERDICTS}
         self.page(f"{folder}/index.html", "gallery.html", info=info, cards=cards, counts=counts,
-                  outliers=sum(bool(s.outliers) for s in info.subjects))
+                  outliers=sum(bool(s.outliers or s.problems) for s in info.subjects))
 
     def subject(self, info: SubsetInfo, i: int) -> None:
         s = info.subjects[i]

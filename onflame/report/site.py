@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from ..flame import FlameModel, load_model
 from ..workers import WorkerDied, available_cores, run_in_processes
 from . import pictures
 from .cache import DigestIndex, bytes_digest, value_key
-from .collect import SubjectInfo, SubsetInfo, collect_subset
+from .collect import SubjectInfo, SubsetInfo, collect_subset, judge_numbers
 from .stats import SubsetStats, flame_vertices, subset_stats
 
 log = logging.getLogger(__name__)
@@ -48,7 +47,9 @@ class ReportResult:
         out: the site folder; ``index``: its ``index.html``.
         counts: subset -> verdict counts (``ok``, ``suspect``, ``failed``, ``unknown``) and subjects.
         drawn: subjects whose pictures were drawn now; ``cached``: taken from an earlier run.
-        problems: every problem line shown on the pages.
+        problems: every problem line shown on the pages; ``subject_problems`` those of subjects the build did
+            not fail (missing or unreadable files, implausible numbers: ``counts[subset]["problem"]`` counts
+            these subjects).
         seconds: wall time.
     """
 
@@ -59,6 +60,7 @@ class ReportResult:
     cached: int = 0
     photos: int = 0
     problems: list[str] = field(default_factory=list)
+    subject_problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -96,8 +98,9 @@ def _load_model(model: FlameModel | str | os.PathLike | None, mica: MicaRoot) ->
     if model is None:
         return None, None
     if isinstance(model, FlameModel):
-        return model, model.source or "<model>"
-    return load_model(model), str(model)
+        return model, f"{model.source or '<model>'} ({model.n_vertices} vertices)"
+    loaded = load_model(model)
+    return loaded, f"{model} ({loaded.n_vertices} vertices)"
 
 
 # --- pictures ----------------------------------------------------------------------------------------------
@@ -228,14 +231,14 @@ def _run_jobs(work: list[_Work], workers: int, progress: Any) -> None:
     if workers <= 1 or len(work) < _POOL_MIN_JOBS:
         for job, done in work:
             done(_outcome(job))
-            progress.update(1)
+            progress.advance()
         return
 
     callbacks = {id(job): done for job, done in work}  # the callbacks stay here; the jobs travel
 
     def outcome(job: Any, result: Any) -> None:
         callbacks[id(job)](RuntimeError(result.reason) if isinstance(result, WorkerDied) else result)
-        progress.update(1)
+        progress.advance()
 
     if run_in_processes(_outcome, [job for job, _ in work], workers, outcome):
         raise KeyboardInterrupt
@@ -350,15 +353,14 @@ def write_report(root: str | os.PathLike, out: str | os.PathLike | None = None, 
         workers: drawing processes (default: the cores available).
         heatmaps: read the build's scans for the scan → registration heat maps (the slowest part on
             large scans; the pictures are cached either way).
-        progress: a progress bar on standard error when it is a terminal.
+        progress: report n/N and the time left on standard error (:class:`onflame.progress.Progress`).
 
     Returns:
         :class:`ReportResult`. Raises :class:`InputError` only when ``root`` or ``model`` cannot be opened,
         a subset is not in the root, or ``out`` is a folder of other files.
     """
-    from tqdm import tqdm
-
     from ..dataset.manifest import value_digest
+    from ..progress import Progress
     from .pages import write_pages
 
     t0 = time.perf_counter()
@@ -384,9 +386,7 @@ def write_report(root: str | os.PathLike, out: str | os.PathLike | None = None, 
             photos[info.name], photo_work = _photos(info, out, digests)
             work += photo_work
         result.photos = len(work) - sum(p.job is not None for p in every)
-        # disable=None: a bar only on a terminal (no carriage-return clutter in logs)
-        with tqdm(total=len(work), desc="report", unit="picture", disable=None if progress else True,
-                  file=sys.stderr) as bar:
+        with Progress(len(work), "report: pictures", enabled=progress) as bar:
             _run_jobs(work, workers or available_cores(), bar)
         result.drawn = sum(p.drawn for p in every)
         result.cached = len(every) - result.drawn
@@ -394,6 +394,7 @@ def write_report(root: str | os.PathLike, out: str | os.PathLike | None = None, 
         for info in infos:
             for p in planned[info.name]:
                 _apply_result(p.subject, p.result)
+            judge_numbers(info)
             stats[info.name] = _stats(info)
         used = write_pages(out, mica, infos, stats, photos, {"model": model_label, "heatmaps": heatmaps,
                                                              "drawn": result.drawn, "cached": result.cached,
@@ -405,6 +406,9 @@ def write_report(root: str | os.PathLike, out: str | os.PathLike | None = None, 
         for info in infos:
             result.counts[info.name] = {v: info.count(v) for v in ("ok", "suspect", "failed", "unknown")}
             result.counts[info.name]["subjects"] = len(info.subjects)
+            troubled = [s for s in info.subjects if s.problems and s.verdict != "failed"]  # failed: the build's
+            result.counts[info.name]["problem"] = len(troubled)
+            result.subject_problems += [p for s in troubled for p in s.problems]
             result.problems += info.problems + [p for s in info.subjects for p in s.problems]
         result.problems += [str(p) for p in mica.problems]
         result.seconds = time.perf_counter() - t0

@@ -26,8 +26,7 @@ EYE_OPEN_DROP = 0.0010
 MOUTH_Y = -0.0440
 MOUTH_HALF_WIDTH = 0.0245
 ARCH_BEND = 9.0
-#: How far forward the lips reach at the midline, and at the mouth corners.
-LIPS_FRONT_Z = 0.0612
+#: How far forward the lips reach at the mouth corners.
 MOUTH_CORNER_Z = 0.0465
 
 #: Nose: root (nasion, between the eyes), tip, and the bottom of the columella (subnasale).

@@ -22,6 +22,8 @@ Everything is deterministic and re-runnable: files that exist are kept.
 from __future__ import annotations
 
 import json
+import re
+import sys
 import time
 from pathlib import Path
 
@@ -30,8 +32,11 @@ import numpy as np
 from ..fileio import write_json
 
 
-def run_demo(out: Path, json_output: bool = False) -> int:
-    """Run the demo into ``out``; print a summary; return the exit code (0: everything validated)."""
+def run_demo(out: Path, json_output: bool = False, progress: bool = True) -> int:
+    """Run the demo into ``out``; print a summary; return the exit code (0: everything validated).
+
+    ``progress``: say on stderr what each step is doing while it runs (the build's n/N and time left).
+    """
     from ..dataset.export import export_params
     from ..dataset.validate import validate_root
     from ..evaluation.metrics import error_summary, per_vertex_error
@@ -50,9 +55,11 @@ def run_demo(out: Path, json_output: bool = False) -> int:
     out = Path(out)
     steps: dict = {}
     say = (lambda *a: None) if json_output else print
+    doing = _Doing(progress)
 
     # 1. the model, in FLAME's formats and onflame's
     model_dir = out / "model"
+    doing("[1/5] model: building onflame's procedural head and writing it in FLAME's file formats")
     model = make_head_model()
     if not (model_dir / "generic_model.pkl").exists():
         save_flame_pkl(model, model_dir / "generic_model.pkl")
@@ -65,7 +72,9 @@ def run_demo(out: Path, json_output: bool = False) -> int:
 
     # 2. raw releases of the eight sources -> onflame build -> a MICA tree (it carries its model.npz)
     root = out / "mica"
-    reports = build_all_synthetic(out, model, n_actors=3)
+    doing(f"[2/5] build: writing raw releases of the eight sources -> {out / 'raw'}, then registering them")
+    reports = build_all_synthetic(out, model, n_actors=3, echo=doing.build_line)
+    doing.done()
     counts = {k: sum(r.count(k) for r in reports.values()) for k in ("registered", "suspect", "failed")}
     built = sum(r.built for r in reports.values())
     steps["build"] = {"raw": str(out / "raw"), "root": str(root), "subsets": len(reports), **counts,
@@ -81,6 +90,7 @@ def run_demo(out: Path, json_output: bool = False) -> int:
     # 2, continued: the build's registrations scored against the FLAME meshes its raw scans were made from
     from ..evaluation.flame_topology import evaluate_flame
 
+    doing("      evaluate: scoring the registrations against the meshes the scans were made from")
     scored = evaluate_flame([("onflame build", root)], out / "truth", out / "evaluation", model=model)
     face = scored.rows["onflame build"]["all"]["face"]
     steps["evaluation"] = {"truth": str(out / "truth"), "registrations": scored.rows["onflame build"]["all"]["items"],
@@ -91,6 +101,7 @@ def run_demo(out: Path, json_output: bool = False) -> int:
         f"cumulative plot -> {scored.outputs['curve_face_png']}")
 
     # 3. a raw scan of one subject, registered back
+    doing("[3/5] register: simulating a raw scan of one subject and registering it")
     truth = read_mesh(root / "BU3DFE" / "registrations" / "F0001" / "F0001_NE00WH_RAW.obj").vertices
     eyes = np.concatenate([model.masks["left_eyeball"], model.masks["right_eyeball"]])
     scan = simulate_scan(truth, model.faces, model.landmarks.static51.locate(truth, model.faces), eyes, seed=7)
@@ -110,7 +121,9 @@ def run_demo(out: Path, json_output: bool = False) -> int:
         f"{reg.timings['total']:.1f} s -> {paths['params']}")
 
     # 4. training inputs, then 5. validate (image lists included) and export
+    doing("[4/5] training inputs: rendering photos, detecting and aligning faces")
     steps["training_inputs"] = _training_inputs(out, root, model, say)
+    doing("[5/5] validate, export and report")
     report = validate_root(root)
     export = export_params(root, out / "all_params.npz")
     steps["validate"] = {"ok": report.ok, "errors": len(report.errors), "warnings": len(report.warnings)}
@@ -161,3 +174,31 @@ def _training_inputs(out: Path, root: Path, model, say) -> dict:
         f"{root / 'image_paths' / (subset + '.npy')}; one batch: " + ", ".join(f"{k} {tuple(v)}" for k, v in shapes.items()))
     return {"photos": str(photos), "image_list": str(root / "image_paths" / f"{subset}.npy"), "batch": shapes,
             "prepare": {k: summary[k] for k in summary if k in ("photos_in", "aligned", "skipped", "totals")}}
+
+
+class _Doing:
+    """What the demo is doing, on stderr while it runs (nothing when ``enabled`` is False): a line per step,
+    and the build's progress (n/N, time left) from its per-scan lines."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.progress = enabled, None
+
+    def __call__(self, line: str) -> None:
+        if self.enabled:
+            print(line, file=sys.stderr, flush=True)
+
+    def build_line(self, line: str) -> None:
+        """The build's lines: the first says how many scans it builds, then one per scan."""
+        from ..progress import Progress
+
+        if not self.enabled:
+            return
+        if self.progress is None:
+            found = re.match(r"\d+ scan\(s\), (\d+) to build", line)
+            self.progress = Progress(int(found.group(1)) if found else 0, "      build")
+            return
+        self.progress.advance(line)
+
+    def done(self) -> None:
+        if self.progress is not None:
+            self.progress.close()

@@ -309,17 +309,16 @@ def prepare_subset(root: str | os.PathLike, subset: str, photos: str | os.PathLi
         min_score: override the subset's minimum detection score.
         rules: override the subset's rules entirely.
         detector_options: passed to the detector (e.g. ``model_dir`` for insightface).
-        progress: show a tqdm progress bar.
+        progress: report n/N and the time left on standard error (:class:`onflame.progress.Progress`).
 
     Returns a :class:`PrepareReport`. Raises :class:`~onflame.errors.UsageError` for workers < 1, a score
     outside [0, 1] or a root that cannot be written, :class:`InputError` when the photo folder is missing
     and :class:`~onflame.detection.DetectorUnavailable` when the detector cannot run; a bad photo only adds
     a record. ``subset`` may be any name here (the command line takes MICA's eight).
     """
-    from tqdm import tqdm
-
     from ..dataset.image_paths import write_image_paths
     from ..detection import get_detector
+    from ..progress import Progress
 
     t0 = time.perf_counter()
     if not isinstance(workers, int) or workers < 1:
@@ -356,12 +355,12 @@ def prepare_subset(root: str | os.PathLike, subset: str, photos: str | os.PathLi
         det.close()  # the workers build their own
     processed = 0
     last_save = time.monotonic()
-    with tqdm(total=len(tasks), unit="photo", desc=f"prepare {subset}", disable=not progress) as bar:
+    with Progress(len(tasks), f"prepare {subset}", enabled=progress) as bar:
         def record(rec: PhotoRecord) -> None:
             nonlocal processed, last_save
             records[(rec.actor, rec.source)] = rec
             processed += 1
-            bar.update(1)
+            bar.advance(rec.source)
             if time.monotonic() - last_save > _SAVE_EVERY_S:
                 _save_manifest(manifest, subset, det_name, rules, (r for r in records.values() if r is not None))
                 last_save = time.monotonic()

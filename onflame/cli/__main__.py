@@ -1,0 +1,4 @@
+"""``python -m onflame.cli``: the ``onflame`` executable."""
+from .runner import run
+
+run()
