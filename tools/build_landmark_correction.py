@@ -37,12 +37,13 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from scipy.spatial import cKDTree  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from landmark_cases import load_cases, make_cases  # noqa: E402
 
 from onflame.detection import MEDIAPIPE_TO_IBUG68  # noqa: E402
-from onflame.detection.correction import LandmarkCorrection  # noqa: E402
+from onflame.detection.correction import LandmarkCorrection, RidgeMap  # noqa: E402
 from onflame.detection.correspondence import LandmarkTransfer, load_correspondence, topology_key  # noqa: E402
 from onflame.flame.embedding import SurfacePoints  # noqa: E402
 from onflame.flame import load_landmark_embedding, load_masks, load_model  # noqa: E402
@@ -54,8 +55,8 @@ SHARED = ROOT.parent / "shared"
 FLAME_FIX = SHARED / "fixtures" / "flame"
 DEFAULT_OUT = ROOT / "onflame" / "detection" / "data" / "mediapipe_flame_correction.npz"
 #: Cross-validation grid: principal components kept, ridge weight (relative to the whitened scores).
-COMPONENTS = (20, 40, 80, 120, 200)
-RIDGE = (0.01, 0.1, 1.0)
+COMPONENTS = (10, 20, 40, 80)
+RIDGE = (0.1, 1.0)
 FOLDS = 5
 #: A dense point is a feature when the table marks it usable and at least this share of heads found it.
 MIN_FOUND = 0.97
@@ -65,8 +66,17 @@ ALIGN_ABOVE_SUBNASALE_M = 0.003
 #: Robust fit: rounds of reweighting, and the residual (× the median head's) beyond which a head weighs less.
 ROBUST_ROUNDS = 4
 HUBER = 2.0
-#: A face is outside the training faces beyond this multiple of the training faces' 99.5th percentile.
-LIMIT_MARGIN = 1.25
+#: A face's distance from the training faces is measured in this many leading components (the main ways
+#: faces differ; later ones have tiny spreads that make any new face look far) and beyond them.
+SPREAD_COMPONENTS = 10
+#: Each group of vertices (FLAME-51 rows: right brow, left brow, nose, right eye, left eye, mouth) is
+#: corrected from the dense points within this distance (m, on the reference head): a wide smile does
+#: not move the nose's correction.
+GROUP_SIZES = (5, 5, 9, 6, 6, 20)
+LOCAL_RADIUS_M = 0.025
+#: A face is outside the training faces beyond this multiple of a typical training face's distance (the
+#: median over faces each fold did not see; the training faces' own tail holds heads the transfer failed on).
+OOD_FACTOR = 2.5
 CONVENTIONS = ("mica51", "flame51")
 
 
@@ -96,45 +106,78 @@ def similarities(dense: np.ndarray, align: np.ndarray, template: np.ndarray) -> 
     return out
 
 
-def design(dense, truth, align, features, template, vertices, first):
-    """Feature offsets (H, 3F), first estimates (H, M, 3, NaN where the transfer gives none) and true
-    positions (H, M, 3) of the vertices, all in each head's normalised frame."""
+def design(dense, truth, align, template, vertices, first):
+    """Dense points' offsets (H, N, 3) from the template, first estimates (H, M, 3, NaN where the transfer
+    gives none) and true positions (H, M, 3) of the vertices, all in each head's normalised frame."""
     X, B, T = [], [], []
     for d, v, b, (R, t, s) in zip(dense, truth, first, similarities(dense, align, template)):
         off = s * d @ R.T + t - template
         off[~np.isfinite(off).all(1)] = 0.0
-        X.append(off[features].ravel())
+        X.append(off)
         B.append(s * b @ R.T + t)
         T.append(s * v[vertices] @ R.T + t)
     return np.array(X), np.array(B), np.array(T)
 
 
-def fit_ridge(X: np.ndarray, Y: np.ndarray, k: int, ridge: float, w: np.ndarray):
-    """``(mean, directions, sd, weights, offset)`` of a ridge map on K whitened principal components,
-    heads weighted by ``w`` (H,)."""
-    mean, offset = (w @ X) / w.sum(), (w @ Y) / w.sum()
-    _, S, Vt = np.linalg.svd((X - mean) * np.sqrt(w)[:, None], full_matrices=False)
+def fit_map(X: np.ndarray, Y: np.ndarray, features: np.ndarray, rows: np.ndarray, k: int, ridge: float,
+            w: np.ndarray) -> RidgeMap:
+    """A ridge map on K whitened principal components of the ``features`` points' offsets (H, N, 3) to
+    the ``rows`` vertices' corrections (H, M, 3), heads weighted by ``w`` (H,)."""
+    x, y = X[:, features].reshape(len(X), -1), Y[:, rows].reshape(len(Y), -1)
+    mean, offset = (w @ x) / w.sum(), (w @ y) / w.sum()
+    _, S, Vt = np.linalg.svd((x - mean) * np.sqrt(w)[:, None], full_matrices=False)
     k = min(k, len(S))
     directions, sd = Vt[:k].T, S[:k] / np.sqrt(w.sum())
-    Z = (X - mean) @ directions / sd
-    weights = np.linalg.solve((Z * w[:, None]).T @ Z + ridge * w.sum() * np.eye(k), (Z * w[:, None]).T @ (Y - offset))
-    return mean, directions, sd, weights, offset
+    Z = (x - mean) @ directions / sd
+    weights = np.linalg.solve((Z * w[:, None]).T @ Z + ridge * w.sum() * np.eye(k), (Z * w[:, None]).T @ (y - offset))
+    return RidgeMap(features, rows, mean, directions, sd, weights, offset)
 
 
-def fit_robust(X: np.ndarray, Y: np.ndarray, k: int, ridge: float):
-    """:func:`fit_ridge` reweighted: a head whose RMS residual exceeds ``HUBER`` × the median weighs
-    ``HUBER × median / residual`` (a few heads the transfer gets centimetres wrong would set the map)."""
+def apply_maps(maps, X: np.ndarray, m: int) -> np.ndarray:
+    """(H, M, 3) the maps' corrections for heads' offsets (H, N, 3)."""
+    out = np.zeros((len(X), m, 3))
+    for r in maps:
+        out[:, r.rows] = np.stack([r(x) for x in X])
+    return out
+
+
+def fit_robust(X: np.ndarray, Y: np.ndarray, groups, k: int, ridge: float):
+    """One map per group ``(features, rows)`` fitted together and reweighted: a head whose RMS residual
+    exceeds ``HUBER`` × the median weighs ``HUBER × median / residual`` (a few heads the transfer gets
+    centimetres wrong would set the maps)."""
     w = np.ones(len(X))
     for _ in range(ROBUST_ROUNDS):
-        fit = fit_ridge(X, Y, k, ridge, w)
-        res = np.sqrt(np.mean(np.sum((Y - predict(fit, X)).reshape(len(Y), -1, 3) ** 2, 2), 1))
+        maps = [fit_map(X, Y, f, r, k, ridge, w) for f, r in groups]
+        res = np.sqrt(np.mean(np.sum((Y - apply_maps(maps, X, Y.shape[1])) ** 2, 2), 1))
         w = np.minimum(1.0, HUBER * np.median(res) / np.maximum(res, 1e-12))
-    return fit
+    return maps
 
 
-def predict(fit, X):
-    mean, directions, sd, weights, offset = fit
-    return offset + ((X - mean) @ directions / sd) @ weights
+def cross_validate(X: np.ndarray, Y: np.ndarray, fold: np.ndarray, groups, k: int, ridge: float) -> np.ndarray:
+    """Out-of-fold corrections (H, M, 3)."""
+    cv = np.zeros_like(Y)
+    for f in range(FOLDS):
+        cv[fold == f] = apply_maps(fit_robust(X[fold != f], Y[fold != f], groups, k, ridge), X[fold == f], Y.shape[1])
+    return cv
+
+
+def spread_limits(X: np.ndarray, features: np.ndarray, fold: np.ndarray) -> tuple[RidgeMap, float, np.ndarray]:
+    """How faces differ (the leading ``SPREAD_COMPONENTS`` of the feature points' offsets), the RMS of
+    the offsets beyond them, and the limits: ``OOD_FACTOR`` × the median distance of faces a fold did not see."""
+    empty = np.zeros(0, dtype=np.int64)
+    distances = np.zeros((len(X), 2))
+    for f in range(FOLDS):
+        m = fit_map(X[fold != f], np.zeros((len(X[fold != f]), 0, 3)), features, empty, SPREAD_COMPONENTS, 1.0,
+                    np.ones((fold != f).sum()))
+        for i in np.flatnonzero(fold == f):
+            x = X[i, features].ravel() - m.mean
+            beyond = x - m.directions @ (m.directions.T @ x)
+            distances[i] = np.sqrt(np.mean(m.components(X[i]) ** 2)), np.sqrt(np.mean(beyond**2))
+    spread = fit_map(X, np.zeros((len(X), 0, 3)), features, empty, SPREAD_COMPONENTS, 1.0, np.ones(len(X)))
+    x = X[:, features].reshape(len(X), -1) - spread.mean
+    residual_scale = float(np.sqrt(np.mean((x - x @ spread.directions @ spread.directions.T) ** 2)))
+    limits = OOD_FACTOR * np.median(distances, 0) / [1.0, residual_scale]
+    return spread, residual_scale, limits
 
 
 def vertex_points(vertices: np.ndarray, faces: np.ndarray) -> SurfacePoints:
@@ -147,14 +190,29 @@ def vertex_points(vertices: np.ndarray, faces: np.ndarray) -> SurfacePoints:
     return SurfacePoints(tri, bary)
 
 
+def local_groups(convs, reference, faces, vertices, points, features) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(features (N,), rows)`` per landmark group: each vertex goes with its nearest landmark's group
+    (brows, nose, eyes, mouth; left and right apart) on the reference head, and a group reads the
+    feature points within ``LOCAL_RADIUS_M`` of its vertices there (``points`` (N, 3))."""
+    marks = np.concatenate([p.locate(reference, faces) for p in convs.values()])
+    group = np.tile(np.repeat(np.arange(len(GROUP_SIZES)), GROUP_SIZES), len(convs))
+    of_vertex = group[cKDTree(marks).query(reference[vertices])[1]]
+    out = []
+    for g in range(len(GROUP_SIZES)):
+        rows = np.flatnonzero(of_vertex == g)
+        near = cKDTree(reference[vertices[rows]]).query(points)[0] <= LOCAL_RADIUS_M
+        out.append((features & near, rows))
+    return out
+
+
 def landmark_errors_mm(Ypred, Y, vertices, faces, convs) -> np.ndarray:
-    """(H, C·51) landmark errors (mm) of predicted normalised vertices against the truth's."""
+    """(H, C·51) landmark errors (mm) of predicted vertices (H, M, 3) against the true ones."""
     row = np.full(faces.max() + 1, -1)
     row[vertices] = np.arange(len(vertices))
     out = []
     for pts in convs.values():
         corners = row[faces[pts.face_idx]]
-        loc = lambda Yv: np.einsum("lk,hlkd->hld", pts.bary, Yv.reshape(len(Yv), -1, 3)[:, corners])  # noqa: E731
+        loc = lambda Yv: np.einsum("lk,hlkd->hld", pts.bary, Yv[:, corners])  # noqa: E731
         out.append(np.linalg.norm(loc(Ypred) - loc(Y), axis=2))
     return np.concatenate(out, 1) * 1000
 
@@ -195,33 +253,29 @@ def main() -> None:
     reference = model.v_template  # the first estimates' reference head: FLAME 2023 Open's mean
     base = LandmarkTransfer.build(table, reference, faces, vertex_points(vertices, faces), name="first estimate")
     first = np.stack([base.apply(d, a) for d, a in zip(dense, agreed)])
-    X, B, T = design(dense, truth, align, features, template, vertices, first)
+    X, B, T = design(dense, truth, align, template, vertices, first)
     base_fill = np.nanmedian(B, 0)
     B = np.where(np.isfinite(B).all(2, keepdims=True), B, base_fill)
-    Y = (T - B).reshape(len(T), -1)
+    Y = T - B
+    groups = local_groups(convs, reference, faces, vertices, base.template_points, features)
 
     fold = np.array([int(c["seed"]) % FOLDS for c in cases])
     best = None
     for k in COMPONENTS:
         for ridge in RIDGE:
-            cv = np.zeros_like(Y)
-            for f in range(FOLDS):
-                cv[fold == f] = predict(fit_robust(X[fold != f], Y[fold != f], k, ridge), X[fold == f])
-            err = landmark_errors_mm(B.reshape(len(B), -1) + cv, T.reshape(len(T), -1), vertices, faces, convs)
+            cv = cross_validate(X, Y, fold, groups, k, ridge)
+            err = landmark_errors_mm(B + cv, T, vertices, faces, convs)
             score = float(np.median(np.median(err, 1)))
             print(f"components {k:3d} ridge {ridge:5.2f}: cross-validated landmark error median {score:.3f} mm", flush=True)
             if best is None or score < best[0]:
                 best = (score, k, ridge, cv)
     score, k, ridge, cv = best
-    mean, directions, sd, weights, offset = fit_robust(X, Y, k, ridge)
-    vertex_error = np.sqrt(np.mean(np.sum((cv - Y).reshape(len(Y), -1, 3) ** 2, 2), 0))
-    Z = (X - mean) @ directions / sd
-    beyond = (X - mean) - (X - mean) @ directions @ directions.T
-    residual_scale = float(np.sqrt(np.mean(beyond**2)))
-    component_rms, residual_rms = np.sqrt(np.mean(Z**2, 1)), np.sqrt(np.mean(beyond**2, 1)) / residual_scale
-    limits = LIMIT_MARGIN * np.array([np.percentile(component_rms, 99.5), np.percentile(residual_rms, 99.5)])
-    err = landmark_errors_mm(B.reshape(len(B), -1) + cv, T.reshape(len(T), -1), vertices, faces, convs)
-    first_err = landmark_errors_mm(B.reshape(len(B), -1), T.reshape(len(T), -1), vertices, faces, convs)
+    maps = fit_robust(X, Y, groups, k, ridge)
+    # a vertex's expected error: the median over the heads of its cross-validated error
+    vertex_error = np.median(np.linalg.norm(cv - Y, axis=2), 0)
+    spread, residual_scale, limits = spread_limits(X, features, fold)
+    err = landmark_errors_mm(B + cv, T, vertices, faces, convs)
+    first_err = landmark_errors_mm(B, T, vertices, faces, convs)
     info = {"trained_on": f"{len(cases)} generated heads of the realistic-shape test model (FLAME 2023 Open's "
                           "identity space) with everyday expressions, simulated scans, relief-shaded views",
             "seeds": [int(seeds[0]), int(seeds[-1])], "components": int(k), "ridge": float(ridge),
@@ -231,9 +285,8 @@ def main() -> None:
                                                     for i, c in enumerate(convs)},
             "notice": "derived from FLAME 2023 Open (MPI-IS, https://flame.is.tue.mpg.de), CC BY 4.0"}
     correction = LandmarkCorrection(
-        f"mediapipe-flame-ridge{k}-{len(cases)}heads", "mediapipe", topology_key(faces), align, features,
-        template, vertices, base, base_fill, mean, directions, sd, weights, offset, vertex_error, residual_scale,
-        limits, info)
+        f"mediapipe-flame-local{k}-{len(cases)}heads", "mediapipe", topology_key(faces), align,
+        template, vertices, base, base_fill, tuple(maps), vertex_error, spread, residual_scale, limits, info)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     correction.save(args.out)
     print(f"{correction.name}: {len(vertices)} vertices from {features.sum()} dense points ({align.sum()} align); "

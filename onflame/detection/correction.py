@@ -18,9 +18,10 @@ detected dense points to the positions of the FLAME vertices that carry the land
 4. any landmark set fixed on FLAME's topology (FLAME's ``flame51``, MICA's ``mica51`` ...) is located on
    the predicted vertices like on a mesh, and taken back to the scan's frame.
 
-The distance of a face from the training faces (RMS of its whitened components, and its offset beyond
-them, each relative to a limit learned with the correction) says when the correction is out of its
-depth; each landmark's expected error is its corners' cross-validated error.
+The distance of a face from the training faces (RMS of its leading whitened components, and its offsets
+beyond them, each relative to a limit learned with the correction on faces it had not seen) says when
+the correction is out of its depth; each landmark's expected error comes from its corners' median
+cross-validated error.
 """
 from __future__ import annotations
 
@@ -51,13 +52,55 @@ class CorrectedLandmarks:
 
     Attributes:
         points: (L, 3) landmark positions.
-        expected_error_m: (L,) each landmark's cross-validated RMS error on the training faces.
+        expected_error_m: (L,) each landmark's expected error: its corners' median cross-validated error on
+            the training faces, weighted by the barycentric coordinates.
         distance: how far the face lies from the training faces, 1.0 at the correction's limit.
     """
 
     points: np.ndarray
     expected_error_m: np.ndarray
     distance: float
+
+
+@dataclass(frozen=True)
+class RidgeMap:
+    """A linear map from some dense points' normalised offsets to corrections of some vertices.
+
+    Attributes:
+        features: (N,) the dense points it reads (F of them).
+        rows: (R,) which of the correction's vertices it corrects.
+        mean: (3F,) the training faces' mean offsets of those points.
+        directions: (3F, K) orthonormal principal directions of the training faces' offsets, and sd: (K,)
+            their standard deviations: a face's whitened components are ``(x − mean) @ directions / sd``.
+        weights: (K, 3R) whitened components → corrections; offset: (3R,) the mean correction (metres,
+            normalised frame).
+    """
+
+    features: np.ndarray
+    rows: np.ndarray
+    mean: np.ndarray
+    directions: np.ndarray
+    sd: np.ndarray
+    weights: np.ndarray
+    offset: np.ndarray
+
+    def components(self, offsets: np.ndarray) -> np.ndarray:
+        """(K,) whitened components of a face's offsets (N, 3) from the mean configuration."""
+        return ((offsets[self.features].ravel() - self.mean) @ self.directions) / self.sd
+
+    def __call__(self, offsets: np.ndarray) -> np.ndarray:
+        """(R, 3) corrections for a face's offsets (N, 3)."""
+        return (self.offset + self.components(offsets) @ self.weights).reshape(-1, 3)
+
+    def arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}{k}": getattr(self, k).astype(np.float32 if getattr(self, k).dtype.kind == "f" else
+                                                         getattr(self, k).dtype)
+                for k in ("features", "rows", "mean", "directions", "sd", "weights", "offset")}
+
+    @classmethod
+    def from_arrays(cls, z, prefix: str) -> "RidgeMap":
+        return cls(z[f"{prefix}features"].astype(bool), z[f"{prefix}rows"].astype(np.int64),
+                   *(z[f"{prefix}{k}"].astype(np.float64) for k in ("mean", "directions", "sd", "weights", "offset")))
 
 
 @dataclass(frozen=True)
@@ -69,19 +112,16 @@ class LandmarkCorrection:
         detector: whose dense points it reads (``"mediapipe"``).
         topology: :func:`~.correspondence.topology_key` of the FLAME triangles it predicts vertices of.
         align: (N,) dense points the similarity into the normalised frame is fitted on.
-        features: (N,) dense points the prediction reads (F of them).
         template: (N, 3) mean configuration of the dense points in the normalised frame (metres).
         vertices: (M,) FLAME vertex indices predicted.
         base: the first estimate of the vertices (a transfer onto them, on the reference head).
         base_fill: (M, 3) where a vertex the transfer cannot place usually lies (normalised frame).
-        feature_mean: (3F,) mean normalised offsets of the feature points from ``template``.
-        directions: (3F, K) orthonormal principal directions of the training faces' offsets, and sd: (K,)
-            their standard deviations: a face's whitened components are ``(x − mean) @ directions / sd``.
-        weights: (K, 3M) components → corrections of the first estimates; offset: (3M,) the mean correction.
-        vertex_error_m: (M,) each vertex's cross-validated RMS error on the training faces (metres).
-        residual_scale: RMS of the training faces' offsets beyond the K components (metres).
-        limits: (2,) RMS component and beyond-component residual (relative to ``residual_scale``) at which
-            a face counts as outside the training faces.
+        maps: the corrections, each of some vertices from the dense points near them (together every
+            vertex once).
+        vertex_error_m: (M,) each vertex's median cross-validated error on the training faces (metres).
+        spread: how faces differ (``rows`` unused): a face's distance from the training faces is the RMS
+            of its whitened components and of its offsets beyond them (relative to ``residual_scale``,
+            metres), each against ``limits`` (2,), limits learned on faces the training had not seen.
         info: JSON-ready account of the training (heads, seeds, settings, cross-validated errors).
     """
 
@@ -89,17 +129,13 @@ class LandmarkCorrection:
     detector: str
     topology: str
     align: np.ndarray
-    features: np.ndarray
     template: np.ndarray
     vertices: np.ndarray
     base: LandmarkTransfer
     base_fill: np.ndarray
-    feature_mean: np.ndarray
-    directions: np.ndarray
-    sd: np.ndarray
-    weights: np.ndarray
-    offset: np.ndarray
+    maps: tuple[RidgeMap, ...]
     vertex_error_m: np.ndarray
+    spread: RidgeMap
     residual_scale: float
     limits: np.ndarray
     info: dict[str, Any]
@@ -112,11 +148,11 @@ class LandmarkCorrection:
         """Whether every corner of the triangles of ``points`` is a predicted vertex."""
         return bool(np.isin(np.asarray(faces)[points.face_idx], self.vertices).all())
 
-    def components(self, dense: np.ndarray, valid: np.ndarray | None = None
-                   ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, float]] | None:
-        """A detection's offsets from the mean (3F,), its whitened components (K,) and the similarity
-        ``(R, t, s)`` into the normalised frame (``x_norm = s R x + t``); None with fewer than
-        :data:`MIN_ALIGN_POINTS` alignment points.
+    def normalised(self, dense: np.ndarray, valid: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, float]] | None:
+        """A detection's offsets (N, 3) from the mean configuration in the normalised frame (0 for points
+        not found: where they usually are) and the similarity ``(R, t, s)`` into it (``x_norm = s R x +
+        t``); None with fewer than :data:`MIN_ALIGN_POINTS` alignment points.
 
         Args:
             dense: (N, 3) detected dense points (scan frame, metres), NaN where none.
@@ -128,25 +164,29 @@ class LandmarkCorrection:
         if use.sum() < MIN_ALIGN_POINTS:
             return None
         R, t, s = rigid_fit(P[use], self.template[use], scale=True)
-        offsets = np.where(ok[:, None], s * P @ R.T + t - self.template, 0.0)  # a missing point: where it usually is
-        x = offsets[self.features].ravel() - self.feature_mean
-        return x, (x @ self.directions) / self.sd, (R, t, s)
+        return np.where(ok[:, None], s * P @ R.T + t - self.template, 0.0), (R, t, s)
+
+    def distance(self, offsets: np.ndarray) -> float:
+        """How far a face's offsets (N, 3) lie from the training faces: 1.0 at the limit."""
+        z = self.spread.components(offsets)
+        x = offsets[self.spread.features].ravel() - self.spread.mean
+        beyond = x - self.spread.directions @ (self.spread.directions.T @ x)
+        component_rms = float(np.sqrt(np.mean(z**2)))
+        residual_rms = float(np.sqrt(np.mean(beyond**2)) / self.residual_scale)
+        return max(component_rms / self.limits[0], residual_rms / self.limits[1])
 
     def predict(self, dense: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, float] | None:
         """``(vertices (M, 3) in the scan's frame, distance)`` for a detection, or None when it has too few
-        alignment points (see :meth:`components`)."""
-        got = self.components(dense, valid)
+        alignment points (see :meth:`normalised`)."""
+        got = self.normalised(dense, valid)
         if got is None:
             return None
-        x, z, (R, t, s) = got
-        first = s * self.base.apply(dense, valid) @ R.T + t
-        first = np.where(np.isfinite(first).all(1, keepdims=True), first, self.base_fill)
-        y = first + (self.offset + z @ self.weights).reshape(-1, 3)
-        beyond = x - self.directions @ (self.directions.T @ x)
-        component_rms = float(np.sqrt(np.mean(z**2)))
-        residual_rms = float(np.sqrt(np.mean(beyond**2)) / self.residual_scale)
-        distance = max(component_rms / self.limits[0], residual_rms / self.limits[1])
-        return ((y - t) @ R) / s, distance
+        offsets, (R, t, s) = got
+        y = s * self.base.apply(dense, valid) @ R.T + t
+        y = np.where(np.isfinite(y).all(1, keepdims=True), y, self.base_fill)
+        for m in self.maps:
+            y[m.rows] += m(offsets)
+        return ((y - t) @ R) / s, self.distance(offsets)
 
     def landmarks(self, dense: np.ndarray, valid: np.ndarray | None, points: SurfacePoints,
                   faces: np.ndarray) -> CorrectedLandmarks | None:
@@ -166,19 +206,21 @@ class LandmarkCorrection:
         return CorrectedLandmarks(xyz, expected, distance)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the correction (float32 arrays, a few hundred kB)."""
-        write_npz(path, compressed=True, format=np.array(CORRECTION_FORMAT), name=np.array(self.name),
-                  detector=np.array(self.detector), topology=np.array(self.topology), align=self.align,
-                  features=self.features, template=self.template.astype(np.float32),
-                  vertices=self.vertices.astype(np.int32), base_fill=self.base_fill.astype(np.float32),
-                  base_landmarks=self.base.template_landmarks.astype(np.float32),
-                  base_points=self.base.template_points.astype(np.float32),
-                  base_neighbours=self.base.neighbours.astype(np.int32),
-                  base_weights=self.base.weights.astype(np.float32), base_usable=self.base.usable, feature_mean=self.feature_mean.astype(np.float32),
-                  directions=self.directions.astype(np.float32), sd=self.sd.astype(np.float32), weights=self.weights.astype(np.float32),
-                  offset=self.offset.astype(np.float32), vertex_error_m=self.vertex_error_m.astype(np.float32),
-                  residual_scale=np.array(self.residual_scale), limits=np.asarray(self.limits, np.float64),
-                  info=np.array(json.dumps(self.info, sort_keys=True)))
+        """Write the correction (float32 arrays, compressed)."""
+        arrays = {"format": np.array(CORRECTION_FORMAT), "name": np.array(self.name),
+                  "detector": np.array(self.detector), "topology": np.array(self.topology), "align": self.align,
+                  "template": self.template.astype(np.float32), "vertices": self.vertices.astype(np.int32),
+                  "base_fill": self.base_fill.astype(np.float32),
+                  "base_landmarks": self.base.template_landmarks.astype(np.float32),
+                  "base_points": self.base.template_points.astype(np.float32),
+                  "base_neighbours": self.base.neighbours.astype(np.int32),
+                  "base_weights": self.base.weights.astype(np.float32), "base_usable": self.base.usable,
+                  "maps": np.array(len(self.maps)), "vertex_error_m": self.vertex_error_m.astype(np.float32),
+                  "residual_scale": np.array(self.residual_scale), "limits": np.asarray(self.limits, np.float64),
+                  "info": np.array(json.dumps(self.info, sort_keys=True)), **self.spread.arrays("spread_")}
+        for i, m in enumerate(self.maps):
+            arrays.update(m.arrays(f"map{i}_"))
+        write_npz(path, compressed=True, **arrays)
 
 
 def read_correction(path: str | os.PathLike) -> LandmarkCorrection:
@@ -191,25 +233,26 @@ def read_correction(path: str | os.PathLike) -> LandmarkCorrection:
         with np.load(path, allow_pickle=False) as z:
             if "format" not in z or str(z["format"]) != CORRECTION_FORMAT:
                 raise InputError(path, f"not a landmark correction ({CORRECTION_FORMAT})")
+            base = LandmarkTransfer("first estimate", z["base_landmarks"].astype(np.float64),
+                                    z["base_points"].astype(np.float64), z["base_neighbours"].astype(np.int64),
+                                    z["base_weights"].astype(np.float64), z["base_usable"].astype(bool))
             c = LandmarkCorrection(
                 str(z["name"]), str(z["detector"]), str(z["topology"]), z["align"].astype(bool),
-                z["features"].astype(bool), z["template"].astype(np.float64), z["vertices"].astype(np.int64),
-                LandmarkTransfer("first estimate", z["base_landmarks"].astype(np.float64),
-                                 z["base_points"].astype(np.float64), z["base_neighbours"].astype(np.int64),
-                                 z["base_weights"].astype(np.float64), z["base_usable"].astype(bool)),
+                z["template"].astype(np.float64), z["vertices"].astype(np.int64), base,
                 z["base_fill"].astype(np.float64),
-                z["feature_mean"].astype(np.float64), z["directions"].astype(np.float64), z["sd"].astype(np.float64),
-                z["weights"].astype(np.float64), z["offset"].astype(np.float64),
-                z["vertex_error_m"].astype(np.float64), float(z["residual_scale"]),
-                z["limits"].astype(np.float64), json.loads(str(z["info"])))
+                tuple(RidgeMap.from_arrays(z, f"map{i}_") for i in range(int(z["maps"]))),
+                z["vertex_error_m"].astype(np.float64), RidgeMap.from_arrays(z, "spread_"),
+                float(z["residual_scale"]), z["limits"].astype(np.float64), json.loads(str(z["info"])))
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(path, f"cannot read landmark correction ({exc})") from None
-    n, f, m = len(c.align), int(c.features.sum()), len(c.vertices)
-    if (c.features.shape != (n,) or c.template.shape != (n, 3) or c.feature_mean.shape != (3 * f,)
-            or c.directions.shape != (3 * f, len(c.sd)) or c.weights.shape != (len(c.sd), 3 * m)
-            or c.offset.shape != (3 * m,) or c.vertex_error_m.shape != (m,) or c.limits.shape != (2,)
-            or c.base_fill.shape != (m, 3) or c.base.template_landmarks.shape != (m, 3)
-            or c.base.template_points.shape != (n, 3) or c.base.neighbours.shape != c.base.weights.shape):
+    n, m = len(c.align), len(c.vertices)
+    rows = np.concatenate([r.rows for r in c.maps]) if c.maps else np.zeros(0, np.int64)
+    maps_agree = all(r.features.shape == (n,) and r.mean.shape == (3 * r.features.sum(),)
+                     and r.directions.shape == (len(r.mean), len(r.sd)) and r.weights.shape == (len(r.sd), 3 * len(r.rows))
+                     and r.offset.shape == (3 * len(r.rows),) for r in (*c.maps, c.spread))
+    if (not maps_agree or c.template.shape != (n, 3) or np.sort(rows).tolist() != list(range(m))
+            or c.vertex_error_m.shape != (m,) or c.limits.shape != (2,) or c.base_fill.shape != (m, 3)
+            or c.base.template_landmarks.shape != (m, 3) or c.base.template_points.shape != (n, 3)):
         raise InputError(path, "landmark correction arrays do not agree in size")
     return c
 
