@@ -36,3 +36,13 @@ class UsageError(InputError):
 def one_line(text: str) -> str:
     """``text`` on one line: line breaks (a library's multi-line message) become ``"; "``."""
     return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def short_repr(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for messages about values read from a file (which may
+    be huge, or an int too long to print at all)."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001  e.g. ValueError: an int of more than 4300 digits
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -44,7 +44,7 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
         return _describe_object(path, obj)
     from .mesh import MESH_SUFFIXES, read_mesh
 
-    if suffix in MESH_SUFFIXES or path.name.lower().endswith(".abs.gz"):
+    if path.name.lower().endswith(MESH_SUFFIXES):
         mesh = read_mesh(path)
         return {"kind": "mesh", "path": str(path), "vertices": mesh.n_vertices, "faces": mesh.n_faces,
                 "extent": [round(float(x), 6) for x in mesh.extent()], "textured": mesh.texture is not None}

@@ -155,5 +155,5 @@ def test_land_bad_input(tmp_path, text, words):
     with pytest.raises(InputError, match=words) as ei:
         read_land(p)
     assert str(ei.value).startswith(str(p))
-    with pytest.raises(InputError, match="cannot read"):
+    with pytest.raises(InputError, match="is a folder"):
         read_land(tmp_path)

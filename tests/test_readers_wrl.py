@@ -159,7 +159,7 @@ def test_missing_texture(tmp_path):
 def test_unreadable_and_corrupt_gzip(tmp_path):
     d = tmp_path / "dir.wrl"
     d.mkdir()
-    assert "cannot read" in _err(d)
+    assert "is a folder" in _err(d)
     p = tmp_path / "bad.wrl"
     p.write_bytes(gzip.compress(TWO_SHAPES.encode())[:40])
     assert "gzip" in _err(p)

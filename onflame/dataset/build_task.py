@@ -138,11 +138,11 @@ def read_landmark_file(path: Path, scan_raw) -> ScanLandmarks | None:
     (:func:`onflame.mesh.facewarehouse.read_land`; 7, 51 or 68 of them in iBUG order). Raises
     :class:`InputError` naming the file.
     """
+    from ..fileio import check_regular
     from ..mesh.facewarehouse import landmarks_3d, read_land
     from ..mesh.landmark_files import landmarks_from_array, read_landmarks
 
-    if not path.is_file():
-        raise InputError(path, "landmark file not found")
+    check_regular(path)  # missing, a folder, a FIFO or a device: said as what it is, never opened
     if path.suffix.lower() != ".land":
         return read_landmarks(path)
     land = read_land(path)

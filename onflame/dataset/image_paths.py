@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, short_repr
 from ..fileio import atomic_open, write_json
 from ..safepickle import load_npy_object
 
@@ -25,6 +25,8 @@ from ..safepickle import load_npy_object
 ImagePaths = dict[str, tuple[list[str], str]]
 
 _MAX_LISTED = 5  # problems named in one error message; the count says how many more
+#: The largest image list read: MICA's lists name a few thousand photos (tens of kB).
+MAX_LIST_BYTES = 64 * 2**20
 
 
 def read_image_paths(path: str | os.PathLike) -> ImagePaths:
@@ -33,7 +35,7 @@ def read_image_paths(path: str | os.PathLike) -> ImagePaths:
     Returns ``{actor: (image_paths, npz_path)}`` with plain ``str`` everywhere. Raises
     :class:`InputError` naming ``path`` if the file is unreadable, unsafe, or not such a dict.
     """
-    return _checked(load_npy_object(path), path)
+    return _checked(load_npy_object(path, MAX_LIST_BYTES), path)
 
 
 def write_image_paths(path: str | os.PathLike, mapping: Mapping[str, Any], json_copy: bool = True) -> None:
@@ -72,17 +74,17 @@ def _checked(obj: Any, path: str | os.PathLike) -> ImagePaths:
     problems: list[str] = []
     for actor, value in obj.items():
         if not isinstance(actor, str):
-            problems.append(f"actor key {actor!r} is not a string")
+            problems.append(f"actor key {short_repr(actor)} is not a string")
             continue
         if not isinstance(value, (tuple, list)) or len(value) != 2:
-            problems.append(f"actor {actor!r}: expected (image list, npz path), found {type(value).__name__}")
+            problems.append(f"actor {short_repr(actor)}: expected (image list, npz path), found {type(value).__name__}")
             continue
         images, npz = value
         if not isinstance(images, (list, tuple)) or not all(isinstance(p, str) for p in images):
-            problems.append(f"actor {actor!r}: image list is not a list of strings")
+            problems.append(f"actor {short_repr(actor)}: image list is not a list of strings")
             continue
         if not isinstance(npz, str):
-            problems.append(f"actor {actor!r}: npz path is not a string")
+            problems.append(f"actor {short_repr(actor)}: npz path is not a string")
             continue
         out[str(actor)] = ([str(p) for p in images], str(npz))
     if problems:

@@ -33,6 +33,8 @@ from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 from ..errors import InputError
+from ..fileio import (MAX_READ_BYTES, MESH_MAX_BYTES, PARAMS_MAX_BYTES, check_regular, file_kind, read_bounded,
+                      temporary_name, zip_member_bytes)
 from ..flame import FlameParams, read_params
 from ..mesh import Mesh, read_mesh
 from .image_paths import ImagePaths, read_image_paths
@@ -75,11 +77,8 @@ class _FolderStore:
     def has_dir(self, top: str) -> bool:
         return (self.root / top).is_dir()
 
-    def read_bytes(self, rel: str) -> bytes:
-        try:
-            return (self.root / rel).read_bytes()
-        except OSError as exc:
-            raise InputError(self.label(rel), f"cannot read ({exc.strerror or exc})") from None
+    def read_bytes(self, rel: str, limit: int = MAX_READ_BYTES) -> bytes:
+        return read_bounded(self.root / rel, limit, self.label(rel))
 
     @contextlib.contextmanager
     def local_file(self, rel: str) -> Iterator[Path]:
@@ -120,20 +119,17 @@ class _ZipStore:
         top = top.rstrip("/") + "/"
         return any(r.startswith(top) for r in self.members)
 
-    def read_bytes(self, rel: str) -> bytes:
-        try:
-            return self.zf.read(self.members[rel])
-        except KeyError:
-            raise InputError(self.label(rel), "no such member") from None
-        except (OSError, zipfile.BadZipFile, EOFError, RuntimeError) as exc:  # RuntimeError: encrypted member
-            raise InputError(self.label(rel), f"cannot read zip member ({exc})") from None
+    def read_bytes(self, rel: str, limit: int = MAX_READ_BYTES) -> bytes:
+        if rel not in self.members:
+            raise InputError(self.label(rel), "no such member")
+        return zip_member_bytes(self.zf, self.zf.getinfo(self.members[rel]), limit, self.label(rel))
 
     @contextlib.contextmanager
     def local_file(self, rel: str) -> Iterator[Path]:
         # the mesh readers take paths; the member goes to a private temporary folder, never into the tree
         with tempfile.TemporaryDirectory(prefix="onflame-") as tmp:
             path = Path(tmp) / PurePosixPath(rel).name
-            path.write_bytes(self.read_bytes(rel))
+            path.write_bytes(self.read_bytes(rel, MESH_MAX_BYTES))
             yield path
 
     def close(self) -> None:
@@ -148,6 +144,7 @@ def _norm(member: str) -> str:
 
 
 def _open_zip(path: Path) -> zipfile.ZipFile:
+    check_regular(path)  # a FIFO would block zipfile's open
     try:
         return zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as exc:
@@ -209,7 +206,7 @@ class Subject:
     def params(self) -> FlameParams:
         """The subject's :class:`FlameParams` (read once; :class:`InputError` if the file is bad)."""
         if self._params is None:
-            data = self._store.read_bytes(self._params_rel)
+            data = self._store.read_bytes(self._params_rel, PARAMS_MAX_BYTES)
             self._params = read_params(io.BytesIO(data), name=self.params_path)
         return self._params
 
@@ -312,9 +309,10 @@ class Subset:
         """Rel paths of the files under folder ``top`` of the subset (recursive, sorted)."""
         return self._store.files(top)
 
-    def read_bytes(self, rel: str) -> bytes:
-        """The bytes of a file inside the subset (:class:`InputError` naming it if it cannot be read)."""
-        return self._store.read_bytes(rel)
+    def read_bytes(self, rel: str, limit: int = MAX_READ_BYTES) -> bytes:
+        """The bytes of a file inside the subset, at most ``limit`` (:class:`InputError` naming it if it
+        cannot be read, is not a regular file or is larger)."""
+        return self._store.read_bytes(rel, limit)
 
     def read_image_paths(self) -> ImagePaths | None:
         """The subset's image list, or None if it has none (:class:`InputError` if it is unreadable)."""
@@ -409,6 +407,8 @@ def open_root(path: str | os.PathLike) -> MicaRoot:
     path = Path(path)
     if not path.exists():
         raise InputError(path, "no such file or folder")
+    if not path.is_file() and not path.is_dir():
+        raise InputError(path, f"is {file_kind(path.stat().st_mode)}, not a MICA root folder or subset zip")
     root = path.parent if path.is_file() or _is_subset_folder(path) else path
     subsets: dict[str, Subset] = {}
     problems: list[InputError] = []
@@ -493,7 +493,8 @@ def extract_subset(zip_path: str | os.PathLike, dest: str | os.PathLike, name: s
             return target
         prefix = _zip_prefix(zf, zip_path)
         dest.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=dest))
+        tmp = temporary_name(target)
+        os.mkdir(tmp)  # mode 0777 less the umask, like the folders it is renamed to (mkdtemp gives 0700)
         try:
             # files inside the temporary folder need no atomic writes of their own: the rename below is
             # what makes the subset appear

@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InputError, OnflameError
-from ..fileio import write_json, write_npz, write_text
+from ..fileio import confined_to, write_json, write_npz, write_text
 from ..geometry import apply_rigid, rigid_fit
 from ..mesh import Mesh, read_mesh
 from ..units import METRES_PER_UNIT
@@ -308,6 +308,7 @@ def _group_numbers(items: list[FlameItem], regions: dict[str, np.ndarray]) -> di
     return out
 
 
+@confined_to("out")
 def evaluate_flame(preds: list[tuple[str, str | os.PathLike]], ref: str | os.PathLike, out: str | os.PathLike,
                    model=None, masks: dict | None = None, embedding=None,
                    settings: FlameSettings = FlameSettings(), subset: str | None = None,

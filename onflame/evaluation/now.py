@@ -35,7 +35,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InputError, OnflameError
-from ..fileio import write_json, write_npz, write_text
+from ..fileio import SIDE_FILE_MAX_BYTES, confined_to, read_npz, read_text, write_json, write_npz, write_text
 from ..mesh import read_mesh, write_ply
 from ..units import METRES_PER_UNIT, mm_per_unit
 from . import now_landmarks
@@ -56,6 +56,8 @@ PRED_LANDMARK_SUFFIXES = (".npy", ".txt")
 TYPICAL_EYE_DISTANCE_MM = 95.0
 #: Bumped when a change alters the numbers, so cached per-image results are redone.
 RESULT_VERSION = 1
+#: The largest per-image result file read back (a scan's cropped points' distances, float32).
+CACHE_MAX_BYTES = 64 * 2**20
 #: Images per work item at most (one scan per item: its crop is made once per item).
 CHUNK = 24
 
@@ -111,10 +113,7 @@ class ItemResult:
 def read_image_list(path: str | os.PathLike) -> list[tuple[str, str, str]]:
     """``(subject, challenge, image file)`` per line of a NoW image list (its last three path parts)."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError as exc:
-        raise InputError(path, f"cannot read the image list ({exc.strerror or exc})") from None
+    lines = read_text(path, SIDE_FILE_MAX_BYTES).splitlines()  # a bounded regular file (not a FIFO)
     out = []
     for n, line in enumerate(lines, 1):
         parts = [p for p in re.split(r"[\\/]", line.strip()) if p]
@@ -218,6 +217,24 @@ def _scan_target(item: NowItem, settings: NowSettings) -> ScanTarget:
     return got
 
 
+def _cached_result(cache: Path, key: str, item: NowItem) -> ItemResult | None:
+    """The image's result kept by an earlier run, when it is whole and made from the same inputs; None
+    otherwise (no file, another key, a file cut short or damaged: the image is scored again and the
+    file rewritten)."""
+    if not cache.is_file():
+        return None
+    try:
+        z = read_npz(cache, limit=CACHE_MAX_BYTES)
+        distances, details = z["distances"], json.loads(str(z["details"]))
+        if str(z["key"]) != key or distances.ndim != 1 or distances.dtype.kind != "f" or not isinstance(details, dict):
+            return None
+    except (InputError, KeyError, ValueError):
+        log.info("%s: cached result unreadable; scoring the image again", cache)
+        return None
+    return ItemResult(item, distances, details, cached=True)
+
+
+@confined_to("out", "check_alignment")
 def evaluate_item(item: NowItem, settings: NowSettings, out: Path | None = None,
                   check_alignment: Path | None = None) -> ItemResult:
     """Score one image (or reuse its cached result in ``out``); errors become the result's ``error``."""
@@ -227,13 +244,10 @@ def evaluate_item(item: NowItem, settings: NowSettings, out: Path | None = None,
     try:
         key = _input_key(item, settings)
         cache = None if out is None else item_file(out, item)
-        if cache is not None and cache.is_file() and check_alignment is None:
-            try:
-                with np.load(cache, allow_pickle=False) as z:
-                    if str(z["key"]) == key:
-                        return ItemResult(item, z["distances"], json.loads(str(z["details"])), cached=True)
-            except (OSError, ValueError, KeyError):
-                pass  # unreadable or half-written: computed again
+        if cache is not None and check_alignment is None:
+            cached = _cached_result(cache, key, item)
+            if cached is not None:
+                return cached
         target = _scan_target(item, settings)
         pred = read_mesh(item.pred_mesh)
         lmk = now_landmarks.read_landmarks(item.pred_landmarks)
@@ -316,6 +330,7 @@ class NowReport:
         return format_rows(rows)
 
 
+@confined_to("out", "check_alignment")
 def evaluate_now(preds: list[tuple[str, str | os.PathLike]], gt: str | os.PathLike, out: str | os.PathLike,
                  settings: NowSettings = NowSettings(), split: str = "validation",
                  image_list: str | os.PathLike | None = None, workers: int = 1,

@@ -30,7 +30,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from .. import safepickle
-from ..errors import InputError
+from ..errors import InputError, short_repr
+from ..fileio import SIDE_FILE_MAX_BYTES
 
 
 @dataclass(frozen=True)
@@ -246,7 +247,12 @@ def landmark_embedding_from_dict(d: Mapping[str, Any], path: str | os.PathLike =
         else:
             raise InputError(path, f"not a landmark embedding (keys: {sorted(map(str, keys))})")
     except KeyError as exc:
-        raise InputError(path, f"landmark embedding lacks key {exc}") from None
+        raise InputError(path, f"landmark embedding lacks key {short_repr(exc.args[0] if exc.args else '?')}") from None
+    except InputError:
+        raise
+    except (TypeError, ValueError, OverflowError, AttributeError) as exc:
+        raise InputError(path, f"landmark embedding arrays are not face indices and barycentric coordinates "
+                               f"({type(exc).__name__})") from None
     if len(conventions.get("mica51", ())) not in (0, 51):
         raise InputError(path, f"static landmarks have {len(conventions['mica51'])} points; expected 51")
     if len(conventions.get("mica68", ())) not in (0, 68):
@@ -263,7 +269,8 @@ def load_landmark_embedding(*paths: str | os.PathLike) -> LandmarkEmbedding:
     are an error)."""
     out = LandmarkEmbedding()
     for path in paths:
-        obj = safepickle.load_npy_object(path) if Path(path).suffix == ".npy" else safepickle.load(path)
+        load = safepickle.load_npy_object if Path(path).suffix == ".npy" else safepickle.load
+        obj = load(path, SIDE_FILE_MAX_BYTES)
         if not isinstance(obj, Mapping):
             raise InputError(path, f"expected a dict of embedding arrays, found {type(obj).__name__}")
         out = out.merged(landmark_embedding_from_dict(obj, path))
@@ -271,17 +278,37 @@ def load_landmark_embedding(*paths: str | os.PathLike) -> LandmarkEmbedding:
 
 
 def load_masks(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Load FLAME region masks: region name -> vertex indices (K,) int64."""
-    obj = safepickle.load_npy_object(path) if Path(path).suffix == ".npy" else safepickle.load(path)
+    """Load FLAME region masks: region name -> vertex indices (K,) int64.
+
+    Raises :class:`InputError` naming ``path`` unless it holds a dict of names (text) to 1-D integer
+    index arrays or lists of integers.
+    """
+    load = safepickle.load_npy_object if Path(path).suffix == ".npy" else safepickle.load
+    obj = load(path, SIDE_FILE_MAX_BYTES)
     if not isinstance(obj, Mapping):
         raise InputError(path, f"expected a dict of region -> vertex indices, found {type(obj).__name__}")
     masks = {}
     for name, idx in obj.items():
-        arr = np.asarray(idx)
-        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-            raise InputError(path, f"mask {name!r} is not a 1-D integer index array")
-        masks[str(name)] = arr.astype(np.int64)
+        if not isinstance(name, str):
+            raise InputError(path, f"mask names must be text, found a {type(name).__name__} ({short_repr(name)})")
+        masks[name] = _index_array(idx, path, f"mask {short_repr(name)}")
     return masks
+
+
+def _index_array(value: Any, path: str | os.PathLike, what: str) -> np.ndarray:
+    """(K,) int64 indices from an integer array or a list of ints; :class:`InputError` for anything else."""
+    if isinstance(value, np.ndarray):
+        if value.ndim != 1 or value.dtype.kind not in "iu":
+            raise InputError(path, f"{what} is a {value.dtype} array of shape {value.shape}, not 1-D integer indices")
+        return value.astype(np.int64)
+    if isinstance(value, (list, tuple)):
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
+            bad = next(v for v in value if not isinstance(v, (int, np.integer)) or isinstance(v, bool))
+            raise InputError(path, f"{what} holds a {type(bad).__name__} ({short_repr(bad)}), not vertex indices")
+        if any(not -2**63 <= int(v) < 2**63 for v in value):
+            raise InputError(path, f"{what} holds an index too large to be a vertex")
+        return np.array(value, dtype=np.int64).reshape(-1)
+    raise InputError(path, f"{what} is a {type(value).__name__} ({short_repr(value)}), not vertex indices")
 
 
 def check_embedding(emb: LandmarkEmbedding, n_faces: int, path: str | os.PathLike = "<model>") -> None:

@@ -169,8 +169,8 @@ def model_from_dict(d: Mapping[str, Any], source: str = "", n_expression: int = 
         )
     except InputError:  # already names the file and the problem (InputError is a ValueError)
         raise
-    except (TypeError, ValueError, IndexError) as exc:
-        raise InputError(source or None, f"not a FLAME model: {exc}") from None
+    except (TypeError, ValueError, IndexError, OverflowError, AttributeError) as exc:
+        raise InputError(source or None, f"not a FLAME model: {str(exc)[:200]}") from None
 
 
 def load_model(path: str | os.PathLike, landmarks: LandmarkEmbedding | None = None,
@@ -248,7 +248,7 @@ def _load_npz(path: Path) -> FlameModel:
         raise InputError(path, f"onflame model file lacks array {exc}") from None
     except InputError:
         raise
-    except (TypeError, ValueError, IndexError) as exc:
+    except (TypeError, ValueError, IndexError, OverflowError) as exc:
         raise InputError(path, f"not a FLAME model: {exc}") from None
 
 

@@ -5,7 +5,8 @@ the same arrays in an uncompressed ``.npz`` load several times faster. The first
 of a ``.pkl`` writes ``.<name>.onflame.npz`` beside it (or, where that folder is read-only, into
 ``$XDG_CACHE_HOME/onflame/models/``, default ``~/.cache``); later loads use it while the ``.pkl``'s
 size and modification time are those it was made from. ``ONFLAME_MODEL_CACHE=0`` turns caching off.
-The copy is read with ``allow_pickle=False``: it can hold arrays only.
+The copy is read with ``allow_pickle=False``: it can hold arrays only; a copy that cannot be read whole
+(cut short, damaged) is made again from the pickle.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+
+from ..errors import InputError
 
 if TYPE_CHECKING:  # the model module imports this one
     from .model import FlameModel
@@ -57,7 +60,12 @@ def load_cached(path: Path, n_expression: int, load_pickle: Callable[[], "FlameM
     candidates = cache_paths(path)
     for copy in candidates:
         if copy.is_file() and _fresh(copy, stamp):
-            model = load_npz(copy)
+            try:
+                model = load_npz(copy)
+            except InputError as exc:  # damaged after its stamp was written: made again below
+                log.warning("%s: the pickle-free copy %s is damaged (%s); reading the pickle again", path, copy,
+                            exc.problem)
+                continue
             model.source = str(path)
             return model
     model = load_pickle()

@@ -20,7 +20,7 @@ from typing import IO, Any, Mapping
 import numpy as np
 
 from ..errors import InputError
-from ..fileio import read_npz, write_npz
+from ..fileio import PARAMS_MAX_BYTES, read_npz, write_npz
 
 N_SHAPE = 300
 N_EXPRESSION = 100
@@ -152,7 +152,8 @@ def params_from_arrays(arrays: Mapping[str, Any], path: str | os.PathLike = "<ar
 def read_params(source: str | os.PathLike | IO[bytes], name: str | None = None) -> FlameParams:
     """Read a MICA parameter ``.npz`` from a path or an open binary file (e.g. a zip member).
 
-    Raises :class:`InputError` naming the file for unreadable files and bad contents.
+    Raises :class:`InputError` naming the file for unreadable files and bad contents (arrays of more
+    than :data:`~onflame.fileio.PARAMS_MAX_BYTES` together included).
     """
     label = name or (str(source) if isinstance(source, (str, os.PathLike)) else getattr(source, "name", "<npz>"))
-    return params_from_arrays(read_npz(source, label), label)
+    return params_from_arrays(read_npz(source, label, PARAMS_MAX_BYTES), label)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..fileio import SIDE_FILE_MAX_BYTES, read_text
 from .mesh import Mesh
 from .numbers import parse_numbers
 
@@ -55,14 +56,11 @@ def read_land(path: str | os.PathLike) -> Landmarks:
     Raises :class:`InputError` naming the file if it is missing, empty, truncated or mixes row widths.
     """
     path = Path(path)
-    try:
-        lines = [ln for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
-    except OSError as exc:
-        raise InputError(path, f"cannot read ({exc.strerror or exc})") from None
+    lines = [ln for ln in read_text(path, SIDE_FILE_MAX_BYTES).splitlines() if ln.strip()]
     if not lines:
         raise InputError(path, "empty landmark file")
     head = lines[0].split()
-    if len(head) != 1 or not head[0].isdigit():
+    if len(head) != 1 or not head[0].isdigit() or len(head[0]) > 9:
         raise InputError(path, f"first line should be the landmark count, found {lines[0][:40]!r}")
     n = int(head[0])
     rows = lines[1:]

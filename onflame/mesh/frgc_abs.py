@@ -19,16 +19,15 @@ valid, one when three are. Triangles with an edge much longer than the grid spac
 """
 from __future__ import annotations
 
-import gzip
 import logging
 import os
 import re
-import zlib
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
+from ..fileio import read_maybe_gzip
 from .images import image_size
 from .mesh import Mesh
 from .numbers import parse_numbers
@@ -39,6 +38,10 @@ log = logging.getLogger(__name__)
 INVALID = -999999.0
 #: Default long-edge limit, in multiples of the median grid spacing.
 MAX_EDGE_FACTOR = 8.0
+#: The largest range image read: FRGC's are 480 x 640 (about 10 MB of text); a file or its inflated
+#: gzip larger than this, or a header announcing more pixels, is refused before it is parsed.
+MAX_BYTES = 64 * 2**20
+MAX_PIXELS = 4 * 2**20
 #: Photo suffixes looked for beside a range image, in order.
 PHOTO_SUFFIXES = (".ppm", ".PPM", ".png", ".jpg")
 
@@ -109,15 +112,7 @@ def read_abs(path: str | os.PathLike, photo: str | os.PathLike | None | bool = T
 
 
 def _read_grid(path: Path) -> tuple[int, int, np.ndarray, np.ndarray]:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(path, f"cannot read ({exc.strerror or exc})") from None
-    if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise InputError(path, f"corrupt or truncated gzip data ({exc})") from None
+    data = read_maybe_gzip(path, MAX_BYTES)  # gzip inflated within the same bound
     text = data.decode("ascii", errors="replace")
     m = _HEADER.match(text)
     if m is None:
@@ -125,6 +120,8 @@ def _read_grid(path: Path) -> tuple[int, int, np.ndarray, np.ndarray]:
     R, C = int(m.group(1)), int(m.group(2))
     if R < 2 or C < 2:
         raise InputError(path, f"range image of {R}x{C} pixels is too small")
+    if R * C > MAX_PIXELS:
+        raise InputError(path, f"range image of {R}x{C} pixels; onflame reads at most {MAX_PIXELS} pixels")
     values = parse_numbers(text[m.end():], path, "pixel data")
     n = R * C
     if values.size != 4 * n:

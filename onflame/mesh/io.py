@@ -4,7 +4,7 @@ OBJ is read by onflame's own parser because trimesh splits vertices at texture s
 vertex count and order of FLAME-topology files) and is slow on multi-million-vertex scans; this one
 keeps vertex order, reads per-corner UVs and the ``.mtl`` texture, tolerates the malformed
 ``usemtl``/``newmtl`` lines some dataset releases contain, and parses with numpy rather than per line.
-Binary PLY is read by ``plyfile`` (:mod:`.ply`); ASCII PLY, STL, OFF and GLB go through trimesh
+PLY is read by :mod:`.ply` (checked against its header); STL, OFF and GLB go through trimesh
 (``process=False``, so order is kept).
 """
 from __future__ import annotations
@@ -17,15 +17,16 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..fileio import atomic_open
+from ..fileio import MESH_MAX_BYTES, SIDE_FILE_MAX_BYTES, atomic_open, check_regular, read_bounded, read_text
 from ..geometry import fan_triangles
 from .mesh import Mesh
-from .ply import check_vertex_header, ply_header, read_ply
+from .numbers import Block, Lines
+from .ply import read_ply
 
 log = logging.getLogger(__name__)
 
 #: Suffixes :func:`read_mesh` understands.
-MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf", ".wrl", ".abs", ".abs.gz")
+MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf", ".wrl", ".wrl.gz", ".abs", ".abs.gz")
 
 
 def read_mesh(path: str | os.PathLike) -> Mesh:
@@ -38,28 +39,24 @@ def read_mesh(path: str | os.PathLike) -> Mesh:
     Raises :class:`InputError` naming the file if it is missing, unreadable, empty or malformed.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "no such file" if not path.exists() else "not a regular file")
+    size = check_regular(path).st_size  # a FIFO or a device is refused here, before any reader opens it
     suffix = path.suffix.lower()
     try:
         if suffix == ".obj":
             mesh = read_obj(path)
-        elif suffix == ".wrl":
+        elif suffix == ".wrl" or path.name.lower().endswith(".wrl.gz"):
             from .wrl import read_wrl
 
             mesh = read_wrl(path)
         elif suffix == ".ply":
-            fmt, elements = ply_header(path)
-            if fmt == "ascii":
-                check_vertex_header(path, elements)
-                mesh = _read_with_trimesh(path)
-            else:
-                mesh = read_ply(path)
+            mesh = read_ply(path)
         elif path.name.lower().endswith((".abs", ".abs.gz")):
             from .frgc_abs import read_abs
 
             mesh = read_abs(path)
         elif suffix in MESH_SUFFIXES:
+            if size > MESH_MAX_BYTES:
+                raise InputError(path, f"is {size} bytes; onflame reads meshes of at most {MESH_MAX_BYTES} bytes")
             mesh = _read_with_trimesh(path)
         else:
             raise InputError(path, f"unknown mesh format {suffix!r} (known: {', '.join(MESH_SUFFIXES)})")
@@ -99,84 +96,110 @@ def check_mesh(mesh: Mesh, path: str | os.PathLike | None = None) -> None:
 
 
 def read_obj(path: str | os.PathLike) -> Mesh:
-    """Parse a Wavefront OBJ: ``v`` (optionally with RGB), ``vt``, ``f`` (any polygon, fan-triangulated)."""
+    """Parse a Wavefront OBJ: ``v`` (optionally with RGB), ``vt``, ``f`` (any polygon, fan-triangulated).
+
+    What the lines promise is checked against what they hold before the big arrays are made: every
+    ``v`` line has the same number of values (3, or 4 with ``w``, 6 or 7 with colours), every ``vt`` line
+    too (2 or 3), every face corner the same form (``v``, ``v/vt``, ``v/vt/vn``, ``v//vn``), indices within
+    int64, and no more vertices or triangles than a scan holds (:data:`MAX_VERTICES`,
+    :data:`MAX_TRIANGLES`, and at most four triangles per vertex: more means duplicated faces).
+    """
     path = Path(path)
+    lines = Lines(read_bounded(path, MESH_MAX_BYTES))
+    is_v, is_f = lines.tagged(b"v"), lines.tagged(b"f")
+    check_mesh_size(int(is_v.sum()), int(is_f.sum()), path)  # each face at least one triangle: cheap, first
+    v_block, vt_block, f_block, mtl_block = (lines.select(which, skip) for which, skip in (
+        (is_v, 1), (lines.tagged(b"vt"), 2), (is_f, 1), (lines.tagged(b"mtllib"), 6)))
+    mtllibs = [mtl_block.line_text(k) for k in range(min(len(mtl_block), 16))]
+    del lines
     try:
-        text = path.read_bytes().decode("utf-8", errors="replace")
-    except OSError as exc:
-        raise InputError(path, f"cannot read ({exc.strerror or exc})") from None
-    v_lines, vt_lines, f_lines, mtllibs = [], [], [], []
-    for line in text.splitlines():
-        head = line[:2]
-        if head == "v ":
-            v_lines.append(line[2:])
-        elif head == "vt":
-            vt_lines.append(line[3:])
-        elif head == "f ":
-            f_lines.append(line[2:])
-        elif line.startswith("mtllib"):
-            mtllibs.append(line[6:].strip())
-    try:
-        vdata = _rows(v_lines, path, "v", 3)
-        vertices = vdata[:, :3]
-        colors = vdata[:, 3:6] if vdata.shape[1] >= 6 else None
-        uv = _rows(vt_lines, path, "vt", 2)[:, :2] if vt_lines else None
-        faces, face_uv = _faces(f_lines, len(vertices), 0 if uv is None else len(uv), path)
-    except (ValueError, OverflowError) as exc:
+        n_corners = f_block.tokens_per_line()
+        _check_counts(len(v_block), n_corners, path)
+        vdata = _rows(v_block, path, "v", (3, 4, 6, 7))
+        vertices = np.ascontiguousarray(vdata[:, :3])
+        colors = vdata[:, 3:6] if vdata.shape[1] >= 6 and vdata.shape[1] != 4 else None
+        uv = _rows(vt_block, path, "vt", (2, 3))[:, :2] if len(vt_block) else None
+        faces, face_uv = _faces(f_block, n_corners, len(vertices), 0 if uv is None else len(uv), path)
+    except ValueError as exc:
         raise InputError(path, f"malformed OBJ ({exc})") from None
-    if colors is not None and colors.max() > 1.0:
+    if colors is not None and colors.max(initial=0.0) > 1.0:
         colors = colors / 255.0
     texture = _texture_from_mtl(path, mtllibs) if uv is not None else None
     return Mesh(vertices, faces, uv, face_uv, texture, colors, str(path))
 
 
-def _rows(lines: list[str], path: Path, what: str, need: int) -> np.ndarray:
-    """(N, K) numbers of ``lines``, K >= ``need`` (ragged lines are cut to the shortest)."""
-    if not lines:
-        return np.zeros((0, need))
-    flat = np.array(" ".join(lines).split(), dtype=np.float64)
-    width = flat.size / len(lines)
-    if width != int(width) or width < need:  # ragged: some lines have extra values (colours, w) -> per line
-        rows = [ln.split() for ln in lines]
-        n = min(len(r) for r in rows)
-        if n < need:
-            line = next(ln for ln in lines if len(ln.split()) == n)
-            raise ValueError(f"a '{what}' line has {n} value(s), needs {need}: {what} {line.strip()[:60]!r}")
-        return np.array([r[:n] for r in rows], dtype=np.float64)
-    return flat.reshape(len(lines), int(width))
+#: The most vertices and triangles a mesh read here may have (a head scan has a few hundred thousand to a
+#: few million); a file that announces more is refused before its arrays are made.
+MAX_VERTICES = 10_000_000
+MAX_TRIANGLES = 20_000_000
 
 
-def _faces(lines: list[str], n_v: int, n_vt: int, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    if not lines:
+def check_mesh_size(n_vertices: int, n_triangles: int, path: str | os.PathLike) -> None:
+    """:class:`InputError` naming ``path`` when a mesh is larger than a scan, or has more than four
+    triangles per vertex (duplicated faces: a closed surface has about two)."""
+    if n_vertices > MAX_VERTICES:
+        raise InputError(path, f"{n_vertices} vertices; onflame reads meshes of at most {MAX_VERTICES}")
+    if n_triangles > MAX_TRIANGLES:
+        raise InputError(path, f"{n_triangles} triangles; onflame reads meshes of at most {MAX_TRIANGLES}")
+    if n_triangles > 4 * n_vertices + 64:
+        raise InputError(path, f"{n_triangles} triangles over only {n_vertices} vertices: the faces repeat "
+                               "(a surface has about two triangles per vertex)")
+
+
+def _check_counts(n_vertices: int, corners: np.ndarray, path: Path) -> None:
+    if len(corners) and corners.min() < 3:
+        line = int(np.argmax(corners < 3))
+        raise InputError(path, f"malformed OBJ (face {line + 1} has {corners[line]} corner(s); a face needs 3)")
+    check_mesh_size(n_vertices, int(corners.sum()) - 2 * len(corners), path)
+
+
+def _rows(block: Block, path: Path, what: str, widths: tuple[int, ...]) -> np.ndarray:
+    """(N, K) numbers of a block of ``v`` or ``vt`` lines, all of one width K in ``widths``."""
+    if not len(block):
+        return np.zeros((0, widths[0]))
+    counts = block.tokens_per_line()
+    width = int(counts[0])
+    if width not in widths:
+        raise ValueError(f"line {block.line_numbers[0] + 1}: a '{what}' line has {width} value(s); it needs "
+                         f"{widths[0]} (or {', '.join(map(str, widths[1:]))})")
+    odd = np.flatnonzero(counts != width)
+    if len(odd):
+        k = int(odd[0])
+        raise ValueError(f"line {block.line_numbers[k] + 1}: a '{what}' line has {counts[k]} value(s) where the "
+                         f"first has {width} (ragged '{what}' lines)")
+    return block.numbers(path, f"'{what}' lines").reshape(len(block), width)
+
+
+def _faces(block: Block, corners: np.ndarray, n_v: int, n_vt: int, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(T, 3) triangles and (T, 3) texture-coordinate triangles (or None) of a block of ``f`` lines."""
+    if not len(block):
         return np.zeros((0, 3), np.int64), None
-    tokens_per_line = np.array([len(ln.split()) for ln in lines])
-    if tokens_per_line.min() < 3:
-        raise ValueError("a face has fewer than 3 corners")
-    tokens = " ".join(lines).split()
-    first = tokens[0]
-    if "//" in first:  # v//vn
-        fields, has_vt = 2, False
-        flat = " ".join(tokens).replace("//", " ").split()
-    elif "/" in first:  # v/vt or v/vt/vn
-        fields, has_vt = first.count("/") + 1, True
-        flat = " ".join(tokens).replace("/", " ").split()
-    else:
-        fields, has_vt = 1, False
-        flat = tokens
-    if len(flat) != len(tokens) * fields:
-        raise ValueError("faces mix corner formats (v, v/vt, v//vn)")
-    idx = np.array(flat, dtype=np.int64).reshape(-1, fields)
+    slashes = block.count_per_line(ord("/"))
+    first = block.line_text(0).split()[0].encode()
+    fields = first.count(b"/") + 1 - (1 if b"//" in first else 0)
+    has_vt = b"/" in first and b"//" not in first
+    per_corner = first.count(b"/")
+    odd = np.flatnonzero(slashes != corners * per_corner)
+    if len(odd):
+        raise ValueError(f"line {block.line_numbers[odd[0]] + 1}: faces mix corner forms (v, v/vt, v/vt/vn, v//vn)")
+    idx = block.numbers(path, "face indices", np.int64, b"/")
+    if len(idx) != int(corners.sum()) * fields:
+        raise ValueError("faces mix corner forms (v, v/vt, v/vt/vn, v//vn)")
+    if len(idx) and (idx.max() == np.iinfo(np.int64).max or idx.min() == np.iinfo(np.int64).min):
+        raise ValueError("a face index is beyond int64")
+    idx = idx.reshape(-1, fields)
     vi = idx[:, 0]
     vi = np.where(vi < 0, vi + n_v, vi - 1)
-    ti = None
+    all_triangles = bool((corners == 3).all())  # the usual case: no fan to build
+    triangles = None if all_triangles else fan_triangles(corners)
+    faces = vi.reshape(-1, 3) if all_triangles else vi[triangles]
+    face_uv = None
     if has_vt and n_vt:
         ti = idx[:, 1]
         ti = np.where(ti < 0, ti + n_vt, ti - 1)
-    corners = fan_triangles(tokens_per_line)
-    faces = vi[corners]
-    face_uv = None if ti is None else ti[corners]
-    if face_uv is not None and (face_uv.min() < 0 or face_uv.max() >= n_vt):
-        raise ValueError("texture coordinate index out of range")
+        face_uv = ti.reshape(-1, 3) if all_triangles else ti[triangles]
+        if face_uv.min() < 0 or face_uv.max() >= n_vt:
+            raise ValueError("texture coordinate index out of range")
     return faces, face_uv
 
 
@@ -187,11 +210,12 @@ def _texture_from_mtl(obj_path: Path, mtllibs: list[str]) -> Path | None:
     for lib in mtllibs:
         mtl = resolve_reference(obj_path.parent, lib)
         try:
-            lines = mtl.read_bytes().decode("utf-8", errors="replace").splitlines() if mtl else None
-        except OSError:
-            lines = None
+            lines = read_text(mtl, SIDE_FILE_MAX_BYTES).splitlines() if mtl else None
+            problem = "not found"
+        except InputError as exc:
+            lines, problem = None, exc.problem
         if lines is None:
-            log.warning("%s: material library %s not found or unreadable; reading without texture", obj_path, lib)
+            log.warning("%s: material library %s %s; reading without texture", obj_path, lib, problem)
             continue
         for line in lines:
             parts = line.strip().split(maxsplit=1)

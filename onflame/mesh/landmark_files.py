@@ -17,6 +17,9 @@ suffix     content
            (eye corners, brow ends, mouth corners and lip middles, chin), found within each of its groups
            by their place on the face, since BU-3DFE's point numbering inside a group is not iBUG's
 ``.lnd``   FG2018 / Stirling: ``index x y z`` lines (mm): 7, 51 or 68 points
+``.land``  FaceWarehouse's layout (a count line, then one landmark per line) holding 3D points or vertex
+           ids into the scan (7, 51 or 68 in iBUG order); the release's own files hold 2D photo points,
+           which have no depth and are refused
 =========  ==================================================================================================
 
 Seven points are NoW's and FG2018's: right eye outer, right eye inner, left eye inner, left eye outer,
@@ -29,17 +32,22 @@ Errors name the file and the problem (:class:`~onflame.errors.InputError`).
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import InputError
-from ..fileio import npy_header, read_npy
+from ..errors import InputError, short_repr
+from ..fileio import npy_header, read_bounded, read_npy, read_text
+
+if TYPE_CHECKING:
+    from .mesh import Mesh
 
 #: Landmark files larger than this are not landmark files (a few hundred points take a few kB).
 MAX_BYTES = 4 << 20
@@ -48,7 +56,7 @@ NOW7 = np.array([36, 39, 42, 45, 33, 48, 54])
 #: iBUG-68 indices a file of N points in order holds.
 ORDERED_LAYOUTS = {7: NOW7, 51: np.arange(17, 68), 68: np.arange(68)}
 #: Suffixes :func:`read_landmarks` reads.
-LANDMARK_SUFFIXES = (".npy", ".txt", ".pp", ".ljson", ".bnd", ".lnd")
+LANDMARK_SUFFIXES = (".npy", ".txt", ".pp", ".ljson", ".bnd", ".lnd", ".land")
 
 # iBUG-68 groups, for labelled formats and the handedness check
 _RIGHT_EYE, _LEFT_EYE = np.arange(36, 42), np.arange(42, 48)
@@ -111,8 +119,10 @@ def landmarks_from_array(points: np.ndarray, source: str = "<array>") -> ScanLan
     return checked(ScanLandmarks(a, ORDERED_LAYOUTS[a.shape[0]].copy(), str(source), names[a.shape[0]]))
 
 
-def read_landmarks(path: str | os.PathLike) -> ScanLandmarks:
+def read_landmarks(path: str | os.PathLike, scan: "Mesh | None" = None) -> ScanLandmarks:
     """Read a landmark file of any kind in the module's table (by its suffix).
+
+    ``scan``: the scan the landmarks are on, for ``.land`` files of vertex ids.
 
     Raises:
         InputError: missing, empty, oversized or malformed file, an unknown suffix, a wrong point count,
@@ -120,6 +130,8 @@ def read_landmarks(path: str | os.PathLike) -> ScanLandmarks:
     """
     path = Path(path)
     suffix = path.suffix.lower()
+    if suffix == ".land":
+        return _read_land(path, scan)
     if suffix in ORDERED_SUFFIXES:
         return landmarks_from_array(read_points(path), str(path))
     text = _read_text(path, LANDMARK_SUFFIXES)
@@ -149,24 +161,26 @@ def _read_text(path: Path, suffixes: tuple[str, ...]) -> str | None:
     suffix = path.suffix.lower()
     if suffix not in suffixes:
         raise InputError(path, f"unknown landmark file type {suffix!r}; use one of {', '.join(suffixes)}")
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise InputError(path, f"cannot read landmarks ({exc.strerror or exc})") from None
-    if not path.is_file():
-        raise InputError(path, "not a file")
-    if size == 0:
-        raise InputError(path, "empty landmark file")
-    if size > MAX_BYTES:
-        raise InputError(path, f"{size} bytes is too large for a landmark file (at most {MAX_BYTES})")
     if suffix == ".npy":
         return None
-    try:
-        return path.read_text(encoding="utf-8", errors="strict")
-    except UnicodeDecodeError:
-        raise InputError(path, "not a text file (bytes that are not UTF-8)") from None
-    except OSError as exc:
-        raise InputError(path, f"cannot read landmarks ({exc.strerror or exc})") from None
+    text = read_text(path, MAX_BYTES, errors="strict")  # a regular file of at most MAX_BYTES
+    if not text:
+        raise InputError(path, "empty landmark file")
+    return text
+
+
+def _read_land(path: Path, scan: "Mesh | None") -> ScanLandmarks:
+    """FaceWarehouse's ``.land`` layout with 3D points, or vertex ids into ``scan``."""
+    from .facewarehouse import landmarks_3d, read_land
+
+    land = read_land(path)
+    if land.image_points is not None:
+        raise InputError(path, "holds 2D photo points (x y per line), which have no depth; give 3D points "
+                               "(x y z per line) or vertex ids of the scan")
+    if land.vertex_ids is not None and scan is None:
+        raise InputError(path, "holds vertex ids; they need the scan they index")
+    points = landmarks_3d(land, scan) if scan is not None else land.points
+    return landmarks_from_array(points, str(path))
 
 
 def checked(lmk: ScanLandmarks) -> ScanLandmarks:
@@ -228,16 +242,15 @@ def nose_out(right_eye: np.ndarray, left_eye: np.ndarray, mouth: np.ndarray, nos
 # --- readers -------------------------------------------------------------------------------------------------
 
 def _read_npy(path: Path) -> np.ndarray:
-    try:
-        with open(path, "rb") as fh:  # the header alone first: what it announces is checked before reading
-            shape, _, dtype = npy_header(fh, path)
-    except OSError as exc:
-        raise InputError(path, f"cannot read landmarks ({exc.strerror or exc})") from None
+    data = read_bounded(path, MAX_BYTES)
+    if not data:
+        raise InputError(path, "empty landmark file")
+    shape, _, dtype = npy_header(io.BytesIO(data), path)  # what the header announces is checked first
     if dtype.hasobject:
         raise InputError(path, "holds Python objects (a pickle), not landmark numbers; onflame does not load those")
     if int(np.prod(shape)) > 83 * 3:
         raise InputError(path, f"landmarks must be 7, 51 or 68 points of (x, y, z), got an array of shape {shape}")
-    arr = read_npy(path)
+    arr = read_npy(data, path)
     if arr.dtype.kind not in "iuf":
         raise InputError(path, f"landmarks hold {arr.dtype} values, not numbers")
     arr = arr.astype(np.float64)
@@ -301,13 +314,15 @@ def _read_pp(text: str, path: Path) -> np.ndarray:
 def _read_ljson(text: str, path: Path) -> ScanLandmarks:
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise InputError(path, "not an LJSON document (JSON nested too deep)") from None
+    except ValueError as exc:  # JSONDecodeError, and ints of more digits than Python converts
+        raise InputError(path, f"not valid JSON ({str(exc)[:200]})") from None
     if not isinstance(doc, dict):
         raise InputError(path, "not an LJSON document (a JSON object)")
     if isinstance(doc.get("groups"), dict):  # version 3: named groups, take the one with iBUG labels
         groups = [g for g in doc["groups"].values() if isinstance(g, dict)]
-        group = next((g for g in groups if _labels(g)), groups[0] if groups else None)
+        group = next((g for g in groups if _labels(g, path)), groups[0] if groups else None)
     else:
         group = doc
     if group is None or not isinstance(group.get("landmarks"), dict) or "points" not in group["landmarks"]:
@@ -319,7 +334,7 @@ def _read_ljson(text: str, path: Path) -> ScanLandmarks:
         raise InputError(path, "landmarks.points is not a list of (x, y, z) numbers") from None
     if pts.ndim != 2 or pts.shape[1] != 3:
         raise InputError(path, f"landmarks.points must be (N, 3) 3D points, got shape {pts.shape}")
-    labels = _labels(group)
+    labels = _labels(group, path)
     if not labels:  # no labels: the points are in iBUG order
         return landmarks_from_array(pts, str(path))
     ibug = np.full(len(pts), -1)
@@ -336,12 +351,19 @@ def _read_ljson(text: str, path: Path) -> ScanLandmarks:
     return ScanLandmarks(pts[keep], ibug[keep], str(path), "ljson")
 
 
-def _labels(group: dict) -> list[tuple[str, list[int]]]:
+def _labels(group: dict, path: Path | None = None) -> list[tuple[str, list[int]]]:
     labels = group.get("labels")
     if not isinstance(labels, list):
         return []
-    return [(str(lb.get("label", "")), [int(i) for i in lb.get("mask", [])]) for lb in labels
-            if isinstance(lb, dict) and isinstance(lb.get("mask"), list)]
+    out = []
+    for lb in labels:
+        if not isinstance(lb, dict) or not isinstance(lb.get("mask"), list):
+            continue
+        name, mask = lb.get("label", ""), lb["mask"]
+        if not isinstance(name, str) or not all(type(i) is int and 0 <= i < 2**31 for i in mask):
+            raise InputError(path, f"label {short_repr(name)} is not a name with a list of point indices")
+        out.append((name, mask))
+    return out
 
 
 #: BU-3DFE's 83 points by group (its own numbering, as menpo's labeller has it).

@@ -15,11 +15,9 @@ knows the dataset does.
 """
 from __future__ import annotations
 
-import gzip
 import logging
 import os
 import re
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -27,6 +25,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import InputError
+from ..fileio import MESH_MAX_BYTES, read_maybe_gzip
 from ..geometry import fan_triangles
 from .images import resolve_reference
 from .mesh import Mesh
@@ -80,8 +79,7 @@ def read_wrl(path: str | os.PathLike, require_texture: bool = False) -> Mesh:
     text = _read_text(path)
     parser = _Parser(text, path)
     scene = parser.parse()
-    parts = [_shape_geometry(shape, m, parser, k) for k, (shape, m) in enumerate(_shapes(scene, np.eye(4), parser))]
-    parts = [p for p in parts if p is not None]
+    parts = _instances(scene, parser)
     if not parts:
         raise InputError(path, "no IndexedFaceSet geometry in the file")
     return _combine(parts, path, require_texture)
@@ -90,15 +88,8 @@ def read_wrl(path: str | os.PathLike, require_texture: bool = False) -> Mesh:
 # --- text and tokens ----------------------------------------------------------------------------------------
 
 def _read_text(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(path, f"cannot read ({exc.strerror or exc})") from None
-    if data[:2] == b"\x1f\x8b":  # VRML files are often shipped gzip-compressed under the same name
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise InputError(path, f"corrupt gzip data ({exc})") from None
+    # VRML files are often shipped gzip-compressed under the same name: inflated, within the same bound
+    data = read_maybe_gzip(path, MESH_MAX_BYTES)
     text = data.decode("utf-8", errors="replace")
     head = text.lstrip("\ufeff \t\r\n")[:64]
     if head.startswith("#VRML V1.0"):
@@ -276,9 +267,46 @@ def _unquote(token: str) -> str:
 
 # --- scene graph ------------------------------------------------------------------------------------------
 
-def _shapes(nodes: list[_Node], matrix: np.ndarray, parser: _Parser) -> Iterator[tuple[_Node, np.ndarray]]:
-    """Every ``Shape`` under ``nodes`` with its accumulated 4×4 transform, in file order."""
+#: Bounds on instancing: ``DEF``/``USE`` lets each level of a 1.5 kB file double what is below it, so the
+#: scene graph is walked with a budget of nodes visited, and the shapes' points are counted as they are
+#: placed (a scanner's file has a few shapes, one per camera pod).
+MAX_NODE_VISITS = 100_000
+MAX_SHAPES = 10_000
+
+
+def _instances(scene: list[_Node], parser: _Parser) -> list["_Part"]:
+    """The geometry of every ``Shape`` placed in the scene, in file order: a shape used several times is
+    parsed once and placed once per use, within :data:`MAX_NODE_VISITS`, :data:`MAX_SHAPES` and the
+    readers' vertex and triangle bounds (:func:`~onflame.mesh.io.check_mesh_size`)."""
+    from .io import check_mesh_size
+
+    parsed: dict[int, _Part | None] = {}
+    parts: list[_Part] = []
+    visits = [0]
+    n_vertices = n_faces = 0
+    for k, (shape, matrix) in enumerate(_shapes(scene, np.eye(4), parser, visits)):
+        if k >= MAX_SHAPES:
+            raise InputError(parser.path, f"places more than {MAX_SHAPES} shapes (DEF/USE instancing); "
+                                          "refused as no scan")
+        if id(shape) not in parsed:
+            parsed[id(shape)] = _shape_geometry(shape, parser, len(parsed))
+        part = parsed[id(shape)]
+        if part is None:
+            continue
+        n_vertices, n_faces = n_vertices + len(part.vertices), n_faces + len(part.faces)
+        check_mesh_size(n_vertices, n_faces, parser.path)
+        parts.append(part.placed(matrix))
+    return parts
+
+
+def _shapes(nodes: list[_Node], matrix: np.ndarray, parser: _Parser, visits: list[int]) -> Iterator[tuple[_Node, np.ndarray]]:
+    """Every ``Shape`` under ``nodes`` with its accumulated 4×4 transform, in file order; ``visits`` counts
+    the nodes walked (shared with the recursion), refused past :data:`MAX_NODE_VISITS`."""
     for node in nodes:
+        visits[0] += 1
+        if visits[0] > MAX_NODE_VISITS:
+            raise InputError(parser.path, f"its scene graph unfolds to more than {MAX_NODE_VISITS} nodes "
+                                          "(DEF/USE instancing nested too deep); refused as no scan")
         if node.type == "Shape":
             yield node, matrix
             continue
@@ -288,7 +316,7 @@ def _shapes(nodes: list[_Node], matrix: np.ndarray, parser: _Parser) -> Iterator
             if isinstance(kids, _Node):
                 kids = [kids]
             if isinstance(kids, list):
-                yield from _shapes([k for k in kids if isinstance(k, _Node)], m, parser)
+                yield from _shapes([k for k in kids if isinstance(k, _Node)], m, parser, visits)
 
 
 def _transform_matrix(node: _Node, parser: _Parser) -> np.ndarray:
@@ -329,8 +357,16 @@ class _Part:
     colors: np.ndarray | None
     urls: list[str]
 
+    def placed(self, matrix: np.ndarray) -> "_Part":
+        """This shape moved by a 4×4 transform (the same part when it is the identity)."""
+        if np.allclose(matrix, np.eye(4)):
+            return self
+        points = self.vertices @ matrix[:3, :3].T + matrix[:3, 3]
+        return _Part(points, self.faces, self.uv, self.face_uv, self.colors, self.urls)
 
-def _shape_geometry(shape: _Node, matrix: np.ndarray, parser: _Parser, k: int) -> _Part | None:
+
+def _shape_geometry(shape: _Node, parser: _Parser, k: int) -> _Part | None:
+    """The geometry of one ``Shape`` in its own frame (None for lines, points, primitives)."""
     geom = shape.fields.get("geometry")
     if not isinstance(geom, _Node) or geom.type != "IndexedFaceSet":
         return None  # lines, points, primitives: not scan geometry
@@ -339,8 +375,6 @@ def _shape_geometry(shape: _Node, matrix: np.ndarray, parser: _Parser, k: int) -
     if not isinstance(coord, _Node) or "point" not in coord.fields:
         raise InputError(parser.path, f"Shape {k}: IndexedFaceSet without coord points")
     points = parser.numbers(coord.fields["point"], f"Shape {k} coord point", 3)
-    if not np.allclose(matrix, np.eye(4)):
-        points = points @ matrix[:3, :3].T + matrix[:3, 3]
     cidx = parser.indices(f.get("coordIndex", []), f"Shape {k} coordIndex")
     corners, cidx = _fan(cidx)
     if f.get("ccw", True) is False:

@@ -130,13 +130,13 @@ def _eyeballs(model: FlameModel) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
-def _as_clicks(landmarks: "ScanLandmarks | np.ndarray | str | os.PathLike | None") -> ScanLandmarks | None:
+def _as_clicks(landmarks: "ScanLandmarks | np.ndarray | str | os.PathLike | None", scan: Mesh) -> ScanLandmarks | None:
     """The user's landmarks as :class:`ScanLandmarks` (scan units): a file of any kind
     :func:`~onflame.mesh.landmark_files.read_landmarks` reads, an array in iBUG order, or as they are."""
     if landmarks is None or isinstance(landmarks, ScanLandmarks):
         return landmarks
     if isinstance(landmarks, (str, os.PathLike)):
-        return read_landmarks(landmarks)
+        return read_landmarks(landmarks, scan)  # the scan: for .land files of vertex ids
     return landmarks_from_array(landmarks, "<landmarks>")
 
 
@@ -179,7 +179,7 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel,
     check_mesh(scan, path)
     if scan.n_faces == 0:
         raise InputError(path, "scan has no triangles (a point cloud); registration needs a surface")
-    clicks = _as_clicks(landmarks)
+    clicks = _as_clicks(landmarks, scan)
 
     unit, k = _resolve_units(scan.vertices, None if clicks is None else clicks.points, units, path)
     pts_m = scan.vertices * k

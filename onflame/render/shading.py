@@ -15,9 +15,9 @@ SKIN_ALBEDO = (0.80, 0.60, 0.50)
 def load_texture(texture: np.ndarray | str | os.PathLike) -> np.ndarray:
     """A texture as (H, W, 3) float64 RGB in [0, 1], from an array (uint8 or float) or an image file."""
     if isinstance(texture, (str, os.PathLike)):
-        from PIL import Image
+        from ..mesh.images import open_image
 
-        with Image.open(texture) as im:
+        with open_image(texture) as im:
             texture = np.asarray(im.convert("RGB"))
     tex = np.asarray(texture)
     if tex.ndim == 2:

@@ -119,6 +119,7 @@ class _Site:
         for name in ("report.css", "report.js"):
             data = resources.files("onflame.report").joinpath("assets", name).read_bytes()
             write_bytes(self.out / "assets" / name, data)
+            self.written.add(self.out / "assets" / name)
 
     def overview(self) -> None:
         rows, worst, problems = [], [], []
@@ -237,10 +238,12 @@ def write_pages(out: Path, mica: MicaRoot, infos: list[SubsetInfo], stats: dict[
     """
     site = _Site(out, mica, infos, stats, photos, run)
     site.assets()
-    site.overview()
+    # pages before the pages that link to them, the overview last: a run cut short (a full disk) leaves
+    # no index.html, or the last complete run's, linking to a page that was never written
     for info in infos:
-        site.gallery(info)
-        site.statistics(info)
         for i in range(len(info.subjects)):
             site.subject(info, i)
+        site.statistics(info)
+        site.gallery(info)
+    site.overview()
     return site.written

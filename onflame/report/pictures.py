@@ -26,13 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..fileio import read_npy, write_bytes, write_json
+from ..fileio import confine_writes, read_bounded, read_npy, write_bytes, write_json
 from ..mesh import Mesh, read_mesh
+from ..mesh.images import IMAGE_MAX_BYTES, open_image
 from ..mesh.distance import point_to_surface
 from ..render import colormap, framing, render_mesh
 
 #: Bump when the pictures change: it is part of every cache key.
-PICTURES_VERSION = "2"
+PICTURES_VERSION = "3"
 #: Panel sizes (pixels): gallery thumbnails, subject-page views.
 THUMB = 150
 VIEW = 256
@@ -88,23 +89,25 @@ class PictureJob:
 
 @dataclass
 class PictureResult:
-    """What a job drew: image paths relative to the site (``img/..``), numbers, notes and problems."""
+    """What a job drew: image paths relative to the site (``img/..``) and their sizes in bytes (a later run
+    reuses them only while they are whole), numbers, notes and problems."""
 
     key: str
     images: dict[str, str] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
     numbers: dict[str, float | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
-        return {"key": self.key, "images": self.images, "numbers": self.numbers, "notes": self.notes,
-                "problems": self.problems, "seconds": round(self.seconds, 3)}
+        return {"key": self.key, "images": self.images, "sizes": self.sizes, "numbers": self.numbers,
+                "notes": self.notes, "problems": self.problems, "seconds": round(self.seconds, 3)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "PictureResult":
-        return cls(d["key"], dict(d.get("images") or {}), dict(d.get("numbers") or {}), list(d.get("notes") or []),
-                   list(d.get("problems") or []), float(d.get("seconds") or 0.0))
+        return cls(d["key"], dict(d.get("images") or {}), dict(d.get("sizes") or {}), dict(d.get("numbers") or {}),
+                   list(d.get("notes") or []), list(d.get("problems") or []), float(d.get("seconds") or 0.0))
 
 
 def image_rel(key: str, kind: str) -> str:
@@ -138,12 +141,15 @@ def _panel(vertices: np.ndarray, faces: np.ndarray, frame_points: np.ndarray, ya
     return render_mesh(vertices, faces, cam, **kw).image
 
 
-def _jpeg(path: Path, panels: list[np.ndarray]) -> None:
+def _jpeg(res: PictureResult, out: Path, kind: str, panels: list[np.ndarray]) -> None:
+    """Write one picture of ``res``'s subject and note its path and size in ``res``."""
     from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(np.hstack(panels)).save(buf, format="JPEG", quality=_JPEG_QUALITY)
-    write_bytes(path, buf.getvalue())
+    rel = image_rel(res.key, kind)
+    write_bytes(out / rel, buf.getvalue())
+    res.images[kind], res.sizes[kind] = rel, len(buf.getvalue())
 
 
 def _read_job_mesh(job: PictureJob) -> Mesh:
@@ -185,8 +191,7 @@ def draw_subject(job: PictureJob) -> PictureResult:
     front = _panel(reg, faces, reg, 0.0, VIEW)
     side = _panel(reg, faces, reg, SIDE_YAW, VIEW)
     views = [front if y == 0.0 else side if y == SIDE_YAW else _panel(reg, faces, reg, y, VIEW) for y in VIEW_YAWS]
-    _jpeg(out / image_rel(job.key, "views"), views)
-    res.images["views"] = image_rel(job.key, "views")
+    _jpeg(res, out, "views", views)
     thumbs = [_shrink(front, THUMB), _shrink(side, THUMB)]
 
     if job.scan is not None:
@@ -196,15 +201,13 @@ def draw_subject(job: PictureJob) -> PictureResult:
             pts = _to_frame(scan.vertices, job.to_flame)
             colors = colormap(dist, 0.0, HEAT_MAX_MM, CMAP)
             heat = [_panel(pts, scan.faces, reg, y, VIEW, colors, ambient=0.55) for y in (0.0, SIDE_YAW)]
-            _jpeg(out / image_rel(job.key, "heat"), heat)
-            res.images["heat"] = image_rel(job.key, "heat")
+            _jpeg(res, out, "heat", heat)
             thumbs.append(_shrink(heat[0], THUMB))
         except InputError as exc:
             res.notes.append(f"no heat map: {exc}")
         except OSError as exc:
             res.notes.append(f"no heat map: {job.scan.path}: {exc.strerror or exc}")
-    _jpeg(out / image_rel(job.key, "thumb"), thumbs)
-    res.images["thumb"] = image_rel(job.key, "thumb")
+    _jpeg(res, out, "thumb", thumbs)
 
     if job.params_vertices is not None:
         pv = np.asarray(job.params_vertices, dtype=np.float64)
@@ -217,8 +220,7 @@ def draw_subject(job: PictureJob) -> PictureResult:
             res.numbers["params_max_mm"] = float(d.max())
             colors = colormap(d, 0.0, FIT_MAX_MM, CMAP)
             fit = [_panel(reg, faces, reg, y, VIEW, colors, ambient=0.55) for y in (0.0, SIDE_YAW)]
-            _jpeg(out / image_rel(job.key, "fit"), fit)
-            res.images["fit"] = image_rel(job.key, "fit")
+            _jpeg(res, out, "fit", fit)
     return _finish(res, out, t0)
 
 
@@ -257,7 +259,7 @@ def copy_photo(job: PhotoJob) -> None:
     from PIL import Image
 
     try:
-        data = job.data if job.data is not None else Path(job.path or "").read_bytes()
+        data = job.data if job.data is not None else read_bounded(job.path or "", IMAGE_MAX_BYTES, job.label)
     except OSError as exc:
         raise InputError(job.label, f"cannot read ({exc.strerror or exc})") from None
     if job.blob:
@@ -277,20 +279,17 @@ def copy_photo(job: PhotoJob) -> None:
 
 
 def _smaller(data: bytes, label: str) -> bytes:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            fmt = im.format or "JPEG"
-            im = im.convert("RGB")
-            im.thumbnail((448, 448))
-            buf = io.BytesIO()
-            im.save(buf, format=fmt, **({"quality": _JPEG_QUALITY} if fmt == "JPEG" else {}))
-    except (OSError, ValueError, UnidentifiedImageError) as exc:
-        raise InputError(label, f"unreadable image ({exc})") from None
+    with open_image(data, label) as im:
+        fmt = im.format or "JPEG"
+        im = im.convert("RGB")
+        im.thumbnail((448, 448))
+        buf = io.BytesIO()
+        im.save(buf, format=fmt, **({"quality": _JPEG_QUALITY} if fmt == "JPEG" else {}))
     return buf.getvalue()
 
 
 def run_job(job: PictureJob | PhotoJob) -> PictureResult | None:
-    """A worker's entry point: draw a subject's pictures or put a photo in the site."""
-    return draw_subject(job) if isinstance(job, PictureJob) else copy_photo(job)
+    """A worker's entry point: draw a subject's pictures or put a photo in the site (writes confined to
+    the site's folder, :func:`onflame.fileio.confine_writes`)."""
+    with confine_writes(job.out):
+        return draw_subject(job) if isinstance(job, PictureJob) else copy_photo(job)

@@ -5,10 +5,16 @@
 >>> result.index                                          # MICA-report/index.html: open it from the file system
 
 Steps: read every subset (:mod:`.collect`); draw each subject's pictures in worker processes unless
-pictures of the same content are already there (:mod:`.pictures`, :mod:`.cache`); compute the
-statistics and outliers (:mod:`.stats`); write the pages (:mod:`.pages`); remove pictures no page uses
-any more. The site is one folder (HTML, CSS, a small script, JPEG/PNG pictures) that opens from the
-file system without a server or network. Bad data never stops it: every problem is shown on the pages.
+pictures of the same content are already there, whole (:mod:`.pictures`, :mod:`.cache`); compute the
+statistics and outliers (:mod:`.stats`); write the pages (:mod:`.pages`, all of them or, when the disk
+fills, none: the last complete run's stay); remove
+what an earlier run wrote and no page uses any more. The site is one folder (HTML, CSS, a small script,
+JPEG/PNG pictures) that opens from the file system without a server or network. Bad data never stops
+it: every problem is shown on the pages.
+
+Everything the report writes or removes lies inside its folder: writes are confined to it
+(:func:`onflame.fileio.confine_writes`), a folder holding a symbolic link is refused before any work,
+and only the files the report's own record says it wrote are ever removed (:class:`.cache.SiteRecord`).
 """
 from __future__ import annotations
 
@@ -22,12 +28,12 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from ..dataset.layout import MicaRoot, Subset, open_root
-from ..errors import InputError
-from ..fileio import write_text
+from ..errors import InputError, UsageError
+from ..fileio import all_or_none, confine_writes, write_text
 from ..flame import FlameModel, load_model
 from ..workers import WorkerDied, available_cores, run_in_processes
 from . import pictures
-from .cache import DigestIndex, bytes_digest, value_key
+from .cache import DigestIndex, SiteRecord, bytes_digest, value_key, whole_file
 from .collect import SubjectInfo, SubsetInfo, collect_subset, judge_numbers
 from .stats import SubsetStats, flame_vertices, subset_stats
 
@@ -83,11 +89,18 @@ def _select(mica: MicaRoot, names: Iterable[str] | None) -> list[str]:
 
 
 def _prepare_out(out: Path) -> None:
-    """Create ``out``, or check that an existing folder is an earlier report (its files get replaced)."""
+    """Create ``out``, or check that an existing folder is an earlier report (its files get replaced)
+    holding no symbolic link (:class:`UsageError` naming it: the report never writes through one)."""
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise InputError(out, "folder is not empty and holds no onflame report; choose another --out")
+    for folder, dirs, files in os.walk(out, followlinks=False):
+        for name in dirs + files:
+            if os.path.islink(os.path.join(folder, name)):
+                raise UsageError(Path(folder) / name, "is a symbolic link inside the report folder; onflame "
+                                                      "does not write or delete through links (remove it, or "
+                                                      "choose another --out)")
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / MARKER, "written by onflame report; the folder's files are replaced on each run\n")
 
@@ -188,14 +201,18 @@ def _plan(info: SubsetInfo, out: Path, digests: DigestIndex, model_digest: str |
 
 
 def _cached(out: Path, key: str) -> pictures.PictureResult | None:
+    """The result of an earlier run with this key, when it and its pictures are whole (regular files of
+    the sizes written); None otherwise, and the subject is drawn again."""
     import json
+
+    from ..fileio import read_text
 
     path = pictures.result_path(out, key)
     try:
-        res = pictures.PictureResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError):
+        res = pictures.PictureResult.from_dict(json.loads(read_text(path, errors="strict")))
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):  # InputError is a ValueError
         return None
-    if res.key != key or not all((out / rel).is_file() for rel in res.images.values()):
+    if res.key != key or not all(whole_file(out / rel, res.sizes.get(kind)) for kind, rel in res.images.items()):
         return None
     return res
 
@@ -255,7 +272,8 @@ def _picture_work(planned: list[_Planned]) -> list[_Work]:
     return [(p.job, callback(p)) for p in planned if p.job is not None]
 
 
-def _photos(info: SubsetInfo, out: Path, digests: DigestIndex) -> tuple[dict[tuple[str, str], dict], list[_Work]]:
+def _photos(info: SubsetInfo, out: Path, digests: DigestIndex,
+            record: SiteRecord) -> tuple[dict[tuple[str, str], dict], list[_Work]]:
     """Where each subject's listed photos and their ArcFace blobs go in the site (named by content), and
     the jobs that put the ones not there yet.
 
@@ -289,7 +307,7 @@ def _photos(info: SubsetInfo, out: Path, digests: DigestIndex) -> tuple[dict[tup
                     continue
                 blob = kind == "blob"
                 entry[kind] = pictures.photo_rel(digest, ".png" if blob else Path(rel).suffix)
-                if not (out / entry[kind]).is_file():
+                if not record.whole(entry[kind]):  # missing, cut short or not recorded: put there again
                     job = pictures.PhotoJob(str(out), entry[kind], subset.label(rel), blob,
                                             None if folder is None else str(folder / rel), data)
                     work.append((job, callback(s, entry, kind, job.label)))
@@ -316,27 +334,6 @@ def _stats(info: SubsetInfo) -> SubsetStats:
     return st
 
 
-def _prune(out: Path, keep: set[Path], keys: set[str]) -> None:
-    """Remove what an earlier run wrote and this one no longer uses: pictures, photos, results, pages.
-
-    Args:
-        keep: files this run uses (pages, pictures, photos).
-        keys: picture keys of this run (their results are kept).
-    """
-    keep = {p.resolve() for p in keep}
-    results = out / ".cache" / "results"
-    for top in (out / "img", results):
-        for p in top.rglob("*") if top.is_dir() else ():
-            if p.is_file() and p.resolve() not in keep and not (top == results and p.stem in keys):
-                p.unlink()
-    for p in out.rglob("*.html"):
-        if p.resolve() not in keep:
-            p.unlink()
-    for d in sorted((d for d in out.rglob("*") if d.is_dir()), key=lambda d: len(d.parts), reverse=True):
-        if not any(d.iterdir()):
-            d.rmdir()
-
-
 # --- the report ----------------------------------------------------------------------------------------------
 
 def write_report(root: str | os.PathLike, out: str | os.PathLike | None = None, subsets: Iterable[str] | None = None,
@@ -357,61 +354,75 @@ def write_report(root: str | os.PathLike, out: str | os.PathLike | None = None, 
 
     Returns:
         :class:`ReportResult`. Raises :class:`InputError` only when ``root`` or ``model`` cannot be opened,
-        a subset is not in the root, or ``out`` is a folder of other files.
+        a subset is not in the root, or ``out`` is a folder of other files; :class:`UsageError` when
+        ``out`` holds a symbolic link.
     """
-    from ..dataset.manifest import value_digest
-    from ..progress import Progress
-    from .pages import write_pages
-
     t0 = time.perf_counter()
     out = Path(out) if out is not None else Path("onflame-report")
     mica = open_root(root)
     try:
         names = _select(mica, subsets)
         _prepare_out(out)
-        flame_model, model_label = _load_model(model, mica)
-        model_digest = value_digest(flame_model) if flame_model is not None else None
-        infos = [collect_subset(mica.subsets[n]) for n in names]
-        digests = DigestIndex(out / ".cache")
-        for info in infos:
-            for path, fp in info.input_fingerprints.items():
-                digests.seed(path, fp)
-        result = ReportResult(out, out / "index.html")
-        planned = {info.name: _plan(info, out, digests, model_digest, heatmaps) for info in infos}
-        every = [p for ps in planned.values() for p in ps]
-        _attach_params_vertices(every, flame_model)
-        photos: dict[str, dict] = {}
-        work = _picture_work(every)
-        for info in infos:
-            photos[info.name], photo_work = _photos(info, out, digests)
-            work += photo_work
-        result.photos = len(work) - sum(p.job is not None for p in every)
-        with Progress(len(work), "report: pictures", enabled=progress) as bar:
-            _run_jobs(work, workers or available_cores(), bar)
-        result.drawn = sum(p.drawn for p in every)
-        result.cached = len(every) - result.drawn
-        stats: dict[str, SubsetStats] = {}
-        for info in infos:
-            for p in planned[info.name]:
-                _apply_result(p.subject, p.result)
-            judge_numbers(info)
-            stats[info.name] = _stats(info)
+        with confine_writes(out):
+            return _write(mica, out, names, model, workers, heatmaps, progress, t0)
+    finally:
+        mica.close()
+
+
+def _write(mica: MicaRoot, out: Path, names: list[str], model: FlameModel | str | os.PathLike | None,
+           workers: int | None, heatmaps: bool, progress: bool, t0: float) -> ReportResult:
+    """:func:`write_report`'s work, once ``out`` is checked; writes confined to it."""
+    from ..dataset.manifest import value_digest
+    from ..progress import Progress
+    from .pages import write_pages
+
+    flame_model, model_label = _load_model(model, mica)
+    model_digest = value_digest(flame_model) if flame_model is not None else None
+    infos = [collect_subset(mica.subsets[n]) for n in names]
+    digests = DigestIndex(out / ".cache")
+    for info in infos:
+        for path, fp in info.input_fingerprints.items():
+            digests.seed(path, fp)
+    result = ReportResult(out, out / "index.html")
+    planned = {info.name: _plan(info, out, digests, model_digest, heatmaps) for info in infos}
+    every = [p for ps in planned.values() for p in ps]
+    _attach_params_vertices(every, flame_model)
+    photos: dict[str, dict] = {}
+    work = _picture_work(every)
+    record = SiteRecord(out)
+    for info in infos:
+        photos[info.name], photo_work = _photos(info, out, digests, record)
+        work += photo_work
+    result.photos = len(work) - sum(p.job is not None for p in every)
+    with Progress(len(work), "report: pictures", enabled=progress) as bar:
+        _run_jobs(work, workers or available_cores(), bar)
+    result.drawn = sum(p.drawn for p in every)
+    result.cached = len(every) - result.drawn
+    stats: dict[str, SubsetStats] = {}
+    for info in infos:
+        for p in planned[info.name]:
+            _apply_result(p.subject, p.result)
+        judge_numbers(info)
+        stats[info.name] = _stats(info)
+    with all_or_none():  # a run cut short (a full disk) leaves the last complete run's pages, not half a site
         used = write_pages(out, mica, infos, stats, photos, {"model": model_label, "heatmaps": heatmaps,
                                                              "drawn": result.drawn, "cached": result.cached,
                                                              "seconds": time.perf_counter() - t0})
-        keep = set(used) | {out / rel for p in every if p.result is not None for rel in p.result.images.values()}
-        keep |= {out / rel for found in photos.values() for entry in found.values() for rel in entry.values() if rel}
-        _prune(out, keep, {p.result.key for p in every if p.result is not None})
-        digests.save()
-        for info in infos:
-            result.counts[info.name] = {v: info.count(v) for v in ("ok", "suspect", "failed", "unknown")}
-            result.counts[info.name]["subjects"] = len(info.subjects)
-            troubled = [s for s in info.subjects if s.problems and s.verdict != "failed"]  # failed: the build's
-            result.counts[info.name]["problem"] = len(troubled)
-            result.subject_problems += [p for s in troubled for p in s.problems]
-            result.problems += info.problems + [p for s in info.subjects for p in s.problems]
-        result.problems += [str(p) for p in mica.problems]
-        result.seconds = time.perf_counter() - t0
-        return result
-    finally:
-        mica.close()
+    keep = {p.relative_to(out).as_posix() for p in used}
+    keep |= {rel for p in every if p.result is not None for rel in p.result.images.values()}
+    keep |= {pictures.result_path(out, p.result.key).relative_to(out).as_posix() for p in every if p.result is not None}
+    keep |= {rel for found in photos.values() for entry in found.values() for rel in entry.values() if rel}
+    digests.save()
+    keep |= {MARKER, digests.path.relative_to(out).as_posix()}
+    record.prune(keep)  # what an earlier run wrote that no page uses now
+    record.save(keep)
+    for info in infos:
+        result.counts[info.name] = {v: info.count(v) for v in ("ok", "suspect", "failed", "unknown")}
+        result.counts[info.name]["subjects"] = len(info.subjects)
+        troubled = [s for s in info.subjects if s.problems and s.verdict != "failed"]  # failed: the build's
+        result.counts[info.name]["problem"] = len(troubled)
+        result.subject_problems += [p for s in troubled for p in s.problems]
+        result.problems += info.problems + [p for s in info.subjects for p in s.problems]
+    result.problems += [str(p) for p in mica.problems]
+    result.seconds = time.perf_counter() - t0
+    return result

@@ -22,12 +22,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset, WeightedRandomSampler, get_worker_info
 
 from ..dataset.image_paths import read_image_paths
 from ..errors import InputError
+from ..fileio import read_npy
 from ..flame import mica_training_params, read_params
+from ..mesh.images import open_image
 from .cache import DecodedCache
 
 log = logging.getLogger(__name__)
@@ -157,21 +158,15 @@ class MicaDataset(Dataset):
 
 
 def _read_crop(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            pixels = np.array(im if im.mode == "RGB" else im.convert("RGB"))  # writable, as torch wants
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise InputError(path, f"unreadable crop ({type(exc).__name__}: {exc})") from None
+    with open_image(path) as im:
+        pixels = np.array(im if im.mode == "RGB" else im.convert("RGB"))  # writable, as torch wants
     if pixels.shape != (224, 224, 3):
         raise InputError(path, f"crop is {pixels.shape[1]}×{pixels.shape[0]}, expected 224×224 RGB")
     return pixels
 
 
 def _read_blob(path: Path) -> np.ndarray:
-    try:
-        blob = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError(path, f"unreadable ArcFace blob ({type(exc).__name__}: {exc})") from None
+    blob = read_npy(path, limit=2**20)  # a (3, 112, 112) float32 blob takes 150 kB
     if blob.shape != (3, 112, 112):
         raise InputError(path, f"ArcFace blob has shape {blob.shape}, expected (3, 112, 112)")
     return blob

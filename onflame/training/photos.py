@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import InputError
+from ..mesh.images import open_image
 from .rules import PhotoRules
 
 
@@ -82,11 +83,8 @@ def output_names(actor: str, photos: list[Path], actor_root: Path, suffix: str) 
 
 def read_photo(path: str | os.PathLike) -> Image.Image:
     """An 8-bit RGB photo, EXIF orientation applied (as OpenCV's ``imread`` does). :class:`InputError` if unreadable."""
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                im = im.point(lambda v: v / 256)  # 16-bit grey to 8-bit
-            return im.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise InputError(path, f"unreadable image ({type(exc).__name__}: {exc})") from None
+    with open_image(path) as im:
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            im = im.point(lambda v: v / 256)  # 16-bit grey to 8-bit
+        return im.convert("RGB")

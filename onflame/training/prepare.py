@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, UsageError
-from ..fileio import atomic_open, check_output_dir, write_json
+from ..fileio import SIDE_FILE_MAX_BYTES, atomic_open, check_output_dir, read_text, write_json
 from ..workers import WorkerDied, run_in_processes
 from .align import align_face
 from .photos import output_names, read_photo, select_photos
@@ -226,14 +226,14 @@ def _signature(path: Path) -> list[int]:
 
 def _load_manifest(path: Path, detector: str) -> dict[tuple[str, str], PhotoRecord]:
     """Earlier records made with the same detector, or nothing if there are none or the file is damaged."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+    if not os.path.lexists(path):
+        return {}
+    try:  # a bounded regular file (InputError, a ValueError, otherwise)
+        data = json.loads(read_text(path, SIDE_FILE_MAX_BYTES, errors="strict"))
         if data.get("detector") != detector:
             return {}
         records = [PhotoRecord(**r) for r in data.get("photos", [])]
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError, TypeError, AttributeError) as exc:
+    except (ValueError, TypeError, AttributeError, RecursionError) as exc:
         log.warning("%s: ignoring unreadable manifest (%s); every photo is processed again", path, exc)
         return {}
     return {(r.actor, r.source): r for r in records}
