@@ -145,28 +145,27 @@ def in_model_head(model, seed: int) -> np.ndarray:
     return out.vertices[0].numpy()
 
 
-def run_cases(model, generator, args) -> list[tuple[str, str, dict]]:
-    """``(kind, case, row)`` for every case of one model; ``generator`` makes the generated heads."""
+def run_cases(model, generator, args):
+    """``(kind, case, row)`` for every case of one model, as each is done; ``generator`` makes the
+    generated heads."""
     eyes = np.concatenate([model.masks["left_eyeball"], model.masks["right_eyeball"]])
     emb = model.landmarks.static51
     layer = FLAME(generator, dtype=torch.float64)
-    out = []
     for kind, seeds, scanner in (("held-out", HELD_OUT_SEEDS[:args.held_out], "default"),
                                  ("in-sample", TRAINING_SEEDS[:args.in_sample], "random")):
         for seed in seeds:
             head = expressive_head(generator, seed, layer, scanner, landmarks=emb)
-            out.append((kind, f"{kind} {seed}", simulated_case(model, head.scan, head.vertices)))
+            yield kind, f"{kind} {seed}", simulated_case(model, head.scan, head.vertices)
     truth = read_mesh(FLAME_FIX / "registered_mesh.ply").vertices
     for seed in args.seeds:
         sim = simulate_scan(truth, model.faces, emb.locate(truth, model.faces), eyes, seed=seed)
-        out.append(("real head", f"real {seed}", simulated_case(model, sim, truth)))
+        yield "real head", f"real {seed}", simulated_case(model, sim, truth)
     if not args.no_james:
-        out.append(("3dMD capture", "3dmd james", james_case(model)))
+        yield "3dMD capture", "3dmd james", james_case(model)
     for seed in args.in_model:
         v = in_model_head(model, seed)
         sim = simulate_scan(v, model.faces, emb.locate(v, model.faces), eyes, seed=100 + seed)
-        out.append(("in-model", f"in-model {seed}", simulated_case(model, sim, v)))
-    return out
+        yield "in-model", f"in-model {seed}", simulated_case(model, sim, v)
 
 
 def show(model_name: str, case: str, row: dict) -> None:
@@ -233,8 +232,9 @@ def main() -> None:
     t0 = time.perf_counter()
     results = {}
     for name, model in models.items():
-        results[name] = run_cases(model, generator, args)
-        for _, case, row in results[name]:
+        results[name] = []
+        for kind, case, row in run_cases(model, generator, args):
+            results[name].append((kind, case, row))
             show(name, case, row)
     table = summary(results)
     print(f"\nlandmark correction {'on' if correction_enabled() else 'off'}\n{table}\n\n{time.perf_counter() - t0:.0f} s")

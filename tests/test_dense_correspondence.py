@@ -185,7 +185,7 @@ def test_textured_3dmd_capture_against_its_annotation():
     try:
         det = get_detector("mediapipe")
     except DetectorUnavailable as exc:
-        pytest.skip(f"MediaPipe not installed: {exc}")
+        pytest.skip(f"the detect extra is not installed (pip install -e '.[detect]'): {exc}")
     folder = SHARED / "fixtures" / "scans" / "3dmd_james"
     scan = read_mesh(folder / "james.obj")
     ann = read_landmarks(folder / "james.ljson")
@@ -195,6 +195,8 @@ def test_textured_3dmd_capture_against_its_annotation():
                                               detector=det)
     assert res.landmarks is not None, res.info
     err = np.linalg.norm(res.landmarks - truth, axis=1) * 1000
-    assert np.median(err) < 3.5, err  # ~2.4 mm measured; the annotation's own clicks are ~1-2 mm apart
+    # measured 2.44 mm (the annotation's own clicks are ~1-2 mm apart); +20% for MediaPipe's arithmetic
+    # on other CPUs (a pixel of a 384 px view is ~0.5 mm on the face)
+    assert np.median(err) < 2.9, err
     assert res.info["views_used"][0] == "frontal" and len(res.info["views_used"]) >= 3
     assert 45 <= res.info["points_used"] <= 51 and len(res.info["spread_mm"]) == 51  # the detector's own 51
