@@ -28,8 +28,8 @@ correction ran (and the face's distance from its training faces, 1 at its limit)
 are of the machine as it is (a shared one varies).
 
 ``--correction on`` runs the learned landmark correction (off by default:
-:data:`onflame.registration.landmark_correction.ON_BY_DEFAULT`); the column ``corrected`` counts the
-cases it ran on.
+:data:`onflame.registration.landmark_correction.ON_BY_DEFAULT`; its ``--write-docs`` table goes to a
+section of its own); the column ``corrected`` counts the cases it ran on.
 
 usage: python benchmarks/registration_landmarks.py [--models synthetic realshape] [--held-out 24]
        [--in-sample 4] [--seeds 0 1 2 3 4 5] [--in-model 1 2] [--no-james] [--convention mica51|flame51]
@@ -250,7 +250,8 @@ def main() -> None:
                 f"convention ({args.convention}). Flipped: triangles facing against the truth's (where the truth "
                 "does not fold against the model's template itself). Landmark "
                 f"correction {'on' if correction_enabled() else 'off'}; corrected: the cases it ran on.")
-        write_section("registration_landmarks", f"{table}\n\n{note}")
+        section = "registration_landmarks_corrected" if args.correction == "on" else "registration_landmarks"
+        write_section(section, f"{table}\n\n{note}")
 
 
 if __name__ == "__main__":
