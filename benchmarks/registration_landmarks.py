@@ -1,39 +1,44 @@
 #!/usr/bin/env python3
-"""Registration from clicked vs automatically detected landmarks, on real faces and on in-model heads.
+"""Registration from clicked vs automatically detected landmarks, with both test models.
 
-Cases:
+Test models (each with MICA's landmark embedding, ``mica51``, unless ``--convention flame51``, and FLAME's
+masks): ``synthetic`` (``../shared/tools/make_synthetic_flame.py``: FLAME 2020's mean head, smooth random
+shape space) and ``realshape`` (``../shared/tools/make_realshape_flame.py``: FLAME 2023 Open's mean head
+and real identity space). Cases, each registered by each model twice: from 51 clicks (the truth's
+landmarks in the model's convention with 1 mm noise) and from detected landmarks:
 
+- ``held-out <seed>``: generated heads of :mod:`onflame.synthetic.expressive_scans` (realistic shape,
+  everyday expressions) from seeds the landmark correction never saw (``HELD_OUT_SEEDS``), scanned as
+  the real head is;
+- ``in-sample <seed>``: heads the correction was trained on (``TRAINING_SEEDS``, their own random scans);
 - ``real <seed>``: the real registration ``../shared/fixtures/flame/registered_mesh.ply`` made into a scan
-  (:func:`onflame.synthetic.scans.simulate_scan`: resampled to ~50k vertices, 0.2 mm noise, holes,
-  millimetres, a random pose per seed; shaded geometry, no texture) and registered twice with the
-  FLAME-structured test model (synthetic shape space, MICA's landmark embedding, FLAME's masks): from
-  51 clicks (the truth's landmarks in the model's convention, ``mica51``, with 1 mm noise) and from
-  detected landmarks. Scored by the per-vertex error in FLAME's ``face`` region after a rigid fit
-  (median, mm) and their ratio; the detected landmarks (the 51 the fit used, model convention) against
-  the truth's ``mica51`` landmarks, median over the 51 and per group.
-- ``3dmd james``: the textured 3dMD capture ``../shared/fixtures/scans/3dmd_james/`` (hair and
-  shoulders included) with its 68 human-annotated landmarks (menpo LJSON). There is no true mesh: the
-  clicked path uses the annotation, and the table gives the detected landmarks against the annotation
-  (inner 51), the registrations' own landmarks against it for both paths (their ratio stands in for the
-  per-vertex ratio), and the median per-vertex distance between the two registrations.
-- ``in-model <seed>``: a head the model explains (random identity and expression, jaw up to 0.25 rad),
-  scanned the same way; per-vertex error of both paths.
+  (:func:`onflame.synthetic.scans.simulate_scan`: ~50k vertices, 0.2 mm noise, holes, millimetres, a
+  random pose per seed; shaded geometry, no texture);
+- ``3dmd james``: the textured 3dMD capture (hair and shoulders) with its 68 human-annotated landmarks;
+  there is no true mesh: the clicked path uses the annotation, and the table gives the registrations'
+  own landmarks against it (their ratio stands in for the per-vertex ratio);
+- ``in-model <seed>``: a head the model explains (random identity and expression, jaw up to 0.25 rad).
 
-Detection time is the registration's ``landmarks`` step (render, detect, lift, consensus), with the
-detector loaded beforehand (loading MediaPipe's graph, ~0.3 s, happens once per process), on the machine
-as it is (a shared one varies by ±25%).
+Per case: the per-vertex error in FLAME's ``face`` region after a rigid fit (median, mm) of both paths
+and their ratio, the detected landmarks (the 51 the fit used) against the truth's (median over the 51
+and per group), triangles flipped against the truth where the truth itself is not folded (clicked /
+automatic), whether the landmark
+correction ran (and the face's distance from its training faces, 1 at its limit), the detection's time
+(render, detect, lift, consensus, correction; detector loaded beforehand) and the verdicts. Timings
+are of the machine as it is (a shared one varies).
 
-``--ceiling`` adds, per real-head scan, what the clicked path gives from the truth's own landmarks
-(exact: the floor) and from the detected landmarks given as clicks (the detected positions with the
-clicks' weights), and splits the detected landmarks' error into what every scan of the head shares (the
-bias of the detector and the dense table on this face) and what varies from scan to scan.
+``--correction on`` runs the learned landmark correction (off by default:
+:data:`onflame.registration.landmark_correction.ON_BY_DEFAULT`; its ``--write-docs`` table goes to a
+section of its own); the column ``corrected`` counts the cases it ran on.
 
-usage: python benchmarks/registration_landmarks.py [--seeds 0 1 ... 11] [--in-model 1 2] [--no-james]
-       [--model PKL] [--ceiling]
+usage: python benchmarks/registration_landmarks.py [--models synthetic realshape] [--held-out 24]
+       [--in-sample 4] [--seeds 0 1 2 3 4 5] [--in-model 1 2] [--no-james] [--convention mica51|flame51]
+       [--correction default|on|off] [--write-docs]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -41,30 +46,37 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from onflame.evaluation.metrics import per_vertex_error
-from onflame.flame import load_landmark_embedding, load_masks, load_model
+from onflame.flame import FLAME, load_landmark_embedding, load_masks, load_model
 from onflame.flame.embedding import IBUG_GROUPS
+from onflame.geometry import apply_rigid, count_flipped, face_normals, rigid_fit
 from onflame.mesh import read_mesh
 from onflame.mesh.landmark_files import read_landmarks
 from onflame.registration import register
-from onflame.registration.autolandmarks import named_detector
-from onflame.registration.fit import FitState, make_layer, vertices
+from onflame.registration.landmark_correction import SWITCH, correction_enabled
+from onflame.registration.landmark_detection import named_detector
+from onflame.synthetic.expressive_scans import HELD_OUT_SEEDS, TRAINING_SEEDS, expressive_head
 from onflame.synthetic.scans import simulate_scan
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from doc_tables import markdown_table, write_section  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 FLAME_FIX = SHARED / "fixtures" / "flame"
 JAMES = SHARED / "fixtures" / "scans" / "3dmd_james"
+TOOLS = {"synthetic": "make_synthetic_flame.py", "realshape": "make_realshape_flame.py"}
+EMBEDDINGS = {"mica51": "landmark_embedding.npy", "flame51": "flame_static_embedding.pkl"}
 #: The four groups of the 51 inner points, as rows of FLAME's 51-point layout.
 GROUPS = {g: IBUG_GROUPS[g] - 17 for g in ("brows", "nose", "eyes", "mouth")}
 
 
-def load_test_model(tmp: Path, pkl: Path | None):
-    if pkl is None:
-        pkl = tmp / "generic_model.pkl"
-        subprocess.run([sys.executable, str(SHARED / "tools" / "make_synthetic_flame.py"), str(pkl)],
-                       check=True, capture_output=True)
-    return load_model(pkl, landmarks=load_landmark_embedding(FLAME_FIX / "landmark_embedding.npy"),
+def load_test_model(tmp: Path, name: str, convention: str):
+    pkl = tmp / f"{name}.pkl"
+    subprocess.run([sys.executable, str(SHARED / "tools" / TOOLS[name]), str(pkl), "--plain"],
+                   check=True, capture_output=True)
+    return load_model(pkl, landmarks=load_landmark_embedding(FLAME_FIX / EMBEDDINGS[convention]),
                       masks=load_masks(FLAME_FIX / "FLAME_masks.pkl"))
 
 
@@ -74,37 +86,37 @@ def landmark_errors(found: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     return {"all": float(np.median(e)), **{g: float(np.median(e[idx])) for g, idx in GROUPS.items()}}
 
 
-def detected_targets(reg) -> np.ndarray:
-    """(51, 3) the detected landmarks the registration used (scan frame, metres)."""
-    return np.asarray(reg.params.extras["landmarks_detected"])
-
-
-def simulated_case(model, truth: np.ndarray, true_lmk: np.ndarray, seed: int, ceiling: bool = False) -> dict:
-    eyes = np.concatenate([model.masks["left_eyeball"], model.masks["right_eyeball"]])
+def flipped_vs_truth(reg_v: np.ndarray, truth: np.ndarray, model) -> int:
+    """Triangles facing the other way than the truth's after a rigid fit on the face (eyeballs included),
+    among those the truth does not itself fold against the model's template (generated heads' lids and
+    lip corners fold at some expressions; the real registration folds nowhere)."""
     face = model.masks["face"]
-    sim = simulate_scan(truth, model.faces, true_lmk, eyes, seed=seed)
+    R, t, _ = rigid_fit(reg_v[face], truth[face])
+    Rt, tt, _ = rigid_fit(truth[face], model.v_template[face])
+    unfolded = (face_normals(apply_rigid(truth, Rt, tt), model.faces) * face_normals(model.v_template, model.faces)).sum(1) >= 0
+    return count_flipped(model.faces[unfolded], truth, apply_rigid(reg_v, R, t))
+
+
+def detection_columns(reg) -> dict:
+    info = reg.landmark_info
+    note = info.get("correction") or {}
+    return {"detect_s": reg.timings["landmarks"], "corrected": bool(note.get("applied")),
+            "distance": note.get("distance"), "detected_verdict": reg.verdict}
+
+
+def simulated_case(model, sim, truth: np.ndarray) -> dict:
+    """Both paths on a simulated scan of ``truth`` (V, 3, FLAME frame, metres)."""
+    true_lmk = model.landmarks.static51.locate(truth, model.faces)
+    face = model.masks["face"]
     row: dict = {}
     for name, kw in (("clicked", {"landmarks": sim.landmarks}), ("detected", {"auto_landmarks": "detect"})):
-        t = time.perf_counter()
         reg = register(sim.scan, model, **kw)
-        row[f"{name}_s"] = time.perf_counter() - t
-        err = per_vertex_error(sim.to_truth_frame(reg.mesh.vertices * sim.scale), truth, face) * 1000
-        row[name] = float(np.median(err))
+        reg_v = sim.to_truth_frame(reg.mesh.vertices * sim.scale)
+        row[name] = float(np.median(per_vertex_error(reg_v, truth, face) * 1000))
+        row[f"{name}_flipped"] = flipped_vs_truth(reg_v, truth, model)
         row[f"{name}_verdict"] = reg.verdict
-        if name == "detected":
-            row["lmk"] = landmark_errors(sim.to_truth_frame(detected_targets(reg) * sim.scale), true_lmk)
-            row["detect_s"] = reg.timings["landmarks"]
-            info = reg.landmark_info
-            row.update(views=len(info["views_used"]), points=info["points_used"], spread=info["spread_median_mm"])
-            row["detected_truth_frame"] = sim.to_truth_frame(detected_targets(reg) * sim.scale)
-            row["detected_scan"] = detected_targets(reg) * sim.scale
-    row["ratio"] = row["detected"] / row["clicked"]
-    if ceiling:
-        exact = (true_lmk @ sim.rotation.T + sim.translation) * sim.scale
-        for name, points in (("exact", exact), ("detected_as_clicks", row["detected_scan"])):
-            reg = register(sim.scan, model, landmarks=points, landmark_convention="mica")
-            err = per_vertex_error(sim.to_truth_frame(reg.mesh.vertices * sim.scale), truth, face) * 1000
-            row[name] = float(np.median(err))
+    detected = sim.to_truth_frame(np.asarray(reg.params.extras["landmarks_detected"]) * sim.scale)
+    row.update(detection_columns(reg), lmk=landmark_errors(detected, true_lmk), ratio=row["detected"] / row["clicked"])
     return row
 
 
@@ -116,98 +128,130 @@ def james_case(model) -> dict:
     row: dict = {}
     regs = {}
     for name, kw in (("clicked", {"landmarks": ann}), ("detected", {"auto_landmarks": "detect"})):
-        t = time.perf_counter()
         regs[name] = reg = register(scan, model, **kw)
-        row[f"{name}_s"] = time.perf_counter() - t
         reg_lmk = model.landmarks.static51.locate(reg.mesh.vertices, model.faces)
-        row[f"{name}_reg_lmk"] = landmark_errors(reg_lmk, truth51)["all"]
+        row[name] = landmark_errors(reg_lmk, truth51)["all"]
         row[f"{name}_verdict"] = reg.verdict
+        row[f"{name}_flipped"] = None
     reg = regs["detected"]
-    row["lmk"] = landmark_errors(detected_targets(reg), truth51)
-    row["detect_s"] = reg.timings["landmarks"]
-    info = reg.landmark_info
-    row.update(views=len(info["views_used"]), points=info["points_used"], spread=info["spread_median_mm"])
-    row["between_mm"] = float(np.median(per_vertex_error(regs["detected"].mesh.vertices, regs["clicked"].mesh.vertices,
-                                                         model.masks["face"]) * 1000))
-    row["ratio"] = row["detected_reg_lmk"] / row["clicked_reg_lmk"]
+    row.update(detection_columns(reg), lmk=landmark_errors(np.asarray(reg.params.extras["landmarks_detected"]), truth51),
+               ratio=row["detected"] / row["clicked"])
     return row
+
+
+def in_model_head(model, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    pose = np.zeros(15)
+    pose[6] = rng.uniform(0.0, 0.25)
+    with torch.no_grad():
+        out = FLAME(model, dtype=torch.float64)(torch.as_tensor(rng.normal(0, 1, (1, model.n_shape))),
+                                                torch.as_tensor(rng.normal(0, 1, (1, model.n_expression))),
+                                                torch.as_tensor(pose[None]))
+    return out.vertices[0].numpy()
+
+
+def run_cases(model, generator, args):
+    """``(kind, case, row)`` for every case of one model, as each is done; ``generator`` makes the
+    generated heads."""
+    eyes = np.concatenate([model.masks["left_eyeball"], model.masks["right_eyeball"]])
+    emb = model.landmarks.static51
+    layer = FLAME(generator, dtype=torch.float64)
+    for kind, seeds, scanner in (("held-out", HELD_OUT_SEEDS[:args.held_out], "default"),
+                                 ("in-sample", TRAINING_SEEDS[:args.in_sample], "random")):
+        for seed in seeds:
+            head = expressive_head(generator, seed, layer, scanner, landmarks=emb)
+            yield kind, f"{kind} {seed}", simulated_case(model, head.scan, head.vertices)
+    truth = read_mesh(FLAME_FIX / "registered_mesh.ply").vertices
+    for seed in args.seeds:
+        sim = simulate_scan(truth, model.faces, emb.locate(truth, model.faces), eyes, seed=seed)
+        yield "real head", f"real {seed}", simulated_case(model, sim, truth)
+    if not args.no_james:
+        yield "3dMD capture", "3dmd james", james_case(model)
+    for seed in args.in_model:
+        v = in_model_head(model, seed)
+        sim = simulate_scan(v, model.faces, emb.locate(v, model.faces), eyes, seed=100 + seed)
+        yield "in-model", f"in-model {seed}", simulated_case(model, sim, v)
+
+
+def show(model_name: str, case: str, row: dict) -> None:
+    lm = row["lmk"]
+    fmt = "{:.2f}" if not case.startswith("in-model") else "{:.3f}"
+    flips = "-" if row["clicked_flipped"] is None else f"{row['clicked_flipped']}/{row['detected_flipped']}"
+    dist = "-" if row["distance"] is None else f"{row['distance']:.2f}"
+    print(f"{model_name:<9} {case:<15} {fmt.format(row['clicked']):>7} {fmt.format(row['detected']):>8} "
+          f"{row['ratio']:>5.2f} | {lm['all']:>5.2f} " + " ".join(f"{lm[g]:>5.2f}" for g in GROUPS)
+          + f" | {flips:>5} {'yes' if row['corrected'] else 'no':>4} {dist:>5} {row['detect_s']:>5.2f}  "
+          f"{row['clicked_verdict']}/{row['detected_verdict']}", flush=True)
+
+
+def rng_text(values, fmt="{:.2f}") -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return ""
+    lo, med, hi = min(values), float(np.median(values)), max(values)
+    return fmt.format(med) if len(values) == 1 else f"{fmt.format(med)} ({fmt.format(lo)}–{fmt.format(hi)})"
+
+
+def summary(results: dict[str, list[tuple[str, str, dict]]]) -> str:
+    """The markdown table: per model and kind of case, medians (and ranges) over its cases."""
+    header = ["model", "cases", "n", "clicked mm", "automatic mm", "ratio", "detected landmarks mm (51)",
+              *GROUPS, "flipped (clicked/automatic, max)", "corrected", "verdicts ok (clicked/automatic)"]
+    rows = []
+    for model_name, cases in results.items():
+        for kind in dict.fromkeys(k for k, _, _ in cases):
+            rs = [r for k, _, r in cases if k == kind]
+            fmt = "{:.3f}" if kind == "in-model" else "{:.2f}"
+            paren = (lambda s: f"({s})") if kind == "3dMD capture" else (lambda s: s)  # noqa: E731
+            flips = [r["clicked_flipped"] for r in rs if r["clicked_flipped"] is not None]
+            rows.append([model_name, kind, len(rs), paren(rng_text([r["clicked"] for r in rs], fmt)),
+                         paren(rng_text([r["detected"] for r in rs], fmt)), rng_text([r["ratio"] for r in rs]),
+                         rng_text([r["lmk"]["all"] for r in rs]),
+                         *[f"{np.median([r['lmk'][g] for r in rs]):.2f}" for g in GROUPS],
+                         "-" if not flips else f"{max(flips)}/{max(r['detected_flipped'] for r in rs)}",
+                         f"{sum(r['corrected'] for r in rs)}/{len(rs)}",
+                         f"{sum(r['clicked_verdict'] == 'ok' for r in rs)}/{sum(r['detected_verdict'] == 'ok' for r in rs)}"])
+    return markdown_table(header, rows)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=list(range(12)), help="scan seeds of the real head")
+    ap.add_argument("--models", nargs="+", default=["synthetic", "realshape"], choices=sorted(TOOLS))
+    ap.add_argument("--held-out", type=int, default=24, help="generated heads from the held-out seeds")
+    ap.add_argument("--in-sample", type=int, default=4, help="generated heads the correction was trained on")
+    ap.add_argument("--seeds", type=int, nargs="*", default=list(range(6)), help="scan seeds of the real head")
     ap.add_argument("--in-model", type=int, nargs="*", default=[1, 2], help="in-model head seeds")
     ap.add_argument("--no-james", action="store_true", help="leave out the 3dMD capture")
-    ap.add_argument("--model", type=Path, help="generic_model.pkl (default: the synthetic one, made now)")
-    ap.add_argument("--ceiling", action="store_true", help="also the clicked path from exact and from detected "
-                    "landmarks, and the detected landmarks' error split into shared bias and per-scan spread")
+    ap.add_argument("--convention", default="mica51", choices=sorted(EMBEDDINGS))
+    ap.add_argument("--correction", default="default", choices=["default", "on", "off"],
+                    help="run the learned landmark correction (default: as onflame does)")
+    ap.add_argument("--write-docs", action="store_true", help="rewrite this benchmark's section of docs/benchmarks.md")
     args = ap.parse_args()
+    os.environ[SWITCH] = args.correction
     with tempfile.TemporaryDirectory() as tmp:
-        model = load_test_model(Path(tmp), args.model)
-    truth = read_mesh(FLAME_FIX / "registered_mesh.ply").vertices
+        models = {name: load_test_model(Path(tmp), name, args.convention) for name in args.models}
+        generator = models.get("realshape") or load_test_model(Path(tmp), "realshape", args.convention)
     named_detector("auto")  # load the detector once, outside the timed detections
-    emb = model.landmarks.static51  # the convention the model's fit uses (MICA's static 51: mica51)
-
-    head = (f"{'case':<14} {'clicked mm':>10} {'detected mm':>11} {'ratio':>6} | {'lmk mm':>6} "
-            + " ".join(f"{g:>6}" for g in GROUPS)
-            + f" | {'views':>5} {'points':>6} {'spread':>6} {'detect s':>8}  verdicts")
-    print(head)
-    print("-" * len(head))
-    ratios, lmk_all, real_rows = [], [], []
-
-    def show(case: str, row: dict, clicked: str, detected: str) -> None:
-        lm = row["lmk"]
-        print(f"{case:<14} {clicked:>10} {detected:>11} {row['ratio']:>6.2f} | {lm['all']:>6.2f} "
-              + " ".join(f"{lm[g]:>6.2f}" for g in GROUPS)
-              + f" | {row['views']:>5} {row['points']:>6} {row['spread']:>6.2f} {row['detect_s']:>8.2f}  "
-              f"{row['clicked_verdict']}/{row['detected_verdict']}", flush=True)
-
-    for seed in args.seeds:
-        row = simulated_case(model, truth, emb.locate(truth, model.faces), seed, args.ceiling)
-        real_rows.append(row)
-        ratios.append(row["ratio"])
-        lmk_all.append(row["lmk"]["all"])
-        show(f"real {seed}", row, f"{row['clicked']:.2f}", f"{row['detected']:.2f}")
-    if not args.no_james:
-        row = james_case(model)
-        lmk_all.append(row["lmk"]["all"])
-        show("3dmd james", row, f"({row['clicked_reg_lmk']:.2f})", f"({row['detected_reg_lmk']:.2f})")
-        print(f"{'':<14} 3dMD: (registration's landmarks vs the annotation, mm); the two registrations lie "
-              f"{row['between_mm']:.2f} mm apart per vertex (median, face)")
-    flame = make_layer(model)
-    in_model = []
-    for seed in args.in_model:
-        rng = np.random.default_rng(seed)
-        st = FitState(rng.normal(0, 1, 300), rng.normal(0, 1, 100), np.zeros(15), np.zeros(3))
-        st.pose[6] = rng.uniform(0.0, 0.25)
-        v = vertices(flame, st)
-        row = simulated_case(model, v, emb.locate(v, model.faces), 100 + seed)
-        in_model.append(row)
-        show(f"in-model {seed}", row, f"{row['clicked']:.3f}", f"{row['detected']:.3f}")
-    print()
-    if args.ceiling and real_rows:
-        print("ceiling, real head (per-vertex median mm, clicked path): "
-              + "; ".join(f"seed {s}: clicks {r['clicked']:.2f}, exact {r['exact']:.2f}, detected as clicks "
-                          f"{r['detected_as_clicks']:.2f}, detected {r['detected']:.2f}"
-                          for s, r in zip(args.seeds, real_rows)))
-        err = np.stack([r["detected_truth_frame"] for r in real_rows]) - emb.locate(truth, model.faces)  # (S, 51, 3)
-        bias = err.mean(0)
-        print(f"detected landmarks on the real head over {len(real_rows)} scans: error median "
-              f"{np.median(np.linalg.norm(err, axis=2)) * 1000:.2f} mm = shared bias median "
-              f"{np.median(np.linalg.norm(bias, axis=1)) * 1000:.2f} mm (per group "
-              + ", ".join(f"{g} {np.median(np.linalg.norm(bias[idx], axis=1)) * 1000:.2f}" for g, idx in GROUPS.items())
-              + f") + per-scan part median {np.median(np.linalg.norm(err - bias, axis=2)) * 1000:.2f} mm")
-    if ratios:
-        print(f"real head, {len(ratios)} scans: median ratio detected/clicked {np.median(ratios):.2f} "
-              f"(range {min(ratios):.2f}-{max(ratios):.2f})")
-    if lmk_all:
-        print(f"real-face cases: median detected-landmark error {np.median(lmk_all):.2f} mm "
-              f"(per case median over the 51 points; truth: the model's convention, mica51, on the real head; "
-              f"the human annotation on the 3dMD capture)")
-    if in_model:
-        print("in-model heads: median per-vertex error clicked "
-              + ", ".join(f"{r['clicked']:.3f}" for r in in_model) + " mm; detected "
-              + ", ".join(f"{r['detected']:.3f}" for r in in_model) + " mm")
+    head = (f"{'model':<9} {'case':<15} {'clicked':>7} {'detected':>8} {'ratio':>5} | {'lmk':>5} "
+            + " ".join(f"{g[:5]:>5}" for g in GROUPS) + f" | {'flips':>5} {'corr':>4} {'dist':>5} {'det s':>5}  verdicts")
+    print(head + "\n" + "-" * len(head))
+    t0 = time.perf_counter()
+    results = {}
+    for name, model in models.items():
+        results[name] = []
+        for kind, case, row in run_cases(model, generator, args):
+            results[name].append((kind, case, row))
+            show(name, case, row)
+    table = summary(results)
+    print(f"\nlandmark correction {'on' if correction_enabled() else 'off'}\n{table}\n\n{time.perf_counter() - t0:.0f} s")
+    if args.write_docs:
+        note = ("Per-vertex error in FLAME's face region (median mm over each case, then median and range over the "
+                "cases); on the 3dMD capture (no true mesh) the registrations' landmarks against the human "
+                "annotation. Detected landmarks: the 51 the fit used, against the truth's in the model's "
+                f"convention ({args.convention}). Flipped: triangles facing against the truth's (where the truth "
+                "does not fold against the model's template itself). Landmark "
+                f"correction {'on' if correction_enabled() else 'off'}; corrected: the cases it ran on.")
+        section = "registration_landmarks_corrected" if args.correction == "on" else "registration_landmarks"
+        write_section(section, f"{table}\n\n{note}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Ground truth: FLAME's own 51-landmark embedding located on the real FLAME mean head and on a real
 registration (FLAME topology), independent of the detector. The detector sees shaded, skin-coloured
-geometry only (no texture). Tests that need MediaPipe skip when it is not installed.
+geometry only (no texture). Tests that need MediaPipe (the ``detect`` extra) skip, saying so, when it is
+not installed.
 """
 from __future__ import annotations
 
@@ -15,18 +16,30 @@ from conftest import FLAME_FIX, IMAGES
 from scipy.spatial.transform import Rotation
 
 from onflame.detection import Detection, DetectorUnavailable, get_detector
+from onflame.detection.correspondence import LandmarkTransfer, load_correspondence
 from onflame.errors import InputError
 from onflame.evaluation.metrics import per_vertex_error
 from onflame.flame import LandmarkEmbedding, load_landmark_embedding
 from onflame.mesh import Mesh, read_mesh
-from onflame.registration import autolandmarks, register
-from onflame.registration.autolandmarks import DetectedLandmarks, choose_landmarks, coarse_views, detect_scan_landmarks
+from onflame.registration import autolandmarks, landmark_detection, register
+from onflame.registration.autolandmarks import choose_landmarks
+from onflame.registration.landmark_correction import SWITCH
+from onflame.registration.landmark_detection import DetectedLandmarks, detect_scan_landmarks
+from onflame.registration.landmark_views import coarse_views
 from onflame.registration.units import detect_units
 from onflame.synthetic.scans import simulate_scan
 
-#: A bound on the median 3D landmark error: MediaPipe's points differ from FLAME's embedding by a few
-#: mm by convention alone (brows, lip contours); ~3-5 mm is typical here.
-MEDIAN_MM = 8.0
+#: Bounds on the median 3D landmark error (mm) against FLAME's own 51 points, each the value measured
+#: here (in the comment) plus ~20% for MediaPipe's arithmetic on other CPUs (its kernels round
+#: differently; a pixel in a 384 px view is ~0.5 mm on the face). Through the dense table (the path
+#: registrations take): FLAME's mean head (measured 0.81 mm, the table's own training head family),
+#: the real registration in a random rotation (2.27 mm) and a simulated scan of it (2.08 mm); without
+#: a table the detector's own iBUG points on the mean head (2.92 mm: MediaPipe's brows and lip
+#: contours follow its own convention).
+MEAN_HEAD_MM = 1.0
+REAL_ROTATED_MM = 2.7
+REAL_SIMULATED_MM = 2.5
+IBUG_MEAN_HEAD_MM = 3.5
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +47,7 @@ def detector():
     try:
         return get_detector("mediapipe")
     except DetectorUnavailable as exc:
-        pytest.skip(f"MediaPipe not installed: {exc}")
+        pytest.skip(f"the detect extra is not installed (pip install -e '.[detect]'): {exc}")
 
 
 @pytest.fixture(scope="module")
@@ -42,49 +55,60 @@ def embedding():  # FLAME's own 51 points: the convention closest to the detecto
     return load_landmark_embedding(FLAME_FIX / "flame_static_embedding.pkl").static51
 
 
+@pytest.fixture(scope="module")
+def transfer(embedding):
+    """The dense table's transfer onto FLAME's 51 points (FLAME's mean head as the template)."""
+    head = read_mesh(FLAME_FIX / "head_template.obj")
+    return LandmarkTransfer.build(load_correspondence("mediapipe", head.faces), head.vertices, head.faces, embedding)
+
+
 def _errors_mm(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.linalg.norm(found - truth, axis=1) * 1000
 
 
-def test_mean_head_rendered_frontally(detector, embedding):
+def test_mean_head_rendered_frontally(detector, embedding, transfer):
     head = read_mesh(FLAME_FIX / "head_template.obj")
     truth = embedding.locate(head.vertices, head.faces)
-    res = detect_scan_landmarks(head.vertices, head.faces, facing_hint=np.array([0.0, 0.0, 1.0]), detector=detector)
+    res = detect_scan_landmarks(head.vertices, head.faces, facing_hint=np.array([0.0, 0.0, 1.0]), detector=detector,
+                                transfer=transfer)
     found, info = res.landmarks, res.info
     assert found is not None, info
     err = _errors_mm(found, truth)
-    assert np.median(err) < MEDIAN_MM and err.max() < 20.0
-    assert info["detector"] == "mediapipe" and info["score"] > 0.5
+    assert np.median(err) < MEAN_HEAD_MM and err.max() < 3.0, err  # max measured 2.28 mm (a brow end)
+    assert info["detector"] == "mediapipe" and info["score"] > 0.5 and info["look"] == "relief"
     # left/right kept: FLAME-51 point 19 is the outer corner of the subject's right eye (FLAME −x)
     assert found[19, 0] < found[28, 0]
     # the refined view looks at the face from the front and upright
     assert np.dot(info["facing"], [0, 0, 1]) > 0.9 and np.dot(info["up"], [0, 1, 0]) > 0.9
+    # without a table: the detector's own iBUG points
+    own = detect_scan_landmarks(head.vertices, head.faces, facing_hint=np.array([0.0, 0.0, 1.0]), detector=detector)
+    assert np.median(_errors_mm(own.landmarks, truth)) < IBUG_MEAN_HEAD_MM
 
 
-def test_real_registration_in_a_random_rotation(detector, embedding):
+def test_real_registration_in_a_random_rotation(detector, embedding, transfer):
     mesh = read_mesh(FLAME_FIX / "registered_mesh.ply")
     truth = embedding.locate(mesh.vertices, mesh.faces)
     R = Rotation.random(random_state=7).as_matrix()
     t = np.array([0.3, -0.2, 1.1])
-    res = detect_scan_landmarks(mesh.vertices @ R.T + t, mesh.faces, detector=detector)
+    res = detect_scan_landmarks(mesh.vertices @ R.T + t, mesh.faces, detector=detector, transfer=transfer)
     found, info = res.landmarks, res.info
     assert found is not None, info
     err = _errors_mm((found - t) @ R, truth)
-    assert np.median(err) < MEDIAN_MM, err
+    assert np.median(err) < REAL_ROTATED_MM, err
 
 
-def test_simulated_scan_in_millimetres_and_posed(detector, embedding):
+def test_simulated_scan_in_millimetres_and_posed(detector, embedding, transfer):
     """A realistic scan: resampled, noisy, holes, millimetres, a random pose; units found from size."""
     mesh = read_mesh(FLAME_FIX / "registered_mesh.ply")
     truth = embedding.locate(mesh.vertices, mesh.faces)
     sim = simulate_scan(mesh.vertices, mesh.faces, truth, np.zeros(0, np.int64), seed=3, units="mm")
     unit, k = detect_units(sim.scan.vertices)
     assert unit == "mm"
-    res = detect_scan_landmarks(sim.scan.vertices * k, sim.scan.faces, detector=detector)
+    res = detect_scan_landmarks(sim.scan.vertices * k, sim.scan.faces, detector=detector, transfer=transfer)
     found, info = res.landmarks, res.info
     assert found is not None, info
     err = _errors_mm(sim.to_truth_frame(found / k), truth)
-    assert np.median(err) < MEDIAN_MM, err
+    assert np.median(err) < REAL_SIMULATED_MM, err
 
 
 def test_textured_scan_photo_on_a_plane(detector):
@@ -104,8 +128,8 @@ def test_textured_scan_photo_on_a_plane(detector):
     assert found is not None, info
     assert np.allclose(found[:, 2], 0.0, atol=1e-9)  # on the surface
     err = _errors_mm(found, truth)
-    # MediaPipe is ~6 px off these annotations at ~250 px between the eyes (~1.5 mm here)
-    assert np.median(err) < 4.0, err
+    # measured 2.0 mm (MediaPipe ~8 px off these annotations at ~250 px between the eyes); +20% as above
+    assert np.median(err) < 2.4, err
 
 
 def test_a_shape_without_a_face_gives_none_with_a_reason(detector):
@@ -142,7 +166,7 @@ def stub_detection(monkeypatch):
             raise outcome[0]
         return outcome[0]
 
-    monkeypatch.setattr(autolandmarks, "detect_scan_landmarks", fake)
+    monkeypatch.setattr(landmark_detection, "detect_scan_landmarks", fake)
     return outcome, calls
 
 
@@ -166,7 +190,8 @@ def test_landmark_policy(stub_detection, flame_model):
     spread[0] = np.nan  # seen by one view only
     outcome[0] = DetectedLandmarks(np.ones((51, 3)), spread, info={"score": 0.9}, from_table=True)
     lmk, info = choose_landmarks(scan, scan.vertices, "detect", flame_model, detector="insightface")
-    assert info == {"source": "detected", "score": 0.9} and calls[-1] == "insightface"
+    assert info["source"] == "detected" and info["score"] == 0.9 and calls[-1] == "insightface"
+    assert not info["correction"]["applied"]  # the stand-in detection has no dense points
     assert np.array_equal(lmk.targets, np.ones((51, 3))) and lmk.source == "detected"
     assert lmk.points.same_as(flame_model.landmarks.static51) and np.array_equal(lmk.ibug, np.arange(17, 68))
     # sigma: the floor and the spread added in quadrature; a landmark one view saw counts as 3 floors' spread
@@ -214,10 +239,10 @@ def test_a_dense_scan_is_drawn_as_a_clustered_copy():
     i = np.arange(n * n).reshape(n, n)
     a, b, c, d = i[:-1, :-1].ravel(), i[:-1, 1:].ravel(), i[1:, :-1].ravel(), i[1:, 1:].ravel()
     f = np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)])
-    assert len(f) > autolandmarks.RENDER_MAX_FACES
-    cv, cf, cluster, kept = cluster_vertices(v, f, autolandmarks.RENDER_CELL_M)
+    assert len(f) > landmark_detection.RENDER_MAX_FACES
+    cv, cf, cluster, kept = cluster_vertices(v, f, landmark_detection.RENDER_CELL_M)
     assert len(cf) < len(f) / 10
-    assert np.abs(cv[cluster] - v).max() <= np.sqrt(3) * autolandmarks.RENDER_CELL_M  # nothing moves beyond its cell
+    assert np.abs(cv[cluster] - v).max() <= np.sqrt(3) * landmark_detection.RENDER_CELL_M  # nothing moves beyond its cell
 
     class NoFace:
         name = "counting"
@@ -227,7 +252,7 @@ def test_a_dense_scan_is_drawn_as_a_clustered_copy():
 
     res = detect_scan_landmarks(v, f, facing_hint=np.array([0, 0, 1.0]), detector=NoFace(), size=128)
     found, info = res.landmarks, res.info
-    assert found is None and info["rendered_faces"] < min(autolandmarks.RENDER_MAX_FACES, len(f) / 10)
+    assert found is None and info["rendered_faces"] < min(landmark_detection.RENDER_MAX_FACES, len(f) / 10)
 
 
 def _quad():
@@ -235,10 +260,13 @@ def _quad():
     return v, np.array([[0, 1, 2], [0, 2, 3]])
 
 
-def test_register_with_detected_landmarks(detector, flame_model, tmp_path):
+def test_register_with_detected_landmarks(detector, flame_model, tmp_path, monkeypatch):
     """End to end: a simulated scan of a real registration, no clicks given; landmarks are detected, and
-    the report and the npz say which views and how many points were used and each landmark's spread."""
+    the report and the npz say which views and how many points were used, each landmark's spread and
+    which correction ran."""
     from onflame.registration import save_registration
+
+    monkeypatch.delenv(SWITCH, raising=False)  # onflame's default: the learned correction is off
 
     mesh = read_mesh(FLAME_FIX / "registered_mesh.ply")
     truth_lmk = flame_model.landmarks.static51.locate(mesh.vertices, mesh.faces)  # the fit's convention
@@ -252,14 +280,17 @@ def test_register_with_detected_landmarks(detector, flame_model, tmp_path):
     assert len(info["spread_mm"]) == 51 and info["spread_median_mm"] < autolandmarks.SPREAD_LIMIT_MM
     err = per_vertex_error(sim.to_truth_frame(reg.mesh.vertices * sim.scale), mesh.vertices,
                            flame_model.masks["face"]) * 1000
-    # ~1.6 mm median measured (clicked: ~1.3; the model is a synthetic FLAME that cannot explain this
-    # face); a geometry-only start of this seed lands ~13 mm off
-    assert np.median(err) < 2.5
-    # the detected landmarks, in the model's convention, against the truth's: ~2 mm median measured
+    # measured 1.42 mm (clicked: 1.28; the model is a synthetic FLAME that cannot explain this face; a
+    # geometry-only start of this seed lands ~13 mm off); +20% as above
+    assert np.median(err) < 1.7
+    # the detected landmarks, in the model's convention, against the truth's: measured 1.74 mm, +20%
     found = sim.to_truth_frame(np.asarray(reg.params.extras["landmarks_detected"]) * sim.scale)
-    assert np.median(_errors_mm(found, truth_lmk)) < 3.5
+    assert np.median(_errors_mm(found, truth_lmk)) < 2.1
+    # which correction ran (none: it is off unless turned on) and why, in the report and the npz
+    assert not info["correction"]["applied"] and "off" in info["correction"]["reason"]
     paths = save_registration(reg, tmp_path, "scan", picture=False)
     with np.load(paths["params"]) as z:
         assert list(z["landmark_views"]) == info["views_used"] and int(z["landmark_points_used"]) == info["points_used"]
         assert z["landmark_spread_mm"].shape == (51,) and z["landmarks_detected"].shape == (51, 3)
         assert str(z["landmark_source"]) == "detected"
+        assert str(z["landmark_correction"]) == "" and np.isnan(z["landmark_expected_error_mm"]).all()

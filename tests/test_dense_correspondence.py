@@ -19,8 +19,9 @@ from onflame.detection.correspondence import LandmarkTransfer, load_corresponden
 from onflame.errors import InputError
 from onflame.flame import load_landmark_embedding, load_masks
 from onflame.mesh import read_mesh
-from onflame.registration import autolandmarks
-from onflame.registration.autolandmarks import consensus, detection_record, views_disagree
+from onflame.registration import autolandmarks, landmark_detection
+from onflame.registration.autolandmarks import detection_record, views_disagree
+from onflame.registration.landmark_detection import consensus
 from onflame.render import framing, render_mesh
 
 
@@ -63,10 +64,10 @@ def test_a_model_of_another_topology_uses_the_detectors_ibug_points(flame_model)
     iBUG-68 points without the jaw, i.e. MediaPipe's points ``MEDIAPIPE_TO_IBUG68[17:]``."""
     from onflame.detection import MEDIAPIPE_TO_IBUG68
 
-    assert not autolandmarks.landmark_transfer(flame_model).selects  # FLAME's topology: the table
+    assert not landmark_detection.landmark_transfer(flame_model).selects  # FLAME's topology: the table
     faces = flame_model.faces.copy()
     faces[0] = faces[0, [1, 2, 0]]
-    other = autolandmarks.landmark_transfer(replace(flame_model, faces=faces))
+    other = landmark_detection.landmark_transfer(replace(flame_model, faces=faces))
     assert other.selects
     dense = np.arange(478 * 3, dtype=np.float64).reshape(478, 3)
     assert np.array_equal(other.apply(dense), dense[MEDIAPIPE_TO_IBUG68[17:]])
@@ -184,16 +185,18 @@ def test_textured_3dmd_capture_against_its_annotation():
     try:
         det = get_detector("mediapipe")
     except DetectorUnavailable as exc:
-        pytest.skip(f"MediaPipe not installed: {exc}")
+        pytest.skip(f"the detect extra is not installed (pip install -e '.[detect]'): {exc}")
     folder = SHARED / "fixtures" / "scans" / "3dmd_james"
     scan = read_mesh(folder / "james.obj")
     ann = read_landmarks(folder / "james.ljson")
     inner = ann.select(ann.ibug >= 17)
     truth = inner.points[np.argsort(inner.ibug)] / 1000
-    res = autolandmarks.detect_scan_landmarks(scan.vertices / 1000, scan.faces, scan.uv, scan.face_uv, scan.texture,
+    res = landmark_detection.detect_scan_landmarks(scan.vertices / 1000, scan.faces, scan.uv, scan.face_uv, scan.texture,
                                               detector=det)
     assert res.landmarks is not None, res.info
     err = np.linalg.norm(res.landmarks - truth, axis=1) * 1000
-    assert np.median(err) < 3.5, err  # ~2.4 mm measured; the annotation's own clicks are ~1-2 mm apart
+    # measured 2.44 mm (the annotation's own clicks are ~1-2 mm apart); +20% for MediaPipe's arithmetic
+    # on other CPUs (a pixel of a 384 px view is ~0.5 mm on the face)
+    assert np.median(err) < 2.9, err
     assert res.info["views_used"][0] == "frontal" and len(res.info["views_used"]) >= 3
     assert 45 <= res.info["points_used"] <= 51 and len(res.info["spread_mm"]) == 51  # the detector's own 51

@@ -138,7 +138,7 @@ def test_mediapipes_native_logs_do_not_reach_the_terminal():
     import subprocess
     import sys
 
-    pytest.importorskip("mediapipe")
+    pytest.importorskip("mediapipe", reason='the detect extra is not installed: pip install -e ".[detect]"')
     code = ("import numpy as np; from onflame.detection import get_detector; d = get_detector('mediapipe'); "
             "d.detect(np.full((256, 256, 3), 128, np.uint8)); import time; time.sleep(0.3); print('done')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from onflame.geometry import relief
-from onflame.registration.autolandmarks import relief_colors
+from onflame.registration.landmark_views import relief_colors
 
 
 def _sheet(spacing: float, height: float, noise: float = 0.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

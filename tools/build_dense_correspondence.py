@@ -4,7 +4,7 @@
 Heads in FLAME's topology (FLAME's mean head and random heads of a FLAME-structured model: identity,
 expression and an open or closed jaw) are cut the way a frontal scanner sees them (no eyeballs, no back
 of the head, no lower neck) and run through the same automatic landmarking as scans
-(:func:`onflame.registration.autolandmarks.detect_scan_landmarks`: coarse search, five views around the
+(:func:`onflame.registration.landmark_detection.detect_scan_landmarks`: coarse search, five views around the
 face, per-point consensus). Each head's consensus points are located on its FLAME surface (triangle and
 barycentric weights) and carried to the mean head; a point's table entry is the robust mean of those
 positions put back on the mean head's surface, and its spread their RMS distance from it. The face's
@@ -35,7 +35,7 @@ from onflame.detection import get_detector
 from onflame.errors import OnflameError
 from onflame.detection.correspondence import DenseCorrespondence, topology_key
 from onflame.flame import FLAME, SurfacePoints, load_masks, load_model
-from onflame.registration.autolandmarks import N_DENSE, consensus, detect_scan_landmarks
+from onflame.registration.landmark_detection import N_DENSE, consensus, detect_scan_landmarks
 from onflame.synthetic.scans import visible_faces
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

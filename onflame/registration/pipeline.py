@@ -411,9 +411,9 @@ def _judge(reg_v: np.ndarray, fit_v: np.ndarray, model: FlameModel, fitted: _Fit
     landmark_info["outliers"] = outliers
     reasons = [fitted.mismatch, outlier_reason(outliers, len(lmk), lmk.source)]
     if fitted.detected:
-        from .autolandmarks import views_disagree
+        from .autolandmarks import detection_doubt
 
-        reasons.append(views_disagree(landmark_info))
+        reasons.append(detection_doubt(landmark_info))
     for reason in reasons:
         if reason is not None:
             quality = quality.suspect(reason)

@@ -36,7 +36,7 @@ def _view(scan: Mesh, scan_to_flame: np.ndarray | None) -> tuple[np.ndarray, np.
     if scan_to_flame is not None:
         A = np.asarray(scan_to_flame, dtype=np.float64)[:3, :3]  # rows: FLAME's axes in scan coordinates
         return A[2], A[1]
-    from .autolandmarks import scan_facing
+    from .landmark_views import scan_facing
 
     f = scan_facing(scan.vertices, scan.faces)
     f = np.array([0.0, 0.0, 1.0]) if f is None else f
