@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import UsageError
+from ..fileio import confine_writes
 from ..flame.model import FlameModel, load_model, save_model
 from ..workers import WorkerDied, available_cores, run_in_processes
 from .build_lock import hold_workers_lock
@@ -95,7 +96,8 @@ def _model_file(model: FlameModel) -> Iterator[Path | None]:
     path = None
     try:
         path = private_temporary(MODEL_PREFIX, ".npz", folder=False)
-        save_model(model, path)
+        with confine_writes(path.parent):  # the build's own temporary, outside the output folder it confines
+            save_model(model, path)
     except OSError as exc:
         log.info("no temporary copy of the model for the workers (%s); they receive it whole", exc)
         if path is not None:
