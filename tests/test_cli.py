@@ -174,6 +174,22 @@ def scan_folder(tmp_path_factory, flame_model) -> Path:
     return folder
 
 
+def test_register_keeps_the_model_copy_beside_the_model_outside_out(flame_pkl, scan_folder, tmp_path, monkeypatch):
+    """Writes are confined to --out, but the model's pickle-free copy is the model folder's cache: the first
+    register with a model writes it there (it was refused as lying outside the output folder: exit 2)."""
+    monkeypatch.delenv("ONFLAME_MODEL_CACHE", raising=False)
+    folder = tmp_path / "FLAME"
+    folder.mkdir()
+    shutil.copy(flame_pkl, folder / "generic_model.pkl")
+    for name in ("landmark_embedding.npy", "flame_static_embedding.pkl", "FLAME_masks.pkl"):
+        (folder / name).symlink_to(FLAME_FIX / name)
+    rc = main(["register", str(scan_folder / "s1.ply"), "--model", str(folder / "generic_model.pkl"), "--out",
+               str(tmp_path / "out")])
+    assert rc == 0
+    assert (folder / ".generic_model.pkl.onflame.npz").is_file()
+    assert (tmp_path / "out" / "s1.npz").is_file()
+
+
 def _modes(folder: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
 
@@ -416,13 +432,14 @@ def many_meshes(tmp_path_factory, flame_pkl) -> tuple[Path, Path]:
     return folder / "model.npz", folder
 
 
-def _interrupt(argv: list[str], out: Path, signals: list[int]) -> tuple[int, str]:
-    """Run ``onflame`` as a user does, send ``signals`` once its first output is written; exit code, stderr."""
+def _interrupt(argv: list[str], out: Path, signals: list[int], first: str = "[!.]*.npz") -> tuple[int, str]:
+    """Run ``onflame`` as a user does, send ``signals`` once its first output (a file matching ``first``,
+    not a hidden temporary) is in ``out``; exit code, stderr."""
     proc = subprocess.Popen([sys.executable, "-m", "onflame.cli", *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
-    while not any(out.glob("*.npz")) and time.monotonic() < deadline:  # the batch is under way
+    while not any(out.glob(first)) and time.monotonic() < deadline:  # the batch is under way
         time.sleep(0.05)
     for sig in signals:
         proc.send_signal(sig)
@@ -454,7 +471,8 @@ def test_ctrl_c_during_a_registration_ends_in_one_line(model_folder, scan_folder
         shutil.copy(scan_folder / "s1.ply", tmp_path / f"{name}.ply")
     out = tmp_path / "out"
     rc, err = _interrupt(["register", str(scan_folder / "s1.ply"), str(tmp_path / "s2.ply"), str(tmp_path / "s3.ply"),
-                          "--model", str(model_folder), "--out", str(out)], out, [signal.SIGINT])
+                          "--model", str(model_folder), "--out", str(out)], out, [signal.SIGINT],
+                         first="s1_report.json")  # renamed last: the first scan's set is whole
     assert rc == 130 and err.splitlines() == ["onflame: register: interrupted"], err
     written = sorted(p.name for p in out.iterdir())
     assert written[:3] == ["s1.npz", "s1.obj", "s1_report.json"] and len(written) in (3, 6)

@@ -80,11 +80,14 @@ def load_cached(path: Path, n_expression: int, load_pickle: Callable[[], T],
             continue
         model.source = str(path)
         return model
+    from ..fileio.paths import confine_writes
+
     model = load_pickle()
     for copy in candidates:
         try:
-            save(model, copy, **stamp)
+            with confine_writes(copy.parent):  # the cache's own folder, whatever the command writes to
+                save(model, copy, **stamp)
             break
-        except OSError as exc:
+        except (OSError, InputError) as exc:  # InputError: a link planted where the copy goes
             log.debug("cannot cache %s at %s: %s", path, copy, exc)
     return model
