@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import pickle
 import re
 
@@ -374,16 +375,120 @@ def test_a_pkl_is_read_once_then_from_its_pickle_free_copy(tmp_path, flame_pkl, 
     ro.mkdir()
     shutil.copy(flame_pkl, ro / "generic_model.pkl")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    orig = load_model.__globals__["save_model"]
+    orig = load_model.__globals__["_save_copy"]
 
     def save(model, path, **stamp):
         if path.parent == ro:
             raise PermissionError(13, "Permission denied", str(path))
         orig(model, path, **stamp)
 
-    monkeypatch.setitem(load_model.__globals__, "save_model", save)
+    monkeypatch.setitem(load_model.__globals__, "_save_copy", save)
     load_model(ro / "generic_model.pkl")
     assert len(list((tmp_path / "xdg" / "onflame" / "models").glob("*.npz"))) == 1
     monkeypatch.setenv("ONFLAME_MODEL_CACHE", "0")
     load_model(ro / "generic_model.pkl")
     assert len(calls) == 3  # caching off: the pickle every time
+
+
+def _model_arrays(model) -> dict[str, np.ndarray]:
+    return {name: getattr(model, name) for name in ("v_template", "faces", "shapedirs", "exprdirs", "posedirs",
+                                                    "J_regressor", "weights", "parents")}
+
+
+def _flip_byte_in(path, array_name: str) -> None:
+    """Change one byte in the middle of ``array_name``'s data (a disk error inside the copy)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(f"{array_name}.npy")
+    with open(path, "r+b") as fh:
+        fh.seek(info.header_offset + 26)
+        name_len, extra_len = np.frombuffer(fh.read(4), "<u2")
+        at = info.header_offset + 30 + int(name_len) + int(extra_len) + info.file_size // 2
+        fh.seek(at)
+        byte = fh.read(1)[0]
+        fh.seek(at)
+        fh.write(bytes([byte ^ 0x40]))
+
+
+def _pickled_member(path) -> None:
+    """The copy with the same stamp, its shapedirs swapped for a pickled object array."""
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["shapedirs"] = np.array([{"a": 1}], dtype=object)
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+COPY_DAMAGES = {
+    "cut in half": lambda p: os.truncate(p, p.stat().st_size // 2),
+    "cut by one byte": lambda p: os.truncate(p, p.stat().st_size - 1),
+    "empty": lambda p: os.truncate(p, 0),
+    "one byte of shapedirs changed": lambda p: _flip_byte_in(p, "shapedirs"),
+    "one byte of faces changed": lambda p: _flip_byte_in(p, "faces"),
+    "not a zip": lambda p: p.write_bytes(b"\x93NUMPY" + bytes(1000)),
+    "a pickled member": _pickled_member,
+    "a folder": lambda p: (p.unlink(), p.mkdir()),
+    "a FIFO": lambda p: (p.unlink(), os.mkfifo(p)),
+}
+
+
+@pytest.mark.parametrize("damage", list(COPY_DAMAGES))
+def test_a_damaged_model_copy_is_made_again_from_the_pickle(tmp_path, flame_pkl, monkeypatch, damage):
+    """A copy that is cut short, changed, not a zip, pickled or not a file is never used: the model comes
+    from the pickle, with the pickle's arrays, and a sound copy replaces it (where it can)."""
+    import shutil
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    pkl = tmp_path / "generic_model.pkl"
+    shutil.copy(flame_pkl, pkl)
+    monkeypatch.setenv("ONFLAME_MODEL_CACHE", "0")
+    truth = _model_arrays(load_model(pkl))
+    monkeypatch.setenv("ONFLAME_MODEL_CACHE", "1")
+    load_model(pkl)
+    copy = tmp_path / ".generic_model.pkl.onflame.npz"
+    COPY_DAMAGES[damage](copy)
+    calls = []
+    real_load = safepickle.load
+    monkeypatch.setattr(safepickle, "load", lambda p, *a, **k: calls.append(p) or real_load(p, *a, **k))
+    again = load_model(pkl)
+    assert calls == [pkl], "the damaged copy was used instead of the pickle"
+    for name, value in truth.items():
+        assert np.array_equal(getattr(again, name), value), name
+    third = load_model(pkl)  # from the copy made again (beside the pickle, or in the cache folder)
+    assert calls == [pkl]
+    for name, value in truth.items():
+        assert np.array_equal(getattr(third, name), value), name
+
+
+def test_the_model_copy_holds_the_pickles_arrays_and_no_pickle(tmp_path, flame_pkl, monkeypatch):
+    """Every array of the copy equals the pickle's, bit for bit and dtype for dtype; the copy is a plain
+    .npz that np.load reads without pickles, each array's data 64-byte aligned in the file."""
+    import shutil
+    import zipfile
+
+    from onflame.fileio.aligned import ALIGN
+
+    pkl = tmp_path / "generic_model.pkl"
+    shutil.copy(flame_pkl, pkl)
+    monkeypatch.setenv("ONFLAME_MODEL_CACHE", "0")
+    truth = _model_arrays(load_model(pkl))
+    monkeypatch.setenv("ONFLAME_MODEL_CACHE", "1")
+    load_model(pkl)
+    cached = load_model(pkl)
+    copy = tmp_path / ".generic_model.pkl.onflame.npz"
+    for name, value in truth.items():
+        got = getattr(cached, name)
+        assert got.dtype == value.dtype and got.shape == value.shape and np.array_equal(got, value), name
+        assert got.flags.writeable, name  # as np.load's arrays: a caller may change its model in place
+    with np.load(copy, allow_pickle=False) as z:
+        assert np.array_equal(z["shapedirs"], truth["shapedirs"])
+    with zipfile.ZipFile(copy) as zf, open(copy, "rb") as fh:
+        for info in zf.infolist():
+            assert info.compress_type == zipfile.ZIP_STORED, info.filename
+            fh.seek(info.header_offset + 26)
+            name_len, extra_len = np.frombuffer(fh.read(4), "<u2")
+            start = info.header_offset + 30 + int(name_len) + int(extra_len)
+            fh.seek(start)
+            header_len = 10 + int(np.frombuffer(fh.read(10)[8:10], "<u2")[0])  # .npy 1.0: magic, version, length
+            assert (start + header_len) % ALIGN == 0, info.filename

@@ -5,7 +5,7 @@ import argparse
 import string
 from pathlib import Path
 
-from ..errors import InputError, UsageError, one_line
+from ..errors import UsageError, one_line
 from ..fileio.paths import confine_writes
 from .common import EXIT_FAILED, EXIT_OK, batch_progress, item_failed, print_json, say_error, start_up_done
 from .model import describe, load_for, model_option, require_model, topology_problem
@@ -125,13 +125,14 @@ def landmark_file(option: str, scan: Path) -> Path | None:
 
 def read_scan_landmarks(path: Path, scan):
     """The landmarks in ``path`` on ``scan`` (the scan's file, or its mesh for a ``.land`` file of vertex ids;
-    points in the scan's units and axes); :class:`InputError` naming the file."""
-    from ..dataset.build_task import read_landmark_file
+    points in the scan's units and axes); :class:`InputError` naming the file (a ``.land`` of 2D photo
+    points included)."""
+    from ..fileio import check_regular
+    from ..mesh import Mesh
+    from ..mesh.landmark_files import read_landmarks
 
-    points = read_landmark_file(path, scan)
-    if points is None:
-        raise InputError(path, "holds 2D points in a photo, not 3D points on the scan")
-    return points
+    check_regular(path)  # missing, a folder, a FIFO or a device: said as what it is, never opened
+    return read_landmarks(path, scan if isinstance(scan, Mesh) else None)
 
 
 def outputs(inputs: list[Path], out: Path, suffixes: tuple[str, ...]) -> list[Path]:

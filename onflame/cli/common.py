@@ -63,9 +63,13 @@ def note(args: argparse.Namespace, line: str) -> None:
 
 def start_up_done(args: argparse.Namespace) -> None:
     """The command's imports and model are loaded: in the ``onflame`` executable, collect garbage from
-    now on, and never again through what start-up made (see :mod:`onflame.cli.runner`)."""
+    now on, and never again through what start-up made (see :mod:`onflame.cli.runner`); BLAS's thread
+    variable set for start-up goes (:func:`onflame.cli.blas_start_done`)."""
     import gc
 
+    from . import blas_start_done
+
+    blas_start_done()
     if getattr(args, "owns_process", False) and not gc.isenabled():
         gc.freeze()
         gc.enable()

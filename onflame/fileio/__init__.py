@@ -10,6 +10,8 @@
   :func:`write_text`, :func:`write_json`, :func:`write_npz`, :func:`written_together`,
   :func:`all_or_none`), temporaries a later run recognises and removes (:func:`sweep_temporaries`),
   output checks before any work (:func:`check_output_dir`, :func:`check_output_file`).
+- :mod:`.aligned`: ``.npz`` files of stored, aligned members whose arrays are views of one read of the
+  file (a FLAME model's pickle-free copy, read on every run), checked as :func:`read_npz` checks.
 """
 from __future__ import annotations
 

@@ -298,7 +298,7 @@ def _load_embedding_file(path: Path) -> LandmarkEmbedding:
     beside it, or in the user's cache folder; remade when the file changes). MICA's file pickles torch
     tensors, so reading it imports torch, which ``onflame register`` otherwise never needs; the copy needs
     numpy only."""
-    from ..fileio import read_npz, write_npz
+    from ..fileio import write_npz
     from .model_cache import load_cached
 
     if not path.is_file():  # the reader's own error (missing file, a folder)
@@ -310,8 +310,7 @@ def _load_embedding_file(path: Path) -> LandmarkEmbedding:
         arrays = {f"{k}_{name}": a for name, pts in parts.items() for k, a in (("face_idx", pts.face_idx), ("bary", pts.bary))}
         write_npz(to, format=np.array(EMBEDDING_COPY_FORMAT), **stamp, **arrays)
 
-    def load(copy: Path) -> _Copy:
-        data = read_npz(copy)
+    def load(data: dict[str, np.ndarray], copy: Path) -> _Copy:
         if str(data.get("format", "")) != EMBEDDING_COPY_FORMAT:
             raise InputError(copy, "not an onflame embedding copy")
         parts = {k[9:]: SurfacePoints(data[k].astype(np.int64), data[f"bary_{k[9:]}"])

@@ -19,6 +19,7 @@ fraction of the time.
 """
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ import numpy as np
 from .. import safepickle
 from ..errors import InputError
 from ..fileio import read_npz, write_npz
+from ..fileio.aligned import read_aligned_npz, write_aligned_npz
 from .embedding import LandmarkEmbedding, SurfacePoints, check_embedding
 from .model_cache import load_cached
 
@@ -38,6 +40,8 @@ JOINT_NAMES = ("global", "neck", "jaw", "left_eye", "right_eye")
 N_EXPRESSION = 100
 #: Format tag stored in onflame's ``.npz`` model files.
 NPZ_FORMAT = "onflame-flame-model-1"
+#: Layout of a model's pickle-free copy (:mod:`.model_cache`): 1, stored members with aligned data.
+COPY_VERSION = 1
 
 
 @dataclass
@@ -111,18 +115,25 @@ class FlameModel:
         for name in ("v_template", "shapedirs", "exprdirs", "posedirs", "J_regressor", "weights"):
             if not np.isfinite(getattr(self, name)).all():
                 raise InputError(self.source or None, f"not a FLAME model: {name} has NaN or inf")
+        self._check_assets()
+
+    def _check_assets(self) -> None:
+        """Raise :class:`InputError` if a landmark or mask indexes past the mesh."""
         check_embedding(self.landmarks, self.faces.shape[0], self.source or "<model>")
+        V = self.n_vertices
         for name, idx in self.masks.items():
             if idx.size and (idx.min() < 0 or idx.max() >= V):
                 raise InputError(self.source or None, f"mask {name!r} has vertex indices outside [0, {V})")
 
     def with_assets(self, landmarks: LandmarkEmbedding | None = None, masks: Mapping[str, np.ndarray] | None = None) -> "FlameModel":
-        """This model with a landmark embedding and/or masks attached (parts it lacks are merged in)."""
-        lm = self.landmarks if landmarks is None else landmarks.merged(self.landmarks)
-        mk = dict(self.masks)
-        mk.update(masks or {})
-        return FlameModel(self.v_template, self.faces, self.shapedirs, self.exprdirs, self.posedirs,
-                          self.J_regressor, self.weights, self.parents, lm, mk, self.source)
+        """This model with a landmark embedding and/or masks attached (parts it lacks are merged in).
+
+        The arrays are this model's, already checked: only what is attached is checked again."""
+        out = copy.copy(self)
+        out.landmarks = self.landmarks if landmarks is None else landmarks.merged(self.landmarks)
+        out.masks = {**self.masks, **(masks or {})}
+        out._check_assets()
+        return out
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready description: sizes, joints, landmarks, masks, head size in metres."""
@@ -196,9 +207,9 @@ def load_model(path: str | os.PathLike, landmarks: LandmarkEmbedding | None = No
         return model_from_dict(obj, str(path), n_expression)
 
     if path.suffix == ".npz":
-        model = _load_npz(path)
+        model = _model_from_arrays(read_npz(path), path)
     elif path.is_file():  # a pickle-free copy beside it makes later loads fast (.model_cache)
-        model = load_cached(path, n_expression, load_pickle, _load_npz, save_model)
+        model = load_cached(path, n_expression, load_pickle, _model_from_arrays, _save_copy, read_aligned_npz, COPY_VERSION)
     else:
         model = load_pickle()
     if landmarks is not None or masks:
@@ -206,10 +217,20 @@ def load_model(path: str | os.PathLike, landmarks: LandmarkEmbedding | None = No
     return model
 
 
-def save_model(model: FlameModel, path: str | os.PathLike, **extra: np.ndarray) -> None:
-    """Write ``model`` (with embedding and masks) to a pickle-free ``.npz``, atomically; ``extra`` arrays
-    are stored beside the model's (the model cache's stamp)."""
-    arrays: dict[str, np.ndarray] = {**extra,
+def save_model(model: FlameModel, path: str | os.PathLike) -> None:
+    """Write ``model`` (with embedding and masks) to a pickle-free ``.npz``, atomically."""
+    write_npz(path, **_model_arrays(model))
+
+
+def _save_copy(model: FlameModel, path: Path, **stamp: np.ndarray) -> None:
+    """The model's pickle-free copy (:mod:`.model_cache`): its arrays and the stamp, laid out to be read
+    without copying (:func:`~onflame.fileio.aligned.write_aligned_npz`)."""
+    write_aligned_npz(path, **stamp, **_model_arrays(model))
+
+
+def _model_arrays(model: FlameModel) -> dict[str, np.ndarray]:
+    """The arrays of onflame's ``.npz`` model file: the model's, its embedding's and its masks'."""
+    arrays: dict[str, np.ndarray] = {
         "format": np.array(NPZ_FORMAT),
         "v_template": model.v_template, "faces": model.faces, "shapedirs": model.shapedirs,
         "exprdirs": model.exprdirs, "posedirs": model.posedirs, "J_regressor": model.J_regressor,
@@ -223,22 +244,22 @@ def save_model(model: FlameModel, path: str | os.PathLike, **extra: np.ndarray) 
         arrays[f"lmk_{part}_bary"] = pts.bary
     for name, idx in model.masks.items():
         arrays[f"mask_{name}"] = idx
-    write_npz(path, **arrays)
+    return arrays
 
 
-def _load_npz(path: Path) -> FlameModel:
-    data = read_npz(path)
+def _model_from_arrays(data: Mapping[str, np.ndarray], path: Path) -> FlameModel:
+    """The model an onflame ``.npz`` model file (or a model's copy) at ``path`` holds."""
     if str(data.get("format", "")) != NPZ_FORMAT:
         raise InputError(path, f"not an onflame model file (format tag {str(data.get('format', 'missing'))!r})")
-    parts = {k[4:-9]: SurfacePoints(data[k].astype(np.int64), data[f"lmk_{k[4:-9]}_bary"])
-             for k in data if k.startswith("lmk_") and k.endswith("_face_idx")}
-    dynamic = parts.pop("dynamic", None)
-    # files written before conventions were named: their default points, under a name that says so
-    for old, new in (("static51", "legacy51"), ("full68", "legacy68")):
-        if old in parts:
-            parts[new] = parts.pop(old)
-    masks = {k[5:]: v.astype(np.int64) for k, v in data.items() if k.startswith("mask_")}
-    try:
+    try:  # every array a file lacks or holds in a form it cannot have is said in one line
+        parts = {k[4:-9]: SurfacePoints(data[k].astype(np.int64), data[f"lmk_{k[4:-9]}_bary"])
+                 for k in data if k.startswith("lmk_") and k.endswith("_face_idx")}
+        dynamic = parts.pop("dynamic", None)
+        # files written before conventions were named: their default points, under a name that says so
+        for old, new in (("static51", "legacy51"), ("full68", "legacy68")):
+            if old in parts:
+                parts[new] = parts.pop(old)
+        masks = {k[5:]: v.astype(np.int64) for k, v in data.items() if k.startswith("mask_")}
         return FlameModel(
             data["v_template"], data["faces"].astype(np.int64), data["shapedirs"], data["exprdirs"],
             data["posedirs"], data["J_regressor"], data["weights"], data["parents"].astype(np.int64),
