@@ -156,6 +156,31 @@ def test_unreadable_subset_zip_is_a_problem_not_a_crash(tree, tmp_path):
         assert len(r.problems) == 1 and "FRGC.zip" in str(r.problems[0])
 
 
+def _cannot_enter(monkeypatch, folder: Path) -> None:
+    """Paths below ``folder`` raise EACCES on stat, as under a folder of mode 000 without root's override."""
+    real = Path.is_dir
+
+    def is_dir(self: Path) -> bool:
+        if self.parent == folder:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "is_dir", is_dir)
+
+
+def test_a_subset_folder_that_cannot_be_entered_is_named_not_a_path_below_it(tree, tmp_path, monkeypatch, capsys):
+    """A subset folder of mode 000: the root's problem names the folder (a stat of its FLAME_parameters raised
+    'Permission denied' naming that), the other subsets are read, and report ends in exit 1 saying so."""
+    root, _ = _copy(tree, tmp_path)
+    _cannot_enter(monkeypatch, root / "BP4D")
+    with open_root(root) as r:
+        assert list(r.subsets) == ["STIRLING"]
+        assert [str(p) for p in r.problems] == [f"{root / 'BP4D'}: cannot read this folder (Permission denied)"]
+    assert main(["report", str(root), "--out", str(tmp_path / "site"), "-q"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"onflame: {root / 'BP4D'}: cannot read this folder (Permission denied)"]
+
+
 # --- extraction -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("top", [None, "BP4D"])

@@ -48,6 +48,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     with open_root(args.root) as mica:
         subsets = check_subsets(subset_list(args.subset), list(mica.subsets), args.root)
         root_model = mica.model_file
+        unreadable = list(mica.problems)  # subsets the root names but that cannot be read
     check_output_dir(args.out)
     # --model, else the root's own model.npz, else $ONFLAME_MODEL
     value = args.model if args.model is not None else str(root_model) if root_model is not None else model_option(args)
@@ -67,7 +68,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"pictures drawn {result.drawn}, reused {result.cached}; {len(result.problems)} problem(s) shown in the "
               f"report; {result.seconds:.1f} s")
         print(result.index.resolve())
+    for exc in unreadable:
+        say_error(exc.path, exc.problem)
     if not flagged:
-        return EXIT_OK
+        return EXIT_FAILED if unreadable else EXIT_OK
     say_error(None, f"{result.subject_problems[0]} ({flagged} subject(s) shown as problems: see {result.index})")
     return EXIT_FAILED

@@ -405,7 +405,12 @@ MODEL_FILE = "model.npz"
 
 
 def _is_subset_folder(path: Path) -> bool:
-    return (path / PARAMS_DIR).is_dir() or (path / REGISTRATIONS_DIR).is_dir()
+    """Whether ``path`` holds ``FLAME_parameters/`` or ``registrations/``; :class:`InputError` naming
+    ``path`` where it cannot be entered (a stat below it would name a file that is not the problem)."""
+    try:
+        return (path / PARAMS_DIR).is_dir() or (path / REGISTRATIONS_DIR).is_dir()
+    except OSError as exc:
+        raise InputError(path, f"cannot read this folder ({exc.strerror or exc})") from None
 
 
 def _image_list(root: Path, name: str) -> Path | None:
@@ -441,8 +446,14 @@ def open_root(path: str | os.PathLike) -> MicaRoot:
         # hidden entries are skipped: e.g. an interrupted extraction's temporary folder
         children = sorted(c for c in path.iterdir() if not c.name.startswith("."))
         for child in children:
-            if child.is_dir() and _is_subset_folder(child):
-                subsets[child.name] = Subset(child.name, _FolderStore(child), _image_list(root, child.name))
+            try:
+                if child.is_dir() and _is_subset_folder(child):
+                    subsets[child.name] = Subset(child.name, _FolderStore(child), _image_list(root, child.name))
+            except InputError as exc:  # a subset's folder is named; other folders are not the dataset's
+                if _canonical_name(child.name) in SUBSETS:
+                    problems.append(exc)
+                else:
+                    log.info("ignoring %s: %s", child, exc.problem)
         for child in children:
             name = _canonical_name(child.stem)
             if child.suffix.lower() != ".zip" or not child.is_file() or name in subsets:
