@@ -165,6 +165,20 @@ def test_sigkill_of_the_build_alone_takes_its_workers_with_it(tmp_path, raw, ref
     assert_same_files(dataset_files(out), reference[1])
 
 
+def test_subsets_built_together_report_their_own_time(reference):
+    """Two subsets share one build: each summary gives its scans' worker seconds and names the shared wall
+    time as the build's, with no per-subset scans/s (the whole build's divided by one subset's scans)."""
+    out, _ = reference
+    for name in SUBSETS:
+        summary = json.loads((out / name / BUILD_DIR / "summary.json").read_text())
+        tasks = [r["timings_s"]["task"] for r in summary["records"]]
+        assert summary["built_together"] == 2 and summary["scans_per_s"] is None
+        assert summary["task_s"] == pytest.approx(sum(tasks), abs=1e-3) and 0 < summary["task_s"] <= summary["wall_s"] * 2
+        text = (out / name / BUILD_DIR / "summary.txt").read_text()
+        assert f"in {summary['task_s']:.1f} s of worker time (the build of 2 subsets together took " \
+               f"{summary['wall_s']:.1f} s)" in text
+
+
 def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(tmp_path, raw, reference, head):
     out = tmp_path / "mica"
     proc = _start_and_wait_for_records(raw, out, 1)

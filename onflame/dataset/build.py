@@ -224,6 +224,7 @@ def _finish(subsets: dict[str, SubsetBuild], runner: Any, executor: str, interru
         rep = s.report(executor, getattr(runner, "workers", 0) or 0, getattr(runner, "mode", "in place"),
                        time.perf_counter() - t0)
         rep.interrupted, rep.terminated, rep.stopped = interrupted and not terminated, terminated, stopped
+        rep.built_together = len(subsets)
         for path, write in ((s.out / BUILD_DIR / "summary.json", lambda p: write_json(p, rep.to_dict())),
                             (s.out / BUILD_DIR / "summary.txt", lambda p: write_text(p, rep.format_table() + "\n"))):
             try:

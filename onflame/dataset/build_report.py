@@ -31,7 +31,9 @@ class BuildReport:
         warnings: other notes (missing textures, an unreadable manifest, ...).
         interrupted: the build was stopped by Ctrl-C; ``terminated``: by SIGTERM.
         stopped: why the build stopped starting scans before the end (a full disk), or None.
-        wall_s: seconds the build took.
+        wall_s: seconds the build took (the whole build's: subsets built together share one pool).
+        built_together: how many subsets that build ran at once; with more than one, ``wall_s`` is not
+            this subset's own time, and :meth:`task_s` (its scans' worker seconds) is.
     """
 
     subset: str
@@ -48,6 +50,7 @@ class BuildReport:
     terminated: bool = False
     stopped: str | None = None
     wall_s: float = 0.0
+    built_together: int = 1
 
     def count(self, status: str) -> int:
         return sum(r["status"] == status for r in self.records)
@@ -67,6 +70,14 @@ class BuildReport:
             return EXIT_INTERRUPTED
         return EXIT_FAILED if self.problems or self.stopped else EXIT_OK
 
+    def task_s(self) -> float:
+        """Worker wall seconds of the scans this run built (their tasks' ``task`` timings summed)."""
+        return float(sum(r.get("timings_s", {}).get("task", 0.0) for r in self.records if not r.get("cached")))
+
+    def scans_per_s(self) -> float | None:
+        """Scans built per wall second; None where nothing was timed or other subsets shared the build."""
+        return self.built / self.wall_s if self.wall_s > 0 and self.built_together == 1 else None
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: counts, scans per second, mean step timings, records, problems and warnings."""
         return {
@@ -75,8 +86,9 @@ class BuildReport:
             "interrupted": self.interrupted, "terminated": self.terminated, "stopped": self.stopped,
             "exit_code": self.exit_code, "scans": len(self.records), "built_now": self.built,
             **{s: self.count(s) for s in STATUSES},
-            "wall_s": round(self.wall_s, 3),
-            "scans_per_s": round(self.built / self.wall_s, 4) if self.wall_s > 0 else None,
+            "wall_s": round(self.wall_s, 3), "built_together": self.built_together,
+            "task_s": round(self.task_s(), 3),
+            "scans_per_s": None if self.scans_per_s() is None else round(self.scans_per_s(), 4),
             "mean_timings_s": self.mean_timings(),
             "records": self.records, "problems": self.problems, "warnings": self.warnings,
         }
@@ -103,9 +115,12 @@ class BuildReport:
         lines += [fmt(x) for x in rows]
         lines.append("")
         counts = ", ".join(f"{s} {self.count(s)}" for s in STATUSES if s != "pending" or self.count(s))
-        rate = f"; {self.built / self.wall_s:.3f} scans/s" if self.wall_s > 0 and self.built else ""
+        rate = f"; {self.scans_per_s():.3f} scans/s" if self.scans_per_s() is not None and self.built else ""
+        took = (f"in {self.wall_s:.1f} s{rate}" if self.built_together == 1 else
+                f"in {self.task_s():.1f} s of worker time (the build of {self.built_together} subsets together took "
+                f"{self.wall_s:.1f} s)")
         lines.append(f"{counts} of {len(self.records)} scans ({self.built} built now, "
-                     f"{len(self.records) - self.built - self.count('pending')} up to date) in {self.wall_s:.1f} s{rate}")
+                     f"{len(self.records) - self.built - self.count('pending')} up to date) {took}")
         if self.mean_timings():
             lines.append("mean s per scan built: " + ", ".join(f"{k} {v:.2f}" for k, v in self.mean_timings().items()))
         lines += [f"WARNING {w}" for w in self.warnings]

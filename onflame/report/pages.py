@@ -131,6 +131,7 @@ class _Site:
                          "build": info.build_counts,
                          "actors": len({s.actor for s in subjects}),
                          "wall_s": None if info.summary is None else info.summary.get("wall_s"),
+                         "built_together": 1 if info.summary is None else info.summary.get("built_together", 1),
                          "problems": len(info.problems) + sum(len(s.problems) for s in subjects)})
             ranked = sorted(subjects, key=_badness)[:WORST_SHOWN]
             worst.append({"info": info, "subjects": [(s, self.subject_href(s, True), _why(s)) for s in ranked]})
