@@ -51,7 +51,7 @@ import torch
 from onflame.evaluation.metrics import per_vertex_error
 from onflame.flame import FLAME, load_landmark_embedding, load_masks, load_model
 from onflame.flame.embedding import IBUG_GROUPS
-from onflame.geometry import apply_rigid, count_flipped, face_normals, rigid_fit
+from onflame.geometry import apply_rigid, flipped_against, rigid_fit
 from onflame.mesh import read_mesh
 from onflame.mesh.landmark_files import read_landmarks
 from onflame.registration import register
@@ -93,8 +93,8 @@ def flipped_vs_truth(reg_v: np.ndarray, truth: np.ndarray, model) -> int:
     face = model.masks["face"]
     R, t, _ = rigid_fit(reg_v[face], truth[face])
     Rt, tt, _ = rigid_fit(truth[face], model.v_template[face])
-    unfolded = (face_normals(apply_rigid(truth, Rt, tt), model.faces) * face_normals(model.v_template, model.faces)).sum(1) >= 0
-    return count_flipped(model.faces[unfolded], truth, apply_rigid(reg_v, R, t))
+    unfolded = ~flipped_against(apply_rigid(truth, Rt, tt), model.faces, model.v_template)
+    return int(flipped_against(apply_rigid(reg_v, R, t), model.faces[unfolded], truth).sum())
 
 
 def detection_columns(reg) -> dict:
