@@ -15,6 +15,7 @@ or cut file is refused with an :class:`InputError` naming it, never used.
 from __future__ import annotations
 
 import io
+import math
 import os
 import struct
 import zipfile
@@ -24,7 +25,7 @@ import numpy as np
 
 from ..errors import InputError
 from .paths import open_regular
-from .read import MAX_READ_BYTES, _limit_text, npy_header
+from .read import MAX_READ_BYTES, _limit_text, npy_numeric_header
 from .write import atomic_open
 
 #: Array data starts on a multiple of this many bytes in the file (and so in the buffer it is read into).
@@ -133,20 +134,14 @@ def _member(buf: np.ndarray, info: zipfile.ZipInfo, label: str | os.PathLike) ->
     if zlib.crc32(data) != info.CRC:
         raise InputError(label, "its CRC-32 is not the one recorded (a damaged file)")
     head = io.BytesIO(data[:_NPY_HEADER_MAX].tobytes())
-    shape, fortran, dtype = npy_header(head, label)
-    if dtype.hasobject:
-        raise InputError(label, "holds pickled Python objects, not numbers")
-    count = 1
-    for n in shape:
-        count *= int(n)
-    need = count * dtype.itemsize
+    shape, fortran, dtype, need = npy_numeric_header(head, label)
     if need != data.size - head.tell():
         raise InputError(label, f"its header announces a {tuple(shape)} {dtype} array of {need} bytes, but the "
                                 f"member holds {data.size - head.tell()} bytes after the header")
     payload = data[head.tell():]
     try:
-        if count == 0 or dtype.itemsize == 0:
-            arr = np.zeros(count, dtype)
+        if need == 0:  # no elements, or elements of no bytes
+            arr = np.zeros(math.prod(shape), dtype)
         else:
             arr = payload.view(dtype)
             if (start + head.tell()) % max(dtype.alignment, 1):

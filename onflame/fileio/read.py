@@ -150,19 +150,25 @@ def npy_header(fh: IO[bytes], label: str | os.PathLike) -> tuple[tuple, bool, np
     return shape, fortran, dtype
 
 
-def _npy_payload(fh: IO[bytes], label: str | os.PathLike, available: int | None, limit: int) -> np.ndarray:
-    """The numeric array of the ``.npy`` stream ``fh``, its announced size checked before it is read.
-
-    ``available``: the bytes the stream holds in all (None: unknown; the read then stops at the size the
-    header announces and a short read is reported).
-    """
+def npy_numeric_header(fh: IO[bytes], label: str | os.PathLike) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """``(shape, fortran_order, dtype, data bytes)`` of the ``.npy`` stream ``fh`` (left at its data);
+    :class:`InputError` for an array of Python objects (a pickle), which onflame never reads this way."""
     shape, fortran, dtype = npy_header(fh, label)
     if dtype.hasobject:
         raise InputError(label, "holds pickled Python objects, not numbers")
     count = 1
     for n in shape:
         count *= int(n)
-    need = count * dtype.itemsize
+    return shape, fortran, dtype, count * dtype.itemsize
+
+
+def _npy_payload(fh: IO[bytes], label: str | os.PathLike, available: int | None, limit: int) -> np.ndarray:
+    """The numeric array of the ``.npy`` stream ``fh``, its announced size checked before it is read.
+
+    ``available``: the bytes the stream holds in all (None: unknown; the read then stops at the size the
+    header announces and a short read is reported).
+    """
+    shape, fortran, dtype, need = npy_numeric_header(fh, label)
     if need > limit:
         raise InputError(label, f"its header announces a {tuple(shape)} {dtype} array of {need} bytes; "
                                 f"onflame reads at most {_limit_text(limit)} here")
