@@ -122,7 +122,7 @@ class BuildEcho:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from ..dataset.build import build_subset
-    from ..dataset.layout import MODEL_FILE
+    from ..dataset.names import MODEL_FILE
     from ..fileio import check_output_dir, confine_writes, refuse_links
     from ..sources import get_source, mica_subjects
 

@@ -120,7 +120,7 @@ def _reference_subsets(args: argparse.Namespace) -> list[str] | None:
 
 
 def _evaluate_flame(args: argparse.Namespace, preds: list, subsets: list[str] | None, workers: int, echo):
-    from ..dataset.layout import SUBSETS
+    from ..dataset.names import SUBSETS
     from ..evaluation.flame_topology import FlameSettings, evaluate_flame
     from .model import load, model_option
 
@@ -152,6 +152,6 @@ def _evaluate_flame(args: argparse.Namespace, preds: list, subsets: list[str] | 
 def _has_model_file(args: argparse.Namespace) -> bool:
     """Whether the reference or a prediction root carries its model (``model.npz``), which then wins over
     ``$ONFLAME_MODEL``."""
-    from ..dataset.layout import MODEL_FILE
+    from ..dataset.names import MODEL_FILE
 
     return any((Path(folder) / MODEL_FILE).is_file() for folder in [args.ref, *args.pred])

@@ -64,7 +64,7 @@ def score(text: str) -> float:
 
 def subset(text: str) -> str:
     """``prepare --subset``: one of MICA's subsets, any case, as its canonical name."""
-    from ..dataset.layout import SUBSETS
+    from ..dataset.names import SUBSETS
 
     if text.upper() not in SUBSETS:
         raise argparse.ArgumentTypeError(f"unknown subset {text!r} (MICA's are {', '.join(SUBSETS)})")

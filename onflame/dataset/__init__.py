@@ -9,7 +9,9 @@
 """
 from .export import export_params
 from .image_paths import read_image_paths, summarise_image_paths, write_image_paths
-from .layout import SUBSETS, MicaRoot, Subject, Subset, extract_subset, open_root
+from .layout import MicaRoot, Subject, Subset, open_root
+from .names import SUBSETS
+from .stores import extract_subset
 from .validate import Problem, SubsetStats, ValidationReport, validate_root
 
 #: Names served by :mod:`.build`, imported on first use: it brings registration and torch, which reading,

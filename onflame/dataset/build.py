@@ -50,7 +50,7 @@ from .build_plan import SubsetBuild, ensure_model_file, plan_subset, scan_size
 from .build_report import BuildReport
 from .build_task import BuildTask, check_landmark_option
 from .executors import EXECUTORS, make_executor
-from .layout import BUILD_DIR
+from .names import BUILD_DIR
 from .manifest import value_digest
 
 __all__ = ["BuildReport", "build", "build_subset"]

@@ -17,7 +17,7 @@ except ImportError:  # Windows: the lock falls back to the holder's pid
 from pathlib import Path
 
 from ..errors import InputError
-from .layout import BUILD_DIR
+from .names import BUILD_DIR
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from ..sources.base import ScanItem, Source
 from .build_lock import BuildLock
 from .build_report import BuildReport
 from .build_task import BuildTask
-from .layout import BUILD_DIR, MODEL_FILE, PARAMS_DIR, REGISTRATIONS_DIR
+from .names import BUILD_DIR, MODEL_FILE, PARAMS_DIR, REGISTRATIONS_DIR
 from .manifest import Manifest, value_digest
 from .validate import FLAME_VERTICES
 

@@ -43,7 +43,7 @@ from ..registration.plausibility import check_scan_extent
 from ..registration.refine import RefineSettings
 from ..sources.base import ScanItem, landmark_sidecar
 from ..units import METRES_PER_UNIT
-from .layout import BUILD_DIR, PARAMS_DIR, REGISTRATIONS_DIR
+from .names import BUILD_DIR, PARAMS_DIR, REGISTRATIONS_DIR
 from .manifest import file_sha256, fingerprint, output_stat
 
 log = logging.getLogger(__name__)

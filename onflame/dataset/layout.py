@@ -14,177 +14,28 @@ STIRLING``), either a folder or the downloaded ``<SUBSET>.zip``::
 A subject is one parameter file; its registration is the mesh with the same actor and name. Zip subsets
 are read in place (members are read into memory; a registration goes through a temporary file for the
 mesh reader); members that extraction would refuse (absolute paths, ``..``, symbolic links) are left
-out and listed in :attr:`Subset.problems`. :func:`extract_subset` unpacks one safely. Paths of zip members are written
-``<zip>/<member>`` in messages.
+out and listed in :attr:`Subset.problems`. The names of the tree are in :mod:`.names`; how a folder or a
+zip is read, and the zip's safe extraction, in :mod:`.stores`.
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import os
-import re
-import shutil
-import stat
-import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 from ..errors import InputError
-from ..fileio import (MAX_READ_BYTES, MESH_MAX_BYTES, PARAMS_MAX_BYTES, check_regular, file_kind, read_bounded,
-                      temporary_name, zip_member_bytes)
+from ..fileio import MAX_READ_BYTES, PARAMS_MAX_BYTES, file_kind
 from ..flame import FlameParams, read_params
 from ..mesh import Mesh, read_mesh
 from .image_paths import ImagePaths, read_image_paths
+from .names import (IMAGE_DIRS, MODEL_FILE, PARAMS_DIR, REGISTRATION_SUFFIXES, REGISTRATIONS_DIR, SUBSETS,
+                    canonical_name)
+from .stores import FolderStore, Store, ZipStore, open_zip, zip_prefix
 
 log = logging.getLogger(__name__)
-
-#: The eight subsets of the MICA dataset.
-SUBSETS = ("BP4D", "BU3DFE", "D3DFACS", "FACEWAREHOUSE", "FLORENCE", "FRGC", "LYHM", "STIRLING")
-PARAMS_DIR = "FLAME_parameters"
-REGISTRATIONS_DIR = "registrations"
-#: A subset's build records: manifest, summary, per-scan reports, rejected registrations, locks.
-BUILD_DIR = "build"
-#: Image folders, in the order they are looked for (MICA reads ``arcface_input``).
-IMAGE_DIRS = ("arcface_input", "images")
-REGISTRATION_SUFFIXES = (".obj", ".ply")
-_JUNK = ("__MACOSX/",)  # folders some zip tools add; never part of the data
-
-
-# --- where a subset's files live: a folder or a zip -------------------------------------------------------
-
-class _FolderStore:
-    """A subset stored as a folder. ``rel`` paths are POSIX paths inside it."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.location = root
-        self.problems: list[InputError] = []
-
-    def label(self, rel: str) -> str:
-        return str(self.root / rel)
-
-    def files(self, top: str) -> list[str]:
-        """Files under ``top``; a folder that cannot be listed, or a folder named like a subject's file
-        (``x.npz/``), is recorded in ``problems`` (a plain walk would pass over them in silence)."""
-        base = self.root / top
-        out = []
-
-        def unreadable(exc: OSError) -> None:
-            if not isinstance(exc, FileNotFoundError):
-                self._problem(InputError(exc.filename or base, f"cannot read this folder ({exc.strerror or exc})"))
-
-        for dirpath, dirnames, names in os.walk(base, onerror=unreadable):
-            rel_dir = Path(dirpath).relative_to(self.root).as_posix()
-            out.extend(f"{rel_dir}/{n}" for n in names if not n.startswith("."))
-            for d in dirnames:
-                if d.lower().endswith((".npz", *REGISTRATION_SUFFIXES)):
-                    self._problem(InputError(Path(dirpath) / d, "is a folder, not a file"))
-        return sorted(out)
-
-    def _problem(self, exc: InputError) -> None:
-        if all(str(p) != str(exc) for p in self.problems):  # listed again by a later call: once
-            self.problems.append(exc)
-
-    def has_dir(self, top: str) -> bool:
-        return (self.root / top).is_dir()
-
-    def read_bytes(self, rel: str, limit: int = MAX_READ_BYTES) -> bytes:
-        return read_bounded(self.root / rel, limit, self.label(rel))
-
-    @contextlib.contextmanager
-    def local_file(self, rel: str) -> Iterator[Path]:
-        yield self.root / rel
-
-    def close(self) -> None:
-        pass
-
-
-class _ZipStore:
-    """A subset stored in a zip, under ``prefix`` (``""`` or e.g. ``"BP4D/"``). The zip stays open."""
-
-    def __init__(self, zip_path: Path, zf: zipfile.ZipFile, prefix: str):
-        self.location = zip_path
-        self.zf = zf
-        self.prefix = prefix
-        # rel path -> member name, for regular files under the prefix; members extraction would refuse
-        # (absolute, '..', drive letter, symbolic link) are left out and reported, as extraction refuses them
-        self.members: dict[str, str] = {}
-        self.problems: list[InputError] = []
-        for info in zf.infolist():
-            name = _norm(info.filename)
-            why = _unsafe_reason(info)
-            if why:
-                self.problems.append(InputError(f"{zip_path}/{info.filename}",
-                                                f"unsafe zip member ({why}): left out (extraction refuses this zip)"))
-            elif not info.is_dir() and name.startswith(prefix) and not name.startswith(_JUNK):
-                self.members[name[len(prefix):]] = info.filename
-
-    def label(self, rel: str) -> str:
-        return f"{self.location}/{self.prefix}{rel}"
-
-    def files(self, top: str) -> list[str]:
-        top = top.rstrip("/") + "/"
-        return sorted(r for r in self.members if r.startswith(top))
-
-    def has_dir(self, top: str) -> bool:
-        top = top.rstrip("/") + "/"
-        return any(r.startswith(top) for r in self.members)
-
-    def read_bytes(self, rel: str, limit: int = MAX_READ_BYTES) -> bytes:
-        if rel not in self.members:
-            raise InputError(self.label(rel), "no such member")
-        return zip_member_bytes(self.zf, self.zf.getinfo(self.members[rel]), limit, self.label(rel))
-
-    @contextlib.contextmanager
-    def local_file(self, rel: str) -> Iterator[Path]:
-        # the mesh readers take paths; the member goes to a private temporary folder, never into the tree
-        with tempfile.TemporaryDirectory(prefix="onflame-") as tmp:
-            path = Path(tmp) / PurePosixPath(rel).name
-            path.write_bytes(self.read_bytes(rel, MESH_MAX_BYTES))
-            yield path
-
-    def close(self) -> None:
-        self.zf.close()
-
-
-_Store = _FolderStore | _ZipStore
-
-
-def _norm(member: str) -> str:
-    return member.replace("\\", "/")
-
-
-def _open_zip(path: Path) -> zipfile.ZipFile:
-    check_regular(path)  # a FIFO would block zipfile's open
-    try:
-        return zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise InputError(path, f"not a readable zip ({exc})") from None
-
-
-def _zip_prefix(zf: zipfile.ZipFile, path: Path) -> str:
-    """The member prefix (``""`` or ``"<top>/"``) of the folder holding ``FLAME_parameters/``."""
-    prefixes = set()
-    for name in zf.namelist():
-        name = _norm(name)
-        if name.startswith(_JUNK):
-            continue
-        parts = name.split("/")
-        for i, part in enumerate(parts[:-1]):
-            if part in (PARAMS_DIR, REGISTRATIONS_DIR):
-                prefixes.add("".join(p + "/" for p in parts[:i]))
-                break
-    if not prefixes:
-        raise InputError(path, f"no {PARAMS_DIR}/ or {REGISTRATIONS_DIR}/ folder inside; not a MICA subset zip")
-    return min(prefixes, key=lambda p: (p.count("/"), p))
-
-
-def _canonical_name(name: str) -> str:
-    """``bp4d`` -> ``BP4D``; other names are kept as they are."""
-    return name.upper() if name.upper() in SUBSETS else name
 
 
 # --- subjects and subsets ---------------------------------------------------------------------------------
@@ -206,7 +57,7 @@ class Subject:
     name: str
     params_path: str
     registration_path: str | None
-    _store: _Store = field(repr=False, compare=False)
+    _store: Store = field(repr=False, compare=False)
     _params_rel: str = field(repr=False, compare=False)
     _registration_rel: str | None = field(repr=False, compare=False)
     _params: FlameParams | None = field(default=None, repr=False, compare=False)
@@ -247,7 +98,7 @@ class Subject:
         return mesh
 
 
-def _by_actor(store: _Store, top: str, suffixes: tuple[str, ...]) -> dict[tuple[str, str], str]:
+def _by_actor(store: Store, top: str, suffixes: tuple[str, ...]) -> dict[tuple[str, str], str]:
     """``(actor, name) -> rel`` for files ``top/<actor>/<name><suffix>``."""
     out = {}
     for rel in store.files(top):
@@ -268,7 +119,7 @@ class Subset:
         image_list: its image list ``.npy`` if one was found, else None.
     """
 
-    def __init__(self, name: str, store: _Store, image_list: Path | None):
+    def __init__(self, name: str, store: Store, image_list: Path | None):
         self.name = name
         self._store = store
         self.location: Path = store.location
@@ -280,7 +131,7 @@ class Subset:
 
     @property
     def is_zip(self) -> bool:
-        return isinstance(self._store, _ZipStore)
+        return isinstance(self._store, ZipStore)
 
     def label(self, rel: str) -> str:
         """How a file inside the subset is named in messages (a path, or ``<zip>/<member>``)."""
@@ -400,10 +251,6 @@ class MicaRoot:
         self.close()
 
 
-#: Optional file at a root's top naming the model its registrations use (an onflame ``.npz`` model).
-MODEL_FILE = "model.npz"
-
-
 def _is_subset_folder(path: Path) -> bool:
     """Whether ``path`` holds ``FLAME_parameters/`` or ``registrations/``; :class:`InputError` naming
     ``path`` where it cannot be entered (a stat below it would name a file that is not the problem)."""
@@ -439,23 +286,23 @@ def open_root(path: str | os.PathLike) -> MicaRoot:
     if path.is_file():
         if path.suffix.lower() != ".zip":
             raise InputError(path, "expected a MICA root folder, a subset folder or a <SUBSET>.zip")
-        subsets[_canonical_name(path.stem)] = _zip_subset(path, root)
+        subsets[canonical_name(path.stem)] = _zip_subset(path, root)
     elif _is_subset_folder(path):
-        subsets[path.name] = Subset(path.name, _FolderStore(path), _image_list(root, path.name))
+        subsets[path.name] = Subset(path.name, FolderStore(path), _image_list(root, path.name))
     else:
         # hidden entries are skipped: e.g. an interrupted extraction's temporary folder
         children = sorted(c for c in path.iterdir() if not c.name.startswith("."))
         for child in children:
             try:
                 if child.is_dir() and _is_subset_folder(child):
-                    subsets[child.name] = Subset(child.name, _FolderStore(child), _image_list(root, child.name))
+                    subsets[child.name] = Subset(child.name, FolderStore(child), _image_list(root, child.name))
             except InputError as exc:  # a subset's folder is named; other folders are not the dataset's
-                if _canonical_name(child.name) in SUBSETS:
+                if canonical_name(child.name) in SUBSETS:
                     problems.append(exc)
                 else:
                     log.info("ignoring %s: %s", child, exc.problem)
         for child in children:
-            name = _canonical_name(child.stem)
+            name = canonical_name(child.stem)
             if child.suffix.lower() != ".zip" or not child.is_file() or name in subsets:
                 continue
             try:
@@ -472,75 +319,11 @@ def open_root(path: str | os.PathLike) -> MicaRoot:
 
 
 def _zip_subset(path: Path, root: Path) -> Subset:
-    zf = _open_zip(path)
+    zf = open_zip(path)
     try:
-        prefix = _zip_prefix(zf, path)
+        prefix = zip_prefix(zf, path)
     except InputError:
         zf.close()
         raise
-    name = _canonical_name(path.stem)
-    return Subset(name, _ZipStore(path, zf, prefix), _image_list(root, name))
-
-
-# --- safe extraction --------------------------------------------------------------------------------------
-
-_DRIVE = re.compile(r"^[A-Za-z]:")
-
-
-def _unsafe_reason(info: zipfile.ZipInfo) -> str | None:
-    name = _norm(info.filename)
-    if name.startswith("/"):
-        return "absolute path"
-    if _DRIVE.match(name):
-        return "drive letter"
-    if ".." in name.split("/"):
-        return "'..' component"
-    if stat.S_ISLNK(info.external_attr >> 16):
-        return "symbolic link"
-    return None
-
-
-def extract_subset(zip_path: str | os.PathLike, dest: str | os.PathLike, name: str | None = None) -> Path:
-    """Unpack a subset zip into ``dest/<name>/`` (``name`` defaults to the zip's stem) and return that folder.
-
-    The top folder inside the zip, if any, is dropped, so the result is always
-    ``dest/<name>/FLAME_parameters/...``. Every member is checked first: an absolute path, a drive
-    letter, a ``..`` component or a symbolic link refuses the whole zip with an :class:`InputError`
-    naming the member. Files go into a temporary folder in ``dest`` that is renamed into place at the
-    end, so ``dest/<name>`` is either complete or absent; if it already exists it is returned as it is
-    (a re-run resumes).
-    """
-    zip_path, dest = Path(zip_path), Path(dest)
-    name = name or _canonical_name(zip_path.stem)
-    target = dest / name
-    with _open_zip(zip_path) as zf:
-        for info in zf.infolist():
-            why = _unsafe_reason(info)
-            if why:
-                raise InputError(zip_path, f"refusing unsafe member {info.filename!r} ({why})")
-        if target.exists():
-            log.info("%s already exists; not extracting %s again", target, zip_path)
-            return target
-        prefix = _zip_prefix(zf, zip_path)
-        dest.mkdir(parents=True, exist_ok=True)
-        tmp = temporary_name(target)
-        os.mkdir(tmp)  # mode 0777 less the umask, like the folders it is renamed to (mkdtemp gives 0700)
-        try:
-            # files inside the temporary folder need no atomic writes of their own: the rename below is
-            # what makes the subset appear
-            for info in zf.infolist():
-                member = _norm(info.filename)
-                if info.is_dir() or not member.startswith(prefix) or member.startswith(_JUNK):
-                    continue
-                out = tmp / member[len(prefix):]
-                out.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(out, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-            os.rename(tmp, target)
-        except (OSError, zipfile.BadZipFile, EOFError, RuntimeError) as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise InputError(zip_path, f"extraction failed ({exc})") from None
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return target
+    name = canonical_name(path.stem)
+    return Subset(name, ZipStore(path, zf, prefix), _image_list(root, name))

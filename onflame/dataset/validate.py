@@ -31,7 +31,8 @@ import numpy as np
 from ..errors import InputError
 from ..flame import FlameModel, FlameParams, load_model, params_from_arrays
 from .image_paths import read_image_paths
-from .layout import PARAMS_DIR, REGISTRATIONS_DIR, MicaRoot, Subject, Subset, open_root
+from .layout import MicaRoot, Subject, Subset, open_root
+from .names import PARAMS_DIR, REGISTRATIONS_DIR
 from .plausible import distance_problems, length_problems, magnitude_problems
 
 #: FLAME's topology, checked when no model is given.

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from ..dataset.layout import BUILD_DIR, PARAMS_DIR, REGISTRATIONS_DIR, Subset
+from ..dataset.layout import Subset
+from ..dataset.names import BUILD_DIR, PARAMS_DIR, REGISTRATIONS_DIR
 from ..dataset.plausible import distance_problems, length_problems, magnitude_problems
 from ..errors import InputError
 from ..fileio import read_npz, safe_name
