@@ -37,28 +37,34 @@ def run_demo(out: Path, json_output: bool = False, progress: bool = True) -> int
 
     ``progress``: say on stderr what each step is doing while it runs (the build's n/N and time left).
     """
-    from ..dataset.export import export_params
-    from ..dataset.validate import validate_root
-    from ..evaluation.metrics import error_summary, per_vertex_error
-    from ..flame.model import load_model, save_model
-    from ..flame.params import read_params
-    from ..mesh import read_mesh, write_ply
-    from ..registration import fit_mesh, register, save_registration
-    from ..report import write_report
-    from .raw_releases import build_all_synthetic
-    from ..dataset.build_task import BUILD_DIR
-    from .flame_files import save_flame_pkl, save_landmark_files
-    from .head import make_head_model
-    from .scans import simulate_scan
-
     t0 = time.perf_counter()
     out = Path(out)
-    steps: dict = {}
     say = (lambda *a: None) if json_output else print
     doing = _Doing(progress)
+    steps: dict = {}
+    model, steps["model"] = _model(out / "model", say, doing)
+    root = out / "mica"
+    steps["build"] = _build(out, root, model, say, doing)
+    steps["evaluation"] = _evaluate(out, root, model, say, doing)
+    steps["registration"] = _register(out, root, model, say, doing)
+    doing("[4/5] training inputs: rendering photos, detecting and aligning faces")
+    steps["training_inputs"] = _training_inputs(out, root, model, say)
+    ok = _check(out, root, steps, json_output, say, doing)
+    steps["seconds"] = round(time.perf_counter() - t0, 2)
+    write_json(out / "demo_summary.json", steps)
+    if json_output:
+        print(json.dumps(steps, indent=2, default=str))
+    else:
+        print(f"\ndone in {steps['seconds']} s; summary: {out / 'demo_summary.json'}")
+    return 0 if ok and steps["build"]["exit_code"] == 0 and not steps["evaluation"]["failures"] else 1
 
-    # 1. the model, in FLAME's formats and onflame's
-    model_dir = out / "model"
+
+def _model(model_dir: Path, say, doing) -> tuple:
+    """Step 1: the procedural head in FLAME's formats and onflame's; ``(model, summary)``."""
+    from ..flame.model import load_model, save_model
+    from .flame_files import save_flame_pkl, save_landmark_files
+    from .head import make_head_model
+
     doing("[1/5] model: building onflame's procedural head and writing it in FLAME's file formats")
     model = make_head_model()
     if not (model_dir / "generic_model.pkl").exists():
@@ -67,40 +73,54 @@ def run_demo(out: Path, json_output: bool = False, progress: bool = True) -> int
     if not (model_dir / "head_model.npz").exists():
         save_model(model, model_dir / "head_model.npz")
     reloaded = load_model(model_dir / "head_model.npz")
-    steps["model"] = {"files": str(model_dir), **{k: reloaded.summary()[k] for k in ("vertices", "faces", "joints")}}
     say(f"[1/5] model: procedural FLAME-structured head, {model.n_vertices} vertices -> {model_dir}")
+    return model, {"files": str(model_dir), **{k: reloaded.summary()[k] for k in ("vertices", "faces", "joints")}}
 
-    # 2. raw releases of the eight sources -> onflame build -> a MICA tree (it carries its model.npz)
-    root = out / "mica"
+
+def _build(out: Path, root: Path, model, say, doing) -> dict:
+    """Step 2: raw releases of the eight sources -> ``onflame build`` -> a MICA tree (with its model.npz)."""
+    from ..dataset.names import BUILD_DIR
+    from .raw_releases import build_all_synthetic
+
     doing(f"[2/5] build: writing raw releases of the eight sources -> {out / 'raw'}, then registering them")
     reports = build_all_synthetic(out, model, n_actors=3, echo=doing.build_line)
     doing.done()
     counts = {k: sum(r.count(k) for r in reports.values()) for k in ("registered", "suspect", "failed")}
     built = sum(r.built for r in reports.values())
-    steps["build"] = {"raw": str(out / "raw"), "root": str(root), "subsets": len(reports), **counts,
-                      "built_now": built, "exit_code": max(r.exit_code for r in reports.values()),
-                      "summaries": {k: str(Path(r.out) / BUILD_DIR / "summary.txt") for k, r in reports.items()}}
     say(f"[2/5] build: raw releases of {len(reports)} sources in their native formats -> {out / 'raw'}; "
         f"registered {counts['registered']}, suspect {counts['suspect']}, failed {counts['failed']} "
         f"({built} built now) -> {root}")
     for r in reports.values():
         for line in r.problems:
             say(f"      ERROR {line}")
+    return {"raw": str(out / "raw"), "root": str(root), "subsets": len(reports), **counts, "built_now": built,
+            "exit_code": max(r.exit_code for r in reports.values()),
+            "summaries": {k: str(Path(r.out) / BUILD_DIR / "summary.txt") for k, r in reports.items()}}
 
-    # 2, continued: the build's registrations scored against the FLAME meshes its raw scans were made from
+
+def _evaluate(out: Path, root: Path, model, say, doing) -> dict:
+    """Step 2, continued: the build's registrations scored against the FLAME meshes its scans were made from."""
     from ..evaluation.flame_topology import evaluate_flame
 
     doing("      evaluate: scoring the registrations against the meshes the scans were made from")
     scored = evaluate_flame([("onflame build", root)], out / "truth", out / "evaluation", model=model)
-    face = scored.rows["onflame build"]["all"]["face"]
-    steps["evaluation"] = {"truth": str(out / "truth"), "registrations": scored.rows["onflame build"]["all"]["items"],
-                           "per_vertex_error_face": face, "regions": scored.rows["onflame build"]["all"]["regions"],
-                           "failures": scored.failures["onflame build"], "outputs": scored.outputs}
-    say(f"      evaluate: {steps['evaluation']['registrations']} registrations vs their truths -> per-vertex error in "
-        f"the face median {face['median_mm']:.2f} mm (mean {face['mean_mm']:.2f}, p95 {face['p95_mm']:.2f}); "
+    rows = scored.rows["onflame build"]["all"]
+    face = rows["face"]
+    say(f"      evaluate: {rows['items']} registrations vs their truths -> per-vertex error in the face median "
+        f"{face['median_mm']:.2f} mm (mean {face['mean_mm']:.2f}, p95 {face['p95_mm']:.2f}); "
         f"cumulative plot -> {scored.outputs['curve_face_png']}")
+    return {"truth": str(out / "truth"), "registrations": rows["items"], "per_vertex_error_face": face,
+            "regions": rows["regions"], "failures": scored.failures["onflame build"], "outputs": scored.outputs}
 
-    # 3. a raw scan of one subject, registered back
+
+def _register(out: Path, root: Path, model, say, doing) -> dict:
+    """Step 3: a simulated raw scan of one subject registered back, then its parameters refitted."""
+    from ..evaluation.metrics import error_summary, per_vertex_error
+    from ..flame.params import read_params
+    from ..mesh import read_mesh, write_ply
+    from ..registration import fit_mesh, register, save_registration
+    from .scans import simulate_scan
+
     doing("[3/5] register: simulating a raw scan of one subject and registering it")
     truth = read_mesh(root / "BU3DFE" / "registrations" / "F0001" / "F0001_NE00WH_RAW.obj").vertices
     eyes = np.concatenate([model.masks["left_eyeball"], model.masks["right_eyeball"]])
@@ -110,19 +130,24 @@ def run_demo(out: Path, json_output: bool = False, progress: bool = True) -> int
     np.save(scan_dir / "F0001_scan_landmarks.npy", scan.landmarks)
     reg = register(read_mesh(scan_dir / "F0001_scan.ply"), model, landmarks=scan.landmarks)
     paths = save_registration(reg, out / "registered", "F0001_scan")
+    read_params(paths["params"])  # the written parameters read back through the validating reader
     err = error_summary(per_vertex_error(reg.mesh.vertices, truth, model.masks.get("face")))
-    refit = fit_mesh(reg.mesh, model)
-    steps["registration"] = {**reg.report(), "per_vertex_error_vs_truth": err, "outputs": paths,
-                             "fit_mesh": refit.summary()}
     q = reg.quality.numbers
     say(f"[3/5] registration of a simulated raw scan ({scan.scan.n_vertices} vertices, {scan.units}, random pose): "
         f"{reg.verdict}; units detected: {reg.report()['units']}; scan-to-mesh median {q['scan_to_mesh_median_mm']:.2f} mm; "
         f"per-vertex error vs truth median {err['median_mm']:.2f} mm (p95 {err['p95_mm']:.2f}); "
         f"{reg.timings['total']:.1f} s -> {paths['params']}")
+    return {**reg.report(), "per_vertex_error_vs_truth": err, "outputs": paths,
+            "fit_mesh": fit_mesh(reg.mesh, model).summary()}
 
-    # 4. training inputs, then 5. validate (image lists included) and export
-    doing("[4/5] training inputs: rendering photos, detecting and aligning faces")
-    steps["training_inputs"] = _training_inputs(out, root, model, say)
+
+def _check(out: Path, root: Path, steps: dict, json_output: bool, say, doing) -> bool:
+    """Step 5: validate the tree (image lists included), export its parameters, write its report; True
+    when the tree validates."""
+    from ..dataset.export import export_params
+    from ..dataset.validate import validate_root
+    from ..report import write_report
+
     doing("[5/5] validate, export and report")
     report = validate_root(root)
     export = export_params(root, out / "all_params.npz")
@@ -138,18 +163,11 @@ def run_demo(out: Path, json_output: bool = False, progress: bool = True) -> int
                        "seconds": round(site.seconds, 2)}
     say(f"\nreport: {sum(c['subjects'] for c in site.counts.values())} subjects, pictures drawn {site.drawn} "
         f"(reused {site.cached}) in {site.seconds:.1f} s; open {site.index.resolve()}")
-    steps["seconds"] = round(time.perf_counter() - t0, 2)
-    write_json(out / "demo_summary.json", steps)
-    if json_output:
-        print(json.dumps(steps, indent=2, default=str))
-    else:
-        print(f"\ndone in {steps['seconds']} s; summary: {out / 'demo_summary.json'}")
-    _ = read_params(paths["params"])  # the written parameters read back through the validating reader
-    return 0 if report.ok and steps["build"]["exit_code"] == 0 and not steps["evaluation"]["failures"] else 1
+    return report.ok
 
 
 def _training_inputs(out: Path, root: Path, model, say) -> dict:
-    """Step 5: photos → ArcFace inputs and image list for BU3DFE → one training batch."""
+    """Step 4: photos → ArcFace inputs and image list for BU3DFE → one training batch."""
     from ..detection import DetectorUnavailable
     from ..flame.params import read_params
     from ..training.dataset import MicaDataset, collate_samples
