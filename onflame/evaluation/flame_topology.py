@@ -336,8 +336,6 @@ def evaluate_flame(preds: list[tuple[str, str | os.PathLike]], ref: str | os.Pat
         A :class:`FlameReport`. Raises :class:`InputError` for a missing folder, an unknown subset, or no
         model to take the region masks from.
     """
-    from ..flame import FlameModel, load_model
-
     t0 = time.perf_counter()
     ref, out = Path(ref), Path(out)
     say = echo or (lambda line: None)
@@ -348,6 +346,26 @@ def evaluate_flame(preds: list[tuple[str, str | os.PathLike]], ref: str | os.Pat
     references, root_model = _load_references(ref, subset)
     if root_model is None:  # a prediction root built by onflame names its model too
         root_model = next((p / "model.npz" for _, p in preds if (p / "model.npz").is_file()), None)
+    model, regions, embedding = _model_and_regions(model, masks, embedding, root_model, references, ref)
+    if scans and (embedding is None or (embedding.full68 is None and embedding.static51 is None)):
+        raise InputError(None, "the scan-to-mesh variant needs FLAME's landmark embedding (--model or --embedding)")
+    scorer = _Scorer(references, regions, settings, model, embedding,
+                     {k.upper(): Path(v) for k, v in (scans or {}).items()})
+    items, failures, missing = {}, {}, {}
+    for label, pred in preds:
+        items[label], failures[label], missing[label] = scorer.score(label, pred)
+    scorer.run_scans(workers, say, failures)
+    return _report(preds, items, failures, missing, regions, ref, out, settings, subset, scans,
+                   time.perf_counter() - t0)
+
+
+def _model_and_regions(model, masks: dict | None, embedding, root_model: Path | None, references: list[Reference],
+                       ref: Path) -> tuple:
+    """``(model or None, region -> vertex indices, landmark embedding or None)``: the model given (a file
+    is loaded), else the root's; masks and embedding from the arguments, else the model's. Raises
+    :class:`InputError` without masks, without a face region, or with masks of another topology."""
+    from ..flame import FlameModel, load_model
+
     if not isinstance(model, FlameModel) and (model or root_model) is not None:
         model = load_model(model or root_model)
     masks = masks if masks is not None else getattr(model, "masks", None)
@@ -364,75 +382,95 @@ def evaluate_flame(preds: list[tuple[str, str | os.PathLike]], ref: str | os.Pat
     if odd is not None:
         raise InputError(odd.source, f"{len(odd.vertices)} vertices, but the region masks index vertex {top}: "
                          "the masks belong to another topology (give the model the reference was made with)")
-    layer = None
-    refs_by_key = {r.key: r for r in references}
-    by_subset: dict[str, list[tuple[str, str]]] = {}
-    for r in references:
-        by_subset.setdefault(r.subset, []).append((r.actor, r.name))
-    if scans and (embedding is None or (embedding.full68 is None and embedding.static51 is None)):
-        raise InputError(None, "the scan-to-mesh variant needs FLAME's landmark embedding (--model or --embedding)")
-    scans_by_subset = {k.upper(): Path(v) for k, v in (scans or {}).items()}
-    scan_items = _scan_items(scans_by_subset) if scans_by_subset else {}
-    similarity = settings.align == "similarity"
+    return model, regions, embedding
 
-    items: dict[str, list[FlameItem]] = {}
-    failures: dict[str, list[str]] = {}
-    missing: dict[str, list[str]] = {}
-    tasks: list[_ScanTask] = []
-    task_items: list[FlameItem] = []
-    for label, pred in preds:
-        found, unmatched = match_predictions(pred, by_subset, settings.pred_files)
-        failures[label] = list(unmatched)
-        missing[label] = sorted(r.key for r in references if (r.subset, r.actor, r.name) not in found)
-        items[label] = []
+
+class _Scorer:
+    """Scores each method's predictions against the references (per-vertex errors after alignment) and
+    collects the scan-to-mesh tasks their scans need (run together by :meth:`run_scans`)."""
+
+    def __init__(self, references: list[Reference], regions: dict[str, np.ndarray], settings: FlameSettings,
+                 model, embedding, scans_by_subset: dict[str, Path]):
+        self.references, self.regions, self.settings = references, regions, settings
+        self.model, self.embedding, self.scans_by_subset = model, embedding, scans_by_subset
+        self.refs_by_key = {r.key: r for r in references}
+        self.by_subset: dict[str, list[tuple[str, str]]] = {}
+        for r in references:
+            self.by_subset.setdefault(r.subset, []).append((r.actor, r.name))
+        self.scan_items = _scan_items(scans_by_subset) if scans_by_subset else {}
+        self.similarity = settings.align == "similarity"
+        self.layer = None  # the FLAME layer, made for the first parameter file
+        self.tasks: list[_ScanTask] = []
+        self.task_items: list[FlameItem] = []
+
+    def score(self, label: str, pred: Path) -> tuple[list[FlameItem], list[str], list[str]]:
+        """``(items scored, failure lines, reference keys without a prediction)`` of one method."""
+        found, unmatched = match_predictions(pred, self.by_subset, self.settings.pred_files)
+        failures = list(unmatched)
+        missing = sorted(r.key for r in self.references if (r.subset, r.actor, r.name) not in found)
+        items: list[FlameItem] = []
         for (sub, actor, name), files in sorted(found.items()):
-            r = refs_by_key[f"{sub}/{actor}/{name}"]
-            pending = []
+            r = self.refs_by_key[f"{sub}/{actor}/{name}"]
+            pending = []  # (task item index, aligned vertices mm) for the scan-to-mesh variant
             for path in files:
                 item = FlameItem(label, r.key, str(path))
                 try:
-                    if path.suffix.lower() == ".npz" and layer is None and model is not None:
-                        import torch
-
-                        from ..flame.layer import FLAME
-
-                        layer = FLAME(model, dtype=torch.float64)
-                    v = _prediction_vertices(path, settings, layer)
-                    if v.shape != r.vertices.shape:
-                        raise InputError(path, f"{len(v)} vertices; the reference {r.source} has {len(r.vertices)}")
-                    aligned, item.errors = align_and_measure(v, r.vertices, regions["face"], similarity)
-                    items[label].append(item)
-                    pending.append((len(task_items), aligned * 1000.0))
-                    task_items.append(item)
+                    aligned, item.errors = self._measure(path, r)
+                    items.append(item)
+                    pending.append((len(self.task_items), aligned * 1000.0))
+                    self.task_items.append(item)
                 except OnflameError as exc:
                     item.error = str(exc)
-                    failures[label].append(str(exc))
-            scan_item = scan_items.get((sub, actor, name))
-            if scan_item is None and sub in scans_by_subset and pending:
-                failures[label].append(f"{scans_by_subset[sub]}: scan-to-mesh: no raw scan of {r.key} found there")
-            if scan_item is not None and pending:
-                from .now_landmarks import from_flame
+                    failures.append(str(exc))
+            if pending:
+                failures += self._add_scan_task((sub, actor, name), r, pending)
+        return items, failures, missing
 
-                ref_mm = r.vertices * 1000.0
-                tasks.append(_ScanTask(scan_item, ref_mm, r.faces, from_flame(ref_mm, r.faces, embedding),
-                                       tuple((i, v, from_flame(v, r.faces, embedding)) for i, v in pending),
-                                       not similarity, settings.protocol))
-    if tasks:
-        say(f"scan-to-mesh: {sum(len(t.predictions) for t in tasks)} predictions on {len(tasks)} scans")
+    def _measure(self, path: Path, r: Reference) -> tuple[np.ndarray, dict]:
+        if path.suffix.lower() == ".npz" and self.layer is None and self.model is not None:
+            import torch
+
+            from ..flame.layer import FLAME
+
+            self.layer = FLAME(self.model, dtype=torch.float64)
+        v = _prediction_vertices(path, self.settings, self.layer)
+        if v.shape != r.vertices.shape:
+            raise InputError(path, f"{len(v)} vertices; the reference {r.source} has {len(r.vertices)}")
+        return align_and_measure(v, r.vertices, self.regions["face"], self.similarity)
+
+    def _add_scan_task(self, key: tuple[str, str, str], r: Reference, pending: list) -> list[str]:
+        """Queue the scan-to-mesh task of reference ``r``'s raw scan; failure lines (no scan found)."""
+        scan_item = self.scan_items.get(key)
+        if scan_item is None:
+            sub = key[0]
+            return ([f"{self.scans_by_subset[sub]}: scan-to-mesh: no raw scan of {r.key} found there"]
+                    if sub in self.scans_by_subset else [])
+        from .now_landmarks import from_flame
+
+        ref_mm = r.vertices * 1000.0
+        self.tasks.append(_ScanTask(scan_item, ref_mm, r.faces, from_flame(ref_mm, r.faces, self.embedding),
+                                    tuple((i, v, from_flame(v, r.faces, self.embedding)) for i, v in pending),
+                                    not self.similarity, self.settings.protocol))
+        return []
+
+    def run_scans(self, workers: int, say: Callable[[str], None], failures: dict[str, list[str]]) -> None:
+        """Run the queued scan-to-mesh tasks; their distances go to the items, their failures to ``failures``."""
+        if not self.tasks:
+            return
+        say(f"scan-to-mesh: {sum(len(t.predictions) for t in self.tasks)} predictions on {len(self.tasks)} scans")
+
         def broken(task: _ScanTask, why: str) -> list:
             return [(i, None, f"{task.scan_item.scan_path}: {why}") for i, _, _ in task.predictions]
 
         def done(batch: list) -> None:
             for i, dist, details in batch:
-                it = task_items[i]
+                it = self.task_items[i]
                 if dist is None:
                     failures[it.label].append(f"{it.file}: scan-to-mesh: {details}")
                 else:
                     it.scan_distances, it.scan = dist, details
 
-        run_parallel(_run_scan_task, tasks, workers, done, on_broken=broken)
-    return _report(preds, items, failures, missing, regions, ref, out, settings, subset, scans,
-                   time.perf_counter() - t0)
+        run_parallel(_run_scan_task, self.tasks, workers, done, on_broken=broken)
 
 
 def _report(preds, items, failures, missing, regions, ref, out, settings, subset, scans, seconds) -> FlameReport:
