@@ -208,6 +208,28 @@ def detect_scan_landmarks(scan_vertices_m: np.ndarray, faces: np.ndarray, uv: np
     info: dict[str, Any] = {"detector": getattr(det, "name", type(det).__name__), "views": 0}
     if len(v) == 0 or len(f) == 0:
         return DetectedLandmarks(None, info={**info, "reason": "empty scan"})
+    v, f, look = _what_to_show(v, f, uv, face_uv, texture, colors, normals, info)
+    cam = _Camera(det, min_score, info)
+    best = _coarse_face(cam, v, f, look, facing_hint)
+    if best is None:
+        return DetectedLandmarks(None, info={**info, "reason": "no face found in any view of the scan"})
+    coarse_score, centre = best
+    facing, up = face_frame(centre)
+    info["look"] = "texture" if look["texture"] is not None else "colours" if look["colors"] is not None else "relief"
+    if info["look"] == "relief":  # the views around the face show the skin's relief
+        look = {**look, "colors": relief_colors(v, f)}
+    results, facing, up = _views_around(cam, v, f, look, centre, facing, up, size, views)
+    if not results:
+        return DetectedLandmarks(None, info={**info, "reason": "the views around the face found no face",
+                                         "coarse_score": float(coarse_score)})
+    info.update(coarse_score=float(coarse_score), facing=facing.tolist(), up=up.tolist())
+    return _from_views(results, transfer, v, f, look["normals"], info)
+
+
+def _what_to_show(v: np.ndarray, f: np.ndarray, uv, face_uv, texture, colors, normals,
+                  info: dict) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The mesh to render (a clustered copy of a scan finer than a render shows) and how it looks
+    (texture, colours, normals); an unreadable texture is noted in ``info`` and left out."""
     tex = None
     if texture is not None and uv is not None and face_uv is not None:
         try:
@@ -219,37 +241,53 @@ def detect_scan_landmarks(scan_vertices_m: np.ndarray, faces: np.ndarray, uv: np
     if len(f) > RENDER_MAX_FACES:  # a render of 512 px shows no more than this: draw a clustered copy
         v, f, look = clustered_copy(v, f, look, RENDER_CELL_M)
         info["rendered_faces"] = len(f)
+    return v, f, look
+
+
+@dataclass
+class _Camera:
+    """Renders the scan from a view and runs the detector on it; counts the views in ``info``."""
+
+    det: FaceDetector
+    min_score: float
+    info: dict
+
+    def look_at(self, verts: np.ndarray, tris: np.ndarray, look: dict, points: np.ndarray, facing: np.ndarray,
+                up: np.ndarray, px: int, margin: float) -> tuple[Detection | None, Rendering]:
+        """The most confident face at least ``min_score`` (or None) in a ``px`` render framing ``points``."""
+        r = render_mesh(verts, tris, framing(points, facing, up, px, margin=margin), **look)
+        self.info["views"] += 1
+        d = best_face(self.det.detect(r.image))
+        return (d if d is not None and d.score >= self.min_score else None), r
+
+
+def _coarse_face(cam: _Camera, v: np.ndarray, f: np.ndarray, look: dict,
+                 facing_hint: np.ndarray | None) -> tuple[float, np.ndarray] | None:
+    """Step 1, coarse views: ``(score, its 51 landmarks (51, 3) on the surface)`` of the most confident face
+    whose landmarks all land on the surface, or None."""
     cv, cf, coarse_look = (v, f, look) if len(f) <= COARSE_MAX_FACES else clustered_copy(v, f, look, COARSE_CELL_M)
-
-    def render(verts, tris, look_, points, facing, up, px, margin) -> tuple[Detection | None, Rendering]:
-        r = render_mesh(verts, tris, framing(points, facing, up, px, margin=margin), **look_)
-        info["views"] += 1
-        d = best_face(det.detect(r.image))
-        return (d if d is not None and d.score >= min_score else None), r
-
-    # 1. coarse views: the most confident face whose landmarks all land on the surface
     best = None
     for facing, up in coarse_views(cv, cf, facing_hint):
-        d, r = render(cv, cf, coarse_look, cv, facing, up, COARSE_SIZE, 0.08)
-        if d is not None and (best is None or d.score > best[0].score):
+        d, r = cam.look_at(cv, cf, coarse_look, cv, facing, up, COARSE_SIZE, 0.08)
+        if d is not None and (best is None or d.score > best[0]):
             pts = lift_points(d, r, d.landmarks51)
             if face_frame(pts) is not None:
-                best = (d, pts)
+                best = (float(d.score), pts)
                 if d.score >= _CONFIDENT:
                     break
-    if best is None:
-        return DetectedLandmarks(None, info={**info, "reason": "no face found in any view of the scan"})
-    coarse_score, centre = best[0].score, best[1]
-    facing, up = face_frame(centre)
-    info["look"] = "texture" if look["texture"] is not None else "colours" if look["colors"] is not None else "relief"
-    if info["look"] == "relief":  # the views around the face show the skin's relief
-        look = {**look, "colors": relief_colors(v, f)}
+    return best
 
-    # 2. views around the face, the frontal one first (again if its own frame turns out different)
+
+def _views_around(cam: _Camera, v: np.ndarray, f: np.ndarray, look: dict, centre: np.ndarray,
+                  facing: np.ndarray, up: np.ndarray, size: int,
+                  views: tuple[tuple[str, float, float], ...]) -> tuple[list[ViewResult], np.ndarray, np.ndarray]:
+    """Step 2, the views around the face, the frontal one first (again if its own frame turns out
+    different): ``(each view's dense points on the surface, facing, up)``."""
+
     def around(name: str, yaw: float, pitch: float) -> ViewResult | None:
         turn = (Rotation.from_rotvec(np.deg2rad(yaw) * up)
                 * Rotation.from_rotvec(np.deg2rad(pitch) * np.cross(facing, up)))
-        d, r = render(v, f, look, centre, turn.apply(facing), turn.apply(up), size, FACE_MARGIN)
+        d, r = cam.look_at(v, f, look, centre, turn.apply(facing), turn.apply(up), size, FACE_MARGIN)
         if d is None:
             return None
         if d.dense is not None and len(d.dense) == N_DENSE:
@@ -269,34 +307,35 @@ def detect_scan_landmarks(scan_vertices_m: np.ndarray, faces: np.ndarray, uv: np
             first = around(*views[0]) or first
         results.append(first)
     results += [res for res in (around(*view) for view in views[1:]) if res is not None]
-    if not results:
-        return DetectedLandmarks(None, info={**info, "reason": "the views around the face found no face",
-                                         "coarse_score": float(coarse_score)})
+    return results, facing, up
 
-    # 3. consensus per dense point, 4. landmarks from it, and each view's own estimate for the spread
+
+def _from_views(results: list[ViewResult], transfer: LandmarkTransfer | None, v: np.ndarray, f: np.ndarray,
+                normals: np.ndarray | None, info: dict) -> DetectedLandmarks:
+    """Steps 3 and 4: the consensus of the views per dense point, the landmarks from it (on the surface),
+    and their spread over each view's own estimate."""
     samples = np.stack([res.dense for res in results])
     dense, _, count, inlier = consensus(samples)
     transfer = transfer or LandmarkTransfer.ibug(IBUG51_OF_DENSE, N_DENSE, name="detector's iBUG-51")
     agreed = count >= min(2, len(results))
     landmarks = transfer.apply(dense, agreed)
     per_view = np.stack([transfer.apply(np.where(inlier[k][:, None], samples[k], np.nan)) for k in range(len(results))])
-    landmarks = onto_surface(landmarks, v, f, look["normals"])
+    landmarks = onto_surface(landmarks, v, f, normals)
     if not np.isfinite(landmarks).all() or face_frame(landmarks) is None:
-        return DetectedLandmarks(None, info={**info, "reason": "the views around the face gave no consistent face",
-                                         "coarse_score": float(coarse_score)})
+        keep = {k: info[k] for k in info if k not in ("facing", "up")}
+        return DetectedLandmarks(None, info={**keep, "reason": "the views around the face gave no consistent face"})
     with np.errstate(invalid="ignore"):
         seen = np.isfinite(per_view).all(2)
         dist2 = np.where(seen, np.linalg.norm(np.nan_to_num(per_view) - landmarks, axis=2) ** 2, 0.0)
         spread = np.where(seen.sum(0) >= 2, np.sqrt(dist2.sum(0) / np.maximum(seen.sum(0), 1)), np.nan)
     spread_mm = np.round(spread * 1000, 2)
     info.update(
-        score=max(res.score for res in results), coarse_score=float(coarse_score), landmarks_from=transfer.name,
+        score=max(res.score for res in results), landmarks_from=transfer.name,
         views_used=[res.name for res in results], view_scores=[round(res.score, 3) for res in results],
         points_used=int((agreed[IBUG51_OF_DENSE] if transfer.selects else agreed & transfer.usable).sum()),
         spread_mm=[None if not np.isfinite(s) else float(s) for s in spread_mm],
         spread_median_mm=float(np.nanmedian(spread_mm)) if np.isfinite(spread_mm).any() else None,
-        spread_max_mm=float(np.nanmax(spread_mm)) if np.isfinite(spread_mm).any() else None,
-        facing=facing.tolist(), up=up.tolist())
+        spread_max_mm=float(np.nanmax(spread_mm)) if np.isfinite(spread_mm).any() else None)
     return DetectedLandmarks(landmarks, spread, dense, info, not transfer.selects,
                              np.where(inlier[..., None], samples, np.nan))
 
