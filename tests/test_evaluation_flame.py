@@ -15,7 +15,8 @@ from scipy.spatial.transform import Rotation
 
 from onflame.cli import main
 from onflame.dataset.build import build
-from onflame.evaluation.flame_topology import FlameSettings, evaluate_flame, region_indices
+from onflame.evaluation.flame_scoring import FlameSettings, region_indices
+from onflame.evaluation.flame_topology import evaluate_flame
 from onflame.evaluation.metrics import per_vertex_error
 from onflame.mesh import Mesh, read_mesh, write_obj, write_ply
 from onflame.synthetic.head import make_head_model

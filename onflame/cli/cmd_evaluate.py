@@ -121,7 +121,8 @@ def _reference_subsets(args: argparse.Namespace) -> list[str] | None:
 
 def _evaluate_flame(args: argparse.Namespace, preds: list, subsets: list[str] | None, workers: int, echo):
     from ..dataset.names import SUBSETS
-    from ..evaluation.flame_topology import FlameSettings, evaluate_flame
+    from ..evaluation.flame_scoring import FlameSettings
+    from ..evaluation.flame_topology import evaluate_flame
     from .model import load, model_option
 
     scans: dict[str, Path] = {}
