@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pickle
-from typing import Any
+from typing import Any, Callable
 
 
 class _Refused(pickle.UnpicklingError):
@@ -13,22 +13,25 @@ class _TooLarge(_Refused):
     """A pickle asks for more than the file's format holds."""
 
 
-def _short(value: Any) -> str:
+def _clipped(value: Any, as_text: Callable[[Any], str], limit: int) -> str:
+    """``as_text(value)`` cut to ``limit`` characters; the type's name where it cannot be made (an int too
+    long to print): a message may hold the text of a huge value, or fail to."""
     try:
-        text = repr(value)
-    except Exception:  # noqa: BLE001  e.g. an int too long to print
+        text = as_text(value)
+    except Exception:  # noqa: BLE001
         text = type(value).__name__
-    return text if len(text) <= 60 else text[:60] + "..."
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _short(value: Any) -> str:
+    """A value as a message names it: its repr, at most 60 characters."""
+    return _clipped(value, repr, 60)
+
+
+def _text(exc: BaseException) -> str:
+    """``str(exc)``, at most 200 characters."""
+    return _clipped(exc, str, 200)
 
 
 def _MiB(n: int) -> str:
     return f"{max(n, 0) / 2**20:.0f} MiB"
-
-
-def _text(exc: BaseException) -> str:
-    """``str(exc)``, at most 200 characters (a message may hold the repr of a huge value, or fail to)."""
-    try:
-        text = str(exc)
-    except Exception:  # noqa: BLE001  e.g. an int too long to print
-        text = type(exc).__name__
-    return text if len(text) <= 200 else text[:200] + "..."
