@@ -59,7 +59,7 @@ from onflame.mesh import read_mesh, write_ply
 from onflame.registration import register
 from onflame.registration.correspond import ScanIndex
 from onflame.registration.eyes import piercing
-from onflame.registration.fit import FitState, make_layer, vertices
+from onflame.registration.gauss_newton import FitState, make_layer, vertices
 from onflame.registration.quality import scan_to_registration
 from onflame.synthetic.scans import simulate_scan
 

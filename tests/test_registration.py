@@ -12,7 +12,7 @@ from onflame.geometry import boundary_vertices, rigid_fit, smoothed_vertex_norma
 from onflame.mesh import Mesh, read_mesh, write_ply
 from onflame.registration import fit_mesh, register, save_registration
 from onflame.registration.correspond import ScanIndex
-from onflame.registration.fit import FitState, make_layer, vertices
+from onflame.registration.gauss_newton import FitState, make_layer, vertices
 from onflame.registration.landmarks import CLICK_SIGMA, LandmarkSet
 from onflame.registration.units import detect_units
 from onflame.synthetic.scans import simulate_scan

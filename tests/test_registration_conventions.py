@@ -13,7 +13,7 @@ from onflame.evaluation.metrics import per_vertex_error
 from onflame.flame import load_model_with_assets
 from onflame.mesh import write_ply
 from onflame.registration import register
-from onflame.registration.fit import FitState, make_layer, vertices
+from onflame.registration.gauss_newton import FitState, make_layer, vertices
 from onflame.synthetic.scans import simulate_scan
 
 from conftest import FLAME_FIX

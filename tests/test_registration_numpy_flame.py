@@ -13,7 +13,8 @@ from onflame.flame import FLAME, FlameParams
 from onflame.flame.numpy_flame import NumpyFlame, axis_angle_to_matrix
 from onflame.flame import lbs
 from onflame.mesh import write_ply
-from onflame.registration.fit import FitState, Linearization, make_layer, stage_columns, _prior_vector
+from onflame.registration.fit import _prior_vector
+from onflame.registration.gauss_newton import FitState, Linearization, make_layer, stage_columns
 from onflame.synthetic.scans import simulate_scan
 
 from conftest import FLAME_FIX

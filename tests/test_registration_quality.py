@@ -12,7 +12,7 @@ from onflame.geometry import face_normals, flipped_against, nearest_rotations, r
 from onflame.mesh import Mesh
 from onflame.registration import register
 from onflame.registration.correspond import ScanIndex
-from onflame.registration.fit import FitState, make_layer, vertices
+from onflame.registration.gauss_newton import FitState, make_layer, vertices
 from onflame.registration.quality import SCAN_SAMPLE, assess
 from onflame.synthetic.scans import simulate_scan
 

@@ -10,7 +10,8 @@ from ..errors import InputError
 from ..flame.model import FlameModel
 from ..flame.params import FlameParams
 from ..mesh import Mesh, check_mesh, read_mesh
-from .fit import fit_mesh_vertices, make_layer, vertices
+from .fit import fit_mesh_vertices
+from .gauss_newton import make_layer, vertices
 from .plausibility import check_scan_extent
 from .threads import single_threaded_blas
 from .units import resolve_units

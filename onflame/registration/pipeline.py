@@ -32,7 +32,8 @@ from ..mesh import Mesh, check_mesh, read_mesh
 from ..mesh.landmark_files import ScanLandmarks, landmarks_from_array, read_landmarks
 from .correspond import ScanIndex
 from .eyes import place_eyeballs
-from .fit import FitSettings, FitState, fit_mesh_vertices, fit_scan, make_layer, unexplained, vertices
+from .fit import FitSettings, fit_mesh_vertices, fit_scan, unexplained
+from .gauss_newton import FitState, make_layer, vertices
 from .landmarks import (
     LandmarkSet,
     agreeing,
