@@ -41,3 +41,11 @@ def flame_model(flame_pkl):
 
     return load_model(flame_pkl, landmarks=load_landmark_embedding(FLAME_FIX / "landmark_embedding.npy"),
                       masks=load_masks(FLAME_FIX / "FLAME_masks.pkl"))
+
+
+@pytest.fixture(scope="session")
+def procedural_head():
+    """onflame's procedural FLAME-structured head (its default model), made once per session."""
+    from onflame.synthetic.head import make_head_model
+
+    return make_head_model()

@@ -28,15 +28,14 @@ from onflame.dataset.build_task import BUILD_DIR
 from onflame.dataset.executors import WORKER_DIED, LocalPool
 from onflame.errors import InputError
 from onflame.sources import SOURCES, get_source
-from onflame.synthetic.head import make_head_model
 from onflame.synthetic.raw_releases import MICA_FACTS, write_raw_release
 
 SUBSETS = ("FRGC", "STIRLING")
 
 
 @pytest.fixture(scope="module")
-def head():
-    return make_head_model()
+def head(procedural_head):
+    return procedural_head
 
 
 @pytest.fixture(scope="module")

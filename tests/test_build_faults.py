@@ -23,7 +23,6 @@ from onflame.dataset.build import build_subset
 from onflame.dataset.build_task import BuildTask, run_task
 from onflame.dataset.executors import LocalPool
 from onflame.sources import get_source
-from onflame.synthetic.head import make_head_model
 from onflame.synthetic.raw_releases import write_raw_release
 
 SUBSET = "STIRLING"
@@ -31,8 +30,8 @@ SUBJECTS = ("F1001/F1001_N", "F1004/f1004b_N")
 
 
 @pytest.fixture(scope="module")
-def head():
-    return make_head_model()
+def head(procedural_head):
+    return procedural_head
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,6 @@ import pytest
 from build_helpers import assert_same_files, build_script, dataset_files, descendants, records, wait_gone
 
 from onflame.dataset.build import build_subset
-from onflame.synthetic.head import make_head_model
 from onflame.synthetic.raw_releases import write_raw_release
 
 pytest.importorskip("ray", reason="Ray is not installed (pip install 'onflame[ray]')")
@@ -34,8 +33,8 @@ NODE2 = "onflame_node2"
 
 
 @pytest.fixture(scope="module")
-def head():
-    return make_head_model()
+def head(procedural_head):
+    return procedural_head
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ from onflame.flame import FlameParams, read_params
 from onflame.mesh import read_mesh, write_obj
 from onflame.report import write_report
 from onflame.synthetic.dataset import MICA_ACTORS, make_mica_dataset
-from onflame.synthetic.head import make_head_model
 from onflame.synthetic.raw_releases import write_raw_release
 
 CHROMIUM = "/usr/bin/chromium"
@@ -30,8 +29,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 
 @pytest.fixture(scope="module")
-def head():
-    return make_head_model()
+def head(procedural_head):
+    return procedural_head
 
 
 def _crops(root: Path, actor: str, names: list[str], rng: np.random.Generator) -> None:
