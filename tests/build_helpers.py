@@ -26,6 +26,22 @@ def dataset_files(root: Path) -> dict[str, bytes]:
     return out
 
 
+def write_stirling_release(root: Path, head) -> Path:
+    """A synthetic Stirling release of two actors (seed 1) in ``root/STIRLING``; returns ``root``."""
+    from onflame.synthetic.raw_releases import write_raw_release
+
+    write_raw_release("STIRLING", root / "STIRLING", head, n_actors=2, seed=1)
+    return root
+
+
+def build_reference(raw: Path, out: Path, head):
+    """``(report, dataset_files(out))`` of a one-worker local build of ``raw/STIRLING`` into ``out``."""
+    from onflame.dataset import build_subset
+
+    rep = build_subset("STIRLING", raw / "STIRLING", out, head, workers=1)
+    return rep, dataset_files(out)
+
+
 def assert_same_files(got: dict[str, bytes], want: dict[str, bytes]) -> None:
     assert sorted(got) == sorted(want)
     differ = [k for k in want if got[k] != want[k]]

@@ -16,14 +16,13 @@ import time
 from pathlib import Path
 
 import pytest
-from build_helpers import (assert_same_files, build_script, dataset_files, descendants, records, running,
-                           start_and_wait, temporaries, wait_gone)
+from build_helpers import (assert_same_files, build_reference, build_script, dataset_files, descendants, records,
+                           running, start_and_wait, temporaries, wait_gone, write_stirling_release)
 
 from onflame.dataset.build import build_subset
 from onflame.dataset.build_task import BuildTask, run_task
 from onflame.dataset.executors import LocalPool
 from onflame.sources import get_source
-from onflame.synthetic.raw_releases import write_raw_release
 
 SUBSET = "STIRLING"
 SUBJECTS = ("F1001/F1001_N", "F1004/f1004b_N")
@@ -36,17 +35,15 @@ def head(procedural_head):
 
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory, head) -> Path:
-    root = tmp_path_factory.mktemp("raw")
-    write_raw_release(SUBSET, root / SUBSET, head, n_actors=2, seed=1)
-    return root
+    return write_stirling_release(tmp_path_factory.mktemp("raw"), head)
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, raw, head) -> tuple[Path, dict[str, bytes]]:
     out = tmp_path_factory.mktemp("reference")
-    rep = build_subset(SUBSET, raw / SUBSET, out, head, workers=1)
+    rep, files = build_reference(raw, out, head)
     assert rep.exit_code == 0 and rep.count("registered") == 2, rep.format_table()
-    return out, dataset_files(out)
+    return out, files
 
 
 def subject_files(subset_dir: Path, name: str) -> list[Path]:
@@ -231,7 +228,7 @@ def test_temporaries_of_killed_processes_are_removed_by_the_next(tmp_path, monke
     monkeypatch.setattr(build_ship.tempfile, "gettempdir", lambda: str(tmp_path))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    host = build_ship._HOST
+    host = build_ship.HOST
     gone = tmp_path / f"{build_ship.SANDBOX_PREFIX}{host}-{dead.pid}-x1"
     alive = tmp_path / f"{build_ship.SANDBOX_PREFIX}{host}-{os.getpid()}-x2"
     other_host = tmp_path / f"{build_ship.SANDBOX_PREFIX}elsewhere-{dead.pid}-x3"

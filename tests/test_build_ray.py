@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 import pytest
-from build_helpers import assert_same_files, build_script, dataset_files, descendants, records, wait_gone
+from build_helpers import (assert_same_files, build_reference, build_script, dataset_files, descendants, records,
+                           wait_gone, write_stirling_release)
 
 from onflame.dataset.build import build_subset
-from onflame.synthetic.raw_releases import write_raw_release
 
 pytest.importorskip("ray", reason="Ray is not installed (pip install 'onflame[ray]')")
 
@@ -39,17 +39,14 @@ def head(procedural_head):
 
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory, head) -> Path:
-    root = tmp_path_factory.mktemp("raw")
-    write_raw_release(SUBSET, root / SUBSET, head, n_actors=2, seed=1)
-    return root
+    return write_stirling_release(tmp_path_factory.mktemp("raw"), head)
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, raw, head) -> dict[str, bytes]:
-    out = tmp_path_factory.mktemp("reference")
-    rep = build_subset(SUBSET, raw / SUBSET, out, head, workers=1)
+    rep, files = build_reference(raw, tmp_path_factory.mktemp("reference"), head)
     assert rep.exit_code == 0, rep.format_table()
-    return dataset_files(out)
+    return files
 
 
 # --- kill -9 of a build that started its own Ray (27.9) ---------------------------------------------------------

@@ -27,7 +27,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import stat
 import tempfile
 import time
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..fileio import write_bytes, write_json
+from ..fileio.write import HOST, process_gone
 from ..flame.model import FlameModel
 from ..mesh.images import resolve_reference
 from ..sources.base import scan_stem
@@ -52,7 +52,6 @@ _NAMING_LINE = re.compile(rb"^[ \t]*(?:mtllib|map_\w+|bump|disp|decal|refl|comme
                           re.M | re.I)
 #: VRML's quoted strings (``url "F0001_0.bmp"``).
 _QUOTED = re.compile(rb'"([^"\r\n]{1,1024})"')
-_HOST = re.sub(r"[^A-Za-z0-9_+]", "_", socket.gethostname() or "host")
 
 
 @dataclass
@@ -193,7 +192,7 @@ def run_shipped(task: BuildTask, model: FlameModel, shipment: Shipment) -> dict:
             files = ShippedFiles(root, shipment)
         except OSError as exc:  # the node's temporary folder is full
             record = new_record(task)
-            written_failed(record, task, OSError(exc.errno, exc.strerror, f"{exc.filename} (on Ray node {_HOST})"))
+            written_failed(record, task, OSError(exc.errno, exc.strerror, f"{exc.filename} (on Ray node {HOST})"))
             record.pop("disk_full", None)  # the node's disk, not the output's
             return {"record": record, "files": {}, "remove": list(task.outputs().values())}
         out = root / "out"
@@ -223,7 +222,7 @@ def _remove_abandoned_sandboxes() -> None:
 def private_temporary(prefix: str, suffix: str = "", folder: bool = True) -> Path:
     """A new folder (or file name) in the temporary folder, named ``<prefix><host>-<pid>-<random><suffix>``
     so that :func:`remove_abandoned` can tell when its process is gone."""
-    base = f"{prefix}{_HOST}-{os.getpid()}-"
+    base = f"{prefix}{HOST}-{os.getpid()}-"
     if folder:
         return Path(tempfile.mkdtemp(prefix=base, suffix=suffix))
     fd, name = tempfile.mkstemp(prefix=base, suffix=suffix)
@@ -235,23 +234,14 @@ def remove_abandoned(prefix: str) -> None:
     """Remove the temporaries :func:`private_temporary` made for processes of this host that are gone (a
     worker or build killed mid-task)."""
     base = Path(tempfile.gettempdir())
-    pattern = re.compile(rf"^{re.escape(prefix)}{re.escape(_HOST)}-(\d+)-")
+    pattern = re.compile(rf"^{re.escape(prefix)}{re.escape(HOST)}-(\d+)-")
     with contextlib.suppress(OSError):
         for entry in os.scandir(base):
             m = pattern.match(entry.name)
-            if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            if m and process_gone(HOST, int(m.group(1))):
                 if entry.is_dir(follow_symlinks=False):
                     shutil.rmtree(entry.path, ignore_errors=True)
                 else:
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True

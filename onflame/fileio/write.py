@@ -30,7 +30,8 @@ import numpy as np
 from ..errors import UsageError
 from .paths import confined_parent, file_kind
 
-_HOST = re.sub(r"[^A-Za-z0-9_+]", "_", socket.gethostname() or "host")
+#: This machine's name as temporaries carry it (letters, digits, _ and + only).
+HOST = re.sub(r"[^A-Za-z0-9_+]", "_", socket.gethostname() or "host")
 _COUNTER = itertools.count()
 #: ``.<name>.<host>-<pid>-<n>.tmp`` plus, for :func:`written_together`, the target's own suffix after it
 _TEMP = re.compile(r"^\..*\.(?P<host>[A-Za-z0-9_+]+)-(?P<pid>\d+)-\d+\.tmp(\.[A-Za-z0-9]+)?$")
@@ -41,7 +42,7 @@ _HELD: contextvars.ContextVar[list[tuple[Path, Path]] | None] = contextvars.Cont
 
 
 def _owner() -> str:
-    return f"{_HOST}-{os.getpid()}-{next(_COUNTER)}"
+    return f"{HOST}-{os.getpid()}-{next(_COUNTER)}"
 
 
 def temporary_name(path: Path, suffix: str = "") -> Path:
@@ -185,9 +186,10 @@ def all_or_none() -> Iterator[None]:
 
 # --- temporaries of processes that are gone ---------------------------------------------------------------
 
-def _gone(host: str, pid: int) -> bool:
-    """True when the process that wrote a temporary no longer runs (on this host; others' are kept)."""
-    if host != _HOST:
+def process_gone(host: str, pid: int) -> bool:
+    """True when process ``pid`` of ``host`` (as :data:`HOST` names it) no longer runs: never for another
+    host's (it cannot be told), this process or another user's live one."""
+    if host != HOST:
         return False
     if pid == os.getpid():
         return False
@@ -213,7 +215,7 @@ def sweep_temporaries(folder: str | os.PathLike, recursive: bool = False) -> lis
     for dirpath, _, names in walker:
         for name in names:
             m = _TEMP.match(name)
-            if m is None or not _gone(m["host"], int(m["pid"])):
+            if m is None or not process_gone(m["host"], int(m["pid"])):
                 continue
             path = Path(dirpath) / name
             with contextlib.suppress(OSError):
