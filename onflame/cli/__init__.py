@@ -49,7 +49,7 @@ def run() -> None:
 
 def _interrupted_while_starting(signum: int, frame: object) -> None:
     """Ctrl-C or SIGTERM before the command has started: nothing to tidy, so one line and the exit code."""
-    command = next((a for a in sys.argv[1:] if not a.startswith("-")), "onflame")
+    command = _command() or "onflame"
     how = "terminated" if signum == signal.SIGTERM else "interrupted"
     os.write(2, f"onflame: {command}: {how}\n".encode())
     os._exit(143 if signum == signal.SIGTERM else 130)
