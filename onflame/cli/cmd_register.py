@@ -79,7 +79,7 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list) -> None:
 
 def output_stem(path: Path) -> str:
     """The name a scan's outputs get: its file name without the format suffix (and ``.gz``)."""
-    from ..sources.base import scan_stem
+    from ..mesh.scan_names import scan_stem
 
     return scan_stem(path)
 
@@ -114,7 +114,7 @@ def check_landmark_option(option: str, scans: list[Path]) -> None:
 
 def landmark_file(option: str, scan: Path) -> Path | None:
     """The landmark file of ``scan`` under ``--landmarks option`` (None: detect them)."""
-    from ..sources.base import landmark_sidecar
+    from ..mesh.scan_names import landmark_sidecar
 
     if option == "none":
         return None

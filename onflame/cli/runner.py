@@ -223,7 +223,5 @@ def _end_idle_workers() -> None:
 def _nothing_left_to_tidy(threads: bool = True) -> bool:
     """No worker process (and, with ``threads``, no other thread) and no Ray: exiting at once loses nothing.
     After an interrupt the pools' helper threads only wait for workers that are gone."""
-    import multiprocessing
-
-    return (not multiprocessing.active_children() and (not threads or threading.active_count() == 1)
-            and "ray" not in sys.modules)
+    children = "multiprocessing" in sys.modules and sys.modules["multiprocessing"].active_children()
+    return not children and (not threads or threading.active_count() == 1) and "ray" not in sys.modules

@@ -39,7 +39,7 @@ from ..fileio import write_bytes, write_json
 from ..fileio.write import HOST, process_gone
 from ..flame.model import FlameModel
 from ..mesh.images import resolve_reference
-from ..sources.base import scan_stem
+from ..mesh.scan_names import scan_stem
 from .build_task import (BuildTask, LocalFiles, TaskOutputs, Writer, commit_outputs, compute_task, finish_timings,
                          new_record, written_failed)
 

@@ -41,7 +41,8 @@ from ..mesh.landmark_files import ScanLandmarks
 from ..registration.fit import FitSettings
 from ..registration.plausibility import check_scan_extent
 from ..registration.refine import RefineSettings
-from ..sources.base import ScanItem, landmark_sidecar
+from ..mesh.scan_names import landmark_sidecar
+from ..sources.base import ScanItem
 from ..units import METRES_PER_UNIT
 from .names import BUILD_DIR, PARAMS_DIR, REGISTRATIONS_DIR
 from .manifest import file_sha256, fingerprint, output_stat

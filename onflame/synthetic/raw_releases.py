@@ -11,7 +11,7 @@ Each scan is the front of a FLAME head made by :class:`onflame.flame.FLAME` with
 expression, cut to what a frontal scanner sees (:func:`onflame.synthetic.scans.visible_faces`), in the
 source's unit and axes; vertices keep FLAME's origin (real scans do not: registration solves the
 translation). Beside each scan, ``<scan stem>.lmk51.npy`` holds its 51 landmarks in the scan's unit and
-axes, as a user who clicked them would save them (:data:`onflame.sources.base.LANDMARK_SIDECAR_SUFFIXES`).
+axes, as a user who clicked them would save them (:data:`onflame.mesh.scan_names.LANDMARK_SIDECAR_SUFFIXES`).
 Scans are small (a few thousand vertices) so tests stay fast. The returned :class:`RawRelease` keeps each
 generating FLAME mesh, so a reader can be checked against it.
 """
@@ -33,7 +33,7 @@ from ..flame.model import FlameModel
 from ..flame.params import N_EXPRESSION, N_SHAPE, FlameParams
 from ..mesh import Mesh, write_obj
 from ..sources import get_source
-from ..sources.base import LANDMARK_SIDECAR_SUFFIXES, scan_stem
+from ..mesh.scan_names import LANDMARK_SIDECAR_SUFFIXES, scan_stem
 from ..units import METRES_PER_UNIT
 from ..sources.lyhm import ROTATION as LYHM_ROTATION
 from .scans import visible_faces
