@@ -1,7 +1,8 @@
 """``onflame info``: recognise a file or folder and summarise it.
 
 Knows FLAME model files (``.pkl`` or onflame ``.npz``), landmark embeddings, region masks, MICA parameter
-``.npz`` files, MICA image lists (``image_paths/<SUBSET>.npy``), meshes, and MICA dataset roots.
+``.npz`` files, MICA image lists (``image_paths/<SUBSET>.npy``), meshes, 3D landmark files (every kind
+``register --landmarks`` reads), and MICA dataset roots.
 """
 from __future__ import annotations
 
@@ -35,8 +36,12 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
     suffix = path.suffix.lower()
     if suffix == ".npz":
         return _describe_npz(path)
+    if suffix in LANDMARK_FILE_SUFFIXES:
+        return _describe_landmarks(path)
     if suffix in (".pkl", ".npy"):
         obj = safepickle.load_npy_object(path) if suffix == ".npy" else safepickle.load(path)
+        if _looks_like_landmarks(obj):
+            return _describe_landmarks(path)
         if isinstance(obj, Mapping) and {"v_template", "shapedirs"} <= set(obj):  # unpickled once, read once
             from .flame.model import model_from_dict
 
@@ -68,6 +73,35 @@ def _describe_model_with_assets(path: Path, model: FlameModel | None = None) -> 
     if differ:
         summary["landmark_conventions_differ"] = differ
     return summary
+
+
+#: Suffixes of files that only hold 3D landmarks (``.npy`` and ``.txt`` ones are told by their shape).
+LANDMARK_FILE_SUFFIXES = (".ljson", ".bnd", ".pp", ".lnd", ".land", ".txt")
+
+
+def _looks_like_landmarks(obj: Any) -> bool:
+    """A (7 | 51 | 68, 3) numeric array: NoW's, FLAME's or iBUG's landmarks in order."""
+    return (isinstance(obj, np.ndarray) and obj.shape in ((7, 3), (51, 3), (68, 3))
+            and np.issubdtype(obj.dtype, np.number))
+
+
+def _describe_landmarks(path: Path) -> dict[str, Any]:
+    """A landmark file's summary: what it holds (its layout and the points per iBUG group), the points'
+    extent in the file's units, and the unit their size suggests (as ``register --units auto`` decides).
+    A ``.land`` file of vertex ids needs its scan, and says so."""
+    from .flame.embedding import IBUG_GROUPS
+    from .mesh.landmark_files import read_landmarks
+    from .registration.units import detect_units
+
+    lm = read_landmarks(path)
+    groups = {g: int(np.isin(lm.ibug, idx).sum()) for g, idx in IBUG_GROUPS.items()}
+    try:
+        units = detect_units(lm.points, lm.points)[0] if len(lm) >= 5 else "too few points to tell"
+    except InputError as exc:
+        units = exc.problem
+    return {"kind": "landmarks", "path": str(path), "layout": lm.layout, "points": len(lm),
+            "groups": {g: n for g, n in groups.items() if n}, "likely_units": units,
+            "extent": [round(float(x), 6) for x in np.ptp(lm.points, axis=0)]}
 
 
 def _describe_object(path: Path, obj: Any) -> dict[str, Any]:

@@ -60,6 +60,30 @@ def test_info_on_embedding_masks_and_params(capsys, tmp_path):
     assert _json(capsys)["pose"]["jaw"] == [0.25, 0.0, 0.0]
 
 
+def test_info_on_landmark_files(capsys, tmp_path):
+    """A landmark file says what it holds (layout, points per group) and the unit its size suggests;
+    points in an array file are told from other arrays by their shape; a file of another shape stays an
+    array."""
+    ljson = FLAME_FIX.parent / "scans" / "3dmd_james" / "james.ljson"
+    assert main(["info", str(ljson), "--json"]) == 0
+    s = _json(capsys)
+    assert (s["kind"], s["layout"], s["points"], s["likely_units"]) == ("landmarks", "ljson", 68, "mm")
+    assert s["groups"] == {"jaw": 17, "brows": 10, "nose": 9, "eyes": 12, "mouth": 20}
+    rng = np.random.default_rng(0)
+    face = rng.normal(0, 0.04, (51, 3)) + [0.0, 0.0, 0.1]  # a face-sized spread in metres
+    np.save(tmp_path / "clicks.npy", face)
+    assert main(["info", str(tmp_path / "clicks.npy"), "--json"]) == 0
+    s = _json(capsys)
+    assert (s["kind"], s["layout"], s["points"], s["likely_units"]) == ("landmarks", "ibug51", 51, "m")
+    assert s["extent"] == [round(float(x), 6) for x in np.ptp(face, axis=0)]
+    np.savetxt(tmp_path / "clicks.lmk51.txt", face * 1000)
+    assert main(["info", str(tmp_path / "clicks.lmk51.txt"), "--json"]) == 0
+    assert _json(capsys)["likely_units"] == "mm"
+    np.save(tmp_path / "points2d.npy", face[:, :2])
+    assert main(["info", str(tmp_path / "points2d.npy"), "--json"]) == 0
+    assert _json(capsys)["kind"] == "array"
+
+
 def test_info_names_the_file_on_bad_input(capsys, tmp_path):
     bad = tmp_path / "broken.pkl"
     bad.write_bytes(b"\x80\x02}q\x00")  # truncated pickle

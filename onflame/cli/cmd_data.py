@@ -11,7 +11,8 @@ from .options import add_json, add_model
 INFO_EXAMPLES = """examples:
   onflame info FLAME2020/                      the model in a FLAME folder, its landmarks and masks
   onflame info MICA/FRGC/FLAME_parameters/02463/02463d546.npz
-  onflame info image_paths/FRGC.npy --json"""
+  onflame info image_paths/FRGC.npy --json
+  onflame info scans/james.ljson                 a landmark file: its layout, points per group, likely unit"""
 
 VALIDATE_EXAMPLES = f"""examples:
   onflame validate MICA/
@@ -26,11 +27,12 @@ exit codes: 0 no error (warnings allowed), 1 errors found (the first is named on
 
 
 def add_parsers(sub: argparse._SubParsersAction, parents: list) -> None:
-    p = sub.add_parser("info", parents=parents, help="summarise a model, embedding, masks, params npz, image list, mesh "
-                                                     "or dataset root",
+    p = sub.add_parser("info", parents=parents, help="summarise a model, embedding, masks, params npz, image list, mesh, "
+                                                     "landmark file or dataset root",
                        description="Recognise a file or folder and summarise it: a FLAME model (.pkl/.npz or its "
                                    "folder, with the landmark embeddings and masks beside it), a landmark embedding, "
-                                   "FLAME_masks.pkl, a parameter .npz, a MICA image list, a mesh, or a MICA root.",
+                                   "FLAME_masks.pkl, a parameter .npz, a MICA image list, a mesh, a 3D landmark file "
+                                   "(.npy, .txt, .pp, .ljson, .bnd, .lnd, .land), or a MICA root.",
                        epilog=INFO_EXAMPLES + "\nexit codes: 0 recognised, 1 unreadable or unknown, 2 bad usage.")
     p.add_argument("path", type=Path)
     add_json(p)
