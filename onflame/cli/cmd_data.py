@@ -12,7 +12,7 @@ INFO_EXAMPLES = """examples:
   onflame info FLAME2020/                      the model in a FLAME folder, its landmarks and masks
   onflame info MICA/FRGC/FLAME_parameters/02463/02463d546.npz
   onflame info image_paths/FRGC.npy --json
-  onflame info scans/james.ljson                 a landmark file: its layout, points per group, likely unit"""
+  onflame info scans/james.ljson               a landmark file: its layout, points per group, likely unit"""
 
 VALIDATE_EXAMPLES = f"""examples:
   onflame validate MICA/
