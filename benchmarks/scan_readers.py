@@ -59,7 +59,7 @@ def grid_surface(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
 
 
 def write_wrl(path: Path, n: int) -> tuple[int, int]:
-    from onflame.synthetic.raw_releases import _wrl_text  # the synthetic releases' 3dMD-style writer
+    from onflame.synthetic.raw_formats import wrl_text  # the synthetic releases' 3dMD-style writer
 
     rng = np.random.default_rng(0)
     shapes = []
@@ -67,7 +67,7 @@ def write_wrl(path: Path, n: int) -> tuple[int, int]:
         v, f, uv = grid_surface(n, rng)
         shapes.append((v, f, uv, f"tex_{k}.bmp"))
         Image.new("RGB", (1, 1)).save(path.parent / f"tex_{k}.bmp")  # the textures the file names
-    path.write_text(_wrl_text(shapes))
+    path.write_text(wrl_text(shapes))
     return sum(len(s[0]) for s in shapes), sum(len(s[1]) for s in shapes)
 
 

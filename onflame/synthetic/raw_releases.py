@@ -18,7 +18,6 @@ generating FLAME mesh, so a reader can be checked against it.
 from __future__ import annotations
 
 import gzip
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,8 @@ from ..sources import get_source
 from ..mesh.scan_names import LANDMARK_SIDECAR_SUFFIXES, scan_stem
 from ..units import METRES_PER_UNIT
 from ..sources.lyhm import ROTATION as LYHM_ROTATION
+from .raw_formats import (abs_text, compact, planar_uv, range_grid, write_image, write_photos,
+                          write_textured_obj, wrl_text)
 from .scans import visible_faces
 
 #: Per source: (actor, capture stem, photo names) of a few MICA subjects, as MICA's image lists name them.
@@ -207,123 +208,18 @@ class _Heads:
         return _Head(out.vertices[0].double().numpy(), self.faces, lmk, self.exclude, params)
 
 
-# --- files --------------------------------------------------------------------------------------------------
-
-def _image_bytes(fmt: str, size: tuple[int, int], rng: np.random.Generator) -> bytes:
-    """A small smooth colour image (W, H = ``size``) encoded as ``fmt`` (PIL format name)."""
-    from PIL import Image
-
-    w, h = size
-    y, x = np.mgrid[0:h, 0:w]
-    base = rng.uniform(60, 200, 3)
-    img = np.stack([base[0] + 40 * x / w, base[1] + 40 * y / h, base[2] + 20 * (x + y) / (w + h)], -1)
-    buf = io.BytesIO()
-    Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(buf, format=fmt)
-    return buf.getvalue()
-
-
-_FORMATS = {".jpg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".ppm": "PPM"}
-
-
-def _write_image(path: Path, rng: np.random.Generator, size: tuple[int, int] = (32, 32)) -> Path:
-    write_bytes(path, _image_bytes(_FORMATS[path.suffix.lower()], size, rng))
-    return path
-
-
-def _write_photos(folder: Path, names: tuple[str, ...], rng: np.random.Generator, suffix: str | None = None) -> None:
-    for n in names:
-        _write_image(folder / (Path(n).stem + (suffix or Path(n).suffix)), rng)
-
-
-def _planar_uv(v: np.ndarray) -> np.ndarray:
-    """(N, 2) texture coordinates from a frontal projection of (N, 3) points."""
-    lo, hi = v[:, :2].min(0), v[:, :2].max(0)
-    return (v[:, :2] - lo) / np.where(hi > lo, hi - lo, 1.0)
-
-
-def _write_textured_obj(path: Path, v_raw: np.ndarray, faces: np.ndarray, uv: np.ndarray, texture_suffix: str,
-                        rng: np.random.Generator) -> Path:
-    tex = path.with_suffix(texture_suffix)
-    _write_image(tex, rng, (64, 64))
-    write_obj(path, Mesh(v_raw, faces, uv=uv, face_uv=faces, texture=Path(tex.name)))
-    return path
-
-
-def _wrl_text(shapes: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]]) -> str:
-    """VRML 2.0 text of textured IndexedFaceSets, as 3dMD software writes them."""
-    out = ["#VRML V2.0 utf8\n", "# 3dMD-style export (onflame synthetic release)\n", "Transform {\n  children [\n"]
-    for v, f, uv, tex in shapes:
-        out.append(f'    Shape {{\n      appearance Appearance {{\n        texture ImageTexture {{ url "{tex}" }}\n'
-                   "      }\n      geometry IndexedFaceSet {\n        creaseAngle 0.5\n        solid FALSE\n"
-                   "        coord Coordinate { point [\n")
-        out.append(("          %.4f %.4f %.4f,\n" * len(v)) % tuple(v.ravel()))
-        out.append("        ] }\n        coordIndex [\n")
-        out.append(("          %d, %d, %d, -1,\n" * len(f)) % tuple(f.ravel()))
-        out.append("        ]\n        texCoord TextureCoordinate { point [\n")
-        out.append(("          %.6f %.6f,\n" * len(uv)) % tuple(uv.ravel()))
-        out.append("        ] }\n        texCoordIndex [\n")
-        out.append(("          %d, %d, %d, -1,\n" * len(f)) % tuple(f.ravel()))
-        out.append("        ]\n      }\n    }\n")
-    out.append("  ]\n}\n")
-    return "".join(out)
-
-
-def _compact(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    used = np.unique(f)
-    remap = np.full(len(v), -1)
-    remap[used] = np.arange(len(used))
-    return v[used], remap[f]
-
-
-@dataclass
-class _Grid:
-    """A frontal range image of a surface: the front-most surface point in each pixel (metres)."""
-
-    rows: int
-    cols: int
-    valid: np.ndarray   # (R*C,) bool
-    xyz: np.ndarray     # (R*C, 3), rows top to bottom
-    x0: float           # left edge of column 0
-    y0: float           # top edge of row 0
-    pixel: float        # pixel size (m)
-
-
-def _range_grid(v: np.ndarray, f: np.ndarray, cols: int, rng: np.random.Generator) -> _Grid:
-    lo, hi = v.min(0), v.max(0)
-    pixel = (hi[0] - lo[0]) / (cols - 4)
-    rows = int(np.ceil((hi[1] - lo[1]) / pixel)) + 4
-    x0, y0 = lo[0] - 2 * pixel, hi[1] + 2 * pixel
-    tri = v[f]
-    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
-    n = int(12 * area.sum() / pixel**2)  # ~12 samples per pixel-sized patch of surface: hardly a pixel left empty
-    pick = rng.choice(len(f), size=n, p=area / area.sum())
-    r1, r2 = np.sqrt(rng.random(n)), rng.random(n)
-    pts = (1 - r1)[:, None] * tri[pick, 0] + (r1 * (1 - r2))[:, None] * tri[pick, 1] + (r1 * r2)[:, None] * tri[pick, 2]
-    col = np.floor((pts[:, 0] - x0) / pixel).astype(np.int64)
-    row = np.floor((y0 - pts[:, 1]) / pixel).astype(np.int64)
-    pix = row * cols + col
-    order = np.lexsort((pts[:, 2], pix))  # by pixel, then depth: the last of each pixel is the front-most
-    last = np.r_[pix[order][1:] != pix[order][:-1], True]
-    front = order[last]
-    valid = np.zeros(rows * cols, bool)
-    xyz = np.zeros((rows * cols, 3))
-    valid[pix[front]] = True
-    xyz[pix[front]] = pts[front]
-    return _Grid(rows, cols, valid, xyz, x0, y0, pixel)
-
-
 # --- one writer per source ----------------------------------------------------------------------------------
 
 def _write_bp4d(root, actor, stem, photos, head, heads, rng) -> Path:
     v, f = head.front(rng)
-    _write_photos(root / "images" / actor, photos, rng)
-    return _write_textured_obj(root / "scans" / f"{stem}.obj", v * 1000.0, f, _planar_uv(v), ".jpg", rng)
+    write_photos(root / "images" / actor, photos, rng)
+    return write_textured_obj(root / "scans" / f"{stem}.obj", v * 1000.0, f, planar_uv(v), ".jpg", rng)
 
 
 def _write_d3dfacs(root, actor, stem, photos, head, heads, rng) -> Path:
     v, f = head.front(rng)
-    _write_photos(root / "images" / actor, photos, rng)
-    return _write_textured_obj(root / "scans" / f"{stem}.obj", v * 1000.0, f, _planar_uv(v), ".jpg", rng)
+    write_photos(root / "images" / actor, photos, rng)
+    return write_textured_obj(root / "scans" / f"{stem}.obj", v * 1000.0, f, planar_uv(v), ".jpg", rng)
 
 
 def _write_bu3dfe(root, actor, stem, photos, head, heads, rng) -> Path:
@@ -333,57 +229,48 @@ def _write_bu3dfe(root, actor, stem, photos, head, heads, rng) -> Path:
     right = v[f].mean(1)[:, 0] >= 0
     shapes = []
     for k, side in enumerate((~right, right)):
-        sv, sf = _compact(v, f[side])
+        sv, sf = compact(v, f[side])
         tex = f"{stem}_{k}.bmp"
-        _write_image(folder / tex, rng, (64, 64))
-        shapes.append((sv * 1000.0, sf, _planar_uv(sv), tex))
-    _write_photos(folder, photos, rng, suffix=".bmp")  # other captures' raw textures
+        write_image(folder / tex, rng, (64, 64))
+        shapes.append((sv * 1000.0, sf, planar_uv(sv), tex))
+    write_photos(folder, photos, rng, suffix=".bmp")  # other captures' raw textures
     path = folder / f"{stem}.wrl"
-    write_text(path, _wrl_text(shapes))
+    write_text(path, wrl_text(shapes))
     return path
 
 
 def _write_florence(root, actor, stem, photos, head, heads, rng) -> Path:
     v, f = head.front(rng)
     folder = root / actor / "Model" / "frontal1" / "vrml"
-    _write_image(folder / f"{stem}.bmp", rng, (64, 64))
+    write_image(folder / f"{stem}.bmp", rng, (64, 64))
     path = folder / f"{stem}.wrl"
-    write_text(path, _wrl_text([(v * 1000.0, f, _planar_uv(v), f"{stem}.bmp")]))
+    write_text(path, wrl_text([(v * 1000.0, f, planar_uv(v), f"{stem}.bmp")]))
     videos = ("Indoor-Cooperative", "PTZ-Outdoor")
     for k, name in enumerate(photos):
-        _write_image(root / actor / "Video" / videos[k % 2] / name, rng)
+        write_image(root / actor / "Video" / videos[k % 2] / name, rng)
     return path
-
-
-def _abs_text(grid: _Grid, scale: float) -> str:
-    xyz = np.where(grid.valid[:, None], grid.xyz * scale, -999999.0)
-    n = len(xyz)
-    lines = [f"{grid.rows} rows", f"{grid.cols} columns", "pixels (flag X Y Z):",
-             " ".join(["%d"] * n) % tuple(grid.valid.astype(int))]
-    lines += [" ".join(["%.4f"] * n) % tuple(xyz[:, k]) for k in range(3)]
-    return "\n".join(lines) + "\n"
 
 
 def _write_frgc(root, actor, stem, photos, head, heads, rng) -> Path:
     v, f = head.front(rng)
-    grid = _range_grid(v, f, 80, rng)
+    grid = range_grid(v, f, 80, rng)
     session = root / "nd1" / "Fall2003range"
     path = session / f"{stem}.abs.gz"
-    write_bytes(path, gzip.compress(_abs_text(grid, 1000.0).encode("ascii"), mtime=0))
-    _write_image(session / f"{stem}.ppm", rng, (grid.cols, grid.rows))
-    _write_photos(root / "nd1" / "Fall2003", photos, rng)
+    write_bytes(path, gzip.compress(abs_text(grid, 1000.0).encode("ascii"), mtime=0))
+    write_image(session / f"{stem}.ppm", rng, (grid.cols, grid.rows))
+    write_photos(root / "nd1" / "Fall2003", photos, rng)
     # a capture of the session MICA leaves out (capture id made up): must not be picked up
     decoy = root / "nd1" / "Spring2003range" / f"{actor}d001.abs.gz"
-    write_bytes(decoy, gzip.compress(_abs_text(grid, 1000.0).encode("ascii"), mtime=0))
-    _write_image(root / "nd1" / "Spring2003range" / f"{actor}d002.jpg", rng)
+    write_bytes(decoy, gzip.compress(abs_text(grid, 1000.0).encode("ascii"), mtime=0))
+    write_image(root / "nd1" / "Spring2003range" / f"{actor}d002.jpg", rng)
     return path
 
 
 def _write_lyhm(root, actor, stem, photos, head, heads, rng) -> Path:
     v, f = head.front(rng)
     raw = v @ LYHM_ROTATION  # x_raw = Rᵀ x_flame: undone by the source's rotation
-    _write_photos(root / actor, photos, rng)
-    return _write_textured_obj(root / actor / "scan" / f"{stem}.obj", raw * 1000.0, f, _planar_uv(v), ".bmp", rng)
+    write_photos(root / actor, photos, rng)
+    return write_textured_obj(root / actor / "scan" / f"{stem}.obj", raw * 1000.0, f, planar_uv(v), ".bmp", rng)
 
 
 def _write_stirling(root, actor, stem, photos, head, heads, rng) -> Path:
@@ -393,12 +280,12 @@ def _write_stirling(root, actor, stem, photos, head, heads, rng) -> Path:
         other_v, other_f = heads.random(rng).front(rng)
         _write_stirling_obj(folder / f"{actor}_N.obj", other_v, other_f, rng)
     v, f = head.front(rng)
-    _write_photos(root / "images" / "Real_images__Subset_2D_FG2018" / "HQ", photos, rng)
+    write_photos(root / "images" / "Real_images__Subset_2D_FG2018" / "HQ", photos, rng)
     return _write_stirling_obj(folder / f"{stem}.obj", v, f, rng)
 
 
 def _write_stirling_obj(path: Path, v: np.ndarray, f: np.ndarray, rng: np.random.Generator) -> Path:
-    _write_textured_obj(path, v * 1000.0, f, _planar_uv(v), ".bmp", rng)
+    write_textured_obj(path, v * 1000.0, f, planar_uv(v), ".bmp", rng)
     # break the material lines as some Stirling files have them: a nameless newmtl, a usemtl naming no
     # material, a stray usemtl among the faces
     text = path.read_text(encoding="utf-8").replace("usemtl material0\n", f"usemtl {path.stem}.bmp_0\n", 1)
@@ -412,7 +299,7 @@ def _write_stirling_obj(path: Path, v: np.ndarray, f: np.ndarray, rng: np.random
 
 def _write_facewarehouse(root, actor, stem, photos, head, heads, rng) -> Path:
     v, f = head.front(rng)
-    grid = _range_grid(v, f, 110, rng)  # ~1.5 mm pixels, about a Kinect's at arm's length
+    grid = range_grid(v, f, 110, rng)  # ~1.5 mm pixels, about a Kinect's at arm's length
     R, C = grid.rows, grid.cols
     valid = grid.valid.reshape(R, C)
     idx = np.arange(R * C).reshape(R, C)
@@ -435,8 +322,8 @@ def _write_facewarehouse(root, actor, stem, photos, head, heads, rng) -> Path:
     folder = root / actor / "TrainingPose"
     path = folder / f"{stem}.obj"
     write_text(path, text)
-    _write_image(folder / f"{stem}.png", rng, (C, R))  # the Kinect photo, on the same pixel grid
-    _write_photos(folder, tuple(p for p in photos if Path(p).stem != stem), rng)
+    write_image(folder / f"{stem}.png", rng, (C, R))  # the Kinect photo, on the same pixel grid
+    write_photos(folder, tuple(p for p in photos if Path(p).stem != stem), rng)
     if head.landmarks is not None:  # landmarks as image points (x right, y down, pixels) in pose_0.png
         px = np.stack([(head.landmarks[:, 0] - grid.x0) / grid.pixel, (grid.y0 - head.landmarks[:, 1]) / grid.pixel], 1)
         write_text(folder / f"{stem}.land", f"{len(px)}\n" + ("%.3f %.3f\n" * len(px)) % tuple(px.ravel()))
