@@ -296,6 +296,29 @@ def build_image_list(records: list[PhotoRecord], actors: list[str], params_dir: 
 
 # ------------------------------------------------------------------------------------------------ main
 
+def _plan(selection: dict[str, list[Path]], photos: Path, rules: PhotoRules,
+          previous: dict[tuple[str, str], PhotoRecord], out_dir: Path
+          ) -> tuple[dict[tuple[str, str], PhotoRecord | None], list[_Task]]:
+    """What a run does per photo, in photo order: the previous run's record where it still holds (same file,
+    same name, its crop in place and above the score), else a task (its record None until it runs)."""
+    records: dict[tuple[str, str], PhotoRecord | None] = {}
+    tasks: list[_Task] = []
+    for actor, paths in selection.items():
+        actor_root = photos if rules.actor_from == "filename" else photos / actor
+        for path, name in zip(paths, output_names(actor, paths, actor_root, rules.crop_suffix)):
+            source = path.relative_to(photos).as_posix()
+            signature = _signature(path)
+            old = previous.get((actor, source))
+            if old is not None and old.status == ALIGNED and old.signature == signature and old.name == name:
+                old = _demote(old, out_dir, rules.min_score)
+            if _reusable(old, signature, name, out_dir, rules.min_score):
+                records[(actor, source)] = old
+            else:
+                records[(actor, source)] = None
+                tasks.append(_Task(actor, source, str(path), name, str(out_dir), rules.min_score, signature))
+    return records, tasks
+
+
 def prepare_subset(root: str | os.PathLike, subset: str, photos: str | os.PathLike, detector: str = "auto",
                    workers: int = 1, min_score: float | None = None, rules: PhotoRules | None = None,
                    detector_options: dict[str, Any] | None = None, progress: bool = True) -> PrepareReport:
@@ -336,22 +359,7 @@ def prepare_subset(root: str | os.PathLike, subset: str, photos: str | os.PathLi
     manifest = root / subset / MANIFEST_NAME
     previous = _load_manifest(manifest, det_name)
 
-    records: dict[tuple[str, str], PhotoRecord] = {}
-    tasks: list[_Task] = []
-    for actor, paths in selection.items():
-        actor_root = photos if rules.actor_from == "filename" else photos / actor
-        for path, name in zip(paths, output_names(actor, paths, actor_root, rules.crop_suffix)):
-            source = path.relative_to(photos).as_posix()
-            signature = _signature(path)
-            old = previous.get((actor, source))
-            if old is not None and old.status == ALIGNED and old.signature == signature and old.name == name:
-                old = _demote(old, out_dir, rules.min_score)
-            if _reusable(old, signature, name, out_dir, rules.min_score):
-                records[(actor, source)] = old
-            else:
-                records[(actor, source)] = None  # type: ignore[assignment]  # placeholder keeps photo order
-                tasks.append(_Task(actor, source, str(path), name, str(out_dir), rules.min_score, signature))
-
+    records, tasks = _plan(selection, photos, rules, previous, out_dir)
     if workers > 1 and len(tasks) > 1 and hasattr(det, "close"):
         det.close()  # the workers build their own
     processed = 0
