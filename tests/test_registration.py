@@ -191,6 +191,35 @@ def test_bad_scans_are_refused_with_the_file_named(flame_model, problem):
         register(mesh, flame_model)
 
 
+def test_given_landmarks_leave_the_texture_undecoded(tmp_path, monkeypatch, flame_model, simulated, registered):
+    """Registration from given landmarks never looks at the scan's texture, so it is not decoded (a
+    scanner's multi-megapixel image would cost more than the mesh); read_mesh still checks it by default
+    and drops one that does not decode."""
+    from pathlib import Path
+
+    import onflame.mesh.images as images
+    from onflame.mesh import write_obj
+
+    _, _, scan = simulated
+    v, f = scan.scan.vertices, scan.scan.faces
+    uv = (v[:, :2] - v[:, :2].min(0)) / np.ptp(v[:, :2], axis=0)
+    write_obj(tmp_path / "scan.obj", Mesh(v, f, uv=uv, face_uv=f, texture=Path("scan.jpg")), precision=9)
+    (tmp_path / "scan.jpg").write_bytes(b"\xff\xd8 not a JPEG")
+    decoded = []
+    real_size = images.image_size
+    monkeypatch.setattr(images, "image_size", lambda path: decoded.append(path) or real_size(path))
+    write_obj(tmp_path / "plain.obj", Mesh(v, f), precision=9)
+    reg = register(tmp_path / "scan.obj", flame_model, landmarks=scan.landmarks)
+    assert decoded == [] and reg.verdict == registered.verdict
+    plain = register(tmp_path / "plain.obj", flame_model, landmarks=scan.landmarks)
+    assert np.array_equal(reg.mesh.vertices, plain.mesh.vertices)  # the texture changes nothing
+    kept = read_mesh(tmp_path / "scan.obj", check_texture=False)
+    assert kept.texture is not None and "texture_problem" not in kept.meta and decoded == []
+    checked = read_mesh(tmp_path / "scan.obj")
+    assert checked.texture is None and checked.meta["texture_problem"][0] == str(tmp_path / "scan.jpg")
+    assert decoded == [tmp_path / "scan.jpg"]
+
+
 def test_wrong_landmark_shape_is_refused(flame_model, simulated):
     _, _, scan = simulated
     with pytest.raises(InputError, match="landmarks"):

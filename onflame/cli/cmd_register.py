@@ -165,7 +165,8 @@ def _register(args: argparse.Namespace) -> int:
         try:  # one bad scan never stops the others
             lmk_path = landmark_file(args.landmarks, scan)
             # FaceWarehouse's .land files may name the scan's vertices: read it first, then register what was read
-            source = read_mesh(scan) if lmk_path is not None and lmk_path.suffix.lower() == ".land" else scan
+            land = lmk_path is not None and lmk_path.suffix.lower() == ".land"
+            source = read_mesh(scan, check_texture=False) if land else scan
             clicks = None if lmk_path is None else read_scan_landmarks(lmk_path, source)
             reg = register(source, model, landmarks=clicks, units=args.units, auto_landmarks=args.auto_landmarks,
                            landmark_convention=args.landmark_convention)

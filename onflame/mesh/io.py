@@ -29,12 +29,15 @@ log = logging.getLogger(__name__)
 MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf", ".wrl", ".wrl.gz", ".abs", ".abs.gz")
 
 
-def read_mesh(path: str | os.PathLike) -> Mesh:
+def read_mesh(path: str | os.PathLike, check_texture: bool = True) -> Mesh:
     """Read a triangle mesh (OBJ with optional MTL texture, PLY, STL, OFF, GLB, VRML, FRGC range images).
 
     A texture image that does not decode is treated like a missing one, whatever the format: the mesh
     is returned without it, a warning is logged, and ``meta["texture_problem"]`` holds ``(image path,
     problem)`` (:meth:`onflame.sources.ScanItem.read` turns it into an error with ``require_texture``).
+    ``check_texture=False`` leaves an OBJ's or VRML's texture path unchecked, for a caller that never
+    looks at the image (registration from given landmarks): decoding a scanner's multi-megapixel
+    texture costs more than reading the mesh.
 
     Raises :class:`InputError` naming the file if it is missing, unreadable, empty or malformed.
     """
@@ -67,7 +70,7 @@ def read_mesh(path: str | os.PathLike) -> Mesh:
         raise InputError(path, f"malformed {suffix or 'mesh'} file ({type(exc).__name__}: {exc})") from None
     check_mesh(mesh, path)
     # a reader that decoded its texture already (FRGC's photo: ``photo_size``) or dropped it is not redone
-    if mesh.texture is not None and not {"texture_problem", "photo_size"} & mesh.meta.keys():
+    if check_texture and mesh.texture is not None and not {"texture_problem", "photo_size"} & mesh.meta.keys():
         drop_unreadable_texture(mesh, path)
     return mesh
 

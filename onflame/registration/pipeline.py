@@ -165,8 +165,8 @@ def _prepare(scan: Mesh | str | os.PathLike, landmarks, units: str) -> _Prepared
     and the scan and its landmarks are each the size of a head in different units, the error says so,
     naming the landmark file (:func:`.units.units_mismatch`), rather than blaming the scan's size.
     """
-    if not isinstance(scan, Mesh):
-        scan = read_mesh(scan)
+    if not isinstance(scan, Mesh):  # given landmarks: the texture is never looked at, so not decoded
+        scan = read_mesh(scan, check_texture=landmarks is None)
     path = scan.source or "<scan>"
     check_mesh(scan, path)
     if scan.n_faces == 0:
