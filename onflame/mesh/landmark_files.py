@@ -36,7 +36,6 @@ import io
 import json
 import os
 import re
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,6 +46,8 @@ from ..errors import InputError, short_repr
 from ..fileio import npy_header, read_bounded, read_npy, read_text
 
 if TYPE_CHECKING:
+    import xml.etree.ElementTree as ET
+
     from .mesh import Mesh
 
 #: Landmark files larger than this are not landmark files (a few hundred points take a few kB).
@@ -286,6 +287,8 @@ def _read_table(text: str, path: Path) -> np.ndarray:
 
 
 def _parse_xml(text: str, path: Path) -> ET.Element:
+    import xml.etree.ElementTree as ET  # only MeshLab's .pp files are XML
+
     if "<!ENTITY" in text:  # no entity expansion: picked-point files never need it
         raise InputError(path, "XML entities are not allowed in a picked-points file")
     try:
