@@ -299,6 +299,22 @@ def test_geometry_only_registration_is_never_better_than_suspect(flame_model, si
     assert reg.quality.numbers["scan_to_mesh_median_mm"] < 0.16
     assert np.median(per_vertex_error(reg.mesh.vertices, truth, flame_model.masks["face"])) * 1000 < 0.21
     assert registered.verdict == "ok" and not any("no landmarks" in r for r in registered.quality.reasons)
+    assert not any("detection" in r for r in reg.quality.reasons)  # geometry was asked for: nothing failed
+
+
+def test_a_scan_where_detection_finds_no_face_is_suspect_and_says_so(monkeypatch, flame_model, simulated):
+    """Automatic landmarks that find no face fall back to the geometry-only start; the verdict's reason
+    says first that detection failed and why (the report's landmarks.reason says the same)."""
+    from onflame.registration import landmark_detection
+    from onflame.registration.landmark_detection import DetectedLandmarks
+
+    why = "no face found in any view of the scan"
+    monkeypatch.setattr(landmark_detection, "detect_scan_landmarks",
+                        lambda *a, **k: DetectedLandmarks(None, info={"views": 24, "reason": why}))
+    _, _, scan = simulated
+    reg = register(scan.scan, flame_model)
+    assert reg.verdict == "suspect" and reg.report()["landmarks"]["reason"] == why
+    assert reg.quality.reasons[0].startswith(f"landmark detection failed ({why}); no landmarks")
 
 
 @pytest.mark.parametrize("noise_mm", [0.1, 0.3])

@@ -140,7 +140,8 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel,
             reg_v, surface_info = _finish(reg_v, fit_v, model, fitted)
         with timer("refit"):
             final = fit_mesh_vertices(fitted.flame, apply_rigid(reg_v, fitted.R, fitted.t), state=final, **REFIT)
-        quality, reg_lmk = _judge(reg_v, fit_v, model, fitted, refine_info, surface_info, landmark_info)
+        quality, reg_lmk = _judge(reg_v, fit_v, model, fitted, refine_info, surface_info, landmark_info,
+                                  wanted_landmarks=auto_landmarks != "geometry")
     return _result(prepared, model, fitted, reg_v, fit_v, final, quality, reg_lmk, landmark_info, sets, dict(timer))
 
 
@@ -345,9 +346,11 @@ def _behind_lids(reg_v: np.ndarray, fit_v: np.ndarray, model: FlameModel, state:
 
 
 def _judge(reg_v: np.ndarray, fit_v: np.ndarray, model: FlameModel, fitted: _Fitted, refine_info: dict,
-           surface_info: dict, landmark_info: dict) -> tuple[Quality, np.ndarray | None]:
+           surface_info: dict, landmark_info: dict, wanted_landmarks: bool = True) -> tuple[Quality, np.ndarray | None]:
     """Step 6: the quality numbers and the verdict with its reasons; the registration's landmarks (model
-    frame). Model frame and scan frame differ by a rigid motion: the distances are the same."""
+    frame). Model frame and scan frame differ by a rigid motion: the distances are the same.
+    ``wanted_landmarks``: landmarks were given or to be detected (not a geometry-only start asked for),
+    so their absence is said with its reason first."""
     lmk = fitted.lmk
     reg_lmk = None if lmk is None else lmk.locate(reg_v, model.faces)
     quality = assess(reg_v, fit_v, model.faces, fitted.index, _face_vertices(model),
@@ -356,7 +359,8 @@ def _judge(reg_v: np.ndarray, fit_v: np.ndarray, model: FlameModel, fitted: _Fit
     quality.numbers["refine_detail_rounds"] = refine_info["detail_rounds"]  # > 0: detail beyond the FLAME fit
     quality.numbers.update(surface_info)
     if lmk is None:  # measured on simulated scans: geometry-only starts land 1-8 mm off with a perfect surface fit
-        return quality.suspect(UNANCHORED), reg_lmk
+        why = landmark_info.get("reason") if wanted_landmarks else None
+        return quality.suspect(f"landmark detection failed ({why}); {UNANCHORED}" if why else UNANCHORED), reg_lmk
     outliers = landmark_outliers(lmk, reg_lmk)
     landmark_info["outliers"] = outliers
     reasons = [fitted.mismatch, outlier_reason(outliers, len(lmk), lmk.source)]
