@@ -197,7 +197,7 @@ def test_given_landmarks_leave_the_texture_undecoded(tmp_path, monkeypatch, flam
     and drops one that does not decode."""
     from pathlib import Path
 
-    import onflame.mesh.images as images
+    from onflame.mesh import images
     from onflame.mesh import write_obj
 
     _, _, scan = simulated
