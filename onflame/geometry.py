@@ -278,3 +278,9 @@ def ray_triangle_t(origins: np.ndarray, dirs: np.ndarray, triangles: np.ndarray,
         t = (e2 * q).sum(-1) * inv
     ok = (np.abs(det) > 1e-18) & (u >= -eps) & (v >= -eps) & (u + v <= 1 + eps) & np.isfinite(t)
     return np.where(ok, t, np.inf)
+
+
+def vertices_around(faces: np.ndarray, flipped: np.ndarray) -> np.ndarray:
+    """Vertex indices of the ``flipped`` (F,) bool triangles' corners and of every triangle touching them
+    (what a refinement holds or stiffens where a step would flip triangles)."""
+    return np.unique(faces[np.isin(faces, np.unique(faces[flipped])).any(1)])

@@ -346,21 +346,22 @@ def test_a_real_face_the_model_cannot_explain_is_placed_by_its_landmarks(flame_m
 
 
 def test_edge_similarities_recover_a_turn_and_a_scale(flame_model):
-    from onflame.registration.refine import _edge_similarities
+    from onflame.registration.detail import edge_similarities
 
     v = flame_model.v_template
     R = Rotation.from_rotvec([0.2, -0.5, 0.3]).as_matrix()
     moved = 1.1 * v @ R.T + np.array([0.01, 0.02, -0.03])
     A = flame_model.faces
     i, j = np.r_[A[:, 0], A[:, 1], A[:, 2]], np.r_[A[:, 1], A[:, 2], A[:, 0]]
-    S = _edge_similarities(v, moved, i, j)
+    S = edge_similarities(v, moved, i, j)
     assert np.abs(S - 1.1 * R).max() < 1e-9
 
 
 def test_the_detail_phase_slides_the_surface_along_itself_to_the_landmarks(flame_model):
     """Landmarks 2 mm along the surface from the fit's: the detail phase moves the face there and keeps
     it on the surface and unflipped (the bending rounds move vertices along the normals only)."""
-    from onflame.registration.refine import RefineSettings, follow_detail
+    from onflame.registration.detail import follow_detail
+    from onflame.registration.refine import RefineSettings
 
     v, F = flame_model.v_template, flame_model.faces
     emb = flame_model.landmarks.static51
@@ -374,7 +375,7 @@ def test_the_detail_phase_slides_the_surface_along_itself_to_the_landmarks(flame
     region[_eyeballs(flame_model)] = 0.0
     info: dict = {}
     lmk = LandmarkSet(emb, targets, np.full(len(targets), CLICK_SIGMA), "mica")
-    out = follow_detail(v, v, F, index, region, _eyeballs(flame_model), RefineSettings(), lmk, info)
+    out = follow_detail(v, v, F, index, region, _eyeballs(flame_model), lmk, info)
     residual_mm = np.linalg.norm(emb.locate(out, F) - targets, axis=1) * 1000
     assert info["detail_rounds"] == RefineSettings().detail_rounds
     assert np.median(residual_mm) < 0.8
