@@ -31,7 +31,7 @@ template posed as the registration; the truth's own in brackets); seconds in-pro
 where the machine is shared: timings of a shared machine vary; the clicked row's the median of three
 runs, the others one run); for the clicked row the seconds of
 ``onflame register`` run as a user runs it (a fresh process: start-up, imports, model, registration,
-outputs; wall and CPU, the median of three runs after one that makes the model's pickle-free copies)
+outputs; wall and CPU, the median of seven runs after one that makes the model's pickle-free copies)
 and the median per-vertex error of the mesh its FLAME parameters give (``params``). The first
 registration of each model in the process is not timed (its line reports it): it lays the model out
 for fitting.
@@ -144,16 +144,21 @@ def median_timed(fn, repeats: int):
     return runs[-1][0], float(np.median([r[1] for r in runs])), float(np.median([r[2] for r in runs]))
 
 
+#: Timed runs of ``onflame register`` per case (after one untimed).
+CLI_RUNS = 7
+
+
 def cli_seconds(pkl: Path, scan: Path, landmarks: Path, out: Path) -> tuple[float, float]:
     """``(wall, CPU)`` seconds of ``onflame register`` as a user runs it (a fresh process): the median of
-    three runs after one that makes the model's and the embedding's pickle-free copies. onflame's
+    :data:`CLI_RUNS` runs after one that makes the model's and the embedding's pickle-free copies (one
+    run varies by up to a fifth on a quiet 2-core machine). onflame's
     bytecode is compiled first, as pip does at install and Python at a first run (an environment with
     ``PYTHONDONTWRITEBYTECODE`` would otherwise compile every module on every run)."""
     compileall.compile_dir(Path(onflame.__file__).parent, quiet=1)
     cmd = [sys.executable, "-m", "onflame.cli", "register", str(scan), "--model", str(pkl),
            "--landmarks", str(landmarks), "--out", str(out)]
     runs = []
-    for _ in range(4):
+    for _ in range(CLI_RUNS + 1):
         before, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
