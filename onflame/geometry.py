@@ -284,3 +284,15 @@ def vertices_around(faces: np.ndarray, flipped: np.ndarray) -> np.ndarray:
     """Vertex indices of the ``flipped`` (F,) bool triangles' corners and of every triangle touching them
     (what a refinement holds or stiffens where a step would flip triangles)."""
     return np.unique(faces[np.isin(faces, np.unique(faces[flipped])).any(1)])
+
+
+def wound_inward(vertices: np.ndarray, faces: np.ndarray) -> bool:
+    """True when a surface's triangles (F, 3) are wound clockwise seen from outside, their normals
+    pointing into the head: the signed volume they enclose with the surface's area-weighted centroid
+    is negative. Some exporters write scans this way. Holds for a whole head, a face or half of one
+    (a camera pod's); a small patch of a saddle could go either way."""
+    tri = vertices[faces]
+    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    centre = (tri.mean(1) * area[:, None]).sum(0) / max(float(area.sum()), 1e-300)
+    a, b, c = tri[:, 0] - centre, tri[:, 1] - centre, tri[:, 2] - centre
+    return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum()) < 0.0

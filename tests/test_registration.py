@@ -220,6 +220,24 @@ def test_given_landmarks_leave_the_texture_undecoded(tmp_path, monkeypatch, flam
     assert decoded == [tmp_path / "scan.jpg"]
 
 
+def test_a_scan_wound_inward_is_turned_and_registers_the_same(flame_model, simulated, registered):
+    """Triangles wound clockwise (normals into the head, as some exporters write them) are turned before
+    anything is matched: the registration is the same to the bit, and the report says so."""
+    from onflame.geometry import wound_inward
+
+    _, _, scan = simulated
+    inward = Mesh(scan.scan.vertices, scan.scan.faces[:, ::-1])
+    assert wound_inward(inward.vertices, inward.faces) and not wound_inward(scan.scan.vertices, scan.scan.faces)
+    reg = register(inward, flame_model, landmarks=scan.landmarks)
+    assert np.array_equal(reg.mesh.vertices, registered.mesh.vertices) and reg.verdict == "ok"
+    assert reg.quality.numbers["scan_rewound"] and not registered.quality.numbers["scan_rewound"]
+    # half a face (one camera pod's view) and FLAME's whole head tell their winding too
+    v, f = flame_model.v_template, flame_model.faces
+    half = f[(v[f][:, :, 0] > 0).all(1) & np.isin(f, flame_model.masks["face"]).all(1)]
+    assert not wound_inward(v, f) and wound_inward(v, f[:, ::-1])
+    assert not wound_inward(v, half) and wound_inward(v, half[:, ::-1])
+
+
 def test_wrong_landmark_shape_is_refused(flame_model, simulated):
     _, _, scan = simulated
     with pytest.raises(InputError, match="landmarks"):

@@ -50,6 +50,11 @@ class Mesh:
         """A copy with new positions (V, 3) and everything else shared."""
         return replace(self, vertices=np.asarray(vertices, dtype=np.float64))
 
+    def rewound(self) -> "Mesh":
+        """A copy with every triangle's winding reversed (its normal turned), texture corners with it."""
+        return replace(self, faces=self.faces[:, ::-1].copy(),
+                       face_uv=None if self.face_uv is None else self.face_uv[:, ::-1].copy())
+
     def transformed(self, rotation: np.ndarray | None = None, translation: np.ndarray | None = None,
                     scale: float = 1.0) -> "Mesh":
         """A copy with ``x -> scale * R x + t`` applied (``rotation`` (3, 3), ``translation`` (3,))."""

@@ -27,7 +27,7 @@ from scipy.spatial.transform import Rotation
 from ..errors import InputError
 from ..flame.model import FlameModel
 from ..flame.numpy_flame import NumpyFlame
-from ..geometry import apply_rigid
+from ..geometry import apply_rigid, wound_inward
 from ..mesh import Mesh, check_mesh, read_mesh
 from ..mesh.landmark_files import ScanLandmarks, landmarks_from_array, read_landmarks
 from .correspond import ScanIndex
@@ -142,13 +142,15 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel,
             final = fit_mesh_vertices(fitted.flame, apply_rigid(reg_v, fitted.R, fitted.t), state=final, **REFIT)
         quality, reg_lmk = _judge(reg_v, fit_v, model, fitted, refine_info, surface_info, landmark_info,
                                   wanted_landmarks=auto_landmarks != "geometry")
+        quality.numbers["scan_rewound"] = prepared.rewound
     return _result(prepared, model, fitted, reg_v, fit_v, final, quality, reg_lmk, landmark_info, sets, dict(timer))
 
 
 @dataclass
 class _Prepared:
-    """A scan ready to register: ``mesh`` as given, its ``path`` (for messages), ``unit`` and metres per
-    unit ``k``, ``points`` (N, 3) in metres, their search ``index``, and the user's ``clicks`` (scan units)."""
+    """A scan ready to register: ``mesh`` as given (its triangles turned outward where they were wound
+    inward: ``rewound``), its ``path`` (for messages), ``unit`` and metres per unit ``k``, ``points`` (N, 3)
+    in metres, their search ``index``, and the user's ``clicks`` (scan units)."""
 
     mesh: Mesh
     path: str
@@ -157,6 +159,7 @@ class _Prepared:
     points: np.ndarray
     index: ScanIndex
     clicks: ScanLandmarks | None
+    rewound: bool = False
 
 
 def _prepare(scan: Mesh | str | os.PathLike, landmarks, units: str) -> _Prepared:
@@ -178,6 +181,9 @@ def _prepare(scan: Mesh | str | os.PathLike, landmarks, units: str) -> _Prepared
         unit, k = resolve_units(scan.vertices, clicked_at, units, path)
         pts_m = scan.vertices * k
         check_scan_extent(pts_m, path, f"{unit}, {'detected' if units == 'auto' else 'as given'}")
+        rewound = wound_inward(pts_m, scan.faces)
+        if rewound:  # normals into the head: every match and the detector's shading would be turned
+            scan = scan.rewound()
         index = ScanIndex.build(pts_m, scan.faces)
         if clicks is not None:  # before anything is placed or sized by them
             check_landmarks_against_scan(clicked_at * k, index, clicks.source or path)
@@ -187,7 +193,7 @@ def _prepare(scan: Mesh | str | os.PathLike, landmarks, units: str) -> _Prepared
         if mismatch is not None:
             raise mismatch from None
         raise
-    return _Prepared(scan, path, unit, k, pts_m, index, clicks)
+    return _Prepared(scan, path, unit, k, pts_m, index, clicks, rewound)
 
 
 def _as_clicks(landmarks: "ScanLandmarks | np.ndarray | str | os.PathLike | None", scan: Mesh) -> ScanLandmarks | None:
