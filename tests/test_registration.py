@@ -238,6 +238,22 @@ def test_a_scan_wound_inward_is_turned_and_registers_the_same(flame_model, simul
     assert not wound_inward(v, half) and wound_inward(v, half[:, ::-1])
 
 
+def test_a_triangle_soup_is_welded_and_registers_as_the_surface(flame_model, simulated, registered):
+    """Every triangle with vertices of its own (STL's way, and some exporters'): without welding no vertex
+    had a neighbour, all lay on a border, nothing matched and the registration failed (coverage 0)."""
+    _, truth, scan = simulated
+    v, f = scan.scan.vertices, scan.scan.faces
+    soup = Mesh(v[f].reshape(-1, 3), np.arange(3 * len(f)).reshape(-1, 3))
+    welded = soup.welded()
+    assert welded.n_vertices == len(np.unique(f)) and np.array_equal(welded.vertices[welded.faces], v[f])
+    reg = register(soup, flame_model, landmarks=scan.landmarks)
+    face = flame_model.masks["face"]
+    err = [np.median(per_vertex_error(r.mesh.vertices, truth, face)) * 1000 for r in (reg, registered)]
+    # the same surface, its vertices in another order (the distances' even sample differs): measured
+    # 0.184 against 0.172 mm
+    assert reg.verdict == "ok" and abs(err[0] - err[1]) < 0.02, err
+
+
 def test_wrong_landmark_shape_is_refused(flame_model, simulated):
     _, _, scan = simulated
     with pytest.raises(InputError, match="landmarks"):

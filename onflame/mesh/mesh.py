@@ -50,6 +50,20 @@ class Mesh:
         """A copy with new positions (V, 3) and everything else shared."""
         return replace(self, vertices=np.asarray(vertices, dtype=np.float64))
 
+    def welded(self) -> "Mesh":
+        """A copy with exactly coincident vertices made one (the first one's colour kept), the faces
+        renumbered: a triangle soup (STL stores every mesh so; some exporters write OBJ or PLY so) becomes
+        a connected surface. Vertex order changes: never for a FLAME-topology mesh."""
+        v = np.ascontiguousarray(self.vertices)
+        key = v.view(np.dtype((np.void, v.dtype.itemsize * 3))).ravel()
+        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        order = np.argsort(first)  # keep the vertices in the order they first appear
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        keep = first[order]
+        return replace(self, vertices=v[keep], faces=rank[inverse.ravel()][self.faces],
+                       colors=None if self.colors is None else self.colors[keep])
+
     def rewound(self) -> "Mesh":
         """A copy with every triangle's winding reversed (its normal turned), texture corners with it."""
         return replace(self, faces=self.faces[:, ::-1].copy(),

@@ -162,6 +162,10 @@ class _Prepared:
     rewound: bool = False
 
 
+#: Vertices per triangle beyond which a scan is welded first (a connected surface has ~0.5, a soup 3).
+SOUP_RATIO = 0.6
+
+
 def _prepare(scan: Mesh | str | os.PathLike, landmarks, units: str) -> _Prepared:
     """Step 1: read and check the scan and the landmarks, sized in metres, and index the scan.
 
@@ -175,7 +179,9 @@ def _prepare(scan: Mesh | str | os.PathLike, landmarks, units: str) -> _Prepared
     check_mesh(scan, path)
     if scan.n_faces == 0:
         raise InputError(path, "scan has no triangles (a point cloud); registration needs a surface")
-    clicks = _as_clicks(landmarks, scan)
+    clicks = _as_clicks(landmarks, scan)  # before welding: a .land file may name the scan's vertices
+    if scan.n_vertices > SOUP_RATIO * scan.n_faces:  # a surface has about half as many vertices as triangles
+        scan = scan.welded()
     clicked_at = None if clicks is None else clicks.points
     try:
         unit, k = resolve_units(scan.vertices, clicked_at, units, path)
