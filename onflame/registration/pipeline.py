@@ -1,6 +1,7 @@
 """Scan → FLAME: the registration engine's entry point, :func:`register`, one step per function.
 
-1. :func:`_prepare`: the scan read and checked, its unit (:mod:`.units`), a search index (:mod:`.correspond`);
+1. :func:`.prepare.prepare_scan`: the scan read and checked, its unit (:mod:`.units`), a search index
+   (:mod:`.correspond`);
 2. :func:`_landmarks`: the clicks in each of the model's conventions (:mod:`.landmarks`), or detected ones
    (:mod:`.autolandmarks`), or none;
 3. :func:`_fit`: rigid starts (:mod:`.rigid`), then the FLAME fit (:mod:`.fit`: shape, expression,
@@ -24,12 +25,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from ..errors import InputError
 from ..flame.model import FlameModel
 from ..flame.numpy_flame import NumpyFlame
-from ..geometry import apply_rigid, wound_inward
-from ..mesh import Mesh, check_mesh, read_mesh
-from ..mesh.landmark_files import ScanLandmarks, landmarks_from_array, read_landmarks
+from ..geometry import apply_rigid
+from ..mesh import Mesh
+from ..mesh.landmark_files import ScanLandmarks
 from .correspond import ScanIndex
 from .eyes import place_eyeballs
 from .fit import FitSettings, fit_mesh_vertices, fit_scan, unexplained
@@ -44,14 +44,13 @@ from .landmarks import (
     outlier_reason,
     resolve_convention,
 )
-from .plausibility import check_landmarks_against_scan, check_scan_extent
+from .prepare import PreparedScan, prepare_scan
 from .quality import UNANCHORED, Quality, assess
 from .refine import RefineSettings, refine
 from .result import Registration
 from .rigid import rigid_starts, search_around
 from .threads import single_threaded_blas
 from .unfold import unfold
-from .units import resolve_units, units_mismatch
 
 #: Region weights for matching model vertices to scan data; regions not listed get ``DEFAULT_WEIGHT``.
 REGION_WEIGHTS = {"face": 1.0, "forehead": 1.0, "nose": 1.0, "lips": 1.0, "eye_region": 1.0,
@@ -130,7 +129,7 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel,
     timer = _Timer()
     with timer("total"):
         with timer("prepare"):
-            prepared = _prepare(scan, landmarks, units)
+            prepared = prepare_scan(scan, landmarks, units)
         with timer("landmarks"):
             sets, landmark_info, forced = _landmarks(prepared, model, auto_landmarks, landmark_convention)
         fitted = _fit(prepared, model, sets, landmark_info, forced, fit_settings or FitSettings(), timer)
@@ -146,73 +145,7 @@ def register(scan: Mesh | str | os.PathLike, model: FlameModel,
     return _result(prepared, model, fitted, reg_v, fit_v, final, quality, reg_lmk, landmark_info, sets, dict(timer))
 
 
-@dataclass
-class _Prepared:
-    """A scan ready to register: ``mesh`` as given (its triangles turned outward where they were wound
-    inward: ``rewound``), its ``path`` (for messages), ``unit`` and metres per unit ``k``, ``points`` (N, 3)
-    in metres, their search ``index``, and the user's ``clicks`` (scan units)."""
-
-    mesh: Mesh
-    path: str
-    unit: str
-    k: float
-    points: np.ndarray
-    index: ScanIndex
-    clicks: ScanLandmarks | None
-    rewound: bool = False
-
-
-#: Vertices per triangle beyond which a scan is welded first (a connected surface has ~0.5, a soup 3).
-SOUP_RATIO = 0.6
-
-
-def _prepare(scan: Mesh | str | os.PathLike, landmarks, units: str) -> _Prepared:
-    """Step 1: read and check the scan and the landmarks, sized in metres, and index the scan.
-
-    The checks run before anything is sized from the coordinates (:mod:`.plausibility`). Where they fail
-    and the scan and its landmarks are each the size of a head in different units, the error says so,
-    naming the landmark file (:func:`.units.units_mismatch`), rather than blaming the scan's size.
-    """
-    if not isinstance(scan, Mesh):  # given landmarks: the texture is never looked at, so not decoded
-        scan = read_mesh(scan, check_texture=landmarks is None)
-    path = scan.source or "<scan>"
-    check_mesh(scan, path)
-    if scan.n_faces == 0:
-        raise InputError(path, "scan has no triangles (a point cloud); registration needs a surface")
-    clicks = _as_clicks(landmarks, scan)  # before welding: a .land file may name the scan's vertices
-    if scan.n_vertices > SOUP_RATIO * scan.n_faces:  # a surface has about half as many vertices as triangles
-        scan = scan.welded()
-    clicked_at = None if clicks is None else clicks.points
-    try:
-        unit, k = resolve_units(scan.vertices, clicked_at, units, path)
-        pts_m = scan.vertices * k
-        check_scan_extent(pts_m, path, f"{unit}, {'detected' if units == 'auto' else 'as given'}")
-        rewound = wound_inward(pts_m, scan.faces)
-        if rewound:  # normals into the head: every match and the detector's shading would be turned
-            scan = scan.rewound()
-        index = ScanIndex.build(pts_m, scan.faces)
-        if clicks is not None:  # before anything is placed or sized by them
-            check_landmarks_against_scan(clicked_at * k, index, clicks.source or path)
-    except InputError:
-        mismatch = None if clicks is None else units_mismatch(scan.vertices, clicked_at, units, path,
-                                                              clicks.source or "<landmarks>")
-        if mismatch is not None:
-            raise mismatch from None
-        raise
-    return _Prepared(scan, path, unit, k, pts_m, index, clicks, rewound)
-
-
-def _as_clicks(landmarks: "ScanLandmarks | np.ndarray | str | os.PathLike | None", scan: Mesh) -> ScanLandmarks | None:
-    """The user's landmarks as :class:`ScanLandmarks` (scan units): a file of any kind
-    :func:`~onflame.mesh.landmark_files.read_landmarks` reads, an array in iBUG order, or as they are."""
-    if landmarks is None or isinstance(landmarks, ScanLandmarks):
-        return landmarks
-    if isinstance(landmarks, (str, os.PathLike)):
-        return read_landmarks(landmarks, scan)  # the scan: for .land files of vertex ids
-    return landmarks_from_array(landmarks, "<landmarks>")
-
-
-def _landmarks(prepared: _Prepared, model: FlameModel, auto_landmarks: str,
+def _landmarks(prepared: PreparedScan, model: FlameModel, auto_landmarks: str,
                landmark_convention: str) -> tuple[list[LandmarkSet], dict, str | None]:
     """Step 2: ``(sets, info, forced)``: the landmarks as one :class:`LandmarkSet` per convention the
     clicks may be in (targets in metres, scan frame), detected ones, or none; where they came from; the
@@ -247,7 +180,7 @@ class _Fitted:
     detected: bool
 
 
-def _fit(prepared: _Prepared, model: FlameModel, sets: list[LandmarkSet], info: dict, forced: str | None,
+def _fit(prepared: PreparedScan, model: FlameModel, sets: list[LandmarkSet], info: dict, forced: str | None,
          settings: FitSettings, timer: _Timer) -> _Fitted:
     """Step 3: rigid starts, then the FLAME fit from the one it explains the scan best from.
 
@@ -386,7 +319,7 @@ def _judge(reg_v: np.ndarray, fit_v: np.ndarray, model: FlameModel, fitted: _Fit
     return quality, reg_lmk
 
 
-def _result(prepared: _Prepared, model: FlameModel, fitted: _Fitted, reg_v: np.ndarray, fit_v: np.ndarray,
+def _result(prepared: PreparedScan, model: FlameModel, fitted: _Fitted, reg_v: np.ndarray, fit_v: np.ndarray,
             final: FitState, quality: Quality, reg_lmk: np.ndarray | None, landmark_info: dict,
             sets: list[LandmarkSet], timings: dict) -> Registration:
     """The :class:`Registration`: everything moved to the scan's frame (metres), the parameters' extras."""
