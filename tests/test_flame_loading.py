@@ -433,20 +433,26 @@ COPY_DAMAGES = {
 }
 
 
-@pytest.mark.parametrize("damage", list(COPY_DAMAGES))
-def test_a_damaged_model_copy_is_made_again_from_the_pickle(tmp_path, flame_pkl, monkeypatch, damage):
-    """A copy that is cut short, changed, not a zip, pickled or not a file is never used: the model comes
-    from the pickle, with the pickle's arrays, and a sound copy replaces it (where it can)."""
+def _pickle_with_its_copy(tmp_path, flame_pkl, monkeypatch):
+    """``(pickle, its pickle-free copy, the pickle's arrays)``: the test model copied into ``tmp_path``, its
+    arrays read with the copy turned off, then loaded once with it on (which writes the copy)."""
     import shutil
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     pkl = tmp_path / "generic_model.pkl"
     shutil.copy(flame_pkl, pkl)
     monkeypatch.setenv("ONFLAME_MODEL_CACHE", "0")
     truth = _model_arrays(load_model(pkl))
     monkeypatch.setenv("ONFLAME_MODEL_CACHE", "1")
     load_model(pkl)
-    copy = tmp_path / ".generic_model.pkl.onflame.npz"
+    return pkl, tmp_path / ".generic_model.pkl.onflame.npz", truth
+
+
+@pytest.mark.parametrize("damage", list(COPY_DAMAGES))
+def test_a_damaged_model_copy_is_made_again_from_the_pickle(tmp_path, flame_pkl, monkeypatch, damage):
+    """A copy that is cut short, changed, not a zip, pickled or not a file is never used: the model comes
+    from the pickle, with the pickle's arrays, and a sound copy replaces it (where it can)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    pkl, copy, truth = _pickle_with_its_copy(tmp_path, flame_pkl, monkeypatch)
     COPY_DAMAGES[damage](copy)
     calls = []
     real_load = safepickle.load
@@ -464,19 +470,12 @@ def test_a_damaged_model_copy_is_made_again_from_the_pickle(tmp_path, flame_pkl,
 def test_the_model_copy_holds_the_pickles_arrays_and_no_pickle(tmp_path, flame_pkl, monkeypatch):
     """Every array of the copy equals the pickle's, bit for bit and dtype for dtype; the copy is a plain
     .npz that np.load reads without pickles, each array's data 64-byte aligned in the file."""
-    import shutil
     import zipfile
 
     from onflame.fileio.aligned import ALIGN
 
-    pkl = tmp_path / "generic_model.pkl"
-    shutil.copy(flame_pkl, pkl)
-    monkeypatch.setenv("ONFLAME_MODEL_CACHE", "0")
-    truth = _model_arrays(load_model(pkl))
-    monkeypatch.setenv("ONFLAME_MODEL_CACHE", "1")
-    load_model(pkl)
+    pkl, copy, truth = _pickle_with_its_copy(tmp_path, flame_pkl, monkeypatch)
     cached = load_model(pkl)
-    copy = tmp_path / ".generic_model.pkl.onflame.npz"
     for name, value in truth.items():
         got = getattr(cached, name)
         assert got.dtype == value.dtype and got.shape == value.shape and np.array_equal(got, value), name
